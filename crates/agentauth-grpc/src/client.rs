@@ -1,0 +1,83 @@
+//! Outbound gRPC: every call carries this service's API key and the current trace context.
+
+use std::time::Duration;
+
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::auth::ApiKey;
+
+/// A channel whose calls authenticate as one caller and propagate trace context.
+pub type AuthenticatedChannel = InterceptedService<Channel, ClientInterceptor>;
+
+/// Why a client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid endpoint `{url}`: {source}")]
+    Endpoint {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("API key is not valid header text")]
+    Key,
+}
+
+/// A lazily connecting channel to `url` that sends `key` (when given) on every call.
+///
+/// Connecting lazily lets a service start while its peers are still starting; calls made
+/// before a peer is up fail with UNAVAILABLE and are retried by whoever makes them.
+pub fn channel(url: &str, key: Option<&ApiKey>) -> Result<AuthenticatedChannel, Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|source| Error::Endpoint {
+            url: url.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    let authorization = key
+        .map(|k| {
+            let mut value = AsciiMetadataValue::try_from(format!("Bearer {}", k.expose()))
+                .map_err(|_| Error::Key)?;
+            value.set_sensitive(true);
+            Ok(value)
+        })
+        .transpose()?;
+    Ok(InterceptedService::new(
+        endpoint.connect_lazy(),
+        ClientInterceptor { authorization },
+    ))
+}
+
+/// Adds `authorization` and `traceparent` to each outbound request.
+#[derive(Clone)]
+pub struct ClientInterceptor {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for ClientInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientInterceptor").finish_non_exhaustive()
+    }
+}
+
+impl Interceptor for ClientInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        inject_trace(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+fn inject_trace(metadata: &mut MetadataMap) {
+    let mut headers = std::mem::take(metadata).into_headers();
+    crate::trace::inject_current(&mut headers);
+    *metadata = MetadataMap::from_headers(headers);
+}

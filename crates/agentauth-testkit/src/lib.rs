@@ -1,0 +1,101 @@
+//! Test infrastructure shared by every agentauth test level.
+//!
+//! - [`openbao`]: one OpenBao dev server per test run, and a fresh path prefix per test.
+//! - [`database`]: a fresh PostgreSQL database or SQLite file per test.
+//! - [`free_port`], [`wait_serving`] and [`assert_eventually!`]: no sleeps, only deadlines.
+//! - [`process`]: a real binary, started with a config, stopped with a signal.
+
+pub mod database;
+pub mod openbao;
+pub mod process;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Polls an async condition until it holds or the deadline passes, then panics with the message.
+///
+/// `assert_eventually!(Duration::from_secs(5), async { check().await }, "what was expected")`
+#[macro_export]
+macro_rules! assert_eventually {
+    ($within:expr, $condition:expr, $($message:tt)+) => {{
+        let deadline = ::std::time::Instant::now() + $within;
+        loop {
+            if $condition.await {
+                break;
+            }
+            if ::std::time::Instant::now() >= deadline {
+                panic!("not true within {:?}: {}", $within, format!($($message)+));
+            }
+            ::tokio::time::sleep(::std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+/// A loopback address with a port that was free a moment ago, for binaries that bind it
+/// themselves. In-process tests should pass a bound listener instead.
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// Waits until the gRPC health service at `address` reports `service` ("" for the whole
+/// server) SERVING, or fails after `within`.
+pub async fn wait_serving(
+    address: SocketAddr,
+    service: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let mut last = String::from("never answered");
+    while Instant::now() < deadline {
+        match health_status(address, service).await {
+            Ok(ServingStatus::Serving) => return Ok(()),
+            Ok(status) => last = format!("{status:?}"),
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("{address} did not report {service:?} SERVING within {within:?}: {last}")
+}
+
+/// The health status the server at `address` reports for `service`.
+pub async fn health_status(address: SocketAddr, service: &str) -> anyhow::Result<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    let mut client = HealthClient::new(channel);
+    let response = client
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(match response.into_inner().status {
+        1 => ServingStatus::Serving,
+        2 => ServingStatus::NotServing,
+        _ => ServingStatus::Unknown,
+    })
+}
+
+/// The workspace root (where `Cargo.lock` is), from a test binary's location.
+pub fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() {
+        if !dir.pop() {
+            panic!("no Cargo.lock above {}", env!("CARGO_MANIFEST_DIR"));
+        }
+    }
+    dir
+}
+
+/// The project-local tools folder that `make test` fills (`.tools/`, or `$AGENTAUTH_TOOLS_DIR`).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("AGENTAUTH_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools"))
+}

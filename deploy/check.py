@@ -1,0 +1,710 @@
+#!/usr/bin/env python3
+"""Offline checks for deploy/ that need more than a schema. Run by deploy/check.sh.
+
+1. Every `resources:` and `patches:` path of every kustomization.yaml exists, no kustomization
+   uses a field this script cannot render, and no manifest or patch file under deploy/ is left
+   unreferenced.
+2. Renders each kustomization root (deploy/base, deploy/overlays/*) the way kustomize would for
+   the subset used here: `resources` (files and directories), `namespace`, and JSON 6902
+   `patches` with a `target`. The merged objects are written out for kubernetes-validate.
+3. Checks the invariants that the design and the binaries impose on the rendered objects:
+   config files carry only known keys and no secrets; env overrides name known keys and take
+   secrets from Secrets; security context, probes and shutdown timing; PDBs, Services; the
+   NetworkPolicies allow exactly the edges of design.md's diagram; production replicas and
+   Ingresses.
+
+Usage: check.py DEPLOY_DIR OUT_DIR
+Writes OUT_DIR/raw-files.txt (resource files as written) and OUT_DIR/rendered/<root>/*.yaml
+(merged objects), prints findings, and exits 1 if there are any.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NAMESPACE = "agentauth"
+SERVICES = ("token-vault", "connector-executor", "audit-log", "schema-watcher")
+# Services that poll on their own and must run as a single replica (see its base Deployment).
+SINGLETONS = {"schema-watcher"}
+GRPC_PORT = 50051
+HTTP_PORT = 8080
+HTTP_SERVICES = {"token-vault", "connector-executor"}
+ENV_PREFIX = {s: s.upper().replace("-", "_") + "__" for s in SERVICES}
+
+# Config keys each binary accepts (it rejects unknown keys). `str`/`list` are leaf types;
+# `[dict]` is an array of tables.
+_CALLER = {"name": str, "key_sha256": str, "tenants": list, "connections": list, "tools": list}
+_CLIENT = {"url": str, "api_key_file": str}
+_COMMON = {"listen": str, "shutdown_grace": str, "callers": [_CALLER]}
+CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
+    "token-vault": {
+        **_COMMON,
+        "http_listen": str,
+        "vault": {"addr": str, "kv_mount": str, "transit_mount": str, "path_prefix": str},
+        "database": {"url": str},
+    },
+    "audit-log": {**_COMMON, "database": {"url": str}},
+    "connector-executor": {
+        **_COMMON,
+        "http_listen": str,
+        "token_vault": _CLIENT,
+        "audit_log": _CLIENT,
+        "asana": {"api_base": str, "mcp_url": str},
+    },
+    "schema-watcher": {
+        **_COMMON,
+        "database": {"url": str},
+        "connector_executor": _CLIENT,
+        "audit_log": _CLIENT,
+    },
+}
+# Keys that hold secrets: they must come from a Secret through the env override, never the file.
+SECRET_KEYS = {"database"}
+EXPECTED_ASANA = {"api_base": "https://app.asana.com/api/1.0", "mcp_url": "https://mcp.asana.com/v2/mcp"}
+
+# design.md's diagram, as (client, server, port) inside the namespace ...
+EXPECTED_INTERNAL_EDGES = {
+    ("connector-executor", "token-vault", GRPC_PORT),
+    ("connector-executor", "audit-log", GRPC_PORT),
+    ("token-vault", "audit-log", GRPC_PORT),
+    ("schema-watcher", "connector-executor", GRPC_PORT),
+    ("schema-watcher", "audit-log", GRPC_PORT),
+}
+# ... and as ports each service may reach outside it (DNS 53, OTLP 4317, PostgreSQL 5432,
+# Vault 8200, Asana 443) or be reached on from outside it (callers/operators on gRPC, the
+# ingress controller on the HTTP listener).
+_COMMON_EGRESS = {("UDP", 53), ("TCP", 53), ("TCP", 4317)}
+EXPECTED_EXTERNAL_EGRESS = {
+    "token-vault": _COMMON_EGRESS | {("TCP", 5432), ("TCP", 8200), ("TCP", 443)},
+    "connector-executor": _COMMON_EGRESS | {("TCP", 443)},
+    "audit-log": _COMMON_EGRESS | {("TCP", 5432)},
+    "schema-watcher": _COMMON_EGRESS | {("TCP", 5432)},
+}
+EXPECTED_EXTERNAL_INGRESS = {
+    "token-vault": {("TCP", HTTP_PORT)},
+    "connector-executor": {("TCP", GRPC_PORT), ("TCP", HTTP_PORT)},
+    "audit-log": {("TCP", GRPC_PORT)},
+    "schema-watcher": {("TCP", GRPC_PORT)},
+}
+
+# Per-root expectations beyond the shared invariants.
+ROOT_EXPECTATIONS = {
+    "overlays/production": {
+        "min_replicas": 2,
+        "ingress_backends": {("token-vault", "http"), ("connector-executor", "http")},
+        "ipblock_policies": {"allow-postgres-egress", "allow-vault-egress"},
+    },
+}
+
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "StorageClass"}
+KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "namespace", "resources", "patches"}
+TARGET_FIELDS = {"group", "version", "kind", "name", "namespace"}
+PLACEHOLDER = re.compile(r"FILL-IN|agentauth\.example|192\.0\.2\.|198\.51\.100\.|203\.0\.113\.")
+
+findings: list[str] = []
+
+
+def finding(where: str, message: str) -> None:
+    findings.append(f"{where}: {message}")
+
+
+# --- kustomize-lite ---------------------------------------------------------------------------
+
+
+class RenderError(Exception):
+    pass
+
+
+def load_docs(path: Path) -> list[Any]:
+    with path.open() as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def obj_id(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace", "")
+    return f"{obj.get('kind')}/{ns + '/' if ns else ''}{meta.get('name')}"
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    return tuple(api_version.split("/", 1)) if "/" in api_version else ("", api_version)  # type: ignore[return-value]
+
+
+def pointer_tokens(pointer: str) -> list[str]:
+    if pointer == "":
+        return []
+    if not pointer.startswith("/"):
+        raise RenderError(f"JSON pointer {pointer!r} does not start with '/'")
+    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
+
+
+def walk(doc: Any, tokens: list[str], pointer: str) -> Any:
+    for t in tokens:
+        if isinstance(doc, dict):
+            if t not in doc:
+                raise RenderError(f"path {pointer} does not exist (no key {t!r})")
+            doc = doc[t]
+        elif isinstance(doc, list):
+            if not t.isdigit() or int(t) >= len(doc):
+                raise RenderError(f"path {pointer} does not exist (no index {t})")
+            doc = doc[int(t)]
+        else:
+            raise RenderError(f"path {pointer} goes through a scalar")
+    return doc
+
+
+def apply_json6902(obj: dict, ops: list[dict]) -> None:
+    """RFC 6902 add/remove/replace/test, strict like kustomize: a missing path is an error."""
+    for op in ops:
+        kind, pointer = op.get("op"), op.get("path", "")
+        tokens = pointer_tokens(pointer)
+        if kind not in {"add", "remove", "replace", "test"}:
+            raise RenderError(f"unsupported JSON 6902 op {kind!r} (use add/remove/replace/test)")
+        if kind in {"add", "replace", "test"} and "value" not in op:
+            raise RenderError(f"op {kind} {pointer} has no value")
+        if not tokens:
+            raise RenderError("patching the whole document is not supported")
+        parent = walk(obj, tokens[:-1], pointer)
+        last = tokens[-1]
+        if kind == "test":
+            if walk(obj, tokens, pointer) != op["value"]:
+                raise RenderError(f"test {pointer} failed: expected {op['value']!r}, "
+                                  f"found {walk(obj, tokens, pointer)!r}")
+            continue
+        if isinstance(parent, dict):
+            if kind in {"remove", "replace"} and last not in parent:
+                raise RenderError(f"{kind} {pointer}: no such key")
+            if kind == "remove":
+                del parent[last]
+            else:
+                parent[last] = copy.deepcopy(op["value"])
+        elif isinstance(parent, list):
+            if kind == "add" and last == "-":
+                parent.append(copy.deepcopy(op["value"]))
+                continue
+            if not last.isdigit():
+                raise RenderError(f"{kind} {pointer}: {last!r} is not an array index")
+            i = int(last)
+            if kind == "add":
+                if i > len(parent):
+                    raise RenderError(f"add {pointer}: index out of range")
+                parent.insert(i, copy.deepcopy(op["value"]))
+            elif i >= len(parent):
+                raise RenderError(f"{kind} {pointer}: index out of range")
+            elif kind == "remove":
+                del parent[i]
+            else:
+                parent[i] = copy.deepcopy(op["value"])
+        else:
+            raise RenderError(f"{kind} {pointer}: parent is a scalar")
+
+
+def matches_target(obj: dict, target: dict) -> bool:
+    group, version = split_api_version(obj.get("apiVersion", ""))
+    meta = obj.get("metadata") or {}
+    wanted = {"group": group, "version": version, "kind": obj.get("kind"),
+              "name": meta.get("name"), "namespace": meta.get("namespace")}
+    return all(wanted[k] == v for k, v in target.items())
+
+
+def render(root: Path, deploy_dir: Path, referenced: set[Path], raw_files: list[Path],
+           stack: tuple[Path, ...] = ()) -> list[dict]:
+    """Render the kustomization in `root`; record every file it references."""
+    kfile = root / "kustomization.yaml"
+    rel = kfile.relative_to(deploy_dir)
+    if root in stack:
+        raise RenderError(f"{rel}: kustomization cycle")
+    if not kfile.is_file():
+        raise RenderError(f"{root.relative_to(deploy_dir)}: no kustomization.yaml")
+    referenced.add(kfile)
+    docs = load_docs(kfile)
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise RenderError(f"{rel}: expected one mapping")
+    k = docs[0]
+    if k.get("kind") != "Kustomization":
+        raise RenderError(f"{rel}: kind is not Kustomization")
+    unsupported = set(k) - KUSTOMIZATION_FIELDS
+    if unsupported:
+        raise RenderError(f"{rel}: fields {sorted(unsupported)} are not rendered by check.py; "
+                          "express them as resources or JSON 6902 patches")
+
+    objects: list[dict] = []
+    for res in k.get("resources") or []:
+        path = (root / res).resolve()
+        if not path.exists():
+            finding(str(rel), f"resource {res!r} does not exist")
+            continue
+        if path.is_dir():
+            objects += render(path, deploy_dir, referenced, raw_files, stack + (root,))
+        else:
+            referenced.add(path)
+            raw_files.append(path)
+            for doc in load_docs(path):
+                if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
+                    raise RenderError(f"{path.relative_to(deploy_dir)}: a document is not a "
+                                      "Kubernetes object")
+                objects.append(doc)
+
+    for patch in k.get("patches") or []:
+        if set(patch) - {"path", "target"} or "path" not in patch or "target" not in patch:
+            raise RenderError(f"{rel}: each patch needs exactly `path` and `target` "
+                              "(inline patches are not used here)")
+        path = (root / patch["path"]).resolve()
+        if not path.is_file():
+            finding(str(rel), f"patch {patch['path']!r} does not exist")
+            continue
+        referenced.add(path)
+        target = patch["target"]
+        if set(target) - TARGET_FIELDS:
+            raise RenderError(f"{rel}: target fields {sorted(set(target) - TARGET_FIELDS)} "
+                              "are not supported by check.py")
+        ops = load_docs(path)
+        if len(ops) != 1 or not isinstance(ops[0], list):
+            raise RenderError(f"{path.relative_to(deploy_dir)}: not a JSON 6902 patch (a YAML "
+                              "list of operations); strategic-merge patches are not used here")
+        hits = [o for o in objects if matches_target(o, target)]
+        if len(hits) != 1:
+            raise RenderError(f"{rel}: patch {patch['path']} matches {len(hits)} objects "
+                              f"(target {target}), expected exactly 1")
+        try:
+            apply_json6902(hits[0], ops[0])
+        except RenderError as e:
+            raise RenderError(f"{path.relative_to(deploy_dir)}: {e}") from None
+
+    if "namespace" in k:
+        for o in objects:
+            if o["kind"] not in CLUSTER_SCOPED:
+                o.setdefault("metadata", {})["namespace"] = k["namespace"]
+
+    seen: set[str] = set()
+    for o in objects:
+        if obj_id(o) in seen:
+            raise RenderError(f"{rel}: {obj_id(o)} is defined twice")
+        seen.add(obj_id(o))
+    return objects
+
+
+# --- invariants -------------------------------------------------------------------------------
+
+
+def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"(\d+)(ms|s|m)", text)
+    if not m:
+        raise ValueError(f"cannot parse duration {text!r}")
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+
+
+def check_table(where: str, value: dict, schema: dict, prefix: str = "") -> None:
+    for key, item in value.items():
+        name = prefix + key
+        if key not in schema:
+            finding(where, f"unknown config key `{name}` (the binary rejects unknown keys)")
+            continue
+        expected = schema[key]
+        if isinstance(expected, dict):
+            if not isinstance(item, dict):
+                finding(where, f"`{name}` must be a table")
+            else:
+                check_table(where, item, expected, name + ".")
+        elif isinstance(expected, list):
+            if not isinstance(item, list) or not all(isinstance(i, dict) for i in item):
+                finding(where, f"`{name}` must be an array of tables ([[{name}]])")
+                continue
+            for n, entry in enumerate(item):
+                check_table(where, entry, expected[0], f"{name}[{n}].")
+                missing = set(expected[0]) - set(entry)
+                if missing:
+                    finding(where, f"`{name}[{n}]` lacks {sorted(missing)}")
+        elif not isinstance(item, expected):
+            finding(where, f"`{name}` must be a {expected.__name__}")
+
+
+def env_path_known(schema: dict, path: list[str]) -> bool:
+    node: Any = schema
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, dict)
+
+
+def check_config(svc: str, where: str, toml_text: str, deployment: dict,
+                 services: dict[str, dict], notes: list[str]) -> float | None:
+    try:
+        cfg = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as e:
+        finding(where, f"config.toml is not valid TOML: {e}")
+        return None
+    schema = CONFIG_SCHEMA[svc]
+    check_table(where, cfg, schema)
+    for key in SECRET_KEYS & set(cfg):
+        finding(where, f"`[{key}]` must not be in the file: it comes from "
+                       f"{ENV_PREFIX[svc]}{key.upper()}__URL (a Secret)")
+    required = set(schema) - SECRET_KEYS
+    for key in sorted(required - set(cfg)):
+        finding(where, f"config.toml lacks `{key}`")
+    if cfg.get("listen") != f"0.0.0.0:{GRPC_PORT}":
+        finding(where, f"listen must be \"0.0.0.0:{GRPC_PORT}\"")
+    if "http_listen" in schema and cfg.get("http_listen") != f"0.0.0.0:{HTTP_PORT}":
+        finding(where, f"http_listen must be \"0.0.0.0:{HTTP_PORT}\"")
+    if "asana" in cfg and cfg["asana"] != EXPECTED_ASANA:
+        finding(where, f"[asana] must be {EXPECTED_ASANA}")
+
+    for n, caller in enumerate(cfg.get("callers") or []):
+        digest = caller.get("key_sha256", "")
+        if digest.startswith("FILL-IN"):
+            notes.append(f"{where}: callers[{n}] ({caller.get('name')}) key_sha256 is a placeholder")
+        elif not re.fullmatch(r"[0-9a-f]{64}", digest):
+            finding(where, f"callers[{n}].key_sha256 is not 64 lowercase hex digits")
+        for field in ("tenants", "connections", "tools"):
+            if not caller.get(field):
+                finding(where, f"callers[{n}].{field} is empty (use [\"*\"] for any)")
+
+    # Client sections: the URL names an agentauth Service on the gRPC port; the key file is a
+    # mounted Secret item.
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    secret_files = set()
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        vol = volumes.get(mount["name"], {})
+        if "secret" in vol:
+            for item in vol["secret"].get("items", []):
+                secret_files.add(f"{mount['mountPath'].rstrip('/')}/{item['path']}")
+    for section in ("token_vault", "audit_log", "connector_executor"):
+        if section not in cfg:
+            continue
+        client = cfg[section]
+        target = section.replace("_", "-")
+        want = f"http://{target}.{NAMESPACE}.svc:{GRPC_PORT}"
+        if client.get("url") != want:
+            finding(where, f"[{section}].url must be {want!r}")
+        if target not in services:
+            finding(where, f"[{section}] points at Service {target!r}, which is not rendered")
+        if client.get("api_key_file") not in secret_files:
+            finding(where, f"[{section}].api_key_file {client.get('api_key_file')!r} is not a "
+                           f"Secret item mounted into {svc}")
+
+    # Env overrides: the service's prefix, a known key, secrets from secretKeyRef.
+    env = {e["name"]: e for e in container.get("env", [])}
+    for name, entry in env.items():
+        literal = entry.get("value", "")
+        if re.search(r"://[^/\s:@]+:[^/\s@]+@", literal):
+            finding(where, f"env {name} carries a password inline; use a secretKeyRef")
+        if "__" in name:
+            if not name.startswith(ENV_PREFIX[svc]):
+                finding(where, f"env {name} does not use the prefix {ENV_PREFIX[svc]}")
+                continue
+            path = name[len(ENV_PREFIX[svc]):].lower().split("__")
+            if not env_path_known(schema, path):
+                finding(where, f"env {name} overrides unknown key `{'.'.join(path)}`")
+            if path[0] in SECRET_KEYS and "secretKeyRef" not in (entry.get("valueFrom") or {}):
+                finding(where, f"env {name} must come from a secretKeyRef")
+    for key in SECRET_KEYS & set(schema):
+        name = f"{ENV_PREFIX[svc]}{key.upper()}__URL"
+        if name not in env:
+            finding(where, f"{svc} needs {name} (from a Secret): the file has no [{key}]")
+    if svc == "token-vault" and "secretKeyRef" not in (env.get("VAULT_TOKEN", {}).get("valueFrom") or {}):
+        finding(where, "token-vault needs VAULT_TOKEN from a secretKeyRef")
+
+    try:
+        return parse_duration(cfg.get("shutdown_grace", ""))
+    except ValueError as e:
+        finding(where, str(e))
+        return None
+
+
+def check_deployment(svc: str, where: str, dep: dict, grace: float | None,
+                     sas: dict[str, dict], expect: dict) -> None:
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    if labels.get("app.kubernetes.io/name") != svc:
+        finding(where, "pod template lacks app.kubernetes.io/name")
+    if spec["selector"].get("matchLabels") != {"app.kubernetes.io/name": svc}:
+        finding(where, "selector must be exactly app.kubernetes.io/name")
+
+    replicas = spec.get("replicas", 1)
+    if svc in SINGLETONS:
+        if replicas != 1:
+            finding(where, f"{svc} must run one replica (its polling is not coordinated)")
+    elif replicas < expect.get("min_replicas", 1):
+        finding(where, f"replicas {replicas} < {expect['min_replicas']}")
+
+    psc = pod.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True:
+        finding(where, "pod securityContext.runAsNonRoot must be true")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        finding(where, "pod seccompProfile must be RuntimeDefault")
+    automount = pod.get("automountServiceAccountToken")
+    if svc == "token-vault":
+        if automount is not True:
+            finding(where, "token-vault mounts its SA token (for Vault Kubernetes auth)")
+    elif automount is not False:
+        finding(where, "automountServiceAccountToken must be false")
+    sa = sas.get(pod.get("serviceAccountName", ""))
+    if sa is None:
+        finding(where, f"ServiceAccount {pod.get('serviceAccountName')!r} is not rendered")
+    elif sa.get("automountServiceAccountToken") is not False:
+        finding(where, "its ServiceAccount must set automountServiceAccountToken: false")
+    if pod.get("enableServiceLinks") is not False:
+        finding(where, "enableServiceLinks must be false")
+
+    if len(pod["containers"]) != 1:
+        finding(where, "expected exactly one container")
+    c = pod["containers"][0]
+    image = c.get("image", "")
+    if not re.fullmatch(rf"[^\s]+/{re.escape(svc)}(:[\w.-]+)?(@sha256:[0-9a-f]{{64}})?", image):
+        finding(where, f"image {image!r} is not <registry>/{svc}:<tag>")
+    if c.get("args") != ["--config", "/etc/agentauth/config.toml"]:
+        finding(where, "args must be --config /etc/agentauth/config.toml")
+    csc = c.get("securityContext", {})
+    if csc.get("readOnlyRootFilesystem") is not True:
+        finding(where, "readOnlyRootFilesystem must be true")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        finding(where, "allowPrivilegeEscalation must be false")
+    if csc.get("capabilities", {}).get("drop") != ["ALL"]:
+        finding(where, "capabilities.drop must be [ALL]")
+    if csc.get("capabilities", {}).get("add"):
+        finding(where, "no capabilities may be added")
+    for probe in ("readinessProbe", "livenessProbe"):
+        if c.get(probe, {}).get("grpc", {}).get("port") != GRPC_PORT:
+            finding(where, f"{probe} must be a grpc probe on port {GRPC_PORT}")
+    for kind in ("requests", "limits"):
+        for res in ("cpu", "memory"):
+            if res not in c.get("resources", {}).get(kind, {}):
+                finding(where, f"resources.{kind}.{res} is missing")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    want_ports = {"grpc": GRPC_PORT} | ({"http": HTTP_PORT} if svc in HTTP_SERVICES else {})
+    if ports != want_ports:
+        finding(where, f"container ports {ports} != {want_ports}")
+
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    cfg_mount = mounts.get("/etc/agentauth")
+    cfg_vol = volumes.get(cfg_mount["name"], {}) if cfg_mount else {}
+    if cfg_vol.get("configMap", {}).get("name") != f"{svc}-config":
+        finding(where, f"/etc/agentauth must mount ConfigMap {svc}-config")
+
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    tgps = pod.get("terminationGracePeriodSeconds", 30)
+    if grace is not None and not tgps > pre_stop + grace:
+        finding(where, f"terminationGracePeriodSeconds {tgps} must exceed preStop {pre_stop}s "
+                       f"+ shutdown_grace {grace:g}s")
+
+
+def selector_matches(selector: dict | None, labels: dict) -> bool:
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels,
+              "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def peer_kinds(peer: dict, ns_labels: dict, pods: dict[str, dict]) -> tuple[set[str], bool]:
+    """Which agentauth services a NetworkPolicy peer selects, and whether it reaches outside."""
+    if "ipBlock" in peer:
+        return set(), True
+    ns_sel = peer.get("namespaceSelector")
+    pod_sel = peer.get("podSelector", {})
+    if ns_sel is None:  # this namespace only
+        return {s for s, lbl in pods.items() if selector_matches(pod_sel, lbl)}, False
+    inside = ({s for s, lbl in pods.items() if selector_matches(pod_sel, lbl)}
+              if selector_matches(ns_sel, ns_labels) else set())
+    only_here = (ns_sel.get("matchLabels") or {}).get("kubernetes.io/metadata.name") == NAMESPACE
+    return inside, not only_here
+
+
+def check_network(where: str, objects: list[dict]) -> None:
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    namespaces = by_kind(objects, "Namespace")
+    ns_labels = dict((namespaces.get(NAMESPACE, {}).get("metadata") or {}).get("labels") or {})
+    ns_labels["kubernetes.io/metadata.name"] = NAMESPACE
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in objects if d["kind"] == "Deployment"}
+
+    deny = [p for p in policies if p["spec"].get("podSelector") == {}
+            and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    if not deny:
+        finding(where, "no default-deny NetworkPolicy (podSelector {}, Ingress+Egress, no rules)")
+
+    # allowed[direction][svc] = set of (peer, protocol, port); peer is a service or "external".
+    allowed: dict[str, dict[str, set]] = {"ingress": {s: set() for s in pods},
+                                          "egress": {s: set() for s in pods}}
+    for p in policies:
+        name = p["metadata"]["name"]
+        selected = {s for s, lbl in pods.items() if selector_matches(p["spec"]["podSelector"], lbl)}
+        for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+            if direction.capitalize() not in p["spec"].get("policyTypes", []):
+                if p["spec"].get(direction):
+                    finding(where, f"NetworkPolicy {name} has {direction} rules but not the type")
+                continue
+            for rule in p["spec"].get(direction) or []:
+                if not rule.get(peers_key):
+                    finding(where, f"NetworkPolicy {name}: a {direction} rule without "
+                                   f"`{peers_key}` allows every peer")
+                    continue
+                if not rule.get("ports"):
+                    finding(where, f"NetworkPolicy {name}: a {direction} rule without ports "
+                                   "allows every port")
+                    continue
+                ports = set()
+                for port in rule["ports"]:
+                    if not isinstance(port.get("port"), int) or "endPort" in port:
+                        finding(where, f"NetworkPolicy {name}: use single numeric ports")
+                        continue
+                    ports.add((port.get("protocol", "TCP"), port["port"]))
+                for peer in rule[peers_key]:
+                    services, external = peer_kinds(peer, ns_labels, pods)
+                    for s in selected:
+                        for proto, num in ports:
+                            allowed[direction][s] |= {(t, proto, num) for t in services}
+                            if external:
+                                allowed[direction][s].add(("external", proto, num))
+
+    internal = set()
+    for src in pods:
+        for dst, proto, port in allowed["egress"][src]:
+            if dst != "external" and (src, proto, port) in allowed["ingress"].get(dst, set()):
+                internal.add((src, dst, port))
+    for edge in sorted(internal - EXPECTED_INTERNAL_EDGES):
+        finding(where, f"NetworkPolicies allow {edge[0]} → {edge[1]}:{edge[2]}, not in the design")
+    for edge in sorted(EXPECTED_INTERNAL_EDGES - internal):
+        if edge[0] in pods and edge[1] in pods:
+            finding(where, f"NetworkPolicies block {edge[0]} → {edge[1]}:{edge[2]} (design edge)")
+    for svc in pods:
+        for direction, expected in (("egress", EXPECTED_EXTERNAL_EGRESS),
+                                    ("ingress", EXPECTED_EXTERNAL_INGRESS)):
+            got = {(proto, port) for peer, proto, port in allowed[direction][svc] if peer == "external"}
+            if got != expected.get(svc, set()):
+                finding(where, f"{svc}: external {direction} ports {sorted(got)} != "
+                               f"expected {sorted(expected.get(svc, set()))}")
+
+
+def check_root(name: str, objects: list[dict]) -> list[str]:
+    notes: list[str] = []
+    expect = ROOT_EXPECTATIONS.get(name, {})
+    deployments = by_kind(objects, "Deployment")
+    configmaps = by_kind(objects, "ConfigMap")
+    services = by_kind(objects, "Service")
+    sas = by_kind(objects, "ServiceAccount")
+    pdbs = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+
+    for o in objects:
+        if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != NAMESPACE:
+            finding(f"{name}: {obj_id(o)}", f"namespace must be {NAMESPACE}")
+        if o["kind"] == "Secret":
+            finding(f"{name}: {obj_id(o)}", "Secrets are created out of band, never committed")
+    if set(deployments) != set(SERVICES):
+        finding(name, f"Deployments {sorted(deployments)} != {sorted(SERVICES)}")
+
+    for svc in SERVICES:
+        dep = deployments.get(svc)
+        if dep is None:
+            continue
+        where = f"{name}: {svc}"
+        cm = configmaps.get(f"{svc}-config")
+        grace = None
+        if cm is None or "config.toml" not in (cm.get("data") or {}):
+            finding(where, f"ConfigMap {svc}-config with config.toml is missing")
+        else:
+            grace = check_config(svc, where, cm["data"]["config.toml"], dep, services, notes)
+        check_deployment(svc, where, dep, grace, sas, expect)
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        if not any(selector_matches(p["spec"].get("selector"), pod_labels) for p in pdbs):
+            finding(where, "no PodDisruptionBudget selects its pods")
+        svc_obj = services.get(svc)
+        if svc_obj is None:
+            finding(where, "no Service")
+        else:
+            if not selector_matches({"matchLabels": svc_obj["spec"].get("selector")}, pod_labels):
+                finding(where, "its Service does not select its pods")
+            ports = {p["name"]: p["port"] for p in svc_obj["spec"].get("ports", [])}
+            if ports.get("grpc") != GRPC_PORT or (svc in HTTP_SERVICES) != ("http" in ports):
+                finding(where, f"Service ports {ports} do not match the listeners")
+
+    check_network(name, objects)
+
+    backends = set()
+    for ing in (o for o in objects if o["kind"] == "Ingress"):
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                svc = path["backend"]["service"]
+                backends.add((svc["name"], svc["port"].get("name")))
+        if not ing["spec"].get("tls"):
+            finding(f"{name}: {obj_id(ing)}", "Ingress without TLS")
+    for backend in sorted(expect.get("ingress_backends", set()) - backends):
+        finding(name, f"no Ingress routes to {backend[0]}:{backend[1]}")
+    policies = by_kind(objects, "NetworkPolicy")
+    for pol in sorted(expect.get("ipblock_policies", set())):
+        peers = [peer for rule in policies.get(pol, {}).get("spec", {}).get("egress", [])
+                 for peer in rule.get("to", [])]
+        if not peers or any("ipBlock" not in peer for peer in peers):
+            finding(name, f"NetworkPolicy {pol} must point at the external service by ipBlock")
+    return notes
+
+
+def main() -> int:
+    deploy_dir = Path(sys.argv[1]).resolve()
+    out_dir = Path(sys.argv[2]).resolve()
+    roots = [deploy_dir / "base"] + sorted(p.parent for p in (deploy_dir / "overlays").glob("*/kustomization.yaml"))
+    referenced: set[Path] = set()
+    raw_files: list[Path] = []
+    placeholder_notes: list[str] = []
+    for root in roots:
+        name = str(root.relative_to(deploy_dir))
+        try:
+            objects = render(root, deploy_dir, referenced, raw_files)
+        except (RenderError, yaml.YAMLError, OSError) as e:
+            finding(name, f"cannot render: {e}")
+            continue
+        notes = check_root(name, objects)
+        target = out_dir / "rendered" / name.replace("/", "-")
+        target.mkdir(parents=True, exist_ok=True)
+        text = ""
+        for n, obj in enumerate(objects):
+            dump = yaml.safe_dump(obj, sort_keys=False)
+            text += dump
+            (target / f"{n:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml").write_text(dump)
+        count = len(PLACEHOLDER.findall(text))
+        print(f"rendered {name}: {len(objects)} objects -> {target.relative_to(out_dir)}")
+        if name.startswith("overlays/"):
+            placeholder_notes += notes
+            if count:
+                print(f"note: {name} still holds {count} placeholders to fill in before deploying "
+                      "(FILL-IN…, *.agentauth.example, RFC 5737 address ranges; see deploy/README.md)")
+
+    for path in sorted(deploy_dir.rglob("*.yaml")) + sorted(deploy_dir.rglob("*.yml")):
+        if path.resolve() not in referenced and ".yamllint" not in path.name:
+            finding(str(path.relative_to(deploy_dir)), "not referenced by any kustomization.yaml")
+
+    (out_dir / "raw-files.txt").write_text("".join(f"{p}\n" for p in dict.fromkeys(raw_files)))
+    for f in findings:
+        print(f"FINDING {f}")
+    print(f"check.py: {len(findings)} finding(s)")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

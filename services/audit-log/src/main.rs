@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    agentauth_launch::main::<audit_log::AuditLogService>()
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    agentauth_launch::main::<connector_executor::ConnectorExecutorService>()
+}

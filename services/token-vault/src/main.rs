@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    agentauth_launch::main::<token_vault::TokenVaultService>()
+}
