@@ -89,7 +89,11 @@ fn one_line(error: &figment::Error) -> String {
     error
         .clone()
         .into_iter()
-        .map(|e| e.to_string().replace('\n', " "))
+        .map(|e| {
+            e.to_string()
+                .replace('\n', " ")
+                .replace("for key \"default.", "for key \"")
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

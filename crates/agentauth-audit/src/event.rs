@@ -1,0 +1,407 @@
+//! [`Event`] and its wire form, `agentauth.audit.v1.Event`.
+
+use agentauth_proto::audit::v1 as pb;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// The actions agentauth records. Other dotted lowercase names are accepted too, so a new
+/// emitter does not need a new audit-log.
+pub mod action {
+    pub const CREDENTIAL_GRANTED: &str = "credential.granted";
+    pub const CREDENTIAL_REFRESHED: &str = "credential.refreshed";
+    pub const CREDENTIAL_REFRESH_FAILED: &str = "credential.refresh_failed";
+    pub const CREDENTIAL_NEEDS_REAUTH: &str = "credential.needs_reauth";
+    pub const CREDENTIAL_REVOKED: &str = "credential.revoked";
+    pub const TENANT_DELETED: &str = "tenant.deleted";
+    pub const TOOL_EXECUTED: &str = "tool.executed";
+    pub const PROXY_REQUEST: &str = "proxy.request";
+    pub const DRIFT_DETECTED: &str = "drift.detected";
+    pub const DRIFT_APPROVED: &str = "drift.approved";
+    pub const MCP_SESSION_MINTED: &str = "mcp.session_minted";
+    pub const WEBHOOK_RECEIVED: &str = "webhook.received";
+}
+
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Refused by policy: a caller not allowed, a tool pinned, a budget exhausted.
+    Denied,
+}
+
+impl Outcome {
+    /// The stable lowercase name used in storage and exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
+
+    /// The inverse of [`Outcome::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            "denied" => Some(Self::Denied),
+            _ => None,
+        }
+    }
+}
+
+impl From<Outcome> for pb::Outcome {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Success => Self::Success,
+            Outcome::Failure => Self::Failure,
+            Outcome::Denied => Self::Denied,
+        }
+    }
+}
+
+impl TryFrom<pb::Outcome> for Outcome {
+    type Error = ();
+
+    fn try_from(outcome: pb::Outcome) -> Result<Self, ()> {
+        match outcome {
+            pb::Outcome::Success => Ok(Self::Success),
+            pb::Outcome::Failure => Ok(Self::Failure),
+            pb::Outcome::Denied => Ok(Self::Denied),
+            pb::Outcome::Unspecified => Err(()),
+        }
+    }
+}
+
+/// Who acted: the calling service and, where known, the end user it acted for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Actor {
+    pub service: String,
+    pub identifier: Option<String>,
+}
+
+/// What was acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Subject {
+    pub connection_name: Option<String>,
+    pub identifier: Option<String>,
+    pub asana_user_gid: Option<String>,
+}
+
+/// Which credential executed the action: an account and the version of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRef {
+    pub account_id: String,
+    pub version: u64,
+}
+
+/// One audited fact, as its emitter saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// A UUIDv7: ordered by time, and the idempotency key of appends.
+    pub id: Uuid,
+    pub tenant: String,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: Actor,
+    pub subject: Subject,
+    pub credential: Option<CredentialRef>,
+    pub action: String,
+    pub outcome: Outcome,
+    /// A JSON object of non-secret facts (status codes, latencies, digests).
+    pub details: Map<String, Value>,
+    pub trace_id: Option<String>,
+}
+
+impl Event {
+    /// A new event that happened now, with a fresh id.
+    pub fn new(
+        tenant: impl Into<String>,
+        service: impl Into<String>,
+        action: &str,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            tenant: tenant.into(),
+            occurred_at: Utc::now(),
+            actor: Actor {
+                service: service.into(),
+                identifier: None,
+            },
+            subject: Subject::default(),
+            credential: None,
+            action: action.to_owned(),
+            outcome,
+            details: Map::new(),
+            trace_id: None,
+        }
+    }
+}
+
+/// An event in its tenant's chain, as audit-log stored it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub event: Event,
+    /// Its place in the tenant's chain: 1, 2, 3… with no gaps.
+    pub sequence: u64,
+    pub recorded_at: DateTime<Utc>,
+    /// The hash of the previous event in the chain (all zeroes for the first).
+    pub prev_hash: [u8; 32],
+    /// SHA-256 over this event's canonical content and `prev_hash`.
+    pub hash: [u8; 32],
+}
+
+/// A field of a wire event that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {description}")]
+pub struct InvalidEvent {
+    pub field: &'static str,
+    pub description: String,
+}
+
+fn invalid(field: &'static str, description: impl Into<String>) -> InvalidEvent {
+    InvalidEvent {
+        field,
+        description: description.into(),
+    }
+}
+
+/// The longest name, identifier or action accepted, in bytes.
+const MAX_NAME: usize = 256;
+/// The largest `details` object accepted, as JSON bytes.
+pub const MAX_DETAILS: usize = 16 * 1024;
+
+fn optional(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn bounded(field: &'static str, text: &str, required: bool) -> Result<(), InvalidEvent> {
+    if required && text.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    if text.len() > MAX_NAME {
+        return Err(invalid(field, format!("is longer than {MAX_NAME} bytes")));
+    }
+    Ok(())
+}
+
+/// A wire timestamp as a UTC time, if it is one.
+pub fn timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    DateTime::from_timestamp(ts.seconds, nanos)
+}
+
+/// A UTC time as a wire timestamp.
+pub fn wire_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+impl TryFrom<pb::Event> for Event {
+    type Error = InvalidEvent;
+
+    /// Validates an event sent to `Append`. Server-assigned fields (sequence, recorded_at,
+    /// hashes) are ignored: a client cannot choose its place in the chain.
+    fn try_from(event: pb::Event) -> Result<Self, InvalidEvent> {
+        let id =
+            Uuid::parse_str(&event.event_id).map_err(|_| invalid("event_id", "must be a UUID"))?;
+        if id.get_version_num() != 7 {
+            return Err(invalid("event_id", "must be a UUIDv7"));
+        }
+        bounded("tenant", &event.tenant, true)?;
+        let occurred_at = event
+            .occurred_at
+            .as_ref()
+            .ok_or_else(|| invalid("occurred_at", "is required"))
+            .and_then(|ts| {
+                timestamp(ts).ok_or_else(|| invalid("occurred_at", "is not a valid time"))
+            })?;
+        let actor = event.actor.unwrap_or_default();
+        bounded("actor.service", &actor.service, true)?;
+        bounded("actor.identifier", &actor.identifier, false)?;
+        let subject = event.subject.unwrap_or_default();
+        bounded("subject.connection_name", &subject.connection_name, false)?;
+        bounded("subject.identifier", &subject.identifier, false)?;
+        bounded("subject.asana_user_gid", &subject.asana_user_gid, false)?;
+        let credential = match event.credential {
+            Some(c) if !c.account_id.is_empty() => {
+                bounded("credential.account_id", &c.account_id, true)?;
+                Some(CredentialRef {
+                    account_id: c.account_id,
+                    version: c.version,
+                })
+            }
+            _ => None,
+        };
+        bounded("action", &event.action, true)?;
+        if !event
+            .action
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+        {
+            return Err(invalid(
+                "action",
+                "must be dotted lowercase, e.g. `tool.executed`",
+            ));
+        }
+        let outcome = pb::Outcome::try_from(event.outcome)
+            .ok()
+            .and_then(|o| Outcome::try_from(o).ok())
+            .ok_or_else(|| invalid("outcome", "must be SUCCESS, FAILURE or DENIED"))?;
+        let details = if event.details_json.is_empty() {
+            Map::new()
+        } else {
+            if event.details_json.len() > MAX_DETAILS {
+                return Err(invalid(
+                    "details_json",
+                    format!("is larger than {MAX_DETAILS} bytes"),
+                ));
+            }
+            match serde_json::from_str(&event.details_json) {
+                Ok(Value::Object(map)) => map,
+                _ => return Err(invalid("details_json", "must be a JSON object")),
+            }
+        };
+        bounded("trace_id", &event.trace_id, false)?;
+        Ok(Self {
+            id,
+            tenant: event.tenant,
+            occurred_at,
+            actor: Actor {
+                service: actor.service,
+                identifier: optional(actor.identifier),
+            },
+            subject: Subject {
+                connection_name: optional(subject.connection_name),
+                identifier: optional(subject.identifier),
+                asana_user_gid: optional(subject.asana_user_gid),
+            },
+            credential,
+            action: event.action,
+            outcome,
+            details,
+            trace_id: optional(event.trace_id),
+        })
+    }
+}
+
+impl From<Event> for pb::Event {
+    fn from(event: Event) -> Self {
+        Self {
+            event_id: event.id.to_string(),
+            tenant: event.tenant,
+            sequence: 0,
+            occurred_at: Some(wire_timestamp(event.occurred_at)),
+            recorded_at: None,
+            actor: Some(pb::Actor {
+                service: event.actor.service,
+                identifier: event.actor.identifier.unwrap_or_default(),
+            }),
+            subject: Some(pb::Subject {
+                connection_name: event.subject.connection_name.unwrap_or_default(),
+                identifier: event.subject.identifier.unwrap_or_default(),
+                asana_user_gid: event.subject.asana_user_gid.unwrap_or_default(),
+            }),
+            credential: event.credential.map(|c| pb::Credential {
+                account_id: c.account_id,
+                version: c.version,
+            }),
+            action: event.action,
+            outcome: pb::Outcome::from(event.outcome).into(),
+            details_json: if event.details.is_empty() {
+                String::new()
+            } else {
+                Value::Object(event.details).to_string()
+            },
+            trace_id: event.trace_id.unwrap_or_default(),
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
+        }
+    }
+}
+
+impl From<Recorded> for pb::Event {
+    fn from(recorded: Recorded) -> Self {
+        Self {
+            sequence: recorded.sequence,
+            recorded_at: Some(wire_timestamp(recorded.recorded_at)),
+            prev_hash: recorded.prev_hash.to_vec(),
+            hash: recorded.hash.to_vec(),
+            ..recorded.event.into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        let mut event = Event::new(
+            "acme",
+            "connector-executor",
+            action::TOOL_EXECUTED,
+            Outcome::Success,
+        );
+        event.subject.identifier = Some("user_42".into());
+        event.credential = Some(CredentialRef {
+            account_id: "acct".into(),
+            version: 3,
+        });
+        event.details.insert("status".into(), 200.into());
+        event.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        event
+    }
+
+    #[test]
+    fn round_trips_through_the_wire_form() {
+        let event = sample();
+        let back = Event::try_from(pb::Event::from(event.clone())).expect("valid");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn rejects_each_malformed_field_by_name() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut pb::Event)>)> = vec![
+            ("event_id", Box::new(|e| e.event_id = "nope".into())),
+            (
+                "event_id",
+                Box::new(|e| e.event_id = Uuid::new_v4().to_string()),
+            ),
+            ("tenant", Box::new(|e| e.tenant.clear())),
+            ("occurred_at", Box::new(|e| e.occurred_at = None)),
+            ("actor.service", Box::new(|e| e.actor = None)),
+            ("action", Box::new(|e| e.action = "Tool Executed".into())),
+            ("outcome", Box::new(|e| e.outcome = 0)),
+            ("details_json", Box::new(|e| e.details_json = "[1]".into())),
+            ("tenant", Box::new(|e| e.tenant = "x".repeat(MAX_NAME + 1))),
+        ];
+        for (field, mutate) in cases {
+            let mut wire = pb::Event::from(sample());
+            mutate(&mut wire);
+            let error = Event::try_from(wire).expect_err(field);
+            assert_eq!(error.field, field);
+        }
+    }
+
+    #[test]
+    fn client_cannot_choose_its_place_in_the_chain() {
+        let mut wire = pb::Event::from(sample());
+        wire.sequence = 99;
+        wire.hash = vec![1; 32];
+        let event = Event::try_from(wire).expect("valid");
+        let recorded = pb::Event::from(Recorded {
+            event,
+            sequence: 1,
+            recorded_at: Utc::now(),
+            prev_hash: [0; 32],
+            hash: [2; 32],
+        });
+        assert_eq!(recorded.sequence, 1);
+        assert_eq!(recorded.hash, vec![2; 32]);
+    }
+}

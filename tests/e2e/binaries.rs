@@ -1,0 +1,134 @@
+//! Each service binary: starts, reports SERVING, refuses bad configuration, stops on SIGTERM.
+
+use std::time::Duration;
+
+use agentauth_grpc::ApiKey;
+use agentauth_testkit::process::{ServiceProcess, run_to_exit};
+use agentauth_testkit::{health_status, openbao, wait_serving};
+use tonic_health::ServingStatus;
+
+pub const SERVICES: [&str; 4] = [
+    "token-vault",
+    "connector-executor",
+    "audit-log",
+    "schema-watcher",
+];
+
+/// A minimal valid configuration for `service`, admitting `key` for tenant `acme`.
+pub fn config(service: &str, key: &ApiKey) -> String {
+    let mut config = format!(
+        "[server]\nshutdown_grace = \"5s\"\nreadiness_interval = \"100ms\"\n\n[[server.callers]]\nname = \"test\"\nkey_sha256 = \"{}\"\ntenants = [\"acme\"]\n",
+        key.hash()
+    );
+    if service == "token-vault" {
+        config.push_str(&format!(
+            "\n[vault]\naddr = \"{}\"\n",
+            openbao::shared().addr()
+        ));
+    }
+    config
+}
+
+/// Starts `service` with its minimal configuration and its dependencies' credentials.
+pub fn start(service: &str, key: &ApiKey) -> ServiceProcess {
+    ServiceProcess::start(
+        service,
+        &config(service, key),
+        &[("VAULT_TOKEN", openbao::shared().token())],
+    )
+    .unwrap_or_else(|e| panic!("{service}: {e:#}"))
+}
+
+#[tokio::test]
+async fn every_service_reports_serving_and_stops_cleanly_on_sigterm() {
+    let key = ApiKey::generate();
+    let running: Vec<_> = SERVICES.iter().map(|s| start(s, &key)).collect();
+    for process in &running {
+        wait_serving(process.address(), "", Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", process.log()));
+    }
+    for process in running {
+        let log_before = process.log();
+        let status = process
+            .terminate(Duration::from_secs(10))
+            .await
+            .expect("exits after SIGTERM");
+        assert!(status.success(), "exit {status}; log:\n{log_before}");
+    }
+}
+
+#[tokio::test]
+async fn token_vault_is_not_serving_while_vault_is_unreachable() {
+    let key = ApiKey::generate();
+    let unreachable = agentauth_testkit::free_port();
+    let config = config("connector-executor", &key)
+        + &format!("\n[vault]\naddr = \"http://{unreachable}\"\n");
+    let process = ServiceProcess::start("token-vault", &config, &[]).expect("start");
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            health_status(process.address(), "").await.ok() == Some(ServingStatus::NotServing)
+        },
+        "token-vault answers health but reports NOT_SERVING without Vault"
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "unknown key",
+            "[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 1\n",
+            "listen_port",
+        ),
+        (
+            "bad value",
+            "[server]\nlisten = \"not-an-address\"\n",
+            "listen",
+        ),
+        (
+            "bad key hash",
+            "[[server.callers]]\nname = \"x\"\nkey_sha256 = \"abc\"\ntenants = [\"*\"]\n",
+            "key_sha256",
+        ),
+        ("syntax", "[server\n", "config"),
+    ];
+    for service in SERVICES {
+        for (case, text, mentions) in cases {
+            let path = dir
+                .path()
+                .join(format!("{service}-{}.toml", case.replace(' ', "-")));
+            std::fs::write(&path, text).expect("write config");
+            let (status, stderr) =
+                run_to_exit(service, &["--config", path.to_str().expect("utf-8")], &[])
+                    .await
+                    .expect("runs");
+            assert_eq!(status.code(), Some(2), "{service}, {case}: {stderr}");
+            assert_eq!(
+                stderr.trim().lines().count(),
+                1,
+                "{service}, {case}: one line, got:\n{stderr}"
+            );
+            assert!(stderr.contains(mentions), "{service}, {case}: {stderr}");
+        }
+    }
+    let (status, stderr) = run_to_exit(
+        "audit-log",
+        &[],
+        &[("AUDIT_LOG__SERVER__LISTEN", "nowhere")],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a bad environment value is refused too: {stderr}"
+    );
+    let (status, stderr) = run_to_exit("audit-log", &["--config", "/nonexistent.toml"], &[])
+        .await
+        .expect("runs");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
+}

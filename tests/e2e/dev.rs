@@ -1,0 +1,90 @@
+//! `make run`'s engine, `agentauth dev`: everything up, SERVING, then Ctrl-C stops all of it.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use agentauth_testkit::process::binary;
+use agentauth_testkit::{openbao, wait_serving};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// A base port with it and the next three free, and one more free port for OpenBao.
+fn free_ports() -> (u16, u16) {
+    for base in (20_000u16..60_000).step_by(97) {
+        let all_free =
+            (base..base + 5).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return (base, base + 4);
+        }
+    }
+    panic!("no five consecutive free ports");
+}
+
+#[tokio::test]
+async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (first, vault) = free_ports();
+    let started_at = Instant::now();
+    let mut dev = tokio::process::Command::new(binary("agentauth"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--first-port",
+            &first.to_string(),
+            "--vault-port",
+            &vault.to_string(),
+        ])
+        .arg("--bao")
+        .arg(openbao::binary().expect("bao"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn agentauth dev");
+    let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("agentauth dev prints within 60s")
+            .expect("read")
+            .expect("agentauth dev exited before it was running");
+        printed.push(line.clone());
+        if line.contains("Try") {
+            break;
+        }
+    }
+    let elapsed = started_at.elapsed();
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains(&format!("127.0.0.1:{first}"))),
+        "{printed:?}"
+    );
+    for port in first..first + 4 {
+        wait_serving(([127, 0, 0, 1], port).into(), "", Duration::from_secs(1))
+            .await
+            .expect("each service SERVING once dev says it is running");
+    }
+    assert!(data.path().join("keys/operator.key").is_file());
+
+    let pid = dev.id().expect("running").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .expect("dev exits after Ctrl-C")
+        .expect("wait");
+    assert!(status.success(), "exit {status}");
+    for port in (first..first + 4).chain([vault]) {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is still held after dev stopped: something it started is still running"
+        );
+    }
+}

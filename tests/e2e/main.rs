@@ -1,0 +1,6 @@
+//! End-to-end: the real binaries, started as an operator would start them.
+
+mod binaries;
+mod dev;
+mod grpc_peer;
+mod otlp;

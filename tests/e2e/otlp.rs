@@ -1,0 +1,94 @@
+//! OpenTelemetry export over OTLP, switched on by the standard variables only.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentauth_grpc::ApiKey;
+use agentauth_testkit::process::ServiceProcess;
+use agentauth_testkit::wait_serving;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use tonic::{Request, Response, Status};
+
+/// A collector that keeps (service.name, span name) of every span it receives.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<(String, String)>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut seen = self.0.lock().expect("lock");
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref()?.value.as_ref())
+                .map(|v| match v {
+                    Value::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    seen.push((service.clone(), span.name));
+                }
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test]
+async fn spans_reach_the_collector_named_by_otel_variables() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream_wrapper(listener)),
+    );
+    let key = ApiKey::generate();
+    let process = ServiceProcess::start(
+        "audit-log",
+        &super::binaries::config("audit-log", &key),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    )
+    .expect("start");
+    wait_serving(process.address(), "", Duration::from_secs(30))
+        .await
+        .expect("serving");
+    let status = process
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("stops");
+    assert!(status.success());
+    // Spans are flushed on the way out, so they are there once the process has exited.
+    let seen = collector.0.lock().expect("lock").clone();
+    assert!(
+        seen.iter().any(|(service, name)| service == "audit-log"
+            && name.contains("grpc.health.v1.Health/Check")),
+        "{seen:?}"
+    );
+}
+
+fn tokio_stream_wrapper(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
