@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validate everything under deploy/ offline: no cluster, no kubectl, no kustomize.
+# Validate everything under deploy/ offline: no cluster, and neither kubectl nor kustomize needed.
 #
 #   deploy/check.sh            (from anywhere; exits non-zero on any finding)
 #
@@ -10,6 +10,8 @@
 #      patches, see deploy/README.md) and the merged objects are checked against the design's
 #      invariants (config keys, secrets, security context, probes, shutdown timing, network
 #      edges, production replicas and Ingresses).
+#  2b. Only if a kubectl is on PATH (or KUBECTL is set): `kubectl kustomize` each root and require
+#      its output to equal check.py's render, object for object.
 #   3. kubernetes-validate --strict against the Kubernetes OpenAPI schemas it ships, for every
 #      resource file as written and for every rendered object, at each version in
 #      KUBE_VERSIONS. A missing schema (WARN) counts as a failure, as does any ERROR.

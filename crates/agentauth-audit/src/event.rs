@@ -364,21 +364,23 @@ mod tests {
         assert_eq!(back, event);
     }
 
+    type Mutation = fn(&mut pb::Event);
+
     #[test]
     fn rejects_each_malformed_field_by_name() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut pb::Event)>)> = vec![
-            ("event_id", Box::new(|e| e.event_id = "nope".into())),
+        let cases: [(&str, Mutation); 9] = [
+            ("event_id", |e| e.event_id = "nope".into()),
             (
                 "event_id",
-                Box::new(|e| e.event_id = Uuid::new_v4().to_string()),
+                |e| e.event_id = Uuid::new_v4().to_string(),
             ),
-            ("tenant", Box::new(|e| e.tenant.clear())),
-            ("occurred_at", Box::new(|e| e.occurred_at = None)),
-            ("actor.service", Box::new(|e| e.actor = None)),
-            ("action", Box::new(|e| e.action = "Tool Executed".into())),
-            ("outcome", Box::new(|e| e.outcome = 0)),
-            ("details_json", Box::new(|e| e.details_json = "[1]".into())),
-            ("tenant", Box::new(|e| e.tenant = "x".repeat(MAX_NAME + 1))),
+            ("tenant", |e| e.tenant.clear()),
+            ("occurred_at", |e| e.occurred_at = None),
+            ("actor.service", |e| e.actor = None),
+            ("action", |e| e.action = "Tool Executed".into()),
+            ("outcome", |e| e.outcome = 0),
+            ("details_json", |e| e.details_json = "[1]".into()),
+            ("tenant", |e| e.tenant = "x".repeat(MAX_NAME + 1)),
         ];
         for (field, mutate) in cases {
             let mut wire = pb::Event::from(sample());
