@@ -370,10 +370,7 @@ mod tests {
     fn rejects_each_malformed_field_by_name() {
         let cases: [(&str, Mutation); 9] = [
             ("event_id", |e| e.event_id = "nope".into()),
-            (
-                "event_id",
-                |e| e.event_id = Uuid::new_v4().to_string(),
-            ),
+            ("event_id", |e| e.event_id = Uuid::new_v4().to_string()),
             ("tenant", |e| e.tenant.clear()),
             ("occurred_at", |e| e.occurred_at = None),
             ("actor.service", |e| e.actor = None),
