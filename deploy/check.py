@@ -14,8 +14,9 @@
    Ingresses.
 
 Usage: check.py DEPLOY_DIR OUT_DIR
-Writes OUT_DIR/raw-files.txt (resource files as written) and OUT_DIR/rendered/<root>/*.yaml
-(merged objects), prints findings, and exits 1 if there are any.
+Writes OUT_DIR/raw-files.txt (resource files as written), OUT_DIR/rendered/<root>/*.yaml
+(merged objects) and OUT_DIR/configs/<root>/<service>.{toml,env} (inputs for the binaries'
+--check-config), prints findings, and exits 1 if there are any.
 
        check.py --compare OUT_DIR/rendered/<root> KUSTOMIZE_OUTPUT.yaml
 Exits 1 if the render differs from real kustomize's (`kubectl kustomize <root>`) for that root.
@@ -24,6 +25,7 @@ Exits 1 if the render differs from real kustomize's (`kubectl kustomize <root>`)
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import sys
 import tomllib
@@ -42,15 +44,18 @@ HTTP_SERVICES = {"token-vault", "connector-executor"}
 ENV_PREFIX = {s: s.upper().replace("-", "_") + "__" for s in SERVICES}
 
 # Config keys each binary accepts (it rejects unknown keys). `str`/`list` are leaf types;
-# `[dict]` is an array of tables.
+# `[dict]` is an array of tables. The gRPC chassis's settings live in a [server] table
+# (ARCHITECTURE.md, "Decisions and deviations"; crates/agentauth-grpc ServerConfig).
 _CALLER = {"name": str, "key_sha256": str, "tenants": list, "connections": list, "tools": list}
 _CLIENT = {"url": str, "api_key_file": str}
-_COMMON = {"listen": str, "shutdown_grace": str, "callers": [_CALLER]}
+_SERVER = {"listen": str, "shutdown_grace": str, "readiness_interval": str, "callers": [_CALLER]}
+_COMMON = {"server": _SERVER}
 CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
     "token-vault": {
         **_COMMON,
         "http_listen": str,
-        "vault": {"addr": str, "kv_mount": str, "transit_mount": str, "path_prefix": str},
+        "vault": {"addr": str, "timeout": str, "kv_mount": str, "transit_mount": str,
+                  "path_prefix": str},
         "database": {"url": str},
     },
     "audit-log": {**_COMMON, "database": {"url": str}},
@@ -70,6 +75,8 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
 }
 # Keys that hold secrets: they must come from a Secret through the env override, never the file.
 SECRET_KEYS = {"database"}
+# Keys the binaries default sensibly; every other key must be written out.
+OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout"}
 EXPECTED_ASANA = {"api_base": "https://app.asana.com/api/1.0", "mcp_url": "https://mcp.asana.com/v2/mcp"}
 
 # design.md's diagram, as (client, server, port) inside the namespace ...
@@ -355,24 +362,30 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
     for key in SECRET_KEYS & set(cfg):
         finding(where, f"`[{key}]` must not be in the file: it comes from "
                        f"{ENV_PREFIX[svc]}{key.upper()}__URL (a Secret)")
-    required = set(schema) - SECRET_KEYS
-    for key in sorted(required - set(cfg)):
-        finding(where, f"config.toml lacks `{key}`")
-    if cfg.get("listen") != f"0.0.0.0:{GRPC_PORT}":
-        finding(where, f"listen must be \"0.0.0.0:{GRPC_PORT}\"")
+    for key in sorted(set(schema) - SECRET_KEYS):
+        sub = schema[key]
+        if key not in cfg:
+            finding(where, f"config.toml lacks `{key}`")
+        elif isinstance(sub, dict) and isinstance(cfg[key], dict):
+            for inner in sorted(set(sub) - set(cfg[key])):
+                if f"{key}.{inner}" not in OPTIONAL_KEYS:
+                    finding(where, f"config.toml lacks `{key}.{inner}`")
+    server = cfg.get("server") if isinstance(cfg.get("server"), dict) else {}
+    if server.get("listen") != f"0.0.0.0:{GRPC_PORT}":
+        finding(where, f"server.listen must be \"0.0.0.0:{GRPC_PORT}\"")
     if "http_listen" in schema and cfg.get("http_listen") != f"0.0.0.0:{HTTP_PORT}":
         finding(where, f"http_listen must be \"0.0.0.0:{HTTP_PORT}\"")
     if "asana" in cfg and cfg["asana"] != EXPECTED_ASANA:
         finding(where, f"[asana] must be {EXPECTED_ASANA}")
 
-    for n, caller in enumerate(cfg.get("callers") or []):
+    for n, caller in enumerate(server.get("callers") or []):
         digest = caller.get("key_sha256", "")
         # A FILL-IN placeholder is allowed here (counted as a placeholder in the summary).
-        if not digest.startswith("FILL-IN") and not re.fullmatch(r"[0-9a-f]{64}", digest):
-            finding(where, f"callers[{n}].key_sha256 is not 64 lowercase hex digits")
+        if not digest.startswith("FILL-IN") and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            finding(where, f"server.callers[{n}].key_sha256 is not 64 hex digits")
         for field in ("tenants", "connections", "tools"):
             if not caller.get(field):
-                finding(where, f"callers[{n}].{field} is empty (use [\"*\"] for any)")
+                finding(where, f"server.callers[{n}].{field} is empty (use [\"*\"] for any)")
 
     # Client sections: the URL names an agentauth Service on the gRPC port; the key file is a
     # mounted Secret item.
@@ -422,7 +435,7 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
         finding(where, "token-vault needs VAULT_TOKEN from a secretKeyRef")
 
     try:
-        return parse_duration(cfg.get("shutdown_grace", ""))
+        return parse_duration(server.get("shutdown_grace", ""))
     except ValueError as e:
         finding(where, str(e))
         return None
@@ -666,6 +679,31 @@ def check_root(name: str, objects: list[dict]) -> None:
             finding(name, f"NetworkPolicy {pol} must point at the external service by ipBlock")
 
 
+def write_binary_inputs(objects: list[dict], target: Path) -> None:
+    """For `--check-config` runs of the real binaries (check.sh, AGENTAUTH_BIN_DIR): each
+    service's config.toml with FILL-IN digests replaced by distinct dummy digests, and the env
+    its Deployment sets, with dummy values in place of Secret references."""
+    target.mkdir(parents=True, exist_ok=True)
+    configmaps = by_kind(objects, "ConfigMap")
+    for svc, dep in by_kind(objects, "Deployment").items():
+        toml_text = (configmaps.get(f"{svc}-config", {}).get("data") or {}).get("config.toml", "")
+        toml_text = re.sub(r"FILL-IN[\w-]*",
+                           lambda m: hashlib.sha256(m.group(0).encode()).hexdigest(), toml_text)
+        (target / f"{svc}.toml").write_text(toml_text)
+        lines = []
+        for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            source = e.get("valueFrom") or {}
+            if "secretKeyRef" in source:
+                value = ("postgres://check@127.0.0.1:5432/check" if e["name"].endswith("__URL")
+                         else "check-dummy-secret")
+            elif "value" in e:
+                value = e["value"]
+            else:
+                continue  # fieldRef and the like exist only in a pod
+            lines.append(f"{e['name']}={value}\n")
+        (target / f"{svc}.env").write_text("".join(lines))
+
+
 def compare(rendered_dir: Path, kustomize_output: Path) -> int:
     """Compare check.py's render of one root with `kubectl kustomize` output for the same root."""
     def index(docs: list[Any]) -> dict[str, Any]:
@@ -697,6 +735,7 @@ def main() -> int:
             rendered_all = False
             continue
         check_root(name, objects)
+        write_binary_inputs(objects, out_dir / "configs" / name.replace("/", "-"))
         target = out_dir / "rendered" / name.replace("/", "-")
         target.mkdir(parents=True, exist_ok=True)
         text = ""

@@ -18,6 +18,9 @@
 #   4. deploy/vault/token-vault.hcl is loaded into a throw-away OpenBao dev server on 127.0.0.1
 #      and exercised with a token holding only that policy: what token-vault must be able to do
 #      succeeds, everything else is refused.
+#   5. Only if AGENTAUTH_BIN_DIR names a directory with the four built binaries: each rendered
+#      config.toml (dummy digests for FILL-IN placeholders) and its Deployment's env (dummy
+#      values for Secret references) go through `<service> --config … --check-config`.
 #
 # Tools live in a project-local venv: ${TOOLS_DIR:-<repo>/.tools}/venv (created if missing;
 # the tools are installed from PyPI only when absent, at pinned versions).
@@ -50,6 +53,10 @@ if ((${#need[@]})); then
     "$VENV/bin/pip" install --quiet "${need[@]}"
 fi
 PY=$VENV/bin/python
+
+if [[ -n ${AGENTAUTH_BIN_DIR:-} ]]; then
+    AGENTAUTH_BIN_DIR=$(cd "$AGENTAUTH_BIN_DIR" && pwd) || fail "AGENTAUTH_BIN_DIR is not a directory"
+fi
 
 WORK=$(mktemp -d)
 BAO_PID=
@@ -178,5 +185,28 @@ expect allow "allow deletion of the tenant key" -- write transit/keys/agentauth-
 expect allow "crypto-shred the tenant: delete its key" -- delete transit/keys/agentauth-tenant-a
 ((policy_failures == 0)) || fail "vault policy: $policy_failures unexpected result(s)"
 echo "vault policy: ok"
+
+# --- 5. the configs against the real binaries (opt-in) -----------------------------------------
+if [[ -n ${AGENTAUTH_BIN_DIR:-} ]]; then
+    step "config files against the binaries in $AGENTAUTH_BIN_DIR (--check-config)"
+    config_failures=0
+    for dir in "$WORK"/configs/*/; do
+        for toml in "$dir"*.toml; do
+            svc=$(basename "$toml" .toml)
+            [[ -x $AGENTAUTH_BIN_DIR/$svc ]] || fail "no binary $AGENTAUTH_BIN_DIR/$svc"
+            mapfile -t envs < "${toml%.toml}.env"
+            if out=$(env -i PATH="$PATH" "${envs[@]}" "$AGENTAUTH_BIN_DIR/$svc" \
+                    --config "$toml" --check-config 2>&1); then
+                printf '  ok    %s/%s\n' "$(basename "$dir")" "$svc"
+            else
+                printf '  FAIL  %s/%s: %s\n' "$(basename "$dir")" "$svc" "$out"
+                config_failures=$((config_failures + 1))
+            fi
+        done
+    done
+    ((config_failures == 0)) || fail "$config_failures config file(s) rejected by the binaries"
+else
+    step "config files against the binaries: skipped (set AGENTAUTH_BIN_DIR=<repo>/target/debug to run)"
+fi
 
 printf '\ncheck.sh: all checks passed\n'

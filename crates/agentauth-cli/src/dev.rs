@@ -126,7 +126,10 @@ async fn start_all(
 
     for (i, (name, _)) in SERVICES.iter().enumerate() {
         let config = data.join("config").join(format!("{name}.toml"));
-        std::fs::write(&config, service_config(i, addresses, keys, &vault_url))?;
+        std::fs::write(
+            &config,
+            service_config(i, addresses, keys, &vault_url, data),
+        )?;
         let mut command = Command::new(sibling_binary(name)?);
         command.arg("--config").arg(&config);
         if *name == "token-vault" {
@@ -161,10 +164,17 @@ fn service_config(
     addresses: &[SocketAddr],
     keys: &[(&str, ApiKey)],
     vault_url: &str,
+    data: &Path,
 ) -> String {
     let (name, admits) = SERVICES[index];
+    // Top-level keys come before the first table.
+    let operators = if name == "audit-log" {
+        "operators = [\"operator\"]\n"
+    } else {
+        ""
+    };
     let mut config = format!(
-        "# Written by `agentauth dev`; rewritten at every start.\n[server]\nlisten = \"{}\"\nshutdown_grace = \"5s\"\n",
+        "# Written by `agentauth dev`; rewritten at every start.\n{operators}\n[server]\nlisten = \"{}\"\nshutdown_grace = \"5s\"\n",
         addresses[index]
     );
     for (caller, key) in keys {
@@ -176,8 +186,18 @@ fn service_config(
             );
         }
     }
-    if name == "token-vault" {
-        let _ = write!(config, "\n[vault]\naddr = \"{vault_url}\"\n");
+    match name {
+        "token-vault" => {
+            let _ = write!(config, "\n[vault]\naddr = \"{vault_url}\"\n");
+        }
+        "audit-log" => {
+            let _ = write!(
+                config,
+                "\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n",
+                data.join("audit-log.db").display()
+            );
+        }
+        _ => {}
     }
     config
 }

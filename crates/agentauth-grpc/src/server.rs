@@ -41,6 +41,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// The health service name Kubernetes liveness probes ask for.
+pub const LIVENESS: &str = "liveness";
+
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,6 +122,10 @@ impl Server {
         let (reporter, health) = tonic_health::server::health_reporter();
         let names: Vec<&'static str> = std::iter::once("").chain(api.services).collect();
         set_status(&reporter, &names, ServingStatus::NotServing).await;
+        // Liveness never depends on a dependency: it answers SERVING while the process serves.
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(api.descriptors)

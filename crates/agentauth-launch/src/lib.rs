@@ -64,10 +64,24 @@ pub fn main<S: Service>() -> ExitCode {
         .iter()
         .map(|addr| Override::new("server.listen", addr.clone()))
         .collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{}: cannot start the async runtime: {error}", S::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Preparing a service may create clients that need the runtime (connection pools); it
+    // still binds nothing, so a bad configuration exits before any port is taken.
+    let entered = runtime.enter();
     let service =
         agentauth_config::load::<S::Config>(S::ENV_PREFIX, flags.config.as_deref(), &overrides)
             .map_err(anyhow::Error::from)
             .and_then(S::new);
+    drop(entered);
     let service = match service {
         Ok(service) => service,
         Err(error) => {
@@ -79,16 +93,6 @@ pub fn main<S: Service>() -> ExitCode {
         eprintln!("{}: configuration ok", S::NAME);
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("{}: cannot start the async runtime: {error}", S::NAME);
-            return ExitCode::FAILURE;
-        }
-    };
     runtime.block_on(serve(service, flags.log_format))
 }
 

@@ -32,7 +32,8 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     /// Starts `name` with `config` (TOML) written to a file, listening on a free port,
-    /// with `env` added to its environment. Its stderr goes to [`ServiceProcess::log`].
+    /// with `env` added to its environment, in a fresh working folder (so relative paths, such
+    /// as a default SQLite file, land there). Its stderr goes to [`ServiceProcess::log`].
     pub fn start(name: &str, config: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("config.toml");
@@ -44,6 +45,7 @@ impl ServiceProcess {
             .arg(&config_path)
             .arg("--listen")
             .arg(address.to_string())
+            .current_dir(dir.path())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -1,17 +1,28 @@
 //! audit-log: a tamper-evident, append-only record of every authorization and tool call.
+//!
+//! Each tenant's events form a hash chain in PostgreSQL or SQLite; see `store` for how
+//! appends stay gapless across replicas and `record` for what each hash covers.
 
 mod api;
 mod error;
+mod export;
+mod record;
+mod store;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use agentauth_grpc::{AlwaysReady, Api, Server, ServerConfig};
+use agentauth_grpc::{Api, Readiness, Server, ServerConfig};
 use agentauth_proto::audit::v1::audit_log_server::{AuditLogServer, SERVICE_NAME};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use api::MAX_BATCH;
 pub use error::Error;
+pub use store::Config as DatabaseConfig;
 
 /// audit-log's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +30,10 @@ pub use error::Error;
 pub struct Config {
     /// The gRPC listener and its callers.
     pub server: ServerConfig,
+    /// Where events are stored.
+    pub database: store::Config,
+    /// Callers (by name) allowed to run `PurgeBefore`.
+    pub operators: Vec<String>,
 }
 
 /// The audit-log service, configured and ready to serve.
@@ -26,6 +41,8 @@ pub struct Config {
 pub struct AuditLogService {
     server: Server,
     listen: SocketAddr,
+    store: store::Store,
+    operators: Arc<HashSet<String>>,
 }
 
 impl agentauth_launch::Service for AuditLogService {
@@ -36,25 +53,58 @@ impl agentauth_launch::Service for AuditLogService {
     fn new(config: Config) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let server = Server::new(Self::NAME, config.server)?;
-        Ok(Self { server, listen })
+        let store = store::Store::connect_lazy(&config.database)?;
+        Ok(Self {
+            server,
+            listen,
+            store,
+            operators: Arc::new(config.operators.into_iter().collect()),
+        })
     }
 
     fn listen(&self) -> SocketAddr {
         self.listen
     }
 
+    /// Brings the schema up to date (retrying while the database is unreachable), then serves.
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.store.migrate().await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "cannot migrate the audit database")
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+            }
+        }
+        let api = api::AuditLogApi {
+            store: self.store.clone(),
+            operators: self.operators,
+        };
         let api = Api {
             routes: tonic::service::Routes::new(AuditLogServer::with_interceptor(
-                api::AuditLogApi,
+                api,
                 self.server.authenticator(),
             )),
             services: vec![SERVICE_NAME],
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         self.server
-            .serve(listener, api, AlwaysReady, shutdown)
+            .serve(listener, api, Database(self.store), shutdown)
             .await?;
         Ok(())
+    }
+}
+
+/// Ready while the database answers.
+struct Database(store::Store);
+
+impl Readiness for Database {
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
     }
 }
