@@ -1,5 +1,6 @@
 //! End-to-end: the real binaries, started as an operator would start them.
 
+mod audit;
 mod binaries;
 mod dev;
 mod grpc_peer;

@@ -1,8 +1,10 @@
 //! `agentauth`: the operator CLI.
 
+mod audit;
 mod dev;
 mod status;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentauth_grpc::ApiKey;
@@ -21,9 +23,20 @@ struct Cli {
     command: Command,
 }
 
-/// Where the services are.
+/// Where the services are and how to authenticate to them.
 #[derive(Debug, clap::Args)]
 struct Endpoints {
+    /// The API key to call the services with.
+    #[arg(long, env = "AGENTAUTH_API_KEY", hide_env_values = true, global = true)]
+    key: Option<String>,
+    /// A file holding the API key (after `make run`: `.data/keys/operator.key`).
+    #[arg(
+        long,
+        env = "AGENTAUTH_API_KEY_FILE",
+        global = true,
+        conflicts_with = "key"
+    )]
+    key_file: Option<PathBuf>,
     /// token-vault's gRPC address.
     #[arg(
         long,
@@ -58,8 +71,26 @@ struct Endpoints {
     schema_watcher: String,
 }
 
+impl Endpoints {
+    /// The API key from `--key` or `--key-file`; every RPC but health needs one.
+    fn api_key(&self) -> anyhow::Result<ApiKey> {
+        match (&self.key, &self.key_file) {
+            (Some(key), _) => Ok(ApiKey::new(key)),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|text| ApiKey::new(&text))
+                .map_err(|e| anyhow::anyhow!("cannot read key file {}: {e}", path.display())),
+            (None, None) => anyhow::bail!(
+                "an API key is needed: pass --key-file FILE (or --key, or set AGENTAUTH_API_KEY)"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The audit log: query, export, verify, purge.
+    #[command(subcommand)]
+    Audit(audit::Command),
     /// API keys for callers.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -122,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(args) => dev::run(args).await,
         Command::Status => status::run(&cli.endpoints).await,
+        Command::Audit(command) => audit::run(command, &cli.endpoints).await,
     }
 }
 

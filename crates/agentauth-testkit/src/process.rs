@@ -35,10 +35,20 @@ impl ServiceProcess {
     /// with `env` added to its environment, in a fresh working folder (so relative paths, such
     /// as a default SQLite file, land there). Its stderr goes to [`ServiceProcess::log`].
     pub fn start(name: &str, config: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_on(name, config, env, crate::free_port())
+    }
+
+    /// Like [`ServiceProcess::start`], on a given address (to restart a service where its
+    /// clients expect it).
+    pub fn start_on(
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        address: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config)?;
-        let address = crate::free_port();
         let log = std::fs::File::create(dir.path().join("stderr.log"))?;
         let child = Command::new(binary(name))
             .arg("--config")
@@ -58,6 +68,11 @@ impl ServiceProcess {
             address,
             dir,
         })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
     }
 
     /// Where its gRPC API listens.

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use agentauth_audit::event::{timestamp, wire_timestamp};
-use agentauth_audit::{Event, Outcome};
+use agentauth_audit::{Event, Outcome, export};
 use agentauth_grpc::Caller;
 use agentauth_proto::audit::v1 as pb;
 use chrono::DateTime;
@@ -13,7 +13,6 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
-use crate::export;
 use crate::store::{Checkpoint, Filter, Store};
 
 /// The most events one `Append` may carry.

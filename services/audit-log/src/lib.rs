@@ -5,7 +5,6 @@
 
 mod api;
 mod error;
-mod export;
 mod record;
 mod store;
 

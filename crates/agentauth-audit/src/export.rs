@@ -1,6 +1,6 @@
 //! Export rows: NDJSON (one JSON object per line) or CSV (RFC 4180, with a header line).
 
-use agentauth_audit::Recorded;
+use crate::Recorded;
 use serde_json::{Value, json};
 
 /// The CSV header, naming the columns in order.
@@ -66,7 +66,7 @@ pub fn csv_line(recorded: &Recorded, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use agentauth_audit::{Event, Outcome, action};
+    use crate::{Event, Outcome, action};
     use chrono::Utc;
 
     use super::*;

@@ -1,0 +1,274 @@
+//! The emitter's spool: batches audit-log could not take yet, on local disk, oldest first.
+//! The format is described in [`crate::emitter`].
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use agentauth_proto::audit::v1 as pb;
+use prost::Message as _;
+
+use crate::emitter::StartError;
+
+/// A segment takes no more appends once it holds this much, so replay reads a bounded amount.
+const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+const SEGMENT_SUFFIX: &str = ".seg";
+const DEAD_LETTER: &str = "dead-letter";
+const LOCK: &str = "lock";
+
+/// Why a batch was not spooled.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AppendError {
+    #[error("the spool holds {bytes} bytes and may hold {max}")]
+    Full { bytes: u64, max: u64 },
+    #[error("cannot write the spool: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug)]
+struct Segment {
+    sequence: u64,
+    bytes: u64,
+}
+
+/// The spool directory, locked for one emitter.
+#[derive(Debug)]
+pub(crate) struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Oldest first; the last one may still take appends.
+    segments: VecDeque<Segment>,
+    bytes: u64,
+    /// The sequence of the segment appends go to, until it is full or replay starts on it.
+    active: Option<u64>,
+    next_sequence: u64,
+    /// The batches of the oldest segment not yet acknowledged, once it has been read.
+    loaded: Option<VecDeque<Vec<pb::Event>>>,
+    _lock: File,
+}
+
+impl Spool {
+    /// Creates or opens `dir`, takes its lock and finds the segments an earlier run left.
+    pub(crate) fn open(dir: &Path, max_bytes: u64) -> Result<Self, StartError> {
+        let failed = |source| StartError::Spool {
+            path: dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(failed)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK))
+            .map_err(failed)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StartError::Locked {
+                    path: dir.to_owned(),
+                });
+            }
+            Err(TryLockError::Error(source)) => return Err(failed(source)),
+        }
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(dir).map_err(failed)? {
+            let entry = entry.map_err(failed)?;
+            let name = entry.file_name();
+            let sequence = name
+                .to_str()
+                .and_then(|name| name.strip_suffix(SEGMENT_SUFFIX))
+                .and_then(|stem| stem.parse::<u64>().ok());
+            if let Some(sequence) = sequence {
+                let bytes = entry.metadata().map_err(failed)?.len();
+                segments.push(Segment { sequence, bytes });
+            }
+        }
+        segments.sort_by_key(|segment| segment.sequence);
+        Ok(Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            bytes: segments.iter().map(|segment| segment.bytes).sum(),
+            next_sequence: segments.last().map_or(1, |segment| segment.sequence + 1),
+            segments: segments.into(),
+            active: None,
+            loaded: None,
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn segment_path(&self, sequence: u64) -> PathBuf {
+        self.dir.join(format!("{sequence:020}{SEGMENT_SUFFIX}"))
+    }
+
+    /// Appends one batch as a record and syncs it to disk. Refused when the spool would exceed
+    /// its limit, unless it is empty (a batch must always fit somewhere) or `force` is set.
+    pub(crate) async fn append(
+        &mut self,
+        events: &[pb::Event],
+        force: bool,
+    ) -> Result<(), AppendError> {
+        let record = encode(events)?;
+        let len = record.len() as u64;
+        if !force && self.bytes > 0 && self.bytes + len > self.max_bytes {
+            return Err(AppendError::Full {
+                bytes: self.bytes,
+                max: self.max_bytes,
+            });
+        }
+        let open = self.active.filter(|_| {
+            self.segments
+                .back()
+                .is_some_and(|last| last.bytes < SEGMENT_BYTES)
+        });
+        let sequence = open.unwrap_or(self.next_sequence);
+        if open.is_none() {
+            self.next_sequence += 1;
+        }
+        let (path, dir) = (self.segment_path(sequence), self.dir.clone());
+        let written = blocking(move || append_record(&path, &dir, &record, open.is_none())).await;
+        if let Err(error) = written {
+            // The segment may end in a torn record now: later appends go to a fresh one.
+            self.active = None;
+            return Err(error.into());
+        }
+        if open.is_none() {
+            self.segments.push_back(Segment { sequence, bytes: 0 });
+            self.active = Some(sequence);
+        }
+        if let Some(last) = self.segments.back_mut() {
+            last.bytes += len;
+        }
+        self.bytes += len;
+        Ok(())
+    }
+
+    /// The oldest batch not yet acknowledged, reading the oldest segment when needed.
+    pub(crate) async fn head(&mut self) -> io::Result<Option<Vec<pb::Event>>> {
+        loop {
+            if let Some(loaded) = &self.loaded {
+                match loaded.front() {
+                    Some(batch) => return Ok(Some(batch.clone())),
+                    None => self.remove_oldest().await?,
+                }
+                continue;
+            }
+            let Some(oldest) = self.segments.front() else {
+                return Ok(None);
+            };
+            let sequence = oldest.sequence;
+            if self.active == Some(sequence) {
+                self.active = None; // replay reads only segments that no longer change
+            }
+            let path = self.segment_path(sequence);
+            let (batches, unreadable) = blocking(move || read_segment(&path)).await?;
+            if unreadable > 0 {
+                tracing::error!(
+                    segment = sequence,
+                    bytes = unreadable,
+                    "audit spool segment ends in a torn or unreadable record; skipping those bytes"
+                );
+            }
+            self.loaded = Some(batches.into());
+        }
+    }
+
+    /// Marks the batch [`Spool::head`] returned as delivered; deletes its segment after the last.
+    pub(crate) async fn ack(&mut self) -> io::Result<()> {
+        match &mut self.loaded {
+            Some(loaded) => {
+                loaded.pop_front();
+                if loaded.is_empty() {
+                    return self.remove_oldest().await;
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets the oldest segment and deletes its file. If the delete fails, the file is replayed
+    /// again by the next emitter on this directory, which is harmless.
+    async fn remove_oldest(&mut self) -> io::Result<()> {
+        self.loaded = None;
+        let Some(oldest) = self.segments.pop_front() else {
+            return Ok(());
+        };
+        self.bytes = self.bytes.saturating_sub(oldest.bytes);
+        let path = self.segment_path(oldest.sequence);
+        blocking(move || fs::remove_file(path)).await
+    }
+
+    /// Appends a batch audit-log refused for good to the dead-letter file; returns its path.
+    pub(crate) async fn dead_letter(&self, events: &[pb::Event]) -> io::Result<PathBuf> {
+        let record = encode(events)?;
+        let (path, dir) = (self.dir.join(DEAD_LETTER), self.dir.clone());
+        let file = path.clone();
+        blocking(move || append_record(&file, &dir, &record, !file.exists())).await?;
+        Ok(path)
+    }
+}
+
+/// One record: a 4-byte big-endian length, then an encoded `AppendRequest`.
+fn encode(events: &[pb::Event]) -> io::Result<Vec<u8>> {
+    let body = pb::AppendRequest {
+        events: events.to_vec(),
+    }
+    .encode_to_vec();
+    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
+    let mut record = Vec::with_capacity(4 + body.len());
+    record.extend_from_slice(&len.to_be_bytes());
+    record.extend_from_slice(&body);
+    Ok(record)
+}
+
+/// The batches of a segment, and how many bytes at its end could not be read.
+fn read_segment(path: &Path) -> io::Result<(Vec<Vec<pb::Event>>, usize)> {
+    let bytes = fs::read(path)?;
+    let mut rest = bytes.as_slice();
+    let mut batches = Vec::new();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some(request) = tail
+            .get(..len)
+            .and_then(|body| pb::AppendRequest::decode(body).ok())
+        else {
+            break;
+        };
+        batches.push(request.events);
+        rest = &tail[len..];
+    }
+    Ok((batches, rest.len()))
+}
+
+fn append_record(path: &Path, dir: &Path, record: &[u8], new: bool) -> io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(record)?;
+    file.sync_data()?;
+    if new {
+        // Make the new file's directory entry durable too.
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Runs file work on the blocking pool, off the runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(io::Error::other)?
+}
