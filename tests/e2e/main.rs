@@ -2,6 +2,7 @@
 
 mod audit;
 mod binaries;
+mod cli;
 mod dev;
 mod grpc_peer;
 mod otlp;

@@ -22,6 +22,13 @@ pub mod action {
     pub const WEBHOOK_RECEIVED: &str = "webhook.received";
 }
 
+/// How a tool input is recorded when its connection does not opt in to capture:
+/// `sha256:<hex>`, enough to match two calls without keeping what was sent.
+pub fn input_digest(input: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(input)))
+}
+
 /// How an audited action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -355,6 +362,15 @@ mod tests {
         event.details.insert("status".into(), 200.into());
         event.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
         event
+    }
+
+    #[test]
+    fn input_digest_is_sha256_and_keeps_nothing_of_the_input() {
+        let digest = input_digest(br#"{"name":"secret plan"}"#);
+        assert_eq!(digest.len(), "sha256:".len() + 64);
+        assert!(!digest.contains("secret"));
+        assert_eq!(digest, input_digest(br#"{"name":"secret plan"}"#));
+        assert_ne!(digest, input_digest(b"{}"));
     }
 
     #[test]

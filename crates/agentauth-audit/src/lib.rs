@@ -13,4 +13,6 @@ mod spool;
 mod worker;
 
 pub use emitter::{EmitError, Emitter, EmitterConfig, MAX_BATCH, StartError, State, Stats};
-pub use event::{Actor, CredentialRef, Event, InvalidEvent, Outcome, Recorded, Subject, action};
+pub use event::{
+    Actor, CredentialRef, Event, InvalidEvent, Outcome, Recorded, Subject, action, input_digest,
+};

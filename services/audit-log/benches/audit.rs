@@ -238,8 +238,8 @@ async fn main() {
 
         let started = Instant::now();
         let rows = sqlx::query(
-            "SELECT * FROM audit_events WHERE tenant = $1 AND sequence > 0 AND occurred_at_us >= $2 \
-             AND occurred_at_us < $3 ORDER BY sequence LIMIT 100",
+            "SELECT * FROM audit_events WHERE tenant = $1 AND occurred_at_us >= $2 \
+             AND occurred_at_us < $3 ORDER BY occurred_at_us, sequence LIMIT 100",
         )
         .bind("stored")
         .bind(day_start.timestamp_micros())

@@ -13,7 +13,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
-use crate::store::{Checkpoint, Filter, Store};
+use crate::store::{Checkpoint, Cursor, Filter, Store};
 
 /// The most events one `Append` may carry.
 pub const MAX_BATCH: usize = 1_000;
@@ -87,7 +87,10 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
             .await
             .map_err(Error::from)?;
         let next_page_token = match rows.last() {
-            Some(last) if rows.len() == limit as usize => encode_page_token(last.sequence),
+            Some(last) if rows.len() == limit as usize => encode_page_token(Cursor {
+                occurred_at_us: last.occurred_at_us,
+                sequence: last.sequence,
+            }),
             _ => String::new(),
         };
         let events = rows
@@ -324,19 +327,29 @@ fn validate_filter(filter: Option<&pb::EventFilter>) -> Result<Filter, Error> {
     })
 }
 
-const PAGE_TOKEN_PREFIX: &str = "seq:";
+const PAGE_TOKEN_PREFIX: &str = "v1:";
 
-fn encode_page_token(sequence: i64) -> String {
-    hex::encode(format!("{PAGE_TOKEN_PREFIX}{sequence}"))
+fn encode_page_token(cursor: Cursor) -> String {
+    hex::encode(format!(
+        "{PAGE_TOKEN_PREFIX}{}:{}",
+        cursor.occurred_at_us, cursor.sequence
+    ))
 }
 
-fn decode_page_token(token: &str) -> Result<i64, Error> {
+fn decode_page_token(token: &str) -> Result<Option<Cursor>, Error> {
     if token.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     hex::decode(token)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(PAGE_TOKEN_PREFIX)?.parse().ok())
+        .and_then(|text| {
+            let (at, sequence) = text.strip_prefix(PAGE_TOKEN_PREFIX)?.split_once(':')?;
+            Some(Cursor {
+                occurred_at_us: at.parse().ok()?,
+                sequence: sequence.parse().ok()?,
+            })
+        })
+        .map(Some)
         .ok_or_else(|| Error::invalid("page_token", "is not a token this service issued"))
 }

@@ -91,6 +91,13 @@ pub struct Filter {
     pub credential_version: Option<i64>,
 }
 
+/// Where a `Query` page ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub occurred_at_us: i64,
+    pub sequence: i64,
+}
+
 /// Where a purge cut a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -204,22 +211,29 @@ impl Store {
 
         let mut known = std::collections::HashMap::new();
         if !events.is_empty() {
-            let mut sql = String::from(
-                "SELECT event_id, sequence FROM audit_events WHERE tenant = $1 AND event_id IN (",
-            );
+            // One unique-index probe per sent id. (With hundreds of ids, `IN (…)` or a join lets
+            // PostgreSQL's generic plan scan the whole chain instead.)
+            let mut sql = String::from("WITH sent(id) AS (VALUES ");
             let mut args = AnyArguments::default();
-            add(&mut args, tenant.to_owned());
             for (i, event) in events.iter().enumerate() {
-                sql.push_str(if i == 0 { "$" } else { ", $" });
-                sql.push_str(&(i + 2).to_string());
+                sql.push_str(if i == 0 { "($" } else { ", ($" });
+                sql.push_str(&(i + 1).to_string());
+                sql.push(')');
                 add(&mut args, event.id.to_string());
             }
-            sql.push(')');
+            add(&mut args, tenant.to_owned());
+            sql.push_str(&format!(
+                ") SELECT sent.id, (SELECT e.sequence FROM audit_events e \
+                 WHERE e.tenant = ${} AND e.event_id = sent.id) FROM sent",
+                events.len() + 1
+            ));
             let rows = sqlx::query_with(AssertSqlSafe(sql), args)
                 .fetch_all(&mut *tx)
                 .await?;
             for row in rows {
-                known.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+                if let Some(sequence) = row.try_get::<Option<i64>, _>(1)? {
+                    known.insert(row.try_get::<String, _>(0)?, sequence);
+                }
             }
         }
 
@@ -258,12 +272,30 @@ impl Store {
         Ok(results)
     }
 
-    /// One page of events matching `filter`, after sequence `after`, in chain order.
-    pub async fn query(&self, filter: &Filter, after: i64, limit: u32) -> Result<Vec<Row>, Error> {
-        let (mut sql, mut args) = select(filter, after);
-        let n = args_len(&args) + 1;
-        sql.push_str(&format!(" ORDER BY sequence LIMIT ${n}"));
-        add(&mut args, i64::from(limit));
+    /// One page of events matching `filter`, in order of occurrence (ties in chain order),
+    /// after `after`. Keyset paging on `(occurred_at_us, sequence)` follows the time index, so
+    /// a page costs the same wherever its window lies in the chain.
+    pub async fn query(
+        &self,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Row>, Error> {
+        let (mut sql, mut args) = select(filter);
+        if let Some(cursor) = after {
+            let n = args_len(&args);
+            sql.push_str(&format!(
+                " AND (occurred_at_us, sequence) > (${}, ${})",
+                n + 1,
+                n + 2
+            ));
+            add(&mut args, cursor.occurred_at_us);
+            add(&mut args, cursor.sequence);
+        }
+        // The limit is written into the statement, not bound: with a bound LIMIT, PostgreSQL's
+        // generic plan cannot know the page is small and sorts the whole window instead of
+        // walking the time index.
+        sql.push_str(&format!(" ORDER BY occurred_at_us, sequence LIMIT {limit}"));
         let rows = sqlx::query_with(AssertSqlSafe(sql), args)
             .fetch_all(&self.pool)
             .await?;
@@ -278,7 +310,7 @@ impl Store {
         &self,
         filter: &Filter,
     ) -> impl Stream<Item = Result<Row, Error>> + Send + 'static {
-        let (mut sql, args) = select(filter, 0);
+        let (mut sql, args) = select(filter);
         sql.push_str(" ORDER BY sequence");
         let pool = self.pool.clone();
         row_stream(pool, sql, args)
@@ -553,12 +585,11 @@ async fn insert_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Resul
     Ok(())
 }
 
-/// `SELECT … WHERE …` for `filter` and sequences after `after`, with its arguments.
-fn select(filter: &Filter, after: i64) -> (String, AnyArguments) {
-    let mut sql = format!("SELECT {COLUMNS} FROM audit_events WHERE tenant = $1 AND sequence > $2");
+/// `SELECT … WHERE …` for `filter`, with its arguments.
+fn select(filter: &Filter) -> (String, AnyArguments) {
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_events WHERE tenant = $1");
     let mut args = AnyArguments::default();
     add(&mut args, filter.tenant.clone());
-    add(&mut args, after);
     let condition = |sql: &mut String, args: &mut AnyArguments, clause: &str| {
         let n = args_len(args);
         sql.push_str(&format!(" AND {clause} ${n}"));

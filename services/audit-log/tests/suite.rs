@@ -385,10 +385,16 @@ async fn concurrent_appends_from_two_instances_form_one_gapless_chain(backend: &
         task.await.expect("task");
     }
     let mut client = f.instance.client(&f.keys.acme);
-    let stored = query_all(&mut client, filter("acme")).await;
+    let mut sequences: Vec<u64> = query_all(&mut client, filter("acme"))
+        .await
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    sequences.sort_unstable();
     assert_eq!(
-        stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
-        (1..=800).collect::<Vec<u64>>()
+        sequences,
+        (1..=800).collect::<Vec<u64>>(),
+        "every event once, no gaps"
     );
     let verification = verify(&mut second.client(&f.keys.acme), "acme").await;
     assert!(verification.ok, "{}", verification.reason);

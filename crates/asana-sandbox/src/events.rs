@@ -1,0 +1,17 @@
+//! The events API: `GET /events` with sync tokens.
+//!
+//! Not yet built.
+
+use axum::Router;
+
+use crate::Sandbox;
+
+/// Routes outside `/api/1.0` (none).
+pub fn routes(_sandbox: Sandbox) -> Router {
+    Router::new()
+}
+
+/// Routes under `/api/1.0`, behind the REST middleware.
+pub fn rest_routes() -> Router<Sandbox> {
+    Router::new()
+}

@@ -1,0 +1,92 @@
+//! The operator CLI against a real audit-log: what compliance runs.
+
+use std::time::Duration;
+
+use agentauth_audit::{Event, Outcome, action};
+use agentauth_grpc::ApiKey;
+use agentauth_grpc::client::channel;
+use agentauth_proto::audit::v1 as pb;
+use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
+use agentauth_testkit::process::run_to_exit;
+use agentauth_testkit::wait_serving;
+
+async fn agentauth(args: &[&str], key: &ApiKey, audit_log: &str) -> (i32, String) {
+    let output = tokio::process::Command::new(agentauth_testkit::process::binary("agentauth"))
+        .args(["--audit-log", audit_log])
+        .args(args)
+        .env("AGENTAUTH_API_KEY", key.expose())
+        .output()
+        .await
+        .expect("agentauth runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stdout.contains(key.expose()) && !stderr.contains(key.expose()),
+        "the key is never printed"
+    );
+    (output.status.code().unwrap_or(-1), stdout + &stderr)
+}
+
+#[tokio::test]
+async fn audit_query_export_and_verify() {
+    let key = ApiKey::generate();
+    let process = super::binaries::start("audit-log", &key);
+    wait_serving(process.address(), "", Duration::from_secs(30))
+        .await
+        .expect("serving");
+    let url = process.url();
+    let mut client = AuditLogClient::new(channel(&url, Some(&key)).expect("channel"));
+    let events = (0..12)
+        .map(|n| {
+            let outcome = if n % 4 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            let mut event =
+                Event::new("acme", "token-vault", action::CREDENTIAL_REFRESHED, outcome);
+            event.subject.identifier = Some(format!("user_{}", n % 2));
+            pb::Event::from(event)
+        })
+        .collect();
+    client
+        .append(pb::AppendRequest { events })
+        .await
+        .expect("append");
+
+    let (code, out) = agentauth(
+        &["audit", "query", "--tenant", "acme", "--outcome", "failure"],
+        &key,
+        &url,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines().all(|l| l.contains(r#""outcome":"failure""#)),
+        "{out}"
+    );
+
+    let (code, out) = agentauth(
+        &["audit", "export", "--tenant", "acme", "--format", "csv"],
+        &key,
+        &url,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 13, "header and twelve rows: {out}");
+    assert!(out.starts_with("sequence,event_id,tenant"));
+
+    let (code, out) = agentauth(&["audit", "verify", "--tenant", "acme"], &key, &url).await;
+    assert_eq!((code, out.trim()), (0, "ok: 12 events of `acme` verify"));
+
+    let (code, out) = agentauth(&["audit", "verify", "--tenant", "globex"], &key, &url).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("PermissionDenied"), "{out}");
+
+    let (status, stderr) = run_to_exit("agentauth", &["audit", "verify", "--tenant", "acme"], &[])
+        .await
+        .expect("runs");
+    assert!(!status.success());
+    assert!(stderr.contains("API key is needed"), "{stderr}");
+}
