@@ -137,10 +137,7 @@ impl Server {
         let server = tonic::transport::Server::builder()
             .trace_fn(crate::trace::server_span)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                stop.clone().cancelled_owned(),
-            );
+            .serve_with_incoming_shutdown(incoming(listener), stop.clone().cancelled_owned());
         tokio::pin!(server);
         tracing::info!(service = self.service, address = ?address, "listening");
 
@@ -175,6 +172,20 @@ impl Server {
         tracing::info!(service = self.service, "stopped");
         Ok(())
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: tonic leaves sockets from a caller-given
+/// listener as they are, and a response written in several pieces would otherwise wait for
+/// the peer's delayed ACK (about 40 ms) before its tail is sent.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 async fn set_status(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
