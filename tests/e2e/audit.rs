@@ -22,12 +22,23 @@ fn resident_kib(pid: u32) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_of_100k_events_streams_in_constant_memory() {
+async fn export_of_100k_events_streams_in_constant_memory_on_postgres() {
     let db = PostgresDatabase::create().await.expect("database");
+    export_in_constant_memory(db.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_of_100k_events_streams_in_constant_memory_on_sqlite() {
+    let db = agentauth_testkit::database::SqliteDatabase::create().expect("database");
+    export_in_constant_memory(db.url()).await;
+}
+
+/// Appends 100,000 events, exports them, and watches the service's resident memory.
+async fn export_in_constant_memory(url: &str) {
     let key = ApiKey::generate();
     let config = super::binaries::config("audit-log", &key).replacen(
         "[server]",
-        &format!("[database]\nurl = \"{}\"\n\n[server]", db.url()),
+        &format!("[database]\nurl = \"{url}\"\n\n[server]"),
         1,
     );
     let process = ServiceProcess::start("audit-log", &config, &[]).expect("start");

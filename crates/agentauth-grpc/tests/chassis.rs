@@ -285,6 +285,13 @@ async fn health_follows_readiness_with_damping() {
         async { health_status(running.address, "").await.ok() == Some(ServingStatus::NotServing) },
         "health answers NOT_SERVING before the dependency is ready"
     );
+    assert_eq!(
+        health_status(running.address, agentauth_grpc::server::LIVENESS)
+            .await
+            .expect("liveness"),
+        ServingStatus::Serving,
+        "liveness never depends on a dependency"
+    );
     switch.0.store(true, Ordering::SeqCst);
     agentauth_testkit::wait_serving(running.address, "", Duration::from_secs(5))
         .await
