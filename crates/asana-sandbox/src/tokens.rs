@@ -91,6 +91,23 @@ pub struct Issued {
     pub user_gid: String,
 }
 
+/// An authorization code waiting for its exchange at `/-/oauth_token`, with everything the
+/// exchange must match.
+#[derive(Debug, Clone)]
+pub struct PendingCode {
+    pub client_id: String,
+    /// The redirect URI the authorization used; the exchange must repeat it exactly.
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge the exchange's `code_verifier` must answer.
+    pub code_challenge: String,
+    /// The user who consented.
+    pub user_gid: String,
+    pub scopes: Vec<String>,
+    /// The RFC 8707 resource an MCP app asked for.
+    pub resource: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// The registry of every credential.
 #[derive(Debug)]
 pub struct Tokens {
@@ -100,6 +117,8 @@ pub struct Tokens {
     refresh_index: HashMap<String, u64>,
     access: HashMap<String, Access>,
     next_grant: u64,
+    /// Authorization codes not yet exchanged, by code.
+    pub(crate) codes: HashMap<String, PendingCode>,
     /// How long an access token lives.
     pub lifetime: Duration,
     /// Whether a refresh also replaces the refresh token (the old one stops working).
@@ -128,6 +147,7 @@ impl Tokens {
             refresh_index: HashMap::new(),
             access: HashMap::new(),
             next_grant: 0,
+            codes: HashMap::new(),
             lifetime,
             rotation: false,
         }
@@ -243,6 +263,22 @@ impl Tokens {
         for access in self.access.values_mut().filter(|a| a.grant == id) {
             access.expires_at = past;
         }
+    }
+
+    /// Stores `pending` under a new random code and returns the code; forgets expired codes.
+    pub fn issue_code(&mut self, pending: PendingCode) -> String {
+        let now = Utc::now();
+        self.codes.retain(|_, c| c.expires_at > now);
+        let code = random_token("sbx_ac_");
+        self.codes.insert(code.clone(), pending);
+        code
+    }
+
+    /// Removes `code` (a code is good for one attempt) and returns it unless it expired.
+    pub fn take_code(&mut self, code: &str) -> Option<PendingCode> {
+        self.codes
+            .remove(code)
+            .filter(|c| c.expires_at > Utc::now())
     }
 
     /// Who `token` is, on `surface`.

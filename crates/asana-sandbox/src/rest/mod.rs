@@ -2,6 +2,23 @@
 //! then one module per resource family. Helpers here shape every answer the way Asana does:
 //! the `data` envelope, compact records, `opt_fields`, and `limit`/`offset` pagination.
 
+mod allocations;
+mod audit_log;
+mod batch;
+mod custom_fields;
+mod goals;
+mod objects;
+mod portfolios;
+mod projects;
+mod search;
+mod sections;
+mod status_updates;
+mod stories;
+mod tags;
+mod tasks;
+mod teams;
+mod time_tracking;
+mod typeahead;
 mod users;
 
 use std::collections::HashMap;
@@ -33,9 +50,29 @@ pub type Params = HashMap<String, String>;
 pub fn routes(sandbox: Sandbox) -> Router {
     let api = Router::new()
         .merge(users::routes())
+        .merge(tasks::routes())
+        .merge(custom_fields::routes())
+        .merge(projects::routes())
+        .merge(sections::routes())
+        .merge(stories::routes())
+        .merge(tags::routes())
+        .merge(teams::routes())
+        .merge(status_updates::routes())
+        .merge(goals::routes())
+        .merge(portfolios::routes())
+        .merge(time_tracking::routes())
+        .merge(allocations::routes())
+        .merge(search::routes())
+        .merge(typeahead::routes())
+        .merge(batch::routes())
+        .merge(audit_log::routes())
         .merge(crate::webhooks::rest_routes())
         .merge(crate::events::rest_routes())
-        .fallback(|| async { ApiError::not_found("Not found") });
+        .fallback(|| async { ApiError::not_found("Not found") })
+        .layer(axum::middleware::from_fn_with_state(
+            sandbox.clone(),
+            crate::spec::validate,
+        ));
     Router::new()
         .nest(BASE, api)
         .layer(axum::middleware::from_fn_with_state(sandbox.clone(), admit))
