@@ -6,3 +6,4 @@ mod cli;
 mod dev;
 mod grpc_peer;
 mod otlp;
+mod vault;

@@ -1,10 +1,12 @@
 //! token-vault: per-user Asana credentials in Vault: connect, refresh, re-prompt, revoke.
 
 mod api;
+mod connections;
 mod error;
 mod vault;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use agentauth_grpc::{Api, Server, ServerConfig};
 use agentauth_proto::vault::v1::token_vault_server::{SERVICE_NAME, TokenVaultServer};
@@ -22,6 +24,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where credentials are kept.
     pub vault: vault::Config,
+    /// Every way agentauth reaches Asana; other services read these through the API.
+    pub connections: Vec<connections::Connection>,
 }
 
 /// The token-vault service, configured and ready to serve.
@@ -30,6 +34,7 @@ pub struct TokenVaultService {
     server: Server,
     listen: SocketAddr,
     vault: vault::Vault,
+    connections: Arc<connections::Registry>,
 }
 
 impl agentauth_launch::Service for TokenVaultService {
@@ -41,10 +46,13 @@ impl agentauth_launch::Service for TokenVaultService {
         let listen = config.server.listen;
         let server = Server::new(Self::NAME, config.server)?;
         let vault = vault::Vault::new(&config.vault)?;
+        let connections =
+            connections::Registry::new(config.connections).map_err(anyhow::Error::msg)?;
         Ok(Self {
             server,
             listen,
             vault,
+            connections: Arc::new(connections),
         })
     }
 
@@ -55,7 +63,9 @@ impl agentauth_launch::Service for TokenVaultService {
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let api = Api {
             routes: tonic::service::Routes::new(TokenVaultServer::with_interceptor(
-                api::TokenVaultApi,
+                api::TokenVaultApi {
+                    connections: self.connections.clone(),
+                },
                 self.server.authenticator(),
             )),
             services: vec![SERVICE_NAME],
