@@ -6,6 +6,7 @@
 //! Everything is in memory. Objects are kept as the JSON Asana would return in full
 //! ([`world`]); credentials in [`tokens`]; limits in [`limits`].
 
+mod base64;
 pub mod control;
 pub mod error;
 pub mod events;
@@ -23,6 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -180,6 +183,24 @@ impl Sandbox {
             }
         }
         Some(fault)
+    }
+
+    /// Plays the first injected fault matching `path`, if any: waits its latency, then answers
+    /// its status (429 as Asana's rate limit, anything else as a server error) or, without one,
+    /// lets the request go on (`None`).
+    pub async fn apply_fault(&self, path: &str) -> Option<Response> {
+        let fault = self.take_fault(path)?;
+        if fault.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+        }
+        match fault.status? {
+            429 => Some(ApiError::rate_limited(30).into_response()),
+            status => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                Some(ApiError::new(status, "Server Error").into_response())
+            }
+        }
     }
 
     /// Every route of the sandbox.

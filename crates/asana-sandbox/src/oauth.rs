@@ -14,7 +14,6 @@
 //! handling of a failing token endpoint can be tested.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, Request, State};
@@ -28,10 +27,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::debug;
 
-use crate::Sandbox;
 use crate::control::constant_time_eq;
-use crate::error::ApiError;
 use crate::tokens::{App, AppKind, Issued, PendingCode, Revocation, token_key};
+use crate::{Sandbox, base64};
 
 /// How long an authorization code can wait for its exchange.
 const CODE_LIFETIME: TimeDelta = TimeDelta::minutes(10);
@@ -89,19 +87,8 @@ fn mcp_resources(sandbox: &Sandbox) -> [String; 2] {
 
 /// Answers with an injected fault for the request's path, if one is set.
 async fn inject_faults(State(sandbox): State<Sandbox>, request: Request, next: Next) -> Response {
-    if let Some(fault) = sandbox.take_fault(request.uri().path()) {
-        if fault.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
-        }
-        match fault.status {
-            Some(429) => return ApiError::rate_limited(30).into_response(),
-            Some(status) => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return ApiError::new(status, "Server Error").into_response();
-            }
-            None => {}
-        }
+    if let Some(response) = sandbox.apply_fault(request.uri().path()).await {
+        return response;
     }
     next.run(request).await
 }
@@ -646,7 +633,7 @@ fn authenticate_client(
 /// `client_id` and `client_secret` from HTTP Basic credentials (each form-urlencoded before
 /// base64, RFC 6749 §2.3.1).
 fn basic_credentials(encoded: &str) -> Option<(String, String)> {
-    let decoded = String::from_utf8(base64_decode(encoded)?).ok()?;
+    let decoded = String::from_utf8(base64::decode(encoded)?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     Some((form_decode(id)?, form_decode(secret)?))
 }
@@ -832,9 +819,8 @@ async fn authorization_server(State(sandbox): State<Sandbox>) -> Json<Value> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encodings: PKCE's base64url, HTTP Basic's base64, form-urlencoding.
+// Encodings: PKCE's base64url and form-urlencoding (HTTP Basic's base64 is `crate::base64`).
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// The S256 challenge of a PKCE verifier: base64url(SHA-256(verifier)), unpadded.
@@ -851,24 +837,6 @@ pub fn pkce_challenge(verifier: &str) -> String {
         }
     }
     out
-}
-
-/// Standard base64, padding optional; `None` for anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0u32;
-    for byte in text.trim_end_matches('=').bytes() {
-        let value = BASE64.iter().position(|&b| b == byte)?;
-        acc = (acc << 6) | u32::try_from(value).ok()?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 /// Decodes one `application/x-www-form-urlencoded` value (`+` is a space, `%XX` a byte).
@@ -910,9 +878,6 @@ mod tests {
             basic_credentials("bXklMjBhcHA6czNjciUzQXQreA=="),
             Some(("my app".to_owned(), "s3cr:t x".to_owned()))
         );
-        assert_eq!(base64_decode("YQ"), Some(b"a".to_vec()));
-        assert_eq!(base64_decode("YWI="), Some(b"ab".to_vec()));
-        assert!(base64_decode("not base64!").is_none());
         assert!(form_decode("%zz").is_none());
         assert!(form_decode("%+1").is_none());
     }
@@ -933,7 +898,7 @@ mod tests {
 
     #[test]
     fn codes_are_single_use_and_expire() {
-        let mut tokens = crate::Tokens::new(Duration::from_secs(3600));
+        let mut tokens = crate::Tokens::new(std::time::Duration::from_secs(3600));
         let pending = |expires_at| PendingCode {
             client_id: "c".into(),
             redirect_uri: "http://localhost/cb".into(),

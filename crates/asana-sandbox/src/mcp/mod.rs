@@ -433,7 +433,7 @@ impl Server {
             (Err(problem), _) => tool_failure(&format!("Invalid arguments for {name}: {problem}")),
             (Ok(()), Behaviour::Fixed(result)) => result.clone(),
             (Ok(()), Behaviour::Builtin(builtin)) => {
-                match builtin.call(self.sandbox(), &principal.user_gid, &arguments) {
+                match builtin.call(self.sandbox(), principal, &arguments) {
                     Ok(structured) => {
                         if builtin.writes() {
                             self.sandbox().notify_changed();

@@ -304,41 +304,10 @@ pub fn decode_header_value(value: &str) -> Option<String> {
         .and_then(|v| v.strip_suffix("?="))
     {
         None => Some(value.to_owned()),
-        Some(payload) => base64_decode(payload).and_then(|bytes| String::from_utf8(bytes).ok()),
-    }
-}
-
-/// Standard, padded base64 (only `Mcp-Name` needs it).
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        }))
-    }
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for chunk in bytes.chunks(4) {
-        let padding = chunk.iter().rev().take_while(|c| **c == b'=').count();
-        if padding > 2 {
-            return None;
+        Some(payload) => {
+            crate::base64::decode_padded(payload).and_then(|bytes| String::from_utf8(bytes).ok())
         }
-        let mut group = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            let bits = if i >= 4 - padding { 0 } else { sextet(*c)? };
-            group = (group << 6) | bits;
-        }
-        let [_, a, b, c] = group.to_be_bytes();
-        out.extend_from_slice(&[a, b, c][..3 - padding]);
     }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -3,12 +3,15 @@
 //! caller belongs to. Tool names follow the reported V2 set (`reference/mcp.md` §1.3); their
 //! schemas and annotations are the sandbox's own, since Asana's are unconfirmed.
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::rest::{Params, compact, shape};
+use crate::error::ApiError;
+use crate::rest::objects::{as_html, gid as gid_of, now};
+use crate::rest::tasks::{delete_tree, new_task, task_scope};
+use crate::rest::{self, Params, compact, shape};
 use crate::world::World;
-use crate::{Sandbox, seed};
+use crate::{Principal, Sandbox};
 
 /// A tool-level failure: becomes a result with `isError: true` and this text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,13 +328,19 @@ impl Builtin {
         })
     }
 
-    /// Runs the tool for `user_gid` with `args` (already checked against the input schema);
+    /// Runs the tool as `principal` with `args` (already checked against the input schema);
     /// returns the structured result.
-    pub fn call(self, sandbox: &Sandbox, user_gid: &str, args: &Map<String, Value>) -> Outcome {
+    pub fn call(
+        self,
+        sandbox: &Sandbox,
+        principal: &Principal,
+        args: &Map<String, Value>,
+    ) -> Outcome {
         let mut world = sandbox.world();
         let caller = Caller {
             world: &mut world,
-            user_gid,
+            user_gid: &principal.user_gid,
+            rest: axum::Extension(principal.clone()),
             args,
         };
         match self {
@@ -353,17 +362,9 @@ impl Builtin {
     }
 }
 
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 /// An object without the sandbox's internal fields.
 fn public(object: &Value) -> Value {
     shape(object, &Params::new(), Value::clone)
-}
-
-fn gid_of(object: &Value) -> String {
-    object["gid"].as_str().unwrap_or_default().to_owned()
 }
 
 /// What a list of tasks shows per task.
@@ -375,32 +376,9 @@ fn task_summary(task: &Value) -> Value {
     summary
 }
 
-/// Gids an event about `task` bubbles up to: itself, its projects, its parent, its workspace
-/// (as the REST API records them).
-fn task_scope(task: &Value) -> Vec<String> {
-    let mut scope = vec![gid_of(task)];
-    scope.extend(
-        task["projects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(gid_of),
-    );
-    for key in ["parent", "workspace"] {
-        if let Some(owner) = task[key]["gid"].as_str() {
-            scope.push(owner.to_owned());
-        }
-    }
-    scope
-}
-
-/// Asana's `html_text` for plain text.
-fn as_html(text: &str) -> String {
-    let escaped = text
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    format!("<body>{escaped}</body>")
+/// A REST error as a tool failure with the same message.
+fn tool_error(error: ApiError) -> ToolError {
+    ToolError(error.message)
 }
 
 fn check_date(path: &str, value: &str) -> Result<(), ToolError> {
@@ -426,6 +404,8 @@ struct NewTask {
 struct Caller<'a> {
     world: &'a mut World,
     user_gid: &'a str,
+    /// The same caller as the REST code that creates and deletes tasks takes it.
+    rest: rest::Caller,
     args: &'a Map<String, Value>,
 }
 
@@ -787,6 +767,8 @@ impl Caller<'_> {
             .collect()
     }
 
+    /// Creates the planned tasks with the REST API's own task creation (`POST /tasks`), so a
+    /// task made over MCP is built and recorded exactly like one made over REST.
     fn create_tasks(self) -> Outcome {
         let plans = self
             .items("tasks")
@@ -795,33 +777,23 @@ impl Caller<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let mut created = Vec::with_capacity(plans.len());
         for plan in plans {
-            let task = seed::add_task(
-                self.world,
-                &plan.workspace,
-                &plan.project,
-                plan.section.as_ref(),
-                &plan.name,
-                plan.assignee.as_ref(),
-            );
-            let gid = gid_of(&task);
-            if let Some(stored) = self.world.get_mut(&gid) {
-                stored["notes"] = json!(plan.notes);
-                stored["due_on"] = json!(plan.due_on);
-                stored["start_on"] = json!(plan.start_on);
-                stored["permalink_url"] = json!(format!(
-                    "https://app.asana.com/0/{}/{gid}",
-                    gid_of(&plan.project)
-                ));
+            let mut membership = json!({"project": gid_of(&plan.project)});
+            if let Some(section) = &plan.section {
+                membership["section"] = json!(gid_of(section));
             }
-            let task = self.world.get(&gid).cloned().unwrap_or(task);
-            self.world.record(
-                Some(self.user_gid),
-                "added",
-                &task,
-                Some(&plan.project),
-                None,
-                task_scope(&task),
-            );
+            let mut input = Map::new();
+            input.insert("name".into(), json!(plan.name));
+            input.insert("notes".into(), json!(plan.notes));
+            input.insert("memberships".into(), json!([membership]));
+            if let Some(assignee) = &plan.assignee {
+                input.insert("assignee".into(), json!(gid_of(assignee)));
+            }
+            for (key, date) in [("due_on", &plan.due_on), ("start_on", &plan.start_on)] {
+                if let Some(date) = date {
+                    input.insert(key.into(), json!(date));
+                }
+            }
+            let task = new_task(self.world, &self.rest, &input, None).map_err(tool_error)?;
             created.push(task);
         }
         Ok(json!({"data": created}))
@@ -915,61 +887,11 @@ impl Caller<'_> {
         Ok(json!({"data": updated}))
     }
 
-    /// Deletes the task and its subtasks, as the REST API does, and unlinks them from the
-    /// dependencies of other tasks.
+    /// Deletes the task and its subtasks with the REST API's own deletion
+    /// (`DELETE /tasks/{gid}`), which also unlinks them from the dependencies of other tasks.
     fn delete_task(self) -> Outcome {
         let root = self.find_arg("task", "task_gid")?;
-        let mut doomed = vec![root.clone()];
-        let mut index = 0;
-        while let Some(task) = doomed.get(index) {
-            let parent = gid_of(task);
-            let children: Vec<Value> = self
-                .world
-                .all("task", |t| t["parent"]["gid"] == parent.as_str())
-                .cloned()
-                .collect();
-            doomed.extend(children);
-            index += 1;
-        }
-        let gids: Vec<String> = doomed.iter().map(gid_of).collect();
-        for task in &doomed {
-            self.world.record(
-                Some(self.user_gid),
-                "deleted",
-                task,
-                None,
-                None,
-                task_scope(task),
-            );
-            self.world.remove(&gid_of(task));
-        }
-        let linked: Vec<String> = self
-            .world
-            .all("task", |t| {
-                ["dependencies", "dependents"].iter().any(|field| {
-                    t[*field]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|r| gids.contains(&gid_of(r))))
-                })
-            })
-            .map(gid_of)
-            .collect();
-        for gid in linked {
-            if let Some(other) = self.world.get_mut(&gid) {
-                for field in ["dependencies", "dependents"] {
-                    if let Some(refs) = other[field].as_array_mut() {
-                        refs.retain(|r| !gids.contains(&gid_of(r)));
-                    }
-                }
-            }
-        }
-        if let Some(parent) = root["parent"]["gid"]
-            .as_str()
-            .and_then(|gid| self.world.get_mut(gid))
-        {
-            let count = parent["num_subtasks"].as_u64().unwrap_or(1);
-            parent["num_subtasks"] = json!(count.saturating_sub(1));
-        }
+        let gids = delete_tree(self.world, &self.rest, &root);
         Ok(json!({"deleted": gids}))
     }
 

@@ -8,11 +8,11 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, created_at, date, gid, gid_of, is_paid, member_workspace, name_ref, object,
-    require_paid, required, store, user_workspaces, view, visible, with_options, workspace_of,
-    workspace_user,
+    JsonBody, caller_ref, created_at, date, empty, full_record, gid, gid_of, is_paid,
+    member_workspace, name_ref, object, require_paid, required, store, user_workspaces, view,
+    visible, with_options, workspace_of, workspace_user,
 };
-use super::{Caller, Params, body_data, data, page};
+use super::{Caller, Params, body_data, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -190,7 +190,7 @@ async fn create_allocation(
             "end_date": null,
             "effort": null,
             "assignee": null,
-            "created_by": world.get_typed(&caller.user_gid, "user").map(name_ref),
+            "created_by": caller_ref(&world, &caller),
             "parent": name_ref(&project),
         });
         apply_fields(&world, &caller, &mut allocation, input, &workspace)?;
@@ -206,12 +206,7 @@ async fn get_allocation(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let allocation = allocation(&sandbox.world(), &caller, &allocation_gid)?;
-    Ok(data(view(
-        &sandbox.world(),
-        &allocation,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &allocation, &params))
 }
 
 async fn update_allocation(
@@ -231,12 +226,7 @@ async fn update_allocation(
         store(&mut world, &allocation);
         allocation
     };
-    Ok(data(view(
-        &sandbox.world(),
-        &allocation,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &allocation, &params))
 }
 
 async fn delete_allocation(
@@ -247,5 +237,5 @@ async fn delete_allocation(
     let mut world = sandbox.world();
     allocation(&world, &caller, &allocation_gid)?;
     world.remove(&allocation_gid);
-    Ok(data(json!({})))
+    Ok(empty())
 }

@@ -8,10 +8,11 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, boolean, created_at, gid, gid_list, gid_of, in_workspace, member_workspace, name_ref,
-    object, ref_gids, required, string, user_workspaces, view, visible, with_options, workspace_of,
+    JsonBody, boolean, created_at, empty, full_record, gid, gid_list, gid_of, in_workspace,
+    member_workspace, name_ref, object, ref_gids, required, string, user_workspaces, view, visible,
+    with_options, workspace_of,
 };
-use super::{Caller, Params, body_data, data, page};
+use super::{Caller, Params, body_data, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -78,7 +79,7 @@ async fn get_field(
         "custom_field",
         "custom_field",
     )?;
-    Ok(data(view(&sandbox.world(), &field, &params, Value::clone)))
+    Ok(full_record(&sandbox, &field, &params))
 }
 
 async fn workspace_fields(
@@ -280,12 +281,7 @@ async fn add_setting(
         }
         setting
     };
-    Ok(data(view(
-        &sandbox.world(),
-        &setting,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &setting, &params))
 }
 
 async fn remove_setting(
@@ -305,7 +301,7 @@ async fn remove_setting(
             ApiError::bad_request("custom_field: The custom field is not on the project")
         })?;
     world.remove(&setting);
-    Ok(data(json!({})))
+    Ok(empty())
 }
 
 /// The value entry a task carries for `field` with no value set.

@@ -8,11 +8,11 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, as_html, boolean, created_at, date, gid, gid_list, gid_of, in_workspace,
-    member_workspace, name_ref, object, push_ref, refuse, require_paid, required, rich_text, store,
-    string, view, visible, with_options, workspace_of, workspace_user,
+    JsonBody, add_users, as_html, boolean, caller_ref, created_at, date, empty, full_record, gid,
+    gid_of, in_workspace, member_workspace, name_ref, object, refuse, require_paid, required,
+    rich_text, store, string, view, visible, with_options, workspace_of, workspace_user,
 };
-use super::{Caller, Params, body_data, data, page};
+use super::{Caller, Params, body_data, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -169,10 +169,7 @@ async fn create_goal(
         let workspace = member_workspace(&world, &caller, &workspace_gid, "workspace")?;
         require_paid(&world, &workspace_gid)?;
         string(required(input, "name")?, "name")?;
-        let me = world
-            .get_typed(&caller.user_gid, "user")
-            .map(name_ref)
-            .unwrap_or(Value::Null);
+        let me = caller_ref(&world, &caller);
         let mut goal = json!({
             "resource_type": "goal",
             "name": "",
@@ -197,18 +194,14 @@ async fn create_goal(
             "custom_field_settings": [],
         });
         apply_fields(&world, &caller, &mut goal, input)?;
-        if let Some(value) = input.get("followers").filter(|f| !f.is_null()) {
-            for follower in gid_list(value, "followers")? {
-                let user = workspace_user(
-                    &world,
-                    &caller,
-                    &json!(follower),
-                    "followers",
-                    &workspace_gid,
-                )?;
-                push_ref(&mut goal, "followers", name_ref(&user));
-            }
-        }
+        add_users(
+            &world,
+            &caller,
+            &mut goal,
+            input,
+            "followers",
+            &workspace_gid,
+        )?;
         world.insert(object(goal))
     };
     Ok(created_at(&sandbox, &goal, &params, "/goals"))
@@ -221,7 +214,7 @@ async fn get_goal(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let goal = goal(&sandbox.world(), &caller, &goal_gid)?;
-    Ok(data(view(&sandbox.world(), &goal, &params, Value::clone)))
+    Ok(full_record(&sandbox, &goal, &params))
 }
 
 async fn update_goal(
@@ -241,7 +234,7 @@ async fn update_goal(
         store(&mut world, &goal);
         goal
     };
-    Ok(data(view(&sandbox.world(), &goal, &params, Value::clone)))
+    Ok(full_record(&sandbox, &goal, &params))
 }
 
 async fn delete_goal(
@@ -252,7 +245,7 @@ async fn delete_goal(
     let mut world = sandbox.world();
     goal(&world, &caller, &goal_gid)?;
     world.remove(&goal_gid);
-    Ok(data(json!({})))
+    Ok(empty())
 }
 
 /// A number field, or 400.
@@ -344,7 +337,7 @@ async fn set_metric(
         store(&mut world, &goal);
         goal
     };
-    Ok(data(view(&sandbox.world(), &goal, &params, Value::clone)))
+    Ok(full_record(&sandbox, &goal, &params))
 }
 
 async fn set_metric_current_value(
@@ -373,5 +366,5 @@ async fn set_metric_current_value(
         store(&mut world, &goal);
         goal
     };
-    Ok(data(view(&sandbox.world(), &goal, &params, Value::clone)))
+    Ok(full_record(&sandbox, &goal, &params))
 }

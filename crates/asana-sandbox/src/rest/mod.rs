@@ -7,7 +7,7 @@ mod audit_log;
 mod batch;
 mod custom_fields;
 mod goals;
-mod objects;
+pub(crate) mod objects;
 mod portfolios;
 mod projects;
 mod search;
@@ -15,14 +15,13 @@ mod sections;
 mod status_updates;
 mod stories;
 mod tags;
-mod tasks;
+pub(crate) mod tasks;
 mod teams;
 mod time_tracking;
 mod typeahead;
 mod users;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
@@ -100,19 +99,8 @@ async fn admit(State(sandbox): State<Sandbox>, mut request: Request, next: Next)
         Ok(permit) => permit,
         Err(error) => return error.into_response(),
     };
-    if let Some(fault) = sandbox.take_fault(&path) {
-        if fault.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
-        }
-        match fault.status {
-            Some(429) => return ApiError::rate_limited(30).into_response(),
-            Some(status) => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return ApiError::new(status, "Server Error").into_response();
-            }
-            None => {}
-        }
+    if let Some(response) = sandbox.apply_fault(&path).await {
+        return response;
     }
     request.extensions_mut().insert(principal);
     let response = next.run(request).await;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{BASE, Caller, Params, created, shape};
+use super::{BASE, Caller, Params, created, data, shape};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::{World, compact_ref};
@@ -299,6 +299,24 @@ pub fn as_html(text: &str) -> String {
     format!("<body>{escaped}</body>")
 }
 
+/// The user `named` names: `me` (the caller), an email address or a gid.
+pub fn named_user(world: &World, caller: &Caller, named: &str) -> Option<Value> {
+    match named {
+        "me" => world.get_typed(&caller.user_gid, "user").cloned(),
+        email if email.contains('@') => world.all("user", |u| u["email"] == email).next().cloned(),
+        gid => world.get_typed(gid, "user").cloned(),
+    }
+}
+
+/// A `{gid, resource_type, name}` reference to the caller (null if the user is gone), for
+/// `created_by`, `owner`, `author` and the like.
+pub fn caller_ref(world: &World, caller: &Caller) -> Value {
+    world
+        .get_typed(&caller.user_gid, "user")
+        .map(name_ref)
+        .unwrap_or(Value::Null)
+}
+
 /// A user named by gid, `me` or email who belongs to `workspace_gid`: 404 when unknown or not
 /// visible to the caller, 400 when in another workspace.
 pub fn workspace_user(
@@ -309,12 +327,7 @@ pub fn workspace_user(
     workspace_gid: &str,
 ) -> Result<Value, ApiError> {
     let named = gid_of(value, field)?;
-    let user = match named.as_str() {
-        "me" => world.get_typed(&caller.user_gid, "user").cloned(),
-        email if email.contains('@') => world.all("user", |u| u["email"] == email).next().cloned(),
-        gid => world.get_typed(gid, "user").cloned(),
-    }
-    .ok_or_else(|| unknown(field))?;
+    let user = named_user(world, caller, &named).ok_or_else(|| unknown(field))?;
     let gid = user["gid"].as_str().unwrap_or_default();
     let mine = user_workspaces(world, &caller.user_gid);
     let theirs = user_workspaces(world, gid);
@@ -325,6 +338,25 @@ pub fn workspace_user(
         return Err(other_workspace(field));
     }
     Ok(user)
+}
+
+/// Adds the users listed in `input[field]` (if given) to the array `object[field]`, each
+/// checked with [`workspace_user`]: a new object's `followers` or `members`.
+pub fn add_users(
+    world: &World,
+    caller: &Caller,
+    object: &mut Value,
+    input: &Map<String, Value>,
+    field: &str,
+    workspace_gid: &str,
+) -> Result<(), ApiError> {
+    if let Some(value) = input.get(field).filter(|v| !v.is_null()) {
+        for named in gid_list(value, field)? {
+            let user = workspace_user(world, caller, &json!(named), field, workspace_gid)?;
+            push_ref(object, field, name_ref(&user));
+        }
+    }
+    Ok(())
 }
 
 /// 400 for a write that names an object of another workspace.
@@ -451,6 +483,17 @@ pub fn created_at(
         response.headers_mut().insert(header::LOCATION, value);
     }
     response.into_response()
+}
+
+/// The full record `object` (shaped by `opt_fields`) in the `data` envelope: what reads and
+/// updates of one object answer.
+pub fn full_record(sandbox: &Sandbox, object: &Value, params: &Params) -> Response {
+    data(view(&sandbox.world(), object, params, Value::clone))
+}
+
+/// `{"data": {}}`, what Asana answers for deletions and relationship calls.
+pub fn empty() -> Response {
+    data(json!({}))
 }
 
 /// A field change as events carry it.

@@ -8,11 +8,11 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, boolean, created_at, date, gid, gid_list, gid_of, in_workspace, member_workspace,
-    name_ref, now, object, push_ref, refuse, required, store, string, view, visible, with_options,
-    workspace_of, workspace_user,
+    JsonBody, add_users, boolean, caller_ref, created_at, date, empty, full_record, gid, gid_of,
+    in_workspace, member_workspace, name_ref, now, object, refuse, required, store, string, view,
+    visible, with_options, workspace_of, workspace_user,
 };
-use super::{Caller, Params, body_data, compact, data, page};
+use super::{Caller, Params, body_data, compact, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -122,10 +122,7 @@ async fn create_portfolio(
         let workspace_gid = gid_of(required(input, "workspace")?, "workspace")?;
         let workspace = member_workspace(&world, &caller, &workspace_gid, "workspace")?;
         string(required(input, "name")?, "name")?;
-        let me = world
-            .get_typed(&caller.user_gid, "user")
-            .map(name_ref)
-            .unwrap_or(Value::Null);
+        let me = caller_ref(&world, &caller);
         let mut portfolio = json!({
             "resource_type": "portfolio",
             "name": "",
@@ -149,13 +146,14 @@ async fn create_portfolio(
             ITEMS: [],
         });
         apply_fields(&world, &caller, &mut portfolio, input)?;
-        if let Some(value) = input.get("members").filter(|m| !m.is_null()) {
-            for member in gid_list(value, "members")? {
-                let user =
-                    workspace_user(&world, &caller, &json!(member), "members", &workspace_gid)?;
-                push_ref(&mut portfolio, "members", name_ref(&user));
-            }
-        }
+        add_users(
+            &world,
+            &caller,
+            &mut portfolio,
+            input,
+            "members",
+            &workspace_gid,
+        )?;
         world.insert(object(portfolio))
     };
     Ok(created_at(&sandbox, &portfolio, &params, "/portfolios"))
@@ -168,12 +166,7 @@ async fn get_portfolio(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let portfolio = portfolio(&sandbox.world(), &caller, &portfolio_gid)?;
-    Ok(data(view(
-        &sandbox.world(),
-        &portfolio,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &portfolio, &params))
 }
 
 async fn update_portfolio(
@@ -193,12 +186,7 @@ async fn update_portfolio(
         store(&mut world, &portfolio);
         portfolio
     };
-    Ok(data(view(
-        &sandbox.world(),
-        &portfolio,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &portfolio, &params))
 }
 
 async fn delete_portfolio(
@@ -218,7 +206,7 @@ async fn delete_portfolio(
             items.retain(|i| i != portfolio_gid.as_str());
         }
     }
-    Ok(data(json!({})))
+    Ok(empty())
 }
 
 /// The gids of a portfolio's items, in order.
@@ -312,7 +300,7 @@ async fn add_item(
         portfolio[ITEMS] = json!(items);
         store(&mut world, &portfolio);
     }
-    Ok(data(json!({})))
+    Ok(empty())
 }
 
 async fn remove_item(
@@ -329,5 +317,5 @@ async fn remove_item(
     items.retain(|i| *i != item_gid);
     portfolio[ITEMS] = json!(items);
     store(&mut world, &portfolio);
-    Ok(data(json!({})))
+    Ok(empty())
 }

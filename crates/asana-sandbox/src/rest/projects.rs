@@ -7,11 +7,12 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, as_html, boolean, changed, created_at, date, gid, gid_list, gid_of, has_ref,
-    in_workspace, member_workspace, name_ref, now, object, push_ref, record, refuse, remove_ref,
-    rich_text, store, string, user_workspaces, view, visible, with_options, workspace_user,
+    JsonBody, add_users, as_html, boolean, caller_ref, changed, created_at, date, empty,
+    full_record, gid, gid_of, has_ref, in_workspace, member_workspace, name_ref, now, object,
+    record, refuse, remove_ref, rich_text, store, string, user_workspaces, view, visible,
+    with_options, workspace_user,
 };
-use super::{Caller, Params, body_data, compact, data, page};
+use super::{Caller, Params, body_data, compact, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -146,10 +147,7 @@ fn new_project(
         }
         (None, None) => return Err(ApiError::bad_request("workspace: Missing input")),
     };
-    let me = world
-        .get_typed(&caller.user_gid, "user")
-        .map(name_ref)
-        .unwrap_or(Value::Null);
+    let me = caller_ref(world, caller);
     let mut project = json!({
         "resource_type": "project",
         "name": "",
@@ -174,18 +172,14 @@ fn new_project(
         "permalink_url": "",
     });
     apply_fields(world, caller, &mut project, input)?;
-    if let Some(value) = input.get("followers").filter(|f| !f.is_null()) {
-        for follower in gid_list(value, "followers")? {
-            let user = workspace_user(
-                world,
-                caller,
-                &json!(follower),
-                "followers",
-                &gid(&workspace),
-            )?;
-            push_ref(&mut project, "followers", name_ref(&user));
-        }
-    }
+    add_users(
+        world,
+        caller,
+        &mut project,
+        input,
+        "followers",
+        &gid(&workspace),
+    )?;
     let mut project = world.insert(object(project));
     project["permalink_url"] = json!(format!("https://app.asana.com/0/{}", gid(&project)));
     store(world, &project);
@@ -292,12 +286,7 @@ async fn get_project(
         "project",
         "project",
     )?;
-    Ok(data(view(
-        &sandbox.world(),
-        &project,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &project, &params))
 }
 
 async fn update_project(
@@ -333,12 +322,7 @@ async fn update_project(
         project
     };
     sandbox.notify_changed();
-    Ok(data(view(
-        &sandbox.world(),
-        &project,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &project, &params))
 }
 
 async fn delete_project(
@@ -376,7 +360,7 @@ async fn delete_project(
         world.remove(&project_gid);
     }
     sandbox.notify_changed();
-    Ok(data(json!({})))
+    Ok(empty())
 }
 
 /// One page of the projects matching `keep`, with the `archived` filter.

@@ -8,11 +8,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::objects::{
-    JsonBody, changed, created_at, gid, in_workspace, name_ref, now, object, record, required,
-    store, string, view, visible, with_options, workspace_of,
+    JsonBody, changed, created_at, empty, full_record, gid, in_workspace, name_ref, now, object,
+    record, required, store, string, view, visible, with_options, workspace_of,
 };
 use super::tasks::put_in_project;
-use super::{Caller, Params, body_data, compact, data, page};
+use super::{Caller, Params, body_data, compact, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -142,12 +142,7 @@ async fn get_section(
         "section",
         "section",
     )?;
-    Ok(data(view(
-        &sandbox.world(),
-        &section,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &section, &params))
 }
 
 async fn update_section(
@@ -187,12 +182,7 @@ async fn update_section(
         section
     };
     sandbox.notify_changed();
-    Ok(data(view(
-        &sandbox.world(),
-        &section,
-        &params,
-        Value::clone,
-    )))
+    Ok(full_record(&sandbox, &section, &params))
 }
 
 async fn delete_section(
@@ -243,7 +233,7 @@ async fn delete_section(
         world.remove(&section_gid);
     }
     sandbox.notify_changed();
-    Ok(data(json!({})))
+    Ok(empty())
 }
 
 async fn add_task(
@@ -274,5 +264,5 @@ async fn add_task(
         put_in_project(&mut world, &caller, &mut task, &project, Some(&section));
     }
     sandbox.notify_changed();
-    Ok(data(json!({})))
+    Ok(empty())
 }

@@ -8,10 +8,11 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, as_html, created_at, gid, gid_of, instant, name_ref, now, object, required,
-    rich_text, stored_instant, string, view, visible, visible_any, with_options,
+    JsonBody, as_html, caller_ref, created_at, empty, full_record, gid, gid_of, instant, name_ref,
+    now, object, required, rich_text, stored_instant, string, view, visible, visible_any,
+    with_options,
 };
-use super::{Caller, Params, body_data, data, page};
+use super::{Caller, Params, body_data, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -126,10 +127,7 @@ async fn create_update(
             Some(title) => string(title, "title")?,
             None => String::new(),
         };
-        let author = world
-            .get_typed(&caller.user_gid, "user")
-            .map(name_ref)
-            .unwrap_or(Value::Null);
+        let author = caller_ref(&world, &caller);
         let update = world.insert(object(json!({
             "resource_type": "status_update",
             "resource_subtype": format!("{parent_type}_status_update"),
@@ -202,7 +200,7 @@ async fn get_update(
         "status_update",
         "status_update",
     )?;
-    Ok(data(view(&sandbox.world(), &update, &params, Value::clone)))
+    Ok(full_record(&sandbox, &update, &params))
 }
 
 async fn delete_update(
@@ -222,7 +220,7 @@ async fn delete_update(
     if let Some(parent_gid) = update["parent"]["gid"].as_str() {
         refresh_current(&mut world, parent_gid);
     }
-    Ok(data(json!({})))
+    Ok(empty())
 }
 
 #[cfg(test)]

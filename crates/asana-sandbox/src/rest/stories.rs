@@ -8,11 +8,11 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, as_html, boolean, changed, created_at, gid, name_ref, now, object, record, rich_text,
-    store, string, view, visible, with_options,
+    JsonBody, as_html, boolean, caller_ref, changed, created_at, empty, full_record, gid, name_ref,
+    now, object, record, rich_text, store, string, view, visible, with_options,
 };
 use super::tasks::task_scope;
-use super::{Caller, Params, body_data, data, page};
+use super::{Caller, Params, body_data, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -116,10 +116,7 @@ async fn create_story(
             None | Some(Value::Null) => false,
             Some(value) => boolean(value, "is_pinned")?,
         };
-        let author = world
-            .get_typed(&caller.user_gid, "user")
-            .map(name_ref)
-            .unwrap_or(Value::Null);
+        let author = caller_ref(&world, &caller);
         let mut story = json!({
             "resource_type": "story",
             "resource_subtype": "comment_added",
@@ -167,7 +164,7 @@ async fn get_story(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let story = visible(&sandbox.world(), &caller, &story_gid, "story", "story")?;
-    Ok(data(view(&sandbox.world(), &story, &params, Value::clone)))
+    Ok(full_record(&sandbox, &story, &params))
 }
 
 /// Whether the caller wrote `story`.
@@ -229,7 +226,7 @@ async fn update_story(
         story
     };
     sandbox.notify_changed();
-    Ok(data(view(&sandbox.world(), &story, &params, Value::clone)))
+    Ok(full_record(&sandbox, &story, &params))
 }
 
 async fn delete_story(
@@ -258,5 +255,5 @@ async fn delete_story(
         world.remove(&story_gid);
     }
     sandbox.notify_changed();
-    Ok(data(json!({})))
+    Ok(empty())
 }

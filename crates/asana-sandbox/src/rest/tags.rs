@@ -8,12 +8,12 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, changed, created_at, gid, gid_list, gid_of, has_ref, list_removed, member_workspace,
-    name_ref, now, object, push_ref, record, refuse, remove_ref, required, store, string,
-    user_workspaces, view, visible, with_options, workspace_user,
+    JsonBody, add_users, changed, created_at, empty, full_record, gid, gid_of, has_ref,
+    list_removed, member_workspace, name_ref, now, object, record, refuse, remove_ref, required,
+    store, string, user_workspaces, view, visible, with_options,
 };
 use super::tasks::task_scope;
-use super::{Caller, Params, body_data, compact, data, page};
+use super::{Caller, Params, body_data, compact, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 
@@ -131,18 +131,7 @@ fn create(
             "permalink_url": "",
         });
         apply_fields(&mut tag, input)?;
-        if let Some(value) = input.get("followers").filter(|f| !f.is_null()) {
-            for follower in gid_list(value, "followers")? {
-                let user = workspace_user(
-                    &world,
-                    caller,
-                    &json!(follower),
-                    "followers",
-                    &workspace_gid,
-                )?;
-                push_ref(&mut tag, "followers", name_ref(&user));
-            }
-        }
+        add_users(&world, caller, &mut tag, input, "followers", &workspace_gid)?;
         let tag = world.insert(object(tag));
         record(
             &mut world,
@@ -185,7 +174,7 @@ async fn get_tag(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let tag = visible(&sandbox.world(), &caller, &tag_gid, "tag", "tag")?;
-    Ok(data(view(&sandbox.world(), &tag, &params, Value::clone)))
+    Ok(full_record(&sandbox, &tag, &params))
 }
 
 async fn update_tag(
@@ -219,7 +208,7 @@ async fn update_tag(
         tag
     };
     sandbox.notify_changed();
-    Ok(data(view(&sandbox.world(), &tag, &params, Value::clone)))
+    Ok(full_record(&sandbox, &tag, &params))
 }
 
 async fn delete_tag(
@@ -259,5 +248,5 @@ async fn delete_tag(
         world.remove(&tag_gid);
     }
     sandbox.notify_changed();
-    Ok(data(json!({})))
+    Ok(empty())
 }

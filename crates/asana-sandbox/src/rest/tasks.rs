@@ -10,12 +10,13 @@ use serde_json::{Map, Value, json};
 
 use super::custom_fields::{add_project_fields, set_values};
 use super::objects::{
-    JsonBody, as_html, boolean, changed, created_at, date, date_time, gid, gid_list, gid_of,
-    has_ref, in_workspace, instant, list_added, list_removed, member_workspace, name_ref, now,
-    object, push_ref, record, ref_gids, refuse, remove_ref, require_paid, required, rich_text,
-    store, stored_instant, string, view, visible, with_options, workspace_user,
+    JsonBody, add_users, as_html, boolean, caller_ref, changed, created_at, date, date_time, empty,
+    full_record, gid, gid_list, gid_of, has_ref, in_workspace, instant, list_added, list_removed,
+    member_workspace, name_ref, now, object, push_ref, record, ref_gids, refuse, remove_ref,
+    require_paid, required, rich_text, store, stored_instant, string, view, visible, with_options,
+    workspace_user,
 };
-use super::{Caller, Params, body_data, compact, data, page};
+use super::{Caller, Params, body_data, compact, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -60,7 +61,7 @@ pub fn routes() -> Router<Sandbox> {
 }
 
 /// Where an event about `task` bubbles: the task, its projects, its parent task, its workspace.
-pub fn task_scope(task: &Value) -> Vec<String> {
+pub(crate) fn task_scope(task: &Value) -> Vec<String> {
     let mut scope = vec![gid(task)];
     scope.extend(ref_gids(task, "projects"));
     for key in ["parent", "workspace"] {
@@ -69,11 +70,6 @@ pub fn task_scope(task: &Value) -> Vec<String> {
         }
     }
     scope
-}
-
-/// `{"data": {}}`, what Asana's relationship calls answer.
-fn empty() -> Response {
-    data(json!({}))
 }
 
 /// The task `task_gid` the caller can see, or 404.
@@ -184,7 +180,8 @@ fn section_of(
 }
 
 /// Creates a task from `input` (with `parent` for a subtask), records it, and returns it.
-fn new_task(
+/// REST's `POST /tasks` and MCP's `create_tasks` both create tasks this way.
+pub(crate) fn new_task(
     world: &mut World,
     caller: &Caller,
     input: &Map<String, Value>,
@@ -270,10 +267,7 @@ fn new_task(
         memberships.push(membership(world, &project, section.as_ref()));
         projects.push(project);
     }
-    let creator = world
-        .get_typed(&caller.user_gid, "user")
-        .map(name_ref)
-        .unwrap_or(Value::Null);
+    let creator = caller_ref(world, caller);
     let mut task = json!({
         "resource_type": "task",
         "resource_subtype": "default_task",
@@ -302,13 +296,7 @@ fn new_task(
         "permalink_url": "",
     });
     apply_fields(world, caller, &mut task, input)?;
-    if let Some(value) = input.get("followers").filter(|f| !f.is_null()) {
-        for follower in gid_list(value, "followers")? {
-            let user =
-                workspace_user(world, caller, &json!(follower), "followers", &workspace_gid)?;
-            push_ref(&mut task, "followers", name_ref(&user));
-        }
-    }
+    add_users(world, caller, &mut task, input, "followers", &workspace_gid)?;
     if let Some(value) = input.get("tags").filter(|t| !t.is_null()) {
         for tag in gid_list(value, "tags")? {
             let tag = in_workspace(world, caller, &json!(tag), &["tag"], "tags", &workspace_gid)?;
@@ -394,7 +382,7 @@ async fn get_task(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let task = task(&sandbox.world(), &caller, &task_gid)?;
-    Ok(data(view(&sandbox.world(), &task, &params, Value::clone)))
+    Ok(full_record(&sandbox, &task, &params))
 }
 
 async fn update_task(
@@ -437,7 +425,7 @@ async fn update_task(
         task
     };
     sandbox.notify_changed();
-    Ok(data(view(&sandbox.world(), &task, &params, Value::clone)))
+    Ok(full_record(&sandbox, &task, &params))
 }
 
 async fn delete_task(
@@ -448,49 +436,57 @@ async fn delete_task(
     {
         let mut world = sandbox.world();
         let root = task(&world, &caller, &task_gid)?;
-        let mut doomed = vec![root.clone()];
-        let mut index = 0;
-        while index < doomed.len() {
-            let parent_gid = gid(&doomed[index]);
-            doomed.extend(
-                world
-                    .all("task", |t| t["parent"]["gid"] == parent_gid.as_str())
-                    .cloned(),
-            );
-            index += 1;
-        }
-        for task in &doomed {
-            let scope = task_scope(task);
-            record(&mut world, &caller, "deleted", task, None, None, scope);
-            world.remove(&gid(task));
-        }
-        let doomed_gids: Vec<String> = doomed.iter().map(gid).collect();
-        let linked: Vec<String> = world
-            .all("task", |t| {
-                doomed_gids
-                    .iter()
-                    .any(|d| has_ref(t, "dependencies", d) || has_ref(t, "dependents", d))
-            })
-            .map(gid)
-            .collect();
-        for linked_gid in linked {
-            if let Some(other) = world.get_mut(&linked_gid) {
-                for doomed_gid in &doomed_gids {
-                    remove_ref(other, "dependencies", doomed_gid);
-                    remove_ref(other, "dependents", doomed_gid);
-                }
-            }
-        }
-        if let Some(parent) = root["parent"]["gid"]
-            .as_str()
-            .and_then(|p| world.get_mut(p))
-        {
-            let count = parent["num_subtasks"].as_u64().unwrap_or(1);
-            parent["num_subtasks"] = json!(count.saturating_sub(1));
-        }
+        delete_tree(&mut world, &caller, &root);
     }
     sandbox.notify_changed();
     Ok(empty())
+}
+
+/// Deletes `root` and its subtasks (recording each), unlinks them from the dependencies of
+/// other tasks and decrements the parent's `num_subtasks`; returns the deleted gids, `root`'s
+/// first. REST's `DELETE /tasks/{gid}` and MCP's `delete_task` both delete this way.
+pub(crate) fn delete_tree(world: &mut World, caller: &Caller, root: &Value) -> Vec<String> {
+    let mut doomed = vec![root.clone()];
+    let mut index = 0;
+    while index < doomed.len() {
+        let parent_gid = gid(&doomed[index]);
+        doomed.extend(
+            world
+                .all("task", |t| t["parent"]["gid"] == parent_gid.as_str())
+                .cloned(),
+        );
+        index += 1;
+    }
+    for task in &doomed {
+        let scope = task_scope(task);
+        record(world, caller, "deleted", task, None, None, scope);
+        world.remove(&gid(task));
+    }
+    let doomed_gids: Vec<String> = doomed.iter().map(gid).collect();
+    let linked: Vec<String> = world
+        .all("task", |t| {
+            doomed_gids
+                .iter()
+                .any(|d| has_ref(t, "dependencies", d) || has_ref(t, "dependents", d))
+        })
+        .map(gid)
+        .collect();
+    for linked_gid in linked {
+        if let Some(other) = world.get_mut(&linked_gid) {
+            for doomed_gid in &doomed_gids {
+                remove_ref(other, "dependencies", doomed_gid);
+                remove_ref(other, "dependents", doomed_gid);
+            }
+        }
+    }
+    if let Some(parent) = root["parent"]["gid"]
+        .as_str()
+        .and_then(|p| world.get_mut(p))
+    {
+        let count = parent["num_subtasks"].as_u64().unwrap_or(1);
+        parent["num_subtasks"] = json!(count.saturating_sub(1));
+    }
+    doomed_gids
 }
 
 /// Filters shared by the task lists: `completed_since` and `modified_since`.
@@ -1049,7 +1045,7 @@ fn edit_followers(
         task
     };
     sandbox.notify_changed();
-    Ok(data(view(&sandbox.world(), &task, &params, Value::clone)))
+    Ok(full_record(sandbox, &task, &params))
 }
 
 async fn add_followers(

@@ -7,8 +7,8 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::objects::{gid, member_workspace, view, visible, workspace_user};
-use super::{Caller, Params, compact, data, page};
+use super::objects::{full_record, gid, member_workspace, view, visible, workspace_user};
+use super::{Caller, Params, compact, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 
@@ -27,7 +27,7 @@ async fn get_team(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let team = visible(&sandbox.world(), &caller, &team_gid, "team", "team")?;
-    Ok(data(view(&sandbox.world(), &team, &params, Value::clone)))
+    Ok(full_record(&sandbox, &team, &params))
 }
 
 async fn workspace_teams(

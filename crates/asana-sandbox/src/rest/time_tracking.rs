@@ -9,10 +9,10 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::objects::{
-    JsonBody, created_at, date, in_workspace, name_ref, now, object, required, store, string, view,
-    visible, with_options, workspace_of,
+    JsonBody, caller_ref, created_at, date, empty, full_record, in_workspace, name_ref, now,
+    object, required, store, string, view, visible, with_options, workspace_of,
 };
-use super::{Caller, Params, body_data, data, page};
+use super::{Caller, Params, body_data, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
@@ -144,7 +144,7 @@ async fn create_entry(
             "resource_type": "time_tracking_entry",
             "duration_minutes": 0,
             "entered_on": Utc::now().date_naive().format("%Y-%m-%d").to_string(),
-            "created_by": world.get_typed(&caller.user_gid, "user").map(name_ref),
+            "created_by": caller_ref(&world, &caller),
             "task": name_ref(&task),
             "created_at": now(),
             "approval_status": "DRAFT",
@@ -191,7 +191,7 @@ async fn get_entry(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let entry = entry(&sandbox.world(), &caller, &entry_gid)?;
-    Ok(data(view(&sandbox.world(), &entry, &params, Value::clone)))
+    Ok(full_record(&sandbox, &entry, &params))
 }
 
 async fn update_entry(
@@ -211,7 +211,7 @@ async fn update_entry(
         store(&mut world, &entry);
         entry
     };
-    Ok(data(view(&sandbox.world(), &entry, &params, Value::clone)))
+    Ok(full_record(&sandbox, &entry, &params))
 }
 
 async fn delete_entry(
@@ -223,5 +223,5 @@ async fn delete_entry(
     let entry = entry(&world, &caller, &entry_gid)?;
     own(&caller, &entry)?;
     world.remove(&entry_gid);
-    Ok(data(json!({})))
+    Ok(empty())
 }

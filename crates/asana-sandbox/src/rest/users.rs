@@ -6,6 +6,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::Value;
 
+use super::objects::named_user;
 use super::{Caller, Params, compact, data, page, shape};
 use crate::Sandbox;
 use crate::error::ApiError;
@@ -21,12 +22,7 @@ pub fn routes() -> Router<Sandbox> {
 /// `me` and an email address name users too.
 fn resolve_user(sandbox: &Sandbox, caller: &Caller, user: &str) -> Result<Value, ApiError> {
     let world = sandbox.world();
-    let found = match user {
-        "me" => world.get_typed(&caller.user_gid, "user").cloned(),
-        email if email.contains('@') => world.all("user", |u| u["email"] == email).next().cloned(),
-        gid => world.get_typed(gid, "user").cloned(),
-    };
-    found.ok_or_else(|| ApiError::not_found("user: Not a recognized ID"))
+    named_user(&world, caller, user).ok_or_else(|| ApiError::not_found("user: Not a recognized ID"))
 }
 
 async fn get_user(
