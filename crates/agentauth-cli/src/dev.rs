@@ -149,6 +149,7 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let root_token = ApiKey::generate();
     let vault_url = format!("http://{vault}");
+    let sandbox_url = format!("http://{}", SocketAddr::new(args.host, args.sandbox_port));
     let mut bao = Command::new(&args.bao);
     bao.args(["server", "-dev", "-dev-no-store-token"])
         .arg(format!("-dev-root-token-id={}", root_token.expose()))
@@ -160,7 +161,7 @@ async fn start_all(
         let config = data.join("config").join(format!("{name}.toml"));
         std::fs::write(
             &config,
-            service_config(i, addresses, keys, &vault_url, data),
+            service_config(i, addresses, keys, &vault_url, &sandbox_url, data),
         )?;
         let mut command = Command::new(sibling_binary(name)?);
         command.arg("--config").arg(&config);
@@ -196,6 +197,7 @@ fn service_config(
     addresses: &[SocketAddr],
     keys: &[(&str, ApiKey)],
     vault_url: &str,
+    sandbox_url: &str,
     data: &Path,
 ) -> String {
     let (name, admits) = SERVICES[index];
@@ -220,7 +222,15 @@ fn service_config(
     }
     match name {
         "token-vault" => {
-            let _ = write!(config, "\n[vault]\naddr = \"{vault_url}\"\n");
+            let _ = write!(
+                config,
+                "\n[vault]\naddr = \"{vault_url}\"\n\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n{}",
+                data.join("token-vault.db").display(),
+                addresses[2],
+                data.join("keys").join("token-vault.key").display(),
+                data.join("audit-spool").join("token-vault").display(),
+                sandbox_connections(sandbox_url),
+            );
         }
         "audit-log" => {
             let _ = write!(
@@ -232,6 +242,52 @@ fn service_config(
         _ => {}
     }
     config
+}
+
+/// The connections token-vault declares in development: the sandbox's REST app, MCP app and
+/// PATs. (The OAuth callback on 50060 is token-vault's; its client secrets are not read yet.)
+fn sandbox_connections(sandbox_url: &str) -> String {
+    format!(
+        r#"
+[[connections]]
+name = "asana"
+kind = "rest"
+auth = "oauth"
+client_id = "sandbox-rest-app"
+client_secret = "vault:secret/data/agentauth/apps/asana#client_secret"
+scopes = ["default"]
+redirect_url = "http://127.0.0.1:50060/oauth/callback"
+authorize_url = "{sandbox_url}/-/oauth_authorize"
+token_url = "{sandbox_url}/-/oauth_token"
+revoke_url = "{sandbox_url}/-/oauth_revoke"
+api_base_url = "{sandbox_url}/api/1.0"
+
+[[connections]]
+name = "asana-mcp"
+kind = "mcp"
+auth = "oauth"
+client_id = "sandbox-mcp-app"
+client_secret = "vault:secret/data/agentauth/apps/asana-mcp#client_secret"
+scopes = ["default"]
+redirect_url = "http://127.0.0.1:50060/oauth/callback"
+authorize_url = "{sandbox_url}/-/oauth_authorize"
+token_url = "{sandbox_url}/-/oauth_token"
+resource = "{sandbox_url}/v2/mcp"
+mcp_url = "{sandbox_url}/v2/mcp"
+
+[[connections]]
+name = "asana-pat"
+kind = "rest"
+auth = "pat"
+api_base_url = "{sandbox_url}/api/1.0"
+
+[[connections]]
+name = "asana-service-account"
+kind = "rest"
+auth = "service_account"
+api_base_url = "{sandbox_url}/api/1.0"
+"#
+    )
 }
 
 fn spawn(name: &'static str, mut command: Command, data: &Path) -> anyhow::Result<Started> {

@@ -22,6 +22,8 @@ pub trait Service: Sized + Send + 'static {
     const NAME: &'static str;
     /// The prefix of its environment variables, e.g. `AUDIT_LOG` for `AUDIT_LOG__SERVER__LISTEN`.
     const ENV_PREFIX: &'static str;
+    /// Log directives added to the default `info` level (ignored when `RUST_LOG` is set).
+    const LOG_DIRECTIVES: &'static str = "";
     /// Its configuration; every struct in it denies unknown fields.
     type Config: DeserializeOwned + Send;
 
@@ -97,7 +99,7 @@ pub fn main<S: Service>() -> ExitCode {
 }
 
 async fn serve<S: Service>(service: S, log_format: LogFormat) -> ExitCode {
-    let telemetry = match agentauth_telemetry::init(S::NAME, log_format) {
+    let telemetry = match agentauth_telemetry::init(S::NAME, log_format, S::LOG_DIRECTIVES) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("{}: {error}", S::NAME);

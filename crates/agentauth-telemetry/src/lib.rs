@@ -86,8 +86,14 @@ pub fn otlp_requested(var: impl Fn(&str) -> Option<String>) -> bool {
 
 /// Installs the global subscriber and propagator for the binary `service`.
 ///
+/// Log levels come from `RUST_LOG` when set, otherwise `info` plus the service's
+/// `default_directives` (e.g. `vaultrs=off` where a library logs errors the service handles).
 /// Must be called from within a Tokio runtime (the OTLP gRPC exporter needs one).
-pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Error> {
+pub fn init(
+    service: &'static str,
+    format: LogFormat,
+    default_directives: &str,
+) -> Result<Telemetry, Error> {
     let exporter = if otlp_requested(|name| std::env::var(name).ok()) {
         Some(
             opentelemetry_otlp::SpanExporter::builder()
@@ -98,7 +104,14 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Error
         None
     };
     let provider = tracer_provider(service, exporter);
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
+    let filter = EnvFilter::try_from_default_env().or_else(|_| {
+        EnvFilter::try_new(
+            std::iter::once("info")
+                .chain(default_directives.split(',').filter(|d| !d.is_empty()))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    })?;
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())

@@ -1,17 +1,62 @@
 //! The `agentauth.vault.v1.TokenVault` gRPC API.
 
-use agentauth_grpc::Caller;
-use agentauth_proto::vault::v1 as pb;
-use tonic::{Request, Response, Status};
-
 use std::sync::Arc;
 
+use agentauth_audit::{CredentialRef, Event, Outcome, Subject, action};
+use agentauth_grpc::Caller;
+use agentauth_proto::vault::v1 as pb;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
 use crate::Error;
-use crate::connections::{Connection, Kind, Registry};
+use crate::audit::Audit;
+use crate::connections::{Auth, Connection, Kind, Registry};
+use crate::records::{Account, Filter, Granted, State, Store};
+use crate::secrets::{Location, Secret, Secrets, Token};
 
 #[derive(Debug)]
 pub(crate) struct TokenVaultApi {
     pub connections: Arc<Registry>,
+    pub secrets: Arc<Secrets>,
+    pub records: Store,
+    pub audit: Arc<Audit>,
+    /// For Asana (token validation).
+    pub http: reqwest::Client,
+}
+
+/// The longest tenant, connection name or identifier accepted.
+const MAX_NAME: usize = 256;
+/// The longest token accepted.
+const MAX_TOKEN: usize = 8 * 1024;
+
+/// A required request field: present and not too long.
+fn required(field: &'static str, value: &str, max: usize) -> Result<(), Error> {
+    let problem = if value.is_empty() {
+        "is required".to_owned()
+    } else if value.len() > max {
+        format!("must be at most {max} bytes")
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidArgument {
+        field,
+        description: problem,
+    })
+}
+
+/// `GET /users/me`'s answer, as far as it is used.
+#[derive(Deserialize)]
+struct Me {
+    data: MeData,
+}
+
+#[derive(Deserialize)]
+struct MeData {
+    gid: String,
+    #[serde(default)]
+    name: String,
 }
 
 impl TokenVaultApi {
@@ -29,6 +74,315 @@ impl TokenVaultApi {
                     .filter(|n| caller.check_connection(n).is_ok())
                     .collect(),
             })
+    }
+
+    /// Checks the caller for `tenant` (first, so a foreign tenant is PERMISSION_DENIED whatever
+    /// else the request says), finds the connection (NOT_FOUND suggests only names the caller
+    /// may use, as `GetConnection` does), then checks the caller for it.
+    fn authorise(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        connection_name: &str,
+    ) -> Result<&Connection, Error> {
+        required("tenant", tenant, MAX_NAME)?;
+        caller.check_tenant(tenant)?;
+        required("connection_name", connection_name, MAX_NAME)?;
+        let connection = self.connection(caller, connection_name)?;
+        caller.check_connection(connection_name)?;
+        Ok(connection)
+    }
+
+    /// The account of (tenant, connection, identifier), after authorising the caller.
+    async fn account(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        connection_name: &str,
+        identifier: &str,
+    ) -> Result<(&Connection, Account), Error> {
+        let connection = self.authorise(caller, tenant, connection_name)?;
+        required("identifier", identifier, MAX_NAME)?;
+        let account = self
+            .records
+            .get(tenant, connection_name, identifier)
+            .await?
+            .ok_or_else(|| Error::AccountNotFound {
+                connection: connection_name.to_owned(),
+                identifier: identifier.to_owned(),
+            })?;
+        Ok((connection, account))
+    }
+
+    async fn put(&self, caller: &Caller, r: &pb::PutCredentialRequest) -> Result<Account, Error> {
+        let connection = self.authorise(caller, &r.tenant, &r.connection_name)?;
+        required("identifier", &r.identifier, MAX_NAME)?;
+        required("token", &r.token, MAX_TOKEN)?;
+        if connection.auth == Auth::Oauth {
+            return Err(Error::WrongAuthMethod {
+                connection: connection.name.clone(),
+                reason: "uses OAuth: connect it with CreateAuthorizationLink, not PutCredential",
+            });
+        }
+        self.audit.ready()?;
+        let token = Token::new(r.token.clone());
+        let me = self.identify(connection, &token).await?;
+        let at = Location {
+            tenant: &r.tenant,
+            connection: &r.connection_name,
+            identifier: &r.identifier,
+        };
+        let secret = Secret {
+            access_token: token,
+            refresh_token: None,
+            expires_at: None,
+            scopes: connection.scopes.clone(),
+        };
+        let current = self.secrets.current_version(at).await?;
+        let version = self
+            .secrets
+            .write(at, &secret, current)
+            .await
+            .inspect_err(|error| warn!(%error, "storing a credential failed"))?;
+        let account = self
+            .records
+            .grant(&Granted {
+                tenant: &r.tenant,
+                connection_name: &r.connection_name,
+                identifier: &r.identifier,
+                auth_method: connection.auth,
+                asana_user_gid: &me.gid,
+                asana_user_name: &me.name,
+                credential_version: version,
+                expires_at: None,
+                scopes: &connection.scopes,
+            })
+            .await?;
+        self.audit
+            .record(event(caller, &account, action::CREDENTIAL_GRANTED));
+        info!(
+            account = %account.account_id,
+            credential_version = account.credential_version,
+            connection = %account.connection_name,
+            "credential granted"
+        );
+        Ok(account)
+    }
+
+    /// The Asana user `token` acts as, or why Asana would not say.
+    async fn identify(&self, connection: &Connection, token: &Token) -> Result<MeData, Error> {
+        let url = format!("{}/users/me", connection.api_base_url.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable {
+                dependency: "asana",
+                reason: e.without_url().to_string(),
+            })?;
+        let status = response.status();
+        match status.as_u16() {
+            200 => {}
+            401 | 403 => {
+                return Err(Error::InvalidArgument {
+                    field: "token",
+                    description: "the token was refused by Asana".to_owned(),
+                });
+            }
+            429 | 500..=599 => {
+                return Err(Error::Unavailable {
+                    dependency: "asana",
+                    reason: format!("GET /users/me answered HTTP {status}"),
+                });
+            }
+            _ => {
+                return Err(Error::Internal(format!(
+                    "asana answered GET /users/me with HTTP {status}"
+                )));
+            }
+        }
+        let me: Me = response.json().await.map_err(|e| {
+            Error::Internal(format!(
+                "asana's /users/me answer is not a user: {}",
+                e.without_url()
+            ))
+        })?;
+        if me.data.gid.is_empty() {
+            return Err(Error::Internal(
+                "asana's /users/me answer has no gid".into(),
+            ));
+        }
+        Ok(me.data)
+    }
+
+    async fn list(
+        &self,
+        caller: &Caller,
+        r: &pb::ListAccountsRequest,
+    ) -> Result<pb::ListAccountsResponse, Error> {
+        required("tenant", &r.tenant, MAX_NAME)?;
+        caller.check_tenant(&r.tenant)?;
+        if let Some(connection) = &r.connection_name {
+            self.authorise(caller, &r.tenant, connection)?;
+        }
+        let state = r
+            .state
+            .map(|s| match pb::AccountState::try_from(s) {
+                Ok(pb::AccountState::Pending) => Ok(State::Pending),
+                Ok(pb::AccountState::Active) => Ok(State::Active),
+                Ok(pb::AccountState::Expired) => Ok(State::Expired),
+                Ok(pb::AccountState::NeedsReauth) => Ok(State::NeedsReauth),
+                Ok(pb::AccountState::Revoked) => Ok(State::Revoked),
+                _ => Err(Error::InvalidArgument {
+                    field: "state",
+                    description: "must be a defined account state".to_owned(),
+                }),
+            })
+            .transpose()?;
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(
+                hex::decode(token)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+                    .ok_or_else(|| Error::InvalidArgument {
+                        field: "page_token",
+                        description: "is not a token this service issued".to_owned(),
+                    })?,
+            ),
+        };
+        let size = match r.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut scanned = self
+            .records
+            .list(&Filter {
+                tenant: &r.tenant,
+                connection_name: r.connection_name.as_deref(),
+                state,
+                after: after.as_deref(),
+                limit: size + 1,
+            })
+            .await?;
+        let more = scanned.len() > size;
+        scanned.truncate(size);
+        let next_page_token = match (more, scanned.last()) {
+            (true, Some(last)) => hex::encode(&last.account_id),
+            _ => String::new(),
+        };
+        // Only accounts of connections this caller may use (a page may come out shorter).
+        let accounts = scanned
+            .iter()
+            .filter(|a| caller.check_connection(&a.connection_name).is_ok())
+            .map(to_wire)
+            .collect();
+        Ok(pb::ListAccountsResponse {
+            accounts,
+            next_page_token,
+        })
+    }
+
+    async fn disconnect(
+        &self,
+        caller: &Caller,
+        r: &pb::DisconnectAccountRequest,
+    ) -> Result<Account, Error> {
+        let (_, account) = self
+            .account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .await?;
+        if account.auth_method == Auth::Oauth {
+            return Err(Error::Unsupported(
+                "disconnecting an OAuth account (revocation at Asana) is not implemented yet; \
+                 PAT and service-account accounts can be disconnected",
+            ));
+        }
+        self.audit.ready()?;
+        self.secrets
+            .destroy(Location {
+                tenant: &r.tenant,
+                connection: &r.connection_name,
+                identifier: &r.identifier,
+            })
+            .await
+            .inspect_err(|error| warn!(%error, "destroying a credential failed"))?;
+        let account = self
+            .records
+            .set_state(&account.account_id, State::Revoked, "")
+            .await?;
+        let mut revoked = event(caller, &account, action::CREDENTIAL_REVOKED);
+        if !r.reason.is_empty() {
+            let reason: String = r.reason.chars().take(1024).collect();
+            revoked.details.insert("reason".into(), reason.into());
+        }
+        self.audit.record(revoked);
+        info!(account = %account.account_id, "account disconnected");
+        Ok(account)
+    }
+}
+
+/// An audit event about `account`, by `caller`.
+fn event(caller: &Caller, account: &Account, what: &str) -> Event {
+    let mut event = Event::new(
+        account.tenant.as_str(),
+        caller.name(),
+        what,
+        Outcome::Success,
+    );
+    event.actor.identifier = Some(account.identifier.clone());
+    event.subject = Subject {
+        connection_name: Some(account.connection_name.clone()),
+        identifier: Some(account.identifier.clone()),
+        asana_user_gid: Some(account.asana_user_gid.clone()).filter(|g| !g.is_empty()),
+    };
+    event.credential = Some(CredentialRef {
+        account_id: account.account_id.clone(),
+        version: account.credential_version,
+    });
+    event
+}
+
+fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// The wire form of an account: never a secret, since the record holds none.
+fn to_wire(account: &Account) -> pb::Account {
+    pb::Account {
+        account_id: account.account_id.clone(),
+        tenant: account.tenant.clone(),
+        connection_name: account.connection_name.clone(),
+        identifier: account.identifier.clone(),
+        state: match account.state {
+            State::Pending => pb::AccountState::Pending,
+            State::Active => pb::AccountState::Active,
+            State::Expired => pb::AccountState::Expired,
+            State::NeedsReauth => pb::AccountState::NeedsReauth,
+            State::Revoked => pb::AccountState::Revoked,
+        }
+        .into(),
+        state_reason: account.state_reason.clone(),
+        auth_method: match account.auth_method {
+            Auth::Oauth => pb::AuthMethod::Oauth,
+            Auth::Pat => pb::AuthMethod::Pat,
+            Auth::ServiceAccount => pb::AuthMethod::ServiceAccount,
+        }
+        .into(),
+        asana_user_gid: account.asana_user_gid.clone(),
+        asana_user_name: account.asana_user_name.clone(),
+        credential_version: account.credential_version,
+        expires_at: account.expires_at.map(timestamp),
+        scopes: account.scopes.clone(),
+        created_at: Some(timestamp(account.created_at)),
+        updated_at: Some(timestamp(account.updated_at)),
+        last_refreshed_at: account.last_refreshed_at.map(timestamp),
     }
 }
 
@@ -60,14 +414,10 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::PutCredentialResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "PutCredential",
-        }
-        .into())
+        let account = self.put(caller, r).await?;
+        Ok(Response::new(pb::PutCredentialResponse {
+            account: Some(to_wire(&account)),
+        }))
     }
 
     async fn get_access_token(
@@ -108,11 +458,12 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        Err(Error::NotImplemented { rpc: "GetAccount" }.into())
+        let (_, account) = self
+            .account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .await?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(to_wire(&account)),
+        }))
     }
 
     async fn list_accounts(
@@ -121,11 +472,7 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "ListAccounts",
-        }
-        .into())
+        Ok(Response::new(self.list(caller, r).await?))
     }
 
     async fn get_identity_status(
@@ -134,11 +481,36 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::GetIdentityStatusResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
+        required("tenant", &r.tenant, MAX_NAME)?;
         caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "GetIdentityStatus",
-        }
-        .into())
+        required("identifier", &r.identifier, MAX_NAME)?;
+        let accounts = self
+            .records
+            .of_identifier(&r.tenant, &r.identifier)
+            .await
+            .map_err(Error::from)?;
+        let connections = self
+            .connections
+            .iter()
+            .filter(|c| caller.check_connection(&c.name).is_ok())
+            .map(|connection| {
+                let wire = connection.to_wire();
+                let account = accounts
+                    .iter()
+                    .find(|a| a.connection_name == connection.name)
+                    .map(to_wire);
+                pb::ConnectionStatus {
+                    connection_name: connection.name.clone(),
+                    kind: wire.kind,
+                    auth_method: wire.auth_method,
+                    state: account.as_ref().map(|a| a.state),
+                    account,
+                    reauthorization_url: None,
+                    reauthorization_url_expires_at: None,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetIdentityStatusResponse { connections }))
     }
 
     async fn disconnect_account(
@@ -147,14 +519,11 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::DisconnectAccountResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "DisconnectAccount",
-        }
-        .into())
+        let account = self.disconnect(caller, r).await?;
+        Ok(Response::new(pb::DisconnectAccountResponse {
+            account: Some(to_wire(&account)),
+            revoked_upstream: false,
+        }))
     }
 
     async fn delete_tenant(
@@ -163,11 +532,45 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
+        required("tenant", &r.tenant, MAX_NAME)?;
         caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "DeleteTenant",
+        if r.confirm_tenant != r.tenant {
+            return Err(Error::InvalidArgument {
+                field: "confirm_tenant",
+                description: "must repeat the tenant exactly".to_owned(),
+            }
+            .into());
         }
-        .into())
+        self.audit.ready()?;
+        // The key first: once it is gone every copy of the tenant's ciphertext is unreadable.
+        self.secrets
+            .delete_tenant(&r.tenant)
+            .await
+            .inspect_err(|error| warn!(%error, "tenant deletion failed in vault"))?;
+        let accounts_deleted = self
+            .records
+            .delete_tenant(&r.tenant)
+            .await
+            .map_err(Error::from)?;
+        let mut event = Event::new(
+            r.tenant.as_str(),
+            caller.name(),
+            action::TENANT_DELETED,
+            Outcome::Success,
+        );
+        event
+            .details
+            .insert("accounts_deleted".into(), accounts_deleted.into());
+        self.audit.record(event);
+        info!(
+            accounts_deleted,
+            "tenant deleted and its encryption key destroyed"
+        );
+        Ok(Response::new(pb::DeleteTenantResponse {
+            accounts_deleted,
+            grants_revoked_upstream: 0,
+            encryption_key_destroyed: true,
+        }))
     }
 
     async fn get_connection(

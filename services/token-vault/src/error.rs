@@ -27,6 +27,48 @@ pub enum Error {
     /// The RPC is part of the contract but its issue has not landed yet.
     #[error("TokenVault.{rpc} is not implemented yet")]
     NotImplemented { rpc: &'static str },
+    /// The RPC is implemented, but not yet for this case.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The connection obtains its credentials another way.
+    #[error("connection `{connection}` {reason}")]
+    WrongAuthMethod {
+        connection: String,
+        reason: &'static str,
+    },
+    /// Nobody connected this identifier on this connection.
+    #[error("no account for identifier `{identifier}` on connection `{connection}`")]
+    AccountNotFound {
+        connection: String,
+        identifier: String,
+    },
+    /// Another writer stored a newer credential first; nothing was overwritten.
+    #[error("the credential changed concurrently (expected version {expected}); retry")]
+    Conflict { expected: u64 },
+    /// A dependency (Vault, the database, Asana, audit-log) cannot be reached or is not ready.
+    #[error("{dependency} is unavailable: {reason}")]
+    Unavailable {
+        dependency: &'static str,
+        reason: String,
+    },
+    /// Something this service relies on answered in a way it never should.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::records::Error> for Error {
+    fn from(error: crate::records::Error) -> Self {
+        use crate::records::Error as Db;
+        match error {
+            Db::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed,
+            ) => Error::Unavailable {
+                dependency: "database",
+                reason: error.to_string(),
+            },
+            other => Error::Internal(other.to_string()),
+        }
+    }
 }
 
 impl From<Error> for Status {
@@ -49,7 +91,17 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
-            Error::NotImplemented { .. } => Status::unimplemented(error.to_string()),
+            Error::NotImplemented { .. } | Error::Unsupported(_) => {
+                Status::unimplemented(error.to_string())
+            }
+            Error::WrongAuthMethod { .. } => Status::failed_precondition(error.to_string()),
+            Error::AccountNotFound { .. } => Status::not_found(error.to_string()),
+            Error::Conflict { .. } => Status::aborted(error.to_string()),
+            Error::Unavailable { .. } => Status::unavailable(error.to_string()),
+            Error::Internal(_) => {
+                tracing::error!(%error, "internal error");
+                Status::internal("internal error")
+            }
         }
     }
 }

@@ -1,20 +1,30 @@
 //! token-vault: per-user Asana credentials in Vault: connect, refresh, re-prompt, revoke.
+//!
+//! Secrets live only in Vault ([`secrets`]: Transit-encrypted per tenant, then KV v2 with
+//! check-and-set); the database holds account records without secrets (`records`).
 
 mod api;
+mod audit;
 mod connections;
 mod error;
+mod records;
+pub mod secrets;
 mod vault;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use agentauth_grpc::{Api, Server, ServerConfig};
+use agentauth_grpc::{Api, Readiness, Server, ServerConfig};
 use agentauth_proto::vault::v1::token_vault_server::{SERVICE_NAME, TokenVaultServer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
+
+/// How long validating a token against Asana may take before Asana counts as unavailable.
+const ASANA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// token-vault's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +34,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where credentials are kept.
     pub vault: vault::Config,
+    /// Where account records (never secrets) are kept.
+    pub database: records::Config,
+    /// Where audit events go; absent means auditing is off (said once at start).
+    pub audit: audit::Config,
     /// Every way agentauth reaches Asana; other services read these through the API.
     pub connections: Vec<connections::Connection>,
 }
@@ -33,47 +47,121 @@ pub struct Config {
 pub struct TokenVaultService {
     server: Server,
     listen: SocketAddr,
+    shutdown_grace: Duration,
     vault: vault::Vault,
+    secrets: Arc<secrets::Secrets>,
+    records: records::Store,
+    audit: Arc<audit::Audit>,
+    audit_url: String,
     connections: Arc<connections::Registry>,
+}
+
+impl TokenVaultService {
+    /// Prepares the service acting on Vault with `vault_token` (the binary reads it from
+    /// `VAULT_TOKEN`). Must be called inside a Tokio runtime when auditing is enabled.
+    pub fn with_vault_token(config: Config, vault_token: &str) -> anyhow::Result<Self> {
+        let listen = config.server.listen;
+        let shutdown_grace = config.server.shutdown_grace;
+        let server = Server::new(<Self as agentauth_launch::Service>::NAME, config.server)?;
+        let vault = vault::Vault::new(&config.vault)?;
+        let secrets =
+            secrets::Secrets::new(&config.vault, vault_token).map_err(anyhow::Error::msg)?;
+        let records = records::Store::connect_lazy(&config.database)?;
+        let connections =
+            connections::Registry::new(config.connections).map_err(anyhow::Error::msg)?;
+        let audit_url = config.audit.emitter.url.clone();
+        let audit = audit::Audit::start(config.audit)?;
+        Ok(Self {
+            server,
+            listen,
+            shutdown_grace,
+            vault,
+            secrets: Arc::new(secrets),
+            records,
+            audit: Arc::new(audit),
+            audit_url,
+            connections: Arc::new(connections),
+        })
+    }
 }
 
 impl agentauth_launch::Service for TokenVaultService {
     const NAME: &'static str = "token-vault";
     const ENV_PREFIX: &'static str = "TOKEN_VAULT";
+    /// vaultrs logs every non-2xx answer at error level, including the expected "not found"
+    /// of a first write; token-vault reports the failures that matter itself.
+    const LOG_DIRECTIVES: &'static str = "vaultrs=off,rustify=off";
     type Config = Config;
 
     fn new(config: Config) -> anyhow::Result<Self> {
-        let listen = config.server.listen;
-        let server = Server::new(Self::NAME, config.server)?;
-        let vault = vault::Vault::new(&config.vault)?;
-        let connections =
-            connections::Registry::new(config.connections).map_err(anyhow::Error::msg)?;
-        Ok(Self {
-            server,
-            listen,
-            vault,
-            connections: Arc::new(connections),
-        })
+        let token = std::env::var("VAULT_TOKEN").unwrap_or_default();
+        Self::with_vault_token(config, &token)
     }
 
     fn listen(&self) -> SocketAddr {
         self.listen
     }
 
+    /// Brings the schema up to date (retrying while the database is unreachable), then serves.
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.audit.log_mode(&self.audit_url);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.records.migrate().await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "cannot migrate the accounts database")
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+            }
+        }
+        let http = reqwest::Client::builder()
+            .timeout(ASANA_TIMEOUT)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot create the HTTP client: {e}"))?;
         let api = Api {
             routes: tonic::service::Routes::new(TokenVaultServer::with_interceptor(
                 api::TokenVaultApi {
                     connections: self.connections.clone(),
+                    secrets: self.secrets.clone(),
+                    records: self.records.clone(),
+                    audit: self.audit.clone(),
+                    http,
                 },
                 self.server.authenticator(),
             )),
             services: vec![SERVICE_NAME],
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
-        self.server
-            .serve(listener, api, self.vault, shutdown)
-            .await?;
+        let dependencies = Dependencies {
+            vault: self.vault,
+            records: self.records,
+        };
+        let served = self
+            .server
+            .serve(listener, api, dependencies, shutdown)
+            .await;
+        self.audit.shutdown(self.shutdown_grace).await;
+        served?;
         Ok(())
+    }
+}
+
+/// Ready while Vault is unsealed and the database answers.
+struct Dependencies {
+    vault: vault::Vault,
+    records: records::Store,
+}
+
+impl Readiness for Dependencies {
+    async fn check(&self) -> Result<(), String> {
+        self.vault.check().await?;
+        self.records
+            .ping()
+            .await
+            .map_err(|e| format!("accounts database: {e}"))
     }
 }

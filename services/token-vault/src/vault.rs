@@ -13,6 +13,12 @@ pub struct Config {
     /// How long one Vault request may take.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// The KV v2 mount credentials are written to.
+    pub kv_mount: String,
+    /// The Transit mount holding each tenant's encryption key.
+    pub transit_mount: String,
+    /// The KV path every credential lives under (`<kv_mount>/data/<path_prefix>/…`).
+    pub path_prefix: String,
 }
 
 impl Default for Config {
@@ -20,6 +26,9 @@ impl Default for Config {
         Self {
             addr: "http://127.0.0.1:8200".to_owned(),
             timeout: Duration::from_secs(5),
+            kv_mount: "secret".to_owned(),
+            transit_mount: "transit".to_owned(),
+            path_prefix: "agentauth".to_owned(),
         }
     }
 }

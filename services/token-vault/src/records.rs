@@ -1,0 +1,409 @@
+//! Account records (never a secret) on PostgreSQL or SQLite.
+//!
+//! As in audit-log, one code path serves both backends through sqlx's `Any` driver: every
+//! statement is in the SQL they share (`$N` placeholders, `ON CONFLICT … DO UPDATE`), times are
+//! microseconds since the epoch, and only the migrations differ per backend.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Executor, Row as _, SqlSafeStr};
+
+use crate::connections::Auth;
+
+/// The `[database]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `postgres://…` or `sqlite://path?mode=rwc`.
+    pub url: String,
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://token-vault.db?mode=rwc".to_owned(),
+            max_connections: 10,
+        }
+    }
+}
+
+/// Which database the URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored account is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An account's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Active,
+    Expired,
+    NeedsReauth,
+    Revoked,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Active => "ACTIVE",
+            Self::Expired => "EXPIRED",
+            Self::NeedsReauth => "NEEDS_REAUTH",
+            Self::Revoked => "REVOKED",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Active,
+            Self::Expired,
+            Self::NeedsReauth,
+            Self::Revoked,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+fn auth_str(auth: Auth) -> &'static str {
+    match auth {
+        Auth::Oauth => "oauth",
+        Auth::Pat => "pat",
+        Auth::ServiceAccount => "service_account",
+    }
+}
+
+fn parse_auth(text: &str) -> Option<Auth> {
+    [Auth::Oauth, Auth::Pat, Auth::ServiceAccount]
+        .into_iter()
+        .find(|a| auth_str(*a) == text)
+}
+
+/// One connected account, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub account_id: String,
+    pub tenant: String,
+    pub connection_name: String,
+    pub identifier: String,
+    pub state: State,
+    pub state_reason: String,
+    pub auth_method: Auth,
+    pub asana_user_gid: String,
+    pub asana_user_name: String,
+    pub credential_version: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_refreshed_at: Option<DateTime<Utc>>,
+}
+
+/// A credential just stored in Vault, to be recorded as the account's ACTIVE one.
+#[derive(Debug, Clone)]
+pub struct Granted<'a> {
+    pub tenant: &'a str,
+    pub connection_name: &'a str,
+    pub identifier: &'a str,
+    pub auth_method: Auth,
+    pub asana_user_gid: &'a str,
+    pub asana_user_name: &'a str,
+    pub credential_version: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: &'a [String],
+}
+
+/// Which accounts `list` selects, after which account id, and how many.
+#[derive(Debug, Clone)]
+pub struct Filter<'a> {
+    pub tenant: &'a str,
+    pub connection_name: Option<&'a str>,
+    pub state: Option<State>,
+    pub after: Option<&'a str>,
+    pub limit: usize,
+}
+
+const COLUMNS: &str = "account_id, tenant, connection_name, identifier, state, state_reason, \
+    auth_method, asana_user_gid, asana_user_name, credential_version, expires_at_us, scopes, \
+    created_at_us, updated_at_us, last_refreshed_at_us";
+
+/// The accounts database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// A pool for `config` that connects on first use.
+    pub fn connect_lazy(config: &Config) -> Result<Self, Error> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend =
+            if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:") {
+                Backend::Postgres
+            } else if config.url.starts_with("sqlite:") {
+                Backend::Sqlite
+            } else {
+                return Err(Error::Database(sqlx::Error::Configuration(
+                    "database.url must start with postgres:// or sqlite:".into(),
+                )));
+            };
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        connection
+                            .execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 30000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(&config.url)?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Brings the schema up to date.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        let sql = match self.backend {
+            Backend::Postgres => include_str!("../migrations/postgres/0001_accounts.sql"),
+            Backend::Sqlite => include_str!("../migrations/sqlite/0001_accounts.sql"),
+        };
+        let migrator = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "accounts".into(),
+            MigrationType::Simple,
+            AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )]);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records `granted` as the account's ACTIVE credential (creating the account if needed),
+    /// unless the record already names a newer version of a live credential.
+    pub async fn grant(&self, granted: &Granted<'_>) -> Result<Account, Error> {
+        let now = Utc::now().timestamp_micros();
+        let mut args = AnyArguments::default();
+        add(&mut args, uuid::Uuid::now_v7().to_string());
+        add(&mut args, granted.tenant.to_owned());
+        add(&mut args, granted.connection_name.to_owned());
+        add(&mut args, granted.identifier.to_owned());
+        add(&mut args, State::Active.as_str());
+        add(&mut args, auth_str(granted.auth_method));
+        add(&mut args, granted.asana_user_gid.to_owned());
+        add(&mut args, granted.asana_user_name.to_owned());
+        add(&mut args, version_i64(granted.credential_version)?);
+        add(&mut args, granted.expires_at.map(|t| t.timestamp_micros()));
+        add(&mut args, scopes_json(granted.scopes));
+        add(&mut args, now);
+        let sql = format!(
+            "INSERT INTO accounts ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9, $10, $11, $12, $12, $12) \
+             ON CONFLICT (tenant, connection_name, identifier) DO UPDATE SET \
+             state = excluded.state, state_reason = excluded.state_reason, \
+             auth_method = excluded.auth_method, asana_user_gid = excluded.asana_user_gid, \
+             asana_user_name = excluded.asana_user_name, \
+             credential_version = excluded.credential_version, \
+             expires_at_us = excluded.expires_at_us, scopes = excluded.scopes, \
+             updated_at_us = excluded.updated_at_us, \
+             last_refreshed_at_us = excluded.last_refreshed_at_us \
+             WHERE accounts.credential_version < excluded.credential_version \
+             OR accounts.state = 'REVOKED'"
+        );
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&self.pool)
+            .await?;
+        self.get(granted.tenant, granted.connection_name, granted.identifier)
+            .await?
+            .ok_or_else(|| Error::Corrupt("an account vanished while it was granted".into()))
+    }
+
+    /// The account of (tenant, connection, identifier).
+    pub async fn get(
+        &self,
+        tenant: &str,
+        connection_name: &str,
+        identifier: &str,
+    ) -> Result<Option<Account>, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, tenant.to_owned());
+        add(&mut args, connection_name.to_owned());
+        add(&mut args, identifier.to_owned());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM accounts \
+             WHERE tenant = $1 AND connection_name = $2 AND identifier = $3"
+        );
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| account(&row))
+            .transpose()
+    }
+
+    /// One page of a tenant's accounts in account-id (creation) order.
+    pub async fn list(&self, filter: &Filter<'_>) -> Result<Vec<Account>, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, filter.tenant.to_owned());
+        let mut sql = format!("SELECT {COLUMNS} FROM accounts WHERE tenant = $1");
+        let mut n = 1;
+        let mut condition = |sql: &mut String, column: &str, value: String| {
+            n += 1;
+            sql.push_str(&format!(" AND {column} ${n}"));
+            add(&mut args, value);
+        };
+        if let Some(connection) = filter.connection_name {
+            condition(&mut sql, "connection_name =", connection.to_owned());
+        }
+        if let Some(state) = filter.state {
+            condition(&mut sql, "state =", state.as_str().to_owned());
+        }
+        if let Some(after) = filter.after {
+            condition(&mut sql, "account_id >", after.to_owned());
+        }
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        sql.push_str(&format!(" ORDER BY account_id LIMIT {limit}"));
+        let rows = sqlx::query_with(AssertSqlSafe(sql), args)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account).collect()
+    }
+
+    /// Every account of one end user in a tenant.
+    pub async fn of_identifier(
+        &self,
+        tenant: &str,
+        identifier: &str,
+    ) -> Result<Vec<Account>, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, tenant.to_owned());
+        add(&mut args, identifier.to_owned());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM accounts WHERE tenant = $1 AND identifier = $2 \
+             ORDER BY connection_name"
+        );
+        let rows = sqlx::query_with(AssertSqlSafe(sql), args)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account).collect()
+    }
+
+    /// Moves an account to `state`, and returns it.
+    pub async fn set_state(
+        &self,
+        account_id: &str,
+        state: State,
+        reason: &str,
+    ) -> Result<Account, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, state.as_str());
+        add(&mut args, reason.to_owned());
+        add(&mut args, Utc::now().timestamp_micros());
+        add(&mut args, account_id.to_owned());
+        sqlx::query_with(
+            "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3 \
+             WHERE account_id = $4",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        let mut args = AnyArguments::default();
+        add(&mut args, account_id.to_owned());
+        let sql = format!("SELECT {COLUMNS} FROM accounts WHERE account_id = $1");
+        let row = sqlx::query_with(AssertSqlSafe(sql), args)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::Corrupt("an account vanished while it changed state".into()))?;
+        account(&row)
+    }
+
+    /// Deletes every account of `tenant`; returns how many there were.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<u64, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, tenant.to_owned());
+        let done = sqlx::query_with("DELETE FROM accounts WHERE tenant = $1", args)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn add<'q, T>(args: &mut AnyArguments, value: T)
+where
+    T: 'q + sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send,
+{
+    // Encoding into Any's in-memory argument buffer cannot fail for these plain types.
+    let _ = args.add(value);
+}
+
+fn version_i64(version: u64) -> Result<i64, Error> {
+    i64::try_from(version).map_err(|_| Error::Corrupt("credential version out of range".into()))
+}
+
+fn scopes_json(scopes: &[String]) -> String {
+    serde_json::Value::from(scopes.to_vec()).to_string()
+}
+
+fn time(us: i64) -> Result<DateTime<Utc>, Error> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| Error::Corrupt(format!("time {us}")))
+}
+
+fn account(row: &AnyRow) -> Result<Account, Error> {
+    let text = |column: &str| row.try_get::<String, _>(column);
+    let state = text("state")?;
+    let auth = text("auth_method")?;
+    let version: i64 = row.try_get("credential_version")?;
+    let optional_time = |column: &str| -> Result<Option<DateTime<Utc>>, Error> {
+        row.try_get::<Option<i64>, _>(column)?.map(time).transpose()
+    };
+    Ok(Account {
+        account_id: text("account_id")?,
+        tenant: text("tenant")?,
+        connection_name: text("connection_name")?,
+        identifier: text("identifier")?,
+        state: State::parse(&state).ok_or_else(|| Error::Corrupt(format!("state {state}")))?,
+        state_reason: text("state_reason")?,
+        auth_method: parse_auth(&auth)
+            .ok_or_else(|| Error::Corrupt(format!("auth_method {auth}")))?,
+        asana_user_gid: text("asana_user_gid")?,
+        asana_user_name: text("asana_user_name")?,
+        credential_version: u64::try_from(version)
+            .map_err(|_| Error::Corrupt(format!("credential_version {version}")))?,
+        expires_at: optional_time("expires_at_us")?,
+        scopes: serde_json::from_str(&text("scopes")?)
+            .map_err(|e| Error::Corrupt(format!("scopes: {e}")))?,
+        created_at: time(row.try_get("created_at_us")?)?,
+        updated_at: time(row.try_get("updated_at_us")?)?,
+        last_refreshed_at: optional_time("last_refreshed_at_us")?,
+    })
+}

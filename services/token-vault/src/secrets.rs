@@ -1,0 +1,463 @@
+//! Credentials in Vault: encrypted with Transit under a per-tenant key, then written to KV v2.
+//!
+//! - One KV path per (tenant, connection, identifier):
+//!   `<path_prefix>/<sha256(tenant)>/<sha256(connection NUL identifier)>`. Every segment a
+//!   caller influences is hashed, so no tenant or identifier can reach another path.
+//! - The KV entry holds only `{"ciphertext": "vault:v1:…"}`: a KV read alone yields ciphertext.
+//! - Every write is check-and-set against the version the writer read; a stale writer gets
+//!   [`Error::Conflict`] and never overwrites a newer credential.
+//! - Each tenant has its own Transit key ([`tenant_key_name`]), created on first use with
+//!   `deletion_allowed`, so deleting it crypto-shreds every copy of the tenant's ciphertext. The
+//!   name hashes the path prefix too, so deployments (or tests) sharing a Vault under different
+//!   prefixes never share a key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
+use vaultrs::api::kv2::responses::ReadSecretResponse;
+use vaultrs::api::transit::requests::UpdateKeyConfigurationRequest;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use crate::Error;
+use crate::vault::Config;
+
+/// A token. Its `Debug` prints `[redacted]`; only [`Token::expose`] gives the text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The token itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The secret blob of one account, as encrypted into Vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub access_token: Token,
+    #[serde(default)]
+    pub refresh_token: Option<Token>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Which account a secret belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Location<'a> {
+    pub tenant: &'a str,
+    pub connection: &'a str,
+    pub identifier: &'a str,
+}
+
+/// What the KV entry holds.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    ciphertext: String,
+}
+
+/// Vault's KV v2 and Transit, as token-vault uses them.
+pub struct Secrets {
+    client: VaultClient,
+    kv_mount: String,
+    transit_mount: String,
+    path_prefix: String,
+    /// Tenant keys known to exist with `deletion_allowed` set.
+    keys: Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("kv_mount", &self.kv_mount)
+            .field("transit_mount", &self.transit_mount)
+            .field("path_prefix", &self.path_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Transit key of `tenant` under `path_prefix`:
+/// `agentauth-tenant-<sha256(path_prefix NUL tenant) hex[..32]>`.
+pub fn tenant_key_name(path_prefix: &str, tenant: &str) -> String {
+    format!(
+        "agentauth-tenant-{}",
+        &sha256_hex(&[path_prefix.trim_matches('/'), tenant])[..32]
+    )
+}
+
+fn sha256_hex(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn plain_segments(text: &str, allow_slash: bool) -> bool {
+    !text.is_empty()
+        && (allow_slash || !text.contains('/'))
+        && text.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        })
+}
+
+impl Secrets {
+    /// A client for `config` acting with `token`; connects on first use.
+    pub fn new(config: &Config, token: &str) -> Result<Self, String> {
+        if !plain_segments(&config.kv_mount, false) || !plain_segments(&config.transit_mount, false)
+        {
+            return Err("vault.kv_mount and vault.transit_mount must be plain mount names".into());
+        }
+        let path_prefix = config.path_prefix.trim_matches('/');
+        if !plain_segments(path_prefix, true) {
+            return Err(
+                "vault.path_prefix must be `/`-separated segments of a-z, A-Z, 0-9, `-`, `_`, `.`"
+                    .into(),
+            );
+        }
+        let settings = VaultClientSettingsBuilder::default()
+            .address(&config.addr)
+            .token(token)
+            .timeout(Some(config.timeout))
+            .build()
+            .map_err(|e| format!("vault client settings: {e}"))?;
+        let client = VaultClient::new(settings).map_err(|e| format!("vault client: {e}"))?;
+        Ok(Self {
+            client,
+            kv_mount: config.kv_mount.clone(),
+            transit_mount: config.transit_mount.clone(),
+            path_prefix: path_prefix.to_owned(),
+            keys: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn key_name(&self, tenant: &str) -> String {
+        tenant_key_name(&self.path_prefix, tenant)
+    }
+
+    fn tenant_dir(&self, tenant: &str) -> String {
+        format!("{}/{}", self.path_prefix, sha256_hex(&[tenant]))
+    }
+
+    /// The KV path (under the mount) of one account's secret.
+    pub fn path(&self, at: Location<'_>) -> String {
+        format!(
+            "{}/{}",
+            self.tenant_dir(at.tenant),
+            sha256_hex(&[at.connection, at.identifier])
+        )
+    }
+
+    /// The KV mount secrets are written to.
+    pub fn kv_mount(&self) -> &str {
+        &self.kv_mount
+    }
+
+    /// The current version of the secret at `at`; `None` when there is none.
+    pub async fn current_version(&self, at: Location<'_>) -> Result<Option<u64>, Error> {
+        match vaultrs::kv2::read_metadata(&self.client, &self.kv_mount, &self.path(at)).await {
+            Ok(metadata) => Ok(Some(metadata.current_version)),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(error) => Err(vault_error(error)),
+        }
+    }
+
+    /// Encrypts `secret` and writes it at `at` if the current version is still `expected`
+    /// (`None`: no secret yet). Returns the new version.
+    pub async fn write(
+        &self,
+        at: Location<'_>,
+        secret: &Secret,
+        expected: Option<u64>,
+    ) -> Result<u64, Error> {
+        let key = self.ensure_key(at.tenant).await?;
+        let plaintext = serde_json::to_vec(secret)
+            .map_err(|e| Error::Internal(format!("cannot encode a secret: {e}")))?;
+        let encrypted = vaultrs::transit::data::encrypt(
+            &self.client,
+            &self.transit_mount,
+            &key,
+            &BASE64.encode(plaintext),
+            None,
+        )
+        .await
+        .map_err(vault_error)?;
+        let cas = expected.unwrap_or(0);
+        let written = vaultrs::kv2::set_with_options(
+            &self.client,
+            &self.kv_mount,
+            &self.path(at),
+            &Entry {
+                ciphertext: encrypted.ciphertext,
+            },
+            SetSecretRequestOptions {
+                cas: u32::try_from(cas)
+                    .map_err(|_| Error::Internal("credential version out of range".into()))?,
+            },
+        )
+        .await;
+        match written {
+            Ok(metadata) => Ok(metadata.version),
+            Err(ClientError::APIError { code: 400, errors })
+                if errors.iter().any(|e| e.contains("check-and-set")) =>
+            {
+                Err(Error::Conflict { expected: cas })
+            }
+            Err(error) => Err(vault_error(error)),
+        }
+    }
+
+    /// The secret at `at` and its version: a KV read, then a Transit decrypt.
+    pub async fn read(&self, at: Location<'_>) -> Result<Option<(Secret, u64)>, Error> {
+        let request = ReadSecretRequest::builder()
+            .mount(self.kv_mount.as_str())
+            .path(self.path(at))
+            .build()
+            .map_err(|e| Error::Internal(format!("vault request: {e}")))?;
+        let response: ReadSecretResponse =
+            match vaultrs::api::exec_with_result(&self.client, request).await {
+                Ok(response) => response,
+                Err(ClientError::APIError { code: 404, .. }) => return Ok(None),
+                Err(error) => return Err(vault_error(error)),
+            };
+        let entry: Entry = serde_json::from_value(response.data)
+            .map_err(|_| Error::Internal("a stored secret is malformed".into()))?;
+        let decrypted = vaultrs::transit::data::decrypt(
+            &self.client,
+            &self.transit_mount,
+            &self.key_name(at.tenant),
+            &entry.ciphertext,
+            None,
+        )
+        .await
+        .map_err(vault_error)?;
+        let secret = BASE64
+            .decode(decrypted.plaintext)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| Error::Internal("a stored secret does not decode".into()))?;
+        Ok(Some((secret, response.metadata.version)))
+    }
+
+    /// Destroys every version of the secret at `at`, and its metadata.
+    pub async fn destroy(&self, at: Location<'_>) -> Result<(), Error> {
+        self.destroy_path(&self.path(at)).await
+    }
+
+    async fn destroy_path(&self, path: &str) -> Result<(), Error> {
+        match vaultrs::kv2::delete_metadata(&self.client, &self.kv_mount, path).await {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(error) => Err(vault_error(error)),
+        }
+    }
+
+    /// Crypto-shreds `tenant`: deletes its Transit key (so every copy of its ciphertext is
+    /// unreadable), then every KV entry under it. Returns once the key no longer exists.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<(), Error> {
+        let key = self.key_name(tenant);
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        match vaultrs::transit::key::read(&self.client, &self.transit_mount, &key).await {
+            Ok(_) => {
+                vaultrs::transit::key::update(
+                    &self.client,
+                    &self.transit_mount,
+                    &key,
+                    Some(UpdateKeyConfigurationRequest::builder().deletion_allowed(true)),
+                )
+                .await
+                .map_err(vault_error)?;
+                match vaultrs::transit::key::delete(&self.client, &self.transit_mount, &key).await {
+                    Ok(()) | Err(ClientError::APIError { code: 404, .. }) => {}
+                    Err(error) => return Err(vault_error(error)),
+                }
+            }
+            Err(ClientError::APIError { code: 404, .. }) => {}
+            Err(error) => return Err(vault_error(error)),
+        }
+        let dir = self.tenant_dir(tenant);
+        let entries = match vaultrs::kv2::list(&self.client, &self.kv_mount, &dir).await {
+            Ok(entries) => entries,
+            Err(ClientError::APIError { code: 404, .. }) => Vec::new(),
+            Err(error) => return Err(vault_error(error)),
+        };
+        for entry in entries {
+            self.destroy_path(&format!("{dir}/{}", entry.trim_end_matches('/')))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The tenant's key name, after making sure the key exists and may be deleted later.
+    async fn ensure_key(&self, tenant: &str) -> Result<String, Error> {
+        let key = self.key_name(tenant);
+        let known = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&key);
+        if !known {
+            // Creating an existing key changes nothing, so concurrent first uses are harmless.
+            vaultrs::transit::key::create(&self.client, &self.transit_mount, &key, None)
+                .await
+                .map_err(vault_error)?;
+            vaultrs::transit::key::update(
+                &self.client,
+                &self.transit_mount,
+                &key,
+                Some(UpdateKeyConfigurationRequest::builder().deletion_allowed(true)),
+            )
+            .await
+            .map_err(vault_error)?;
+            self.keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key.clone());
+        }
+        Ok(key)
+    }
+}
+
+/// Vault down, sealed or overloaded is UNAVAILABLE; any other refusal is a fault of this
+/// service's setup (a missing mount, a token without the policy), INTERNAL.
+fn vault_error(error: ClientError) -> Error {
+    match error {
+        ClientError::APIError { code, errors } if matches!(code, 429 | 500 | 502 | 503 | 504) => {
+            Error::Unavailable {
+                dependency: "vault",
+                reason: format!("HTTP {code}: {}", errors.join("; ")),
+            }
+        }
+        ClientError::APIError { code, errors } => Error::Internal(format!(
+            "vault refused a request: HTTP {code}: {}",
+            errors.join("; ")
+        )),
+        ClientError::RestClientError { source } => Error::Unavailable {
+            dependency: "vault",
+            reason: source.to_string(),
+        },
+        other => Error::Internal(format!("vault: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentauth_testkit::openbao;
+
+    fn secrets() -> Secrets {
+        let server = openbao::shared();
+        let config = Config {
+            addr: server.addr().to_owned(),
+            path_prefix: openbao::fresh_prefix(),
+            ..Config::default()
+        };
+        Secrets::new(&config, server.token()).expect("secrets")
+    }
+
+    fn secret(token: &str) -> Secret {
+        Secret {
+            access_token: Token::new(token),
+            refresh_token: Some(Token::new("refresh-me")),
+            expires_at: None,
+            scopes: vec!["default".into()],
+        }
+    }
+
+    #[test]
+    fn debug_never_prints_tokens() {
+        let text = format!("{:?}", secret("access-me"));
+        assert!(
+            !text.contains("access-me") && !text.contains("refresh-me"),
+            "{text}"
+        );
+        assert!(text.contains("[redacted]"), "{text}");
+    }
+
+    #[test]
+    fn paths_hash_every_segment_a_caller_controls() {
+        let secrets = secrets();
+        let path = secrets.path(Location {
+            tenant: "../../sys",
+            connection: "asana",
+            identifier: "../other/../x",
+        });
+        assert!(!path.contains(".."), "{path}");
+        assert_eq!(
+            path.split('/').count(),
+            secrets.path_prefix.split('/').count() + 2
+        );
+        let bad = Config {
+            path_prefix: "a/../b".into(),
+            ..Config::default()
+        };
+        assert!(Secrets::new(&bad, "t").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stale_writer_is_refused_and_the_newer_secret_survives() {
+        let secrets = secrets();
+        let at = Location {
+            tenant: "cas-tenant",
+            connection: "asana-pat",
+            identifier: "user_1",
+        };
+        assert_eq!(secrets.current_version(at).await.expect("read"), None);
+        let first = secrets
+            .write(at, &secret("one"), None)
+            .await
+            .expect("first");
+        let second = secrets
+            .write(at, &secret("two"), Some(first))
+            .await
+            .expect("second");
+        assert_eq!(second, first + 1);
+
+        let stale = secrets.write(at, &secret("stale"), Some(first)).await;
+        assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
+        let create_again = secrets.write(at, &secret("stale"), None).await;
+        assert!(
+            matches!(create_again, Err(Error::Conflict { .. })),
+            "{create_again:?}"
+        );
+
+        let (stored, version) = secrets.read(at).await.expect("read").expect("present");
+        assert_eq!(version, second);
+        assert_eq!(stored.access_token.expose(), "two");
+
+        secrets.destroy(at).await.expect("destroy");
+        assert_eq!(secrets.current_version(at).await.expect("read"), None);
+        assert!(secrets.read(at).await.expect("read").is_none());
+    }
+}
