@@ -224,7 +224,7 @@ fn service_config(
         "token-vault" => {
             let _ = write!(
                 config,
-                "\n[vault]\naddr = \"{vault_url}\"\n\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n{}",
+                "\n[vault]\naddr = \"{vault_url}\"\n\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n\n[oauth]\nhttp_listen = \"{OAUTH_CALLBACK_LISTEN}\"\n{}",
                 data.join("token-vault.db").display(),
                 addresses[2],
                 data.join("keys").join("token-vault.key").display(),
@@ -244,8 +244,28 @@ fn service_config(
     config
 }
 
+/// Where token-vault serves its OAuth callback in development: the sandbox's seeded apps
+/// register `http://127.0.0.1:50060/oauth/callback` (`asana_sandbox::seed::REDIRECT_URI`).
+const OAUTH_CALLBACK_LISTEN: &str = "127.0.0.1:50060";
+
+/// The sandbox's seeded OAuth app secrets (`asana_sandbox::seed::{REST,MCP}_CLIENT_SECRET`),
+/// written into OpenBao's KV v2 mount `secret` where [`sandbox_connections`]' `client_secret`
+/// references point: (path under the mount, field, value).
+const SANDBOX_APP_SECRETS: &[(&str, &str, &str)] = &[
+    (
+        "agentauth/apps/asana",
+        "client_secret",
+        "sandbox-rest-secret",
+    ),
+    (
+        "agentauth/apps/asana-mcp",
+        "client_secret",
+        "sandbox-mcp-secret",
+    ),
+];
+
 /// The connections token-vault declares in development: the sandbox's REST app, MCP app and
-/// PATs. (The OAuth callback on 50060 is token-vault's; its client secrets are not read yet.)
+/// PATs. The OAuth apps' client secrets are read from OpenBao (see [`SANDBOX_APP_SECRETS`]).
 fn sandbox_connections(sandbox_url: &str) -> String {
     format!(
         r#"
@@ -340,6 +360,21 @@ async fn wait_for_vault(
         enabled.success(),
         "could not enable OpenBao's transit engine"
     );
+    for (path, field, value) in SANDBOX_APP_SECRETS {
+        let written = Command::new(bao)
+            .args(["kv", "put", "-mount=secret", path])
+            .arg(format!("{field}={value}"))
+            .env("VAULT_ADDR", url)
+            .env("VAULT_TOKEN", token.expose())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await?;
+        anyhow::ensure!(
+            written.success(),
+            "could not write the sandbox app secret secret/{path} into OpenBao"
+        );
+    }
     Ok(())
 }
 

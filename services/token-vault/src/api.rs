@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::audit::Audit;
 use crate::connections::{Auth, Connection, Kind, Registry};
+use crate::oauth::Flow;
 use crate::records::{Account, Filter, Granted, State, Store};
 use crate::secrets::{Location, Secret, Secrets, Token};
 
@@ -24,6 +25,8 @@ pub(crate) struct TokenVaultApi {
     pub audit: Arc<Audit>,
     /// For Asana (token validation).
     pub http: reqwest::Client,
+    /// OAuth connect: authorization links.
+    pub oauth: Arc<Flow>,
 }
 
 /// The longest tenant, connection name or identifier accepted.
@@ -53,10 +56,10 @@ struct Me {
 }
 
 #[derive(Deserialize)]
-struct MeData {
-    gid: String,
+pub(crate) struct MeData {
+    pub gid: String,
     #[serde(default)]
-    name: String,
+    pub name: String,
 }
 
 impl TokenVaultApi {
@@ -126,7 +129,7 @@ impl TokenVaultApi {
         }
         self.audit.ready()?;
         let token = Token::new(r.token.clone());
-        let me = self.identify(connection, &token).await?;
+        let me = identify(&self.http, connection, &token).await?;
         let at = Location {
             tenant: &r.tenant,
             connection: &r.connection_name,
@@ -167,55 +170,6 @@ impl TokenVaultApi {
             "credential granted"
         );
         Ok(account)
-    }
-
-    /// The Asana user `token` acts as, or why Asana would not say.
-    async fn identify(&self, connection: &Connection, token: &Token) -> Result<MeData, Error> {
-        let url = format!("{}/users/me", connection.api_base_url.trim_end_matches('/'));
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token.expose())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable {
-                dependency: "asana",
-                reason: e.without_url().to_string(),
-            })?;
-        let status = response.status();
-        match status.as_u16() {
-            200 => {}
-            401 | 403 => {
-                return Err(Error::InvalidArgument {
-                    field: "token",
-                    description: "the token was refused by Asana".to_owned(),
-                });
-            }
-            429 | 500..=599 => {
-                return Err(Error::Unavailable {
-                    dependency: "asana",
-                    reason: format!("GET /users/me answered HTTP {status}"),
-                });
-            }
-            _ => {
-                return Err(Error::Internal(format!(
-                    "asana answered GET /users/me with HTTP {status}"
-                )));
-            }
-        }
-        let me: Me = response.json().await.map_err(|e| {
-            Error::Internal(format!(
-                "asana's /users/me answer is not a user: {}",
-                e.without_url()
-            ))
-        })?;
-        if me.data.gid.is_empty() {
-            return Err(Error::Internal(
-                "asana's /users/me answer has no gid".into(),
-            ));
-        }
-        Ok(me.data)
     }
 
     async fn list(
@@ -325,14 +279,66 @@ impl TokenVaultApi {
     }
 }
 
+/// The Asana user `token` acts as, or why Asana would not say.
+pub(crate) async fn identify(
+    http: &reqwest::Client,
+    connection: &Connection,
+    token: &Token,
+) -> Result<MeData, Error> {
+    let url = format!("{}/users/me", connection.api_base_url.trim_end_matches('/'));
+    let response = http
+        .get(&url)
+        .bearer_auth(token.expose())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable {
+            dependency: "asana",
+            reason: e.without_url().to_string(),
+        })?;
+    let status = response.status();
+    match status.as_u16() {
+        200 => {}
+        401 | 403 => {
+            return Err(Error::InvalidArgument {
+                field: "token",
+                description: "the token was refused by Asana".to_owned(),
+            });
+        }
+        429 | 500..=599 => {
+            return Err(Error::Unavailable {
+                dependency: "asana",
+                reason: format!("GET /users/me answered HTTP {status}"),
+            });
+        }
+        _ => {
+            return Err(Error::Internal(format!(
+                "asana answered GET /users/me with HTTP {status}"
+            )));
+        }
+    }
+    let me: Me = response.json().await.map_err(|e| {
+        Error::Internal(format!(
+            "asana's /users/me answer is not a user: {}",
+            e.without_url()
+        ))
+    })?;
+    if me.data.gid.is_empty() {
+        return Err(Error::Internal(
+            "asana's /users/me answer has no gid".into(),
+        ));
+    }
+    Ok(me.data)
+}
+
 /// An audit event about `account`, by `caller`.
 fn event(caller: &Caller, account: &Account, what: &str) -> Event {
-    let mut event = Event::new(
-        account.tenant.as_str(),
-        caller.name(),
-        what,
-        Outcome::Success,
-    );
+    account_event(caller.name(), account, what)
+}
+
+/// An audit event about `account`, by the service `actor`.
+pub(crate) fn account_event(actor: &str, account: &Account, what: &str) -> Event {
+    let mut event = Event::new(account.tenant.as_str(), actor, what, Outcome::Success);
     event.actor.identifier = Some(account.identifier.clone());
     event.subject = Subject {
         connection_name: Some(account.connection_name.clone()),
@@ -398,14 +404,32 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::CreateAuthorizationLinkResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
+        let connection = self.authorise(caller, &r.tenant, &r.connection_name)?;
+        required("identifier", &r.identifier, MAX_NAME)?;
+        let link = self
+            .oauth
+            .create_link(
+                connection,
+                &r.tenant,
+                &r.identifier,
+                r.return_url.as_deref(),
+            )
+            .await
+            .inspect_err(|error| {
+                if matches!(error, Error::Unavailable { .. } | Error::Internal(_)) {
+                    warn!(%error, "creating an authorization link failed");
+                }
+            })?;
+        let account = self
+            .records
+            .get(&r.tenant, &r.connection_name, &r.identifier)
+            .await
             .map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "CreateAuthorizationLink",
-        }
-        .into())
+        Ok(Response::new(pb::CreateAuthorizationLinkResponse {
+            authorization_url: link.url,
+            expires_at: Some(timestamp(link.expires_at)),
+            account: account.as_ref().map(to_wire),
+        }))
     }
 
     async fn put_credential(
@@ -489,27 +513,47 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             .of_identifier(&r.tenant, &r.identifier)
             .await
             .map_err(Error::from)?;
-        let connections = self
+        let mut connections = Vec::new();
+        for connection in self
             .connections
             .iter()
             .filter(|c| caller.check_connection(&c.name).is_ok())
-            .map(|connection| {
-                let wire = connection.to_wire();
-                let account = accounts
-                    .iter()
-                    .find(|a| a.connection_name == connection.name)
-                    .map(to_wire);
-                pb::ConnectionStatus {
-                    connection_name: connection.name.clone(),
-                    kind: wire.kind,
-                    auth_method: wire.auth_method,
-                    state: account.as_ref().map(|a| a.state),
-                    account,
-                    reauthorization_url: None,
-                    reauthorization_url_expires_at: None,
-                }
-            })
-            .collect();
+        {
+            let wire = connection.to_wire();
+            let account = accounts
+                .iter()
+                .find(|a| a.connection_name == connection.name);
+            // An OAuth connection without a working account gets the link that fixes it.
+            let needs_consent = connection.auth == Auth::Oauth
+                && account.is_none_or(|a| {
+                    matches!(
+                        a.state,
+                        State::Pending | State::NeedsReauth | State::Revoked
+                    )
+                });
+            let link = if needs_consent {
+                Some(
+                    self.oauth
+                        .create_link(connection, &r.tenant, &r.identifier, None)
+                        .await
+                        .inspect_err(|error| {
+                            warn!(%error, "creating a reauthorization link failed");
+                        })?,
+                )
+            } else {
+                None
+            };
+            let account = account.map(to_wire);
+            connections.push(pb::ConnectionStatus {
+                connection_name: connection.name.clone(),
+                kind: wire.kind,
+                auth_method: wire.auth_method,
+                state: account.as_ref().map(|a| a.state),
+                account,
+                reauthorization_url_expires_at: link.as_ref().map(|l| timestamp(l.expires_at)),
+                reauthorization_url: link.map(|l| l.url),
+            });
+        }
         Ok(Response::new(pb::GetIdentityStatusResponse { connections }))
     }
 

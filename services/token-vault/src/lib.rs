@@ -7,6 +7,7 @@ mod api;
 mod audit;
 mod connections;
 mod error;
+mod oauth;
 mod records;
 pub mod secrets;
 mod vault;
@@ -38,8 +39,14 @@ pub struct Config {
     pub database: records::Config,
     /// Where audit events go; absent means auditing is off (said once at start).
     pub audit: audit::Config,
-    /// Every way agentauth reaches Asana; other services read these through the API.
+    /// Every way agentauth reaches Asana; other services read these through the API. An OAuth
+    /// connection's `client_secret` is a Vault reference `vault:<mount>/data/<path>#<field>`
+    /// (a KV v2 secret the operator writes, e.g. `bao kv put -mount=secret <path>
+    /// <field>=…`), read when a code is exchanged; the secret itself is never in this file.
     pub connections: Vec<connections::Connection>,
+    /// OAuth connect: the HTTP callback listener (`http_listen`, serving `/oauth/callback`),
+    /// the `return_url_allowlist` and the authorization links' `link_lifetime`.
+    pub oauth: oauth::Config,
 }
 
 /// The token-vault service, configured and ready to serve.
@@ -54,6 +61,9 @@ pub struct TokenVaultService {
     audit: Arc<audit::Audit>,
     audit_url: String,
     connections: Arc<connections::Registry>,
+    oauth: oauth::Config,
+    /// The OAuth callback's listener when one was handed over; else `oauth.http_listen` is bound.
+    callback_listener: Option<TcpListener>,
 }
 
 impl TokenVaultService {
@@ -81,7 +91,16 @@ impl TokenVaultService {
             audit: Arc::new(audit),
             audit_url,
             connections: Arc::new(connections),
+            oauth: config.oauth,
+            callback_listener: None,
         })
+    }
+
+    /// Serves the OAuth callback on `listener` (already bound, e.g. to port 0 in tests)
+    /// instead of binding `oauth.http_listen`.
+    pub fn with_callback_listener(mut self, listener: TcpListener) -> Self {
+        self.callback_listener = Some(listener);
+        self
     }
 }
 
@@ -122,6 +141,38 @@ impl agentauth_launch::Service for TokenVaultService {
             .timeout(ASANA_TIMEOUT)
             .build()
             .map_err(|e| anyhow::anyhow!("cannot create the HTTP client: {e}"))?;
+        let oauth = Arc::new(oauth::Flow {
+            config: self.oauth.clone(),
+            connections: self.connections.clone(),
+            secrets: self.secrets.clone(),
+            records: self.records.clone(),
+            audit: self.audit.clone(),
+            http: http.clone(),
+        });
+        let callback_listener = match self.callback_listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(self.oauth.http_listen)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot listen for OAuth callbacks on {}: {e}",
+                        self.oauth.http_listen
+                    )
+                })?,
+        };
+        let callback_address = callback_listener
+            .local_addr()
+            .map_err(|e| anyhow::anyhow!("the OAuth callback listener has no address: {e}"))?;
+        tracing::info!(
+            listen = %callback_address,
+            path = oauth::CALLBACK_PATH,
+            "serving the OAuth callback"
+        );
+        let callbacks = tokio::spawn(
+            axum::serve(callback_listener, oauth.clone().router())
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        );
         let api = Api {
             routes: tonic::service::Routes::new(TokenVaultServer::with_interceptor(
                 api::TokenVaultApi {
@@ -130,6 +181,7 @@ impl agentauth_launch::Service for TokenVaultService {
                     records: self.records.clone(),
                     audit: self.audit.clone(),
                     http,
+                    oauth,
                 },
                 self.server.authenticator(),
             )),
@@ -142,10 +194,16 @@ impl agentauth_launch::Service for TokenVaultService {
         };
         let served = self
             .server
-            .serve(listener, api, dependencies, shutdown)
+            .serve(listener, api, dependencies, shutdown.clone())
             .await;
+        // The callback server stops with the same shutdown (or now, if gRPC failed).
+        shutdown.cancel();
+        let callbacks = callbacks
+            .await
+            .map_err(|e| anyhow::anyhow!("the OAuth callback server panicked: {e}"));
         self.audit.shutdown(self.shutdown_grace).await;
         served?;
+        callbacks?.map_err(|e| anyhow::anyhow!("the OAuth callback server failed: {e}"))?;
         Ok(())
     }
 }

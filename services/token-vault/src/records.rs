@@ -134,6 +134,20 @@ pub struct Granted<'a> {
     pub scopes: &'a [String],
 }
 
+/// A pending OAuth consent: what one authorization link's `state` is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingState {
+    /// Hex SHA-256 of the state; the state itself is never stored.
+    pub state_sha256: String,
+    pub tenant: String,
+    pub connection_name: String,
+    pub identifier: String,
+    /// The PKCE verifier, Transit-encrypted under the tenant's key.
+    pub verifier_ciphertext: String,
+    pub return_url: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Which accounts `list` selects, after which account id, and how many.
 #[derive(Debug, Clone)]
 pub struct Filter<'a> {
@@ -189,19 +203,94 @@ impl Store {
 
     /// Brings the schema up to date.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let sql = match self.backend {
-            Backend::Postgres => include_str!("../migrations/postgres/0001_accounts.sql"),
-            Backend::Sqlite => include_str!("../migrations/sqlite/0001_accounts.sql"),
+        let (accounts, oauth_states) = match self.backend {
+            Backend::Postgres => (
+                include_str!("../migrations/postgres/0001_accounts.sql"),
+                include_str!("../migrations/postgres/0002_oauth_states.sql"),
+            ),
+            Backend::Sqlite => (
+                include_str!("../migrations/sqlite/0001_accounts.sql"),
+                include_str!("../migrations/sqlite/0002_oauth_states.sql"),
+            ),
         };
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "accounts".into(),
-            MigrationType::Simple,
-            AssertSqlSafe(sql).into_sql_str(),
-            false,
-        )]);
+        let migration = |version, description: &str, sql: &'static str| {
+            Migration::new(
+                version,
+                description.to_owned().into(),
+                MigrationType::Simple,
+                AssertSqlSafe(sql).into_sql_str(),
+                false,
+            )
+        };
+        let migrator = Migrator::with_migrations(vec![
+            migration(1, "accounts", accounts),
+            migration(2, "oauth states", oauth_states),
+        ]);
         migrator.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Records a pending consent.
+    pub async fn insert_oauth_state(&self, pending: &PendingState) -> Result<(), Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, pending.state_sha256.clone());
+        add(&mut args, pending.tenant.clone());
+        add(&mut args, pending.connection_name.clone());
+        add(&mut args, pending.identifier.clone());
+        add(&mut args, pending.verifier_ciphertext.clone());
+        add(&mut args, pending.return_url.clone());
+        add(&mut args, Utc::now().timestamp_micros());
+        add(&mut args, pending.expires_at.timestamp_micros());
+        sqlx::query_with(
+            "INSERT INTO oauth_states (state_sha256, tenant, connection_name, identifier, \
+             verifier_ciphertext, return_url, created_at_us, expires_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks the pending consent whose state hashes to `state_sha256` used, and returns it;
+    /// `None` when there is none, it expired or it was used before. The mark is one
+    /// conditional `UPDATE`, so of two concurrent uses exactly one gets the consent.
+    pub async fn take_oauth_state(
+        &self,
+        state_sha256: &str,
+    ) -> Result<Option<PendingState>, Error> {
+        let now = Utc::now().timestamp_micros();
+        let mut args = AnyArguments::default();
+        add(&mut args, now);
+        add(&mut args, state_sha256.to_owned());
+        let marked = sqlx::query_with(
+            "UPDATE oauth_states SET used_at_us = $1 \
+             WHERE state_sha256 = $2 AND used_at_us IS NULL AND expires_at_us > $1",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        if marked.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let mut args = AnyArguments::default();
+        add(&mut args, state_sha256.to_owned());
+        let row = sqlx::query_with(
+            "SELECT state_sha256, tenant, connection_name, identifier, verifier_ciphertext, \
+             return_url, expires_at_us FROM oauth_states WHERE state_sha256 = $1",
+            args,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(PendingState {
+            state_sha256: row.try_get("state_sha256")?,
+            tenant: row.try_get("tenant")?,
+            connection_name: row.try_get("connection_name")?,
+            identifier: row.try_get("identifier")?,
+            verifier_ciphertext: row.try_get("verifier_ciphertext")?,
+            return_url: row.try_get("return_url")?,
+            expires_at: time(row.try_get("expires_at_us")?)?,
+        }))
     }
 
     /// Whether the database answers.
@@ -347,8 +436,14 @@ impl Store {
         account(&row)
     }
 
-    /// Deletes every account of `tenant`; returns how many there were.
+    /// Deletes every account and pending consent of `tenant`; returns how many accounts there
+    /// were.
     pub async fn delete_tenant(&self, tenant: &str) -> Result<u64, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, tenant.to_owned());
+        sqlx::query_with("DELETE FROM oauth_states WHERE tenant = $1", args)
+            .execute(&self.pool)
+            .await?;
         let mut args = AnyArguments::default();
         add(&mut args, tenant.to_owned());
         let done = sqlx::query_with("DELETE FROM accounts WHERE tenant = $1", args)

@@ -199,26 +199,15 @@ impl Secrets {
         secret: &Secret,
         expected: Option<u64>,
     ) -> Result<u64, Error> {
-        let key = self.ensure_key(at.tenant).await?;
         let plaintext = serde_json::to_vec(secret)
             .map_err(|e| Error::Internal(format!("cannot encode a secret: {e}")))?;
-        let encrypted = vaultrs::transit::data::encrypt(
-            &self.client,
-            &self.transit_mount,
-            &key,
-            &BASE64.encode(plaintext),
-            None,
-        )
-        .await
-        .map_err(vault_error)?;
+        let ciphertext = self.encrypt(at.tenant, &plaintext).await?;
         let cas = expected.unwrap_or(0);
         let written = vaultrs::kv2::set_with_options(
             &self.client,
             &self.kv_mount,
             &self.path(at),
-            &Entry {
-                ciphertext: encrypted.ciphertext,
-            },
+            &Entry { ciphertext },
             SetSecretRequestOptions {
                 cas: u32::try_from(cas)
                     .map_err(|_| Error::Internal("credential version out of range".into()))?,
@@ -251,21 +240,70 @@ impl Secrets {
             };
         let entry: Entry = serde_json::from_value(response.data)
             .map_err(|_| Error::Internal("a stored secret is malformed".into()))?;
-        let decrypted = vaultrs::transit::data::decrypt(
+        let plaintext = self.decrypt(at.tenant, &entry.ciphertext).await?;
+        let secret = serde_json::from_slice(&plaintext)
+            .map_err(|_| Error::Internal("a stored secret does not decode".into()))?;
+        Ok(Some((secret, response.metadata.version)))
+    }
+
+    /// Encrypts `plaintext` with Transit under `tenant`'s key (created on first use); returns
+    /// the `vault:v1:…` ciphertext.
+    pub async fn encrypt(&self, tenant: &str, plaintext: &[u8]) -> Result<String, Error> {
+        let key = self.ensure_key(tenant).await?;
+        let encrypted = vaultrs::transit::data::encrypt(
             &self.client,
             &self.transit_mount,
-            &self.key_name(at.tenant),
-            &entry.ciphertext,
+            &key,
+            &BASE64.encode(plaintext),
             None,
         )
         .await
         .map_err(vault_error)?;
-        let secret = BASE64
+        Ok(encrypted.ciphertext)
+    }
+
+    /// Decrypts what [`Secrets::encrypt`] made for `tenant`.
+    pub async fn decrypt(&self, tenant: &str, ciphertext: &str) -> Result<Vec<u8>, Error> {
+        let decrypted = vaultrs::transit::data::decrypt(
+            &self.client,
+            &self.transit_mount,
+            &self.key_name(tenant),
+            ciphertext,
+            None,
+        )
+        .await
+        .map_err(vault_error)?;
+        BASE64
             .decode(decrypted.plaintext)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| Error::Internal("a stored secret does not decode".into()))?;
-        Ok(Some((secret, response.metadata.version)))
+            .map_err(|_| Error::Internal("Transit answered with malformed plaintext".into()))
+    }
+
+    /// One field of a KV v2 secret that an operator put in Vault (an OAuth app's client
+    /// secret), named by its API path `<mount>/data/<path>` and field.
+    pub async fn read_field(&self, path: &str, field: &str) -> Result<Token, Error> {
+        let (mount, rest) = path.trim_matches('/').split_once("/data/").ok_or_else(|| {
+            Error::Internal(format!(
+                "the Vault reference `{path}` is not a KV v2 path `<mount>/data/<path>`"
+            ))
+        })?;
+        let data: std::collections::HashMap<String, serde_json::Value> =
+            match vaultrs::kv2::read(&self.client, mount, rest).await {
+                Ok(data) => data,
+                Err(ClientError::APIError { code: 404, .. }) => {
+                    return Err(Error::Internal(format!(
+                        "nothing is stored in Vault at `{path}`"
+                    )));
+                }
+                Err(error) => return Err(vault_error(error)),
+            };
+        match data.get(field) {
+            Some(serde_json::Value::String(value)) if !value.is_empty() => {
+                Ok(Token::new(value.clone()))
+            }
+            _ => Err(Error::Internal(format!(
+                "the Vault secret at `{path}` has no text field `{field}`"
+            ))),
+        }
     }
 
     /// Destroys every version of the secret at `at`, and its metadata.

@@ -239,8 +239,11 @@ impl Instance {
         let config: Config = figment::Figment::from(Toml::string(&config_text(&setup, &prefix)))
             .extract()
             .expect("valid config");
+        // The OAuth callback on a port of its own (the default, 50060, is make run's).
+        let callbacks = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let service = TokenVaultService::with_vault_token(config, openbao::shared().token())
-            .expect("service");
+            .expect("service")
+            .with_callback_listener(callbacks);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let shutdown = CancellationToken::new();
