@@ -15,6 +15,7 @@ use crate::audit::Audit;
 use crate::connections::{Auth, Connection, Kind, Registry};
 use crate::oauth::Flow;
 use crate::records::{Account, Filter, Granted, State, Store};
+use crate::refresh::{Current, Refresher};
 use crate::secrets::{Location, Secret, Secrets, Token};
 
 #[derive(Debug)]
@@ -27,10 +28,18 @@ pub(crate) struct TokenVaultApi {
     pub http: reqwest::Client,
     /// OAuth connect: authorization links.
     pub oauth: Arc<Flow>,
+    /// Access tokens, refreshed when needed.
+    pub refresher: Arc<Refresher>,
+    /// `GetAccessToken` refreshes tokens expiring within this margin first.
+    pub refresh_margin: std::time::Duration,
+    /// The callers `GetAccessToken` and `ReportRejectedToken` answer.
+    pub token_readers: Vec<String>,
 }
 
 /// The longest tenant, connection name or identifier accepted.
 const MAX_NAME: usize = 256;
+/// The longest `min_valid_for` accepted.
+const MAX_MIN_VALID_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The longest token accepted.
 const MAX_TOKEN: usize = 8 * 1024;
 
@@ -170,6 +179,78 @@ impl TokenVaultApi {
             "credential granted"
         );
         Ok(account)
+    }
+
+    /// The account a token reader asks a token of: the caller must be a token reader, then
+    /// the usual tenant and connection checks apply.
+    async fn token_account(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        connection_name: &str,
+        identifier: &str,
+    ) -> Result<(&Connection, Account), Error> {
+        if !self.token_readers.iter().any(|r| r == caller.name()) {
+            return Err(Error::NotTokenReader {
+                caller: caller.name().to_owned(),
+            });
+        }
+        self.account(caller, tenant, connection_name, identifier)
+            .await
+    }
+
+    async fn access_token(
+        &self,
+        caller: &Caller,
+        r: &pb::GetAccessTokenRequest,
+    ) -> Result<Current, Error> {
+        let (connection, account) = self
+            .token_account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .await?;
+        let min_valid_for = match r.min_valid_for {
+            None => std::time::Duration::ZERO,
+            Some(d) => std::time::Duration::try_from(d).map_err(|_| Error::InvalidArgument {
+                field: "min_valid_for",
+                description: "must be a non-negative duration".to_owned(),
+            })?,
+        };
+        if min_valid_for > MAX_MIN_VALID_FOR {
+            return Err(Error::InvalidArgument {
+                field: "min_valid_for",
+                description: format!("must be at most {}s", MAX_MIN_VALID_FOR.as_secs()),
+            });
+        }
+        self.refresher
+            .access(
+                connection,
+                account,
+                min_valid_for.max(self.refresh_margin),
+                None,
+            )
+            .await
+    }
+
+    async fn rejected_token(
+        &self,
+        caller: &Caller,
+        r: &pb::ReportRejectedTokenRequest,
+    ) -> Result<Current, Error> {
+        let (connection, account) = self
+            .token_account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .await?;
+        info!(
+            account = %account.account_id,
+            credential_version = r.credential_version,
+            "a token was reported rejected"
+        );
+        self.refresher
+            .access(
+                connection,
+                account,
+                self.refresh_margin,
+                Some(r.credential_version),
+            )
+            .await
     }
 
     async fn list(
@@ -449,15 +530,14 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
         request: Request<pb::GetAccessTokenRequest>,
     ) -> Result<Response<pb::GetAccessTokenResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "GetAccessToken",
-        }
-        .into())
+        let current = self.access_token(caller, request.get_ref()).await?;
+        Ok(Response::new(pb::GetAccessTokenResponse {
+            expires_at: current.secret.expires_at.map(timestamp),
+            credential_version: current.version,
+            asana_user_gid: current.account.asana_user_gid,
+            account_id: current.account.account_id,
+            access_token: current.secret.access_token.expose().to_owned(),
+        }))
     }
 
     async fn report_rejected_token(
@@ -465,15 +545,14 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
         request: Request<pb::ReportRejectedTokenRequest>,
     ) -> Result<Response<pb::ReportRejectedTokenResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "ReportRejectedToken",
-        }
-        .into())
+        let current = self.rejected_token(caller, request.get_ref()).await?;
+        Ok(Response::new(pb::ReportRejectedTokenResponse {
+            expires_at: current.secret.expires_at.map(timestamp),
+            credential_version: current.version,
+            asana_user_gid: current.account.asana_user_gid,
+            account_id: current.account.account_id,
+            access_token: current.secret.access_token.expose().to_owned(),
+        }))
     }
 
     async fn get_account(

@@ -24,9 +24,6 @@ pub enum Error {
         field: &'static str,
         description: String,
     },
-    /// The RPC is part of the contract but its issue has not landed yet.
-    #[error("TokenVault.{rpc} is not implemented yet")]
-    NotImplemented { rpc: &'static str },
     /// The RPC is implemented, but not yet for this case.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -50,6 +47,26 @@ pub enum Error {
     Unavailable {
         dependency: &'static str,
         reason: String,
+    },
+    /// Only the configured token readers (`token_readers`) may obtain access tokens.
+    #[error("caller `{caller}` may not obtain access tokens (not in token_readers)")]
+    NotTokenReader { caller: String },
+    /// The end user must consent again; `link` (when the connection uses OAuth) does it.
+    #[error(
+        "the account of `{identifier}` on connection `{connection}` needs a new consent{}",
+        if link.is_some() { "; open the link in the details" } else { "; store a new token with PutCredential" }
+    )]
+    AuthRequired {
+        connection: String,
+        identifier: String,
+        link: Option<String>,
+    },
+    /// A dependency failed transiently; the caller should retry after `retry_after`.
+    #[error("{dependency} is unavailable: {reason}; retry later")]
+    RetryLater {
+        dependency: &'static str,
+        reason: String,
+        retry_after: std::time::Duration,
     },
     /// Something this service relies on answered in a way it never should.
     #[error("{0}")]
@@ -91,13 +108,37 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
-            Error::NotImplemented { .. } | Error::Unsupported(_) => {
-                Status::unimplemented(error.to_string())
-            }
+            Error::Unsupported(_) => Status::unimplemented(error.to_string()),
             Error::WrongAuthMethod { .. } => Status::failed_precondition(error.to_string()),
             Error::AccountNotFound { .. } => Status::not_found(error.to_string()),
             Error::Conflict { .. } => Status::aborted(error.to_string()),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),
+            Error::NotTokenReader { ref caller } => {
+                let metadata = HashMap::from([("caller".to_owned(), caller.clone())]);
+                Status::with_error_details(
+                    Code::PermissionDenied,
+                    error.to_string(),
+                    ErrorDetails::with_error_info("CALLER_NOT_ALLOWED", ERROR_DOMAIN, metadata),
+                )
+            }
+            Error::AuthRequired {
+                ref connection,
+                ref link,
+                ..
+            } => {
+                let metadata = HashMap::from([("connection".to_owned(), connection.clone())]);
+                let mut details =
+                    ErrorDetails::with_error_info("AUTH_REQUIRED", ERROR_DOMAIN, metadata);
+                if let Some(link) = link {
+                    details.add_help_link("Connect the Asana account again", link.clone());
+                }
+                Status::with_error_details(Code::FailedPrecondition, error.to_string(), details)
+            }
+            Error::RetryLater { retry_after, .. } => Status::with_error_details(
+                Code::Unavailable,
+                error.to_string(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             Error::Internal(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

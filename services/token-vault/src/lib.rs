@@ -9,6 +9,7 @@ mod connections;
 mod error;
 mod oauth;
 mod records;
+mod refresh;
 pub mod secrets;
 mod vault;
 
@@ -44,9 +45,24 @@ pub struct Config {
     /// (a KV v2 secret the operator writes, e.g. `bao kv put -mount=secret <path>
     /// <field>=…`), read when a code is exchanged; the secret itself is never in this file.
     pub connections: Vec<connections::Connection>,
-    /// OAuth connect: the HTTP callback listener (`http_listen`, serving `/oauth/callback`),
-    /// the `return_url_allowlist` and the authorization links' `link_lifetime`.
+    /// OAuth: the HTTP callback listener (`http_listen`, serving `/oauth/callback`), the
+    /// `return_url_allowlist`, the authorization links' `link_lifetime` and the
+    /// `refresh_margin` within which `GetAccessToken` refreshes a token first.
     pub oauth: oauth::Config,
+    /// The callers (by `[[server.callers]]` name) that `GetAccessToken` and
+    /// `ReportRejectedToken` answer; everyone else is PERMISSION_DENIED.
+    pub token_readers: TokenReaders,
+}
+
+/// `token_readers`: by default only connector-executor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct TokenReaders(pub Vec<String>);
+
+impl Default for TokenReaders {
+    fn default() -> Self {
+        Self(vec!["connector-executor".to_owned()])
+    }
 }
 
 /// The token-vault service, configured and ready to serve.
@@ -62,6 +78,7 @@ pub struct TokenVaultService {
     audit_url: String,
     connections: Arc<connections::Registry>,
     oauth: oauth::Config,
+    token_readers: TokenReaders,
     /// The OAuth callback's listener when one was handed over; else `oauth.http_listen` is bound.
     callback_listener: Option<TcpListener>,
 }
@@ -92,6 +109,7 @@ impl TokenVaultService {
             audit_url,
             connections: Arc::new(connections),
             oauth: config.oauth,
+            token_readers: config.token_readers,
             callback_listener: None,
         })
     }
@@ -181,6 +199,14 @@ impl agentauth_launch::Service for TokenVaultService {
                     records: self.records.clone(),
                     audit: self.audit.clone(),
                     http,
+                    refresher: Arc::new(refresh::Refresher {
+                        secrets: self.secrets.clone(),
+                        records: self.records.clone(),
+                        audit: self.audit.clone(),
+                        oauth: oauth.clone(),
+                    }),
+                    refresh_margin: self.oauth.refresh_margin,
+                    token_readers: self.token_readers.0,
                     oauth,
                 },
                 self.server.authenticator(),

@@ -52,6 +52,10 @@ pub struct Config {
     /// How long an authorization link works.
     #[serde(with = "humantime_serde")]
     pub link_lifetime: Duration,
+    /// `GetAccessToken` refreshes an OAuth token first when it expires within this margin (or
+    /// within the request's `min_valid_for`, when that is longer).
+    #[serde(with = "humantime_serde")]
+    pub refresh_margin: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 50060)),
             return_url_allowlist: Vec::new(),
             link_lifetime: Duration::from_secs(600),
+            refresh_margin: Duration::from_secs(300),
         }
     }
 }
@@ -456,12 +461,107 @@ impl Flow {
         Ok(granted)
     }
 
+    /// The refresh-token grant at the connection's token endpoint.
+    pub async fn refresh_grant(
+        &self,
+        connection: &Connection,
+        refresh_token: &Token,
+    ) -> Result<Refreshed, RefreshFailure> {
+        let secret_ref = connection.client_secret.as_ref().ok_or_else(|| {
+            RefreshFailure::Other(Error::Internal(format!(
+                "connection `{}` has no client secret",
+                connection.name
+            )))
+        })?;
+        let client_secret = self
+            .secrets
+            .read_field(&secret_ref.path, &secret_ref.field)
+            .await
+            .map_err(RefreshFailure::Other)?;
+        let response = self
+            .http
+            .post(&connection.token_url)
+            .header(header::ACCEPT, "application/json")
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", connection.client_id.as_str()),
+                ("client_secret", client_secret.expose()),
+                ("refresh_token", refresh_token.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| RefreshFailure::Transient(e.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(RefreshFailure::Transient(format!(
+                "the token endpoint answered HTTP {status}"
+            )));
+        }
+        if !status.is_success() {
+            let error = response
+                .json::<OAuthErrorBody>()
+                .await
+                .map(|b| b.error)
+                .unwrap_or_default();
+            if error == "invalid_grant" {
+                return Err(RefreshFailure::InvalidGrant);
+            }
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            return Err(RefreshFailure::Other(Error::Internal(format!(
+                "the token endpoint refused a refresh: HTTP {status} {error}"
+            ))));
+        }
+        let granted: TokenResponse = response.json().await.map_err(|_| {
+            RefreshFailure::Transient("the token endpoint's answer is not a token response".into())
+        })?;
+        if granted.access_token.is_empty() {
+            return Err(RefreshFailure::Other(Error::Internal(
+                "the token endpoint's answer has no access token".into(),
+            )));
+        }
+        Ok(Refreshed {
+            access_token: Token::new(granted.access_token),
+            refresh_token: granted
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(Token::new),
+            expires_at: granted
+                .expires_in
+                .and_then(|s| TimeDelta::try_seconds(s.try_into().ok()?))
+                .map(|lifetime| Utc::now() + lifetime),
+        })
+    }
+
     /// The HTTP routes: the callback.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route(CALLBACK_PATH, get(callback))
             .with_state(self)
     }
+}
+
+/// A refresh-token grant's new tokens.
+#[derive(Debug)]
+pub struct Refreshed {
+    pub access_token: Token,
+    /// Present when the provider rotated the refresh token.
+    pub refresh_token: Option<Token>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why a refresh-token grant failed.
+#[derive(Debug)]
+pub enum RefreshFailure {
+    /// The refresh token is dead (revoked, expired or rotated away).
+    InvalidGrant,
+    /// A timeout, a refused connection, a 5xx or 429: worth retrying later.
+    Transient(String),
+    /// Anything else (a misconfigured app, Vault).
+    Other(Error),
 }
 
 /// A token endpoint's successful answer, as far as it is used.

@@ -203,14 +203,16 @@ impl Store {
 
     /// Brings the schema up to date.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let (accounts, oauth_states) = match self.backend {
+        let (accounts, oauth_states, leases) = match self.backend {
             Backend::Postgres => (
                 include_str!("../migrations/postgres/0001_accounts.sql"),
                 include_str!("../migrations/postgres/0002_oauth_states.sql"),
+                include_str!("../migrations/postgres/0003_refresh_leases.sql"),
             ),
             Backend::Sqlite => (
                 include_str!("../migrations/sqlite/0001_accounts.sql"),
                 include_str!("../migrations/sqlite/0002_oauth_states.sql"),
+                include_str!("../migrations/sqlite/0003_refresh_leases.sql"),
             ),
         };
         let migration = |version, description: &str, sql: &'static str| {
@@ -225,6 +227,7 @@ impl Store {
         let migrator = Migrator::with_migrations(vec![
             migration(1, "accounts", accounts),
             migration(2, "oauth states", oauth_states),
+            migration(3, "refresh leases", leases),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -434,6 +437,122 @@ impl Store {
             .await?
             .ok_or_else(|| Error::Corrupt("an account vanished while it changed state".into()))?;
         account(&row)
+    }
+
+    /// The account with `account_id`.
+    async fn by_id(&self, account_id: &str) -> Result<Account, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, account_id.to_owned());
+        let sql = format!("SELECT {COLUMNS} FROM accounts WHERE account_id = $1");
+        let row = sqlx::query_with(AssertSqlSafe(sql), args)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::Corrupt("an account vanished while it changed".into()))?;
+        account(&row)
+    }
+
+    /// Records a refreshed credential: ACTIVE with `credential_version` and `expires_at`,
+    /// unless the record already names a newer version. Returns the account as it now is.
+    pub async fn refreshed(
+        &self,
+        account_id: &str,
+        credential_version: u64,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Account, Error> {
+        let now = Utc::now().timestamp_micros();
+        let mut args = AnyArguments::default();
+        add(&mut args, State::Active.as_str());
+        add(&mut args, version_i64(credential_version)?);
+        add(&mut args, expires_at.map(|t| t.timestamp_micros()));
+        add(&mut args, now);
+        add(&mut args, account_id.to_owned());
+        sqlx::query_with(
+            "UPDATE accounts SET state = $1, state_reason = '', credential_version = $2, \
+             expires_at_us = $3, last_refreshed_at_us = $4, updated_at_us = $4 \
+             WHERE account_id = $5 AND credential_version <= $2 AND state <> 'REVOKED'",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        self.by_id(account_id).await
+    }
+
+    /// Moves an account to `state` only while its record still names `credential_version`
+    /// (a newer credential is never marked broken). Returns the account as it now is.
+    pub async fn set_state_at(
+        &self,
+        account_id: &str,
+        credential_version: u64,
+        state: State,
+        reason: &str,
+    ) -> Result<Account, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, state.as_str());
+        add(&mut args, reason.to_owned());
+        add(&mut args, Utc::now().timestamp_micros());
+        add(&mut args, account_id.to_owned());
+        add(&mut args, version_i64(credential_version)?);
+        sqlx::query_with(
+            "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3 \
+             WHERE account_id = $4 AND credential_version = $5 AND state <> 'REVOKED'",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        self.by_id(account_id).await
+    }
+
+    /// Takes the refresh lease of `account_id` for `owner` until `expires_at`: inserts it, or
+    /// takes over a lease that has expired, in one statement. Whether `owner` now holds it.
+    pub async fn acquire_lease(
+        &self,
+        account_id: &str,
+        owner: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, account_id.to_owned());
+        add(&mut args, owner.to_owned());
+        add(&mut args, expires_at.timestamp_micros());
+        add(&mut args, Utc::now().timestamp_micros());
+        let done = sqlx::query_with(
+            "INSERT INTO refresh_leases (account_id, owner, expires_at_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id) DO UPDATE SET owner = excluded.owner, \
+             expires_at_us = excluded.expires_at_us \
+             WHERE refresh_leases.expires_at_us <= $4",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether someone holds an unexpired refresh lease of `account_id`.
+    pub async fn lease_held(&self, account_id: &str) -> Result<bool, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, account_id.to_owned());
+        add(&mut args, Utc::now().timestamp_micros());
+        let row = sqlx::query_with(
+            "SELECT owner FROM refresh_leases WHERE account_id = $1 AND expires_at_us > $2",
+            args,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Releases the refresh lease of `account_id` if `owner` still holds it.
+    pub async fn release_lease(&self, account_id: &str, owner: &str) -> Result<(), Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, account_id.to_owned());
+        add(&mut args, owner.to_owned());
+        sqlx::query_with(
+            "DELETE FROM refresh_leases WHERE account_id = $1 AND owner = $2",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Deletes every account and pending consent of `tenant`; returns how many accounts there
