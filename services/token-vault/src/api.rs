@@ -322,21 +322,50 @@ impl TokenVaultApi {
         })
     }
 
+    /// Revokes `account`'s OAuth grant at Asana with its stored refresh token, best effort:
+    /// whether Asana confirmed the revocation. Failures are logged (never a token).
+    async fn revoke_upstream(&self, connection: &Connection, account: &Account) -> bool {
+        if account.auth_method != Auth::Oauth || connection.auth != Auth::Oauth {
+            return false;
+        }
+        let at = Location {
+            tenant: &account.tenant,
+            connection: &account.connection_name,
+            identifier: &account.identifier,
+        };
+        let refresh_token = match self.secrets.read(at).await {
+            Ok(Some((secret, _))) => secret.refresh_token,
+            Ok(None) => None,
+            Err(error) => {
+                warn!(account = %account.account_id, %error, "reading a credential to revoke it failed");
+                return false;
+            }
+        };
+        let Some(refresh_token) = refresh_token else {
+            info!(account = %account.account_id, "no refresh token is stored, so nothing is revoked at Asana");
+            return false;
+        };
+        match self.oauth.revoke(connection, &refresh_token).await {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(account = %account.account_id, %error, "revoking a grant at Asana failed");
+                false
+            }
+        }
+    }
+
+    /// Disconnects an account: revokes an OAuth grant at Asana (best effort), then destroys
+    /// every stored version and marks the account REVOKED. Also whether Asana revoked it.
     async fn disconnect(
         &self,
         caller: &Caller,
         r: &pb::DisconnectAccountRequest,
-    ) -> Result<Account, Error> {
-        let (_, account) = self
+    ) -> Result<(Account, bool), Error> {
+        let (connection, account) = self
             .account(caller, &r.tenant, &r.connection_name, &r.identifier)
             .await?;
-        if account.auth_method == Auth::Oauth {
-            return Err(Error::Unsupported(
-                "disconnecting an OAuth account (revocation at Asana) is not implemented yet; \
-                 PAT and service-account accounts can be disconnected",
-            ));
-        }
         self.audit.ready()?;
+        let revoked_upstream = self.revoke_upstream(connection, &account).await;
         self.secrets
             .destroy(Location {
                 tenant: &r.tenant,
@@ -350,13 +379,49 @@ impl TokenVaultApi {
             .set_state(&account.account_id, State::Revoked, "")
             .await?;
         let mut revoked = event(caller, &account, action::CREDENTIAL_REVOKED);
+        revoked
+            .details
+            .insert("revoked_upstream".into(), revoked_upstream.into());
         if !r.reason.is_empty() {
             let reason: String = r.reason.chars().take(1024).collect();
             revoked.details.insert("reason".into(), reason.into());
         }
         self.audit.record(revoked);
-        info!(account = %account.account_id, "account disconnected");
-        Ok(account)
+        info!(account = %account.account_id, revoked_upstream, "account disconnected");
+        Ok((account, revoked_upstream))
+    }
+
+    /// Revokes every OAuth grant of `tenant` at Asana, best effort; how many Asana confirmed.
+    async fn revoke_tenant_upstream(&self, tenant: &str) -> Result<u64, Error> {
+        let mut revoked = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .records
+                .list(&Filter {
+                    tenant,
+                    connection_name: None,
+                    state: None,
+                    after: after.as_deref(),
+                    limit: 500,
+                })
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(revoked);
+            };
+            after = Some(last.account_id.clone());
+            for account in &page {
+                if account.auth_method != Auth::Oauth || account.state == State::Revoked {
+                    continue;
+                }
+                let Some(connection) = self.connections.get(&account.connection_name) else {
+                    continue;
+                };
+                if self.revoke_upstream(connection, account).await {
+                    revoked += 1;
+                }
+            }
+        }
     }
 }
 
@@ -642,10 +707,10 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
     ) -> Result<Response<pb::DisconnectAccountResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        let account = self.disconnect(caller, r).await?;
+        let (account, revoked_upstream) = self.disconnect(caller, r).await?;
         Ok(Response::new(pb::DisconnectAccountResponse {
             account: Some(to_wire(&account)),
-            revoked_upstream: false,
+            revoked_upstream,
         }))
     }
 
@@ -665,7 +730,9 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             .into());
         }
         self.audit.ready()?;
-        // The key first: once it is gone every copy of the tenant's ciphertext is unreadable.
+        // Each OAuth grant is revoked at Asana while its refresh token can still be read.
+        let grants_revoked_upstream = self.revoke_tenant_upstream(&r.tenant).await?;
+        // The key next: once it is gone every copy of the tenant's ciphertext is unreadable.
         self.secrets
             .delete_tenant(&r.tenant)
             .await
@@ -684,14 +751,18 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
         event
             .details
             .insert("accounts_deleted".into(), accounts_deleted.into());
+        event.details.insert(
+            "grants_revoked_upstream".into(),
+            grants_revoked_upstream.into(),
+        );
         self.audit.record(event);
         info!(
             accounts_deleted,
-            "tenant deleted and its encryption key destroyed"
+            grants_revoked_upstream, "tenant deleted and its encryption key destroyed"
         );
         Ok(Response::new(pb::DeleteTenantResponse {
             accounts_deleted,
-            grants_revoked_upstream: 0,
+            grants_revoked_upstream,
             encryption_key_destroyed: true,
         }))
     }

@@ -24,9 +24,6 @@ pub enum Error {
         field: &'static str,
         description: String,
     },
-    /// The RPC is implemented, but not yet for this case.
-    #[error("{0}")]
-    Unsupported(&'static str),
     /// The connection obtains its credentials another way.
     #[error("connection `{connection}` {reason}")]
     WrongAuthMethod {
@@ -108,7 +105,6 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
-            Error::Unsupported(_) => Status::unimplemented(error.to_string()),
             Error::WrongAuthMethod { .. } => Status::failed_precondition(error.to_string()),
             Error::AccountNotFound { .. } => Status::not_found(error.to_string()),
             Error::Conflict { .. } => Status::aborted(error.to_string()),

@@ -11,6 +11,7 @@ mod oauth;
 mod records;
 mod refresh;
 pub mod secrets;
+mod sweep;
 mod vault;
 
 use std::net::SocketAddr;
@@ -46,8 +47,9 @@ pub struct Config {
     /// <field>=…`), read when a code is exchanged; the secret itself is never in this file.
     pub connections: Vec<connections::Connection>,
     /// OAuth: the HTTP callback listener (`http_listen`, serving `/oauth/callback`), the
-    /// `return_url_allowlist`, the authorization links' `link_lifetime` and the
-    /// `refresh_margin` within which `GetAccessToken` refreshes a token first.
+    /// `return_url_allowlist`, the authorization links' `link_lifetime`, the
+    /// `refresh_margin` within which `GetAccessToken` and the sweeper refresh a token first,
+    /// and the sweeper's `sweep_interval` (±20% jitter) and `sweep_concurrency`.
     pub oauth: oauth::Config,
     /// The callers (by `[[server.callers]]` name) that `GetAccessToken` and
     /// `ReportRejectedToken` answer; everyone else is PERMISSION_DENIED.
@@ -191,6 +193,21 @@ impl agentauth_launch::Service for TokenVaultService {
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .into_future(),
         );
+        let refresher = Arc::new(refresh::Refresher {
+            secrets: self.secrets.clone(),
+            records: self.records.clone(),
+            audit: self.audit.clone(),
+            oauth: oauth.clone(),
+        });
+        let sweeper = Arc::new(sweep::Sweeper {
+            refresher: refresher.clone(),
+            connections: self.connections.clone(),
+            records: self.records.clone(),
+            interval: self.oauth.sweep_interval,
+            margin: self.oauth.refresh_margin,
+            concurrency: self.oauth.sweep_concurrency,
+        });
+        let sweeping = tokio::spawn(sweeper.run(shutdown.clone()));
         let api = Api {
             routes: tonic::service::Routes::new(TokenVaultServer::with_interceptor(
                 api::TokenVaultApi {
@@ -199,12 +216,7 @@ impl agentauth_launch::Service for TokenVaultService {
                     records: self.records.clone(),
                     audit: self.audit.clone(),
                     http,
-                    refresher: Arc::new(refresh::Refresher {
-                        secrets: self.secrets.clone(),
-                        records: self.records.clone(),
-                        audit: self.audit.clone(),
-                        oauth: oauth.clone(),
-                    }),
+                    refresher,
                     refresh_margin: self.oauth.refresh_margin,
                     token_readers: self.token_readers.0,
                     oauth,
@@ -224,6 +236,9 @@ impl agentauth_launch::Service for TokenVaultService {
             .await;
         // The callback server stops with the same shutdown (or now, if gRPC failed).
         shutdown.cancel();
+        if let Err(error) = sweeping.await {
+            tracing::warn!(%error, "the sweeper panicked");
+        }
         let callbacks = callbacks
             .await
             .map_err(|e| anyhow::anyhow!("the OAuth callback server panicked: {e}"));

@@ -56,6 +56,12 @@ pub struct Config {
     /// within the request's `min_valid_for`, when that is longer).
     #[serde(with = "humantime_serde")]
     pub refresh_margin: Duration,
+    /// How often (±20% jitter) the sweeper refreshes the OAuth credentials that expire within
+    /// `refresh_margin`, so calls rarely wait on a refresh.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How many refreshes one sweep runs at a time.
+    pub sweep_concurrency: usize,
 }
 
 impl Default for Config {
@@ -65,6 +71,8 @@ impl Default for Config {
             return_url_allowlist: Vec::new(),
             link_lifetime: Duration::from_secs(600),
             refresh_margin: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(60),
+            sweep_concurrency: 4,
         }
     }
 }
@@ -534,6 +542,55 @@ impl Flow {
                 .and_then(|s| TimeDelta::try_seconds(s.try_into().ok()?))
                 .map(|lifetime| Utc::now() + lifetime),
         })
+    }
+
+    /// Revokes the grant of `refresh_token` at the connection's revoke endpoint (RFC 7009 style:
+    /// client id and secret, and the token, as a form).
+    pub async fn revoke(
+        &self,
+        connection: &Connection,
+        refresh_token: &Token,
+    ) -> Result<(), Error> {
+        if connection.revoke_url.is_empty() {
+            return Err(Error::Internal(format!(
+                "connection `{}` has no revoke_url",
+                connection.name
+            )));
+        }
+        let secret_ref = connection.client_secret.as_ref().ok_or_else(|| {
+            Error::Internal(format!(
+                "connection `{}` has no client secret",
+                connection.name
+            ))
+        })?;
+        let client_secret = self
+            .secrets
+            .read_field(&secret_ref.path, &secret_ref.field)
+            .await?;
+        let response = self
+            .http
+            .post(&connection.revoke_url)
+            .header(header::ACCEPT, "application/json")
+            .form(&[
+                ("client_id", connection.client_id.as_str()),
+                ("client_secret", client_secret.expose()),
+                ("token", refresh_token.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable {
+                dependency: "asana",
+                reason: e.without_url().to_string(),
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            // Only the status: the body could echo what was sent.
+            Err(Error::Internal(format!(
+                "the revoke endpoint answered HTTP {status}"
+            )))
+        }
     }
 
     /// The HTTP routes: the callback.

@@ -118,6 +118,10 @@ pub struct Account {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_refreshed_at: Option<DateTime<Utc>>,
+    /// How many refreshes in a row failed transiently (0 after a success or a new consent).
+    pub refresh_failures: u32,
+    /// When the last of those failures happened.
+    pub refresh_failed_at: Option<DateTime<Utc>>,
 }
 
 /// A credential just stored in Vault, to be recorded as the account's ACTIVE one.
@@ -160,7 +164,7 @@ pub struct Filter<'a> {
 
 const COLUMNS: &str = "account_id, tenant, connection_name, identifier, state, state_reason, \
     auth_method, asana_user_gid, asana_user_name, credential_version, expires_at_us, scopes, \
-    created_at_us, updated_at_us, last_refreshed_at_us";
+    created_at_us, updated_at_us, last_refreshed_at_us, refresh_failures, refresh_failed_at_us";
 
 /// The accounts database.
 #[derive(Debug, Clone)]
@@ -203,16 +207,18 @@ impl Store {
 
     /// Brings the schema up to date.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let (accounts, oauth_states, leases) = match self.backend {
+        let (accounts, oauth_states, leases, failures) = match self.backend {
             Backend::Postgres => (
                 include_str!("../migrations/postgres/0001_accounts.sql"),
                 include_str!("../migrations/postgres/0002_oauth_states.sql"),
                 include_str!("../migrations/postgres/0003_refresh_leases.sql"),
+                include_str!("../migrations/postgres/0004_refresh_failures.sql"),
             ),
             Backend::Sqlite => (
                 include_str!("../migrations/sqlite/0001_accounts.sql"),
                 include_str!("../migrations/sqlite/0002_oauth_states.sql"),
                 include_str!("../migrations/sqlite/0003_refresh_leases.sql"),
+                include_str!("../migrations/sqlite/0004_refresh_failures.sql"),
             ),
         };
         let migration = |version, description: &str, sql: &'static str| {
@@ -228,6 +234,7 @@ impl Store {
             migration(1, "accounts", accounts),
             migration(2, "oauth states", oauth_states),
             migration(3, "refresh leases", leases),
+            migration(4, "refresh failures", failures),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -321,7 +328,7 @@ impl Store {
         add(&mut args, now);
         let sql = format!(
             "INSERT INTO accounts ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9, $10, $11, $12, $12, $12) \
+             VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9, $10, $11, $12, $12, $12, 0, NULL) \
              ON CONFLICT (tenant, connection_name, identifier) DO UPDATE SET \
              state = excluded.state, state_reason = excluded.state_reason, \
              auth_method = excluded.auth_method, asana_user_gid = excluded.asana_user_gid, \
@@ -329,7 +336,8 @@ impl Store {
              credential_version = excluded.credential_version, \
              expires_at_us = excluded.expires_at_us, scopes = excluded.scopes, \
              updated_at_us = excluded.updated_at_us, \
-             last_refreshed_at_us = excluded.last_refreshed_at_us \
+             last_refreshed_at_us = excluded.last_refreshed_at_us, \
+             refresh_failures = 0, refresh_failed_at_us = NULL \
              WHERE accounts.credential_version < excluded.credential_version \
              OR accounts.state = 'REVOKED'"
         );
@@ -468,7 +476,8 @@ impl Store {
         add(&mut args, account_id.to_owned());
         sqlx::query_with(
             "UPDATE accounts SET state = $1, state_reason = '', credential_version = $2, \
-             expires_at_us = $3, last_refreshed_at_us = $4, updated_at_us = $4 \
+             expires_at_us = $3, last_refreshed_at_us = $4, updated_at_us = $4, \
+             refresh_failures = 0, refresh_failed_at_us = NULL \
              WHERE account_id = $5 AND credential_version <= $2 AND state <> 'REVOKED'",
             args,
         )
@@ -500,6 +509,52 @@ impl Store {
         .execute(&self.pool)
         .await?;
         self.by_id(account_id).await
+    }
+
+    /// Records a transient refresh failure of version `credential_version`: EXPIRED with
+    /// `reason`, one more failure in a row, now. Returns the account as it now is.
+    pub async fn refresh_failed(
+        &self,
+        account_id: &str,
+        credential_version: u64,
+        reason: &str,
+    ) -> Result<Account, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, State::Expired.as_str());
+        add(&mut args, reason.to_owned());
+        add(&mut args, Utc::now().timestamp_micros());
+        add(&mut args, account_id.to_owned());
+        add(&mut args, version_i64(credential_version)?);
+        sqlx::query_with(
+            "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3, \
+             refresh_failures = refresh_failures + 1, refresh_failed_at_us = $3 \
+             WHERE account_id = $4 AND credential_version = $5 AND state <> 'REVOKED'",
+            args,
+        )
+        .execute(&self.pool)
+        .await?;
+        self.by_id(account_id).await
+    }
+
+    /// Up to `limit` ACTIVE or EXPIRED OAuth accounts (of every tenant) whose credential
+    /// expires before `before`, soonest first: what the sweeper refreshes.
+    pub async fn expiring(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Account>, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, before.timestamp_micros());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM accounts WHERE auth_method = 'oauth' \
+             AND state IN ('ACTIVE', 'EXPIRED') AND expires_at_us IS NOT NULL \
+             AND expires_at_us < $1 ORDER BY expires_at_us LIMIT {limit}"
+        );
+        let rows = sqlx::query_with(AssertSqlSafe(sql), args)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account).collect()
     }
 
     /// Takes the refresh lease of `account_id` for `owner` until `expires_at`: inserts it, or
@@ -619,5 +674,8 @@ fn account(row: &AnyRow) -> Result<Account, Error> {
         created_at: time(row.try_get("created_at_us")?)?,
         updated_at: time(row.try_get("updated_at_us")?)?,
         last_refreshed_at: optional_time("last_refreshed_at_us")?,
+        refresh_failures: u32::try_from(row.try_get::<i64, _>("refresh_failures")?)
+            .map_err(|_| Error::Corrupt("refresh_failures out of range".into()))?,
+        refresh_failed_at: optional_time("refresh_failed_at_us")?,
     })
 }

@@ -315,11 +315,10 @@ impl Refresher {
             Err(RefreshFailure::Transient(reason)) => {
                 let updated = self
                     .records
-                    .set_state_at(
+                    .refresh_failed(
                         &account.account_id,
                         version,
-                        State::Expired,
-                        "refreshing failed transiently; retried on the next use",
+                        "refreshing failed transiently; retried with backoff",
                     )
                     .await?;
                 self.failed(&updated, &reason);

@@ -117,6 +117,12 @@ impl Drop for Setup {
 
 impl Setup {
     async fn start(backend: &str, replicas: usize) -> Self {
+        // The sweeper stays out of the way unless a test asks for it.
+        Self::start_sweeping(backend, replicas, "1h").await
+    }
+
+    /// Like `start`, with the sweeper running every `sweep_interval`.
+    async fn start_sweeping(backend: &str, replicas: usize, sweep_interval: &str) -> Self {
         logs();
         let db = Db::create(backend).await;
         let shutdown = CancellationToken::new();
@@ -191,6 +197,8 @@ url = "{db_url}"
 
 [oauth]
 refresh_margin = "5m"
+sweep_interval = "{sweep_interval}"
+sweep_concurrency = 2
 
 [[connections]]
 name = "asana"
@@ -245,12 +253,17 @@ api_base_url = "{sandbox_url}/api/1.0"
 
     /// Connects alice over the OAuth flow (auto-approved consent, then the callback).
     async fn connect_alice(&self) {
+        self.connect(ALICE).await;
+    }
+
+    /// Connects `identifier` over the OAuth flow.
+    async fn connect(&self, identifier: &str) {
         let link = self
             .client(0, &self.agent)
             .create_authorization_link(pb::CreateAuthorizationLinkRequest {
                 tenant: TENANT.into(),
                 connection_name: "asana".into(),
-                identifier: ALICE.into(),
+                identifier: identifier.into(),
                 return_url: None,
             })
             .await
@@ -317,15 +330,24 @@ api_base_url = "{sandbox_url}/api/1.0"
 
     /// The stored (access token, refresh token) of alice.
     async fn stored(&self) -> (String, String) {
+        self.stored_of(ALICE).await
+    }
+
+    fn secrets(&self) -> Secrets {
         let config: Config = figment::Figment::from(Toml::string(&self.config_text))
             .extract()
             .expect("valid config");
-        let secrets = Secrets::new(&config.vault, openbao::shared().token()).expect("secrets");
-        let (secret, _) = secrets
+        Secrets::new(&config.vault, openbao::shared().token()).expect("secrets")
+    }
+
+    /// The stored (access token, refresh token) of `identifier`.
+    async fn stored_of(&self, identifier: &str) -> (String, String) {
+        let (secret, _) = self
+            .secrets()
             .read(Location {
                 tenant: TENANT,
                 connection: "asana",
-                identifier: ALICE,
+                identifier,
             })
             .await
             .expect("vault answers")
@@ -337,6 +359,40 @@ api_base_url = "{sandbox_url}/api/1.0"
                 .map(|t| t.expose().to_owned())
                 .unwrap_or_default(),
         )
+    }
+
+    /// The sandbox token endpoint's answer to a refresh with `refresh_token`: (status, error).
+    async fn try_refresh(&self, refresh_token: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/-/oauth_token", self.sandbox_url))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "test-rest-app"),
+                ("client_secret", self.client_secret.as_str()),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await
+            .expect("sandbox answers");
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        (
+            status,
+            body["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Waits (up to 20s) until the sandbox has served `n` refreshes.
+    async fn wait_for_refreshes(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.refreshes() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} refreshes, not {n}",
+                self.refreshes()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether `token` works on the sandbox's REST API.
@@ -626,4 +682,174 @@ async fn refresh_storm_over_three_replicas_refreshes_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_storm_with_rotation_refreshes_once() {
     refresh_storm(true).await;
+}
+
+/// An account expiring within the margin is refreshed by the sweeper alone, once, even with
+/// `replicas` instances sweeping the same database.
+async fn sweeper_refreshes_before_expiry(backend: &str, replicas: usize) {
+    let setup = Setup::start_sweeping(backend, replicas, "100ms").await;
+    // The first token lives one minute: within the five-minute margin.
+    setup.sandbox.tokens().lifetime = Duration::from_secs(60);
+    setup.connect_alice().await;
+    setup.sandbox.tokens().lifetime = Duration::from_secs(3600);
+    let before = setup.account().await;
+    let (old_access, refresh_token) = setup.stored().await;
+
+    setup.wait_for_refreshes(1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = setup.account().await;
+        if after.credential_version > before.credential_version {
+            break after;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the version bumps");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(after.state, pb::AccountState::Active as i32);
+    assert!(after.last_refreshed_at.is_some());
+    let (new_access, _) = setup.stored().await;
+    assert_ne!(new_access, old_access);
+    assert!(setup.works(&new_access).await);
+
+    // Several more sweeps: the new token is far from expiry, so nothing more happens.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(setup.refreshes(), 1, "exactly one refresh upstream");
+    assert_eq!(
+        setup.account().await.credential_version,
+        after.credential_version
+    );
+    assert_logs_hold_none_of(&[old_access, new_access, refresh_token]);
+}
+
+#[tokio::test]
+async fn the_sweeper_refreshes_an_expiring_token_without_being_asked() {
+    sweeper_refreshes_before_expiry("sqlite", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sweeping_replicas_refresh_once() {
+    sweeper_refreshes_before_expiry("postgres", 2).await;
+}
+
+#[tokio::test]
+async fn the_sweeper_backs_off_after_a_transient_failure() {
+    let setup = Setup::start_sweeping("sqlite", 1, "100ms").await;
+    setup.sandbox.tokens().lifetime = Duration::from_secs(60);
+    setup.connect_alice().await;
+    setup.sandbox.tokens().lifetime = Duration::from_secs(3600);
+    setup
+        .sandbox
+        .0
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(asana_sandbox::Fault {
+            path_prefix: "/-/oauth_token".into(),
+            latency_ms: 0,
+            status: Some(503),
+            times: Some(1),
+        });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while setup.account().await.state != pb::AccountState::Expired as i32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweep fails once"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Many sweeps later the account is still waiting out its backoff.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(setup.refreshes(), 0);
+    assert_eq!(
+        setup.account().await.state,
+        pb::AccountState::Expired as i32
+    );
+    // A caller is not held to the sweeper's backoff.
+    let token = setup
+        .get_token(0, &setup.reader, None)
+        .await
+        .expect("refreshed on demand");
+    assert_eq!(setup.refreshes(), 1);
+    assert!(setup.works(&token.access_token).await);
+}
+
+#[tokio::test]
+async fn disconnecting_revokes_the_grant_at_asana_and_destroys_the_credential() {
+    let setup = Setup::start("sqlite", 1).await;
+    setup.connect_alice().await;
+    let (access_token, refresh_token) = setup.stored().await;
+    let disconnected = setup
+        .client(0, &setup.agent)
+        .disconnect_account(pb::DisconnectAccountRequest {
+            tenant: TENANT.into(),
+            connection_name: "asana".into(),
+            identifier: ALICE.into(),
+            reason: "left the company".into(),
+        })
+        .await
+        .expect("disconnected")
+        .into_inner();
+    assert!(disconnected.revoked_upstream);
+    assert_eq!(
+        disconnected.account.expect("account").state,
+        pb::AccountState::Revoked as i32
+    );
+    assert_eq!(
+        setup.account().await.state,
+        pb::AccountState::Revoked as i32
+    );
+
+    let (status, error) = setup.try_refresh(&refresh_token).await;
+    assert_eq!((status, error.as_str()), (400, "invalid_grant"));
+    assert!(!setup.works(&access_token).await);
+
+    let at = Location {
+        tenant: TENANT,
+        connection: "asana",
+        identifier: ALICE,
+    };
+    let secrets = setup.secrets();
+    assert!(secrets.read(at).await.expect("vault answers").is_none());
+    assert_eq!(
+        secrets.current_version(at).await.expect("vault answers"),
+        None,
+        "no version and no metadata is left"
+    );
+
+    let denied = setup
+        .get_token(0, &setup.reader, None)
+        .await
+        .expect_err("disconnected");
+    assert_eq!(denied.code(), Code::FailedPrecondition);
+    assert_eq!(
+        denied.get_details_error_info().expect("ErrorInfo").reason,
+        "AUTH_REQUIRED"
+    );
+    assert_logs_hold_none_of(&[access_token, refresh_token, setup.client_secret.clone()]);
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_revokes_its_grants_at_asana_first() {
+    let setup = Setup::start("sqlite", 1).await;
+    setup.connect_alice().await;
+    setup.connect("bob@acme.test").await;
+    let (_, alice_refresh) = setup.stored().await;
+    let (_, bob_refresh) = setup.stored_of("bob@acme.test").await;
+    let deleted = setup
+        .client(0, &setup.agent)
+        .delete_tenant(pb::DeleteTenantRequest {
+            tenant: TENANT.into(),
+            confirm_tenant: TENANT.into(),
+        })
+        .await
+        .expect("deleted")
+        .into_inner();
+    assert_eq!(deleted.accounts_deleted, 2);
+    assert_eq!(deleted.grants_revoked_upstream, 2);
+    assert!(deleted.encryption_key_destroyed);
+    for refresh_token in [&alice_refresh, &bob_refresh] {
+        let (status, error) = setup.try_refresh(refresh_token).await;
+        assert_eq!((status, error.as_str()), (400, "invalid_grant"));
+    }
+    assert_logs_hold_none_of(&[alice_refresh, bob_refresh]);
 }

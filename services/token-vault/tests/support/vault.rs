@@ -1,0 +1,250 @@
+//! Shared by `tests/cli.rs`, `tests/chromium.rs` and `benches/access_token.rs`: an in-process
+//! Asana sandbox and `replicas` token-vault instances sharing one OpenBao prefix and one
+//! database (PostgreSQL or SQLite), with an `asana` OAuth connection and an `asana-pat` one.
+
+use std::time::Duration;
+
+use agentauth_grpc::ApiKey;
+use agentauth_grpc::client::{AuthenticatedChannel, channel};
+use agentauth_launch::Service as _;
+use agentauth_proto::vault::v1 as pb;
+use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::database::{PostgresDatabase, SqliteDatabase};
+use agentauth_testkit::openbao;
+use asana_sandbox::{App, AppKind, Sandbox};
+use figment::providers::{Format as _, Toml};
+use token_vault::{Config, TokenVaultService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const TENANT: &str = "acme";
+pub const ALICE: &str = "alice@acme.test";
+
+/// A database of one backend, alive as long as the setup.
+pub enum Db {
+    Postgres(PostgresDatabase),
+    Sqlite(SqliteDatabase),
+}
+
+impl Db {
+    async fn create(backend: &str) -> Self {
+        match backend {
+            "postgres" => {
+                Self::Postgres(PostgresDatabase::create().await.expect("postgres database"))
+            }
+            _ => Self::Sqlite(SqliteDatabase::create().expect("sqlite file")),
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Self::Postgres(db) => db.url(),
+            Self::Sqlite(db) => db.url(),
+        }
+    }
+}
+
+/// A sandbox and token-vault replicas sharing one Vault prefix and one database.
+pub struct Setup {
+    pub sandbox: Sandbox,
+    pub sandbox_url: String,
+    /// Each replica's gRPC address.
+    pub replicas: Vec<String>,
+    /// connector-executor's key (may call `GetAccessToken`).
+    pub reader: ApiKey,
+    /// An agent's key for tenant `acme`.
+    pub agent: ApiKey,
+    shutdown: CancellationToken,
+    _db: Db,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Setup {
+    pub async fn start(backend: &str, replicas: usize, auto_approve: bool) -> Self {
+        let db = Db::create(backend).await;
+        let shutdown = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sandbox_url = format!("http://{}", listener.local_addr().expect("address"));
+        let sandbox = Sandbox::new(asana_sandbox::Config {
+            public_url: sandbox_url.clone(),
+            auto_approve,
+            ..asana_sandbox::Config::default()
+        });
+        tokio::spawn(sandbox.clone().serve(listener, shutdown.clone()));
+
+        let mut callbacks = Vec::new();
+        for _ in 0..replicas {
+            callbacks.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+        }
+        let redirect = format!(
+            "http://{}/oauth/callback",
+            callbacks[0].local_addr().expect("address")
+        );
+        let client_secret = format!("secret-{}", ApiKey::generate().expose());
+        sandbox.tokens().register_app(App {
+            client_id: "test-rest-app".to_owned(),
+            client_secret: client_secret.clone(),
+            name: "token-vault test app".to_owned(),
+            kind: AppKind::Rest,
+            redirect_uris: vec![redirect.clone()],
+        });
+        let prefix = openbao::fresh_prefix();
+        let vault = openbao::shared();
+        let written = reqwest::Client::new()
+            .post(format!(
+                "{}/v1/secret/data/{prefix}/apps/asana",
+                vault.addr()
+            ))
+            .header("X-Vault-Token", vault.token())
+            .json(&serde_json::json!({"data": {"client_secret": client_secret}}))
+            .send()
+            .await
+            .expect("vault answers");
+        assert!(written.status().is_success(), "{}", written.status());
+
+        let (reader, agent) = (ApiKey::generate(), ApiKey::generate());
+        let config_text = format!(
+            r#"token_readers = ["connector-executor"]
+
+[server]
+readiness_interval = "100ms"
+
+[[server.callers]]
+name = "connector-executor"
+key_sha256 = "{reader_hash}"
+tenants = ["*"]
+connections = ["*"]
+
+[[server.callers]]
+name = "acme-agent"
+key_sha256 = "{agent_hash}"
+tenants = ["{TENANT}"]
+connections = ["*"]
+
+[vault]
+addr = "{vault_addr}"
+path_prefix = "{prefix}"
+
+[database]
+url = "{db_url}"
+
+[oauth]
+refresh_margin = "5m"
+
+[[connections]]
+name = "asana"
+kind = "rest"
+auth = "oauth"
+client_id = "test-rest-app"
+client_secret = "vault:secret/data/{prefix}/apps/asana#client_secret"
+scopes = ["default"]
+redirect_url = "{redirect}"
+authorize_url = "{sandbox_url}/-/oauth_authorize"
+token_url = "{sandbox_url}/-/oauth_token"
+revoke_url = "{sandbox_url}/-/oauth_revoke"
+api_base_url = "{sandbox_url}/api/1.0"
+
+[[connections]]
+name = "asana-pat"
+kind = "rest"
+auth = "pat"
+api_base_url = "{sandbox_url}/api/1.0"
+"#,
+            reader_hash = reader.hash(),
+            agent_hash = agent.hash(),
+            vault_addr = vault.addr(),
+            db_url = db.url(),
+        );
+        let mut addresses = Vec::new();
+        for callback in callbacks {
+            let config: Config = figment::Figment::from(Toml::string(&config_text))
+                .extract()
+                .expect("valid config");
+            let service = TokenVaultService::with_vault_token(config, vault.token())
+                .expect("service")
+                .with_callback_listener(callback);
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let address = listener.local_addr().expect("address");
+            tokio::spawn(service.run(listener, shutdown.clone()));
+            agentauth_testkit::wait_serving(address, "", Duration::from_secs(20))
+                .await
+                .expect("serving");
+            addresses.push(format!("http://{address}"));
+        }
+        Self {
+            sandbox,
+            sandbox_url,
+            replicas: addresses,
+            reader,
+            agent,
+            shutdown,
+            _db: db,
+        }
+    }
+
+    pub fn client(&self, replica: usize, key: &ApiKey) -> TokenVaultClient<AuthenticatedChannel> {
+        TokenVaultClient::new(channel(&self.replicas[replica], Some(key)).expect("channel"))
+    }
+
+    /// A fresh authorization link for alice on `asana`.
+    pub async fn link(&self) -> String {
+        self.client(0, &self.agent)
+            .create_authorization_link(pb::CreateAuthorizationLinkRequest {
+                tenant: TENANT.into(),
+                connection_name: "asana".into(),
+                identifier: ALICE.into(),
+                return_url: None,
+            })
+            .await
+            .expect("link")
+            .into_inner()
+            .authorization_url
+    }
+
+    /// Connects alice over the OAuth flow (needs an auto-approving sandbox).
+    pub async fn connect_alice(&self) {
+        let link = self.link().await;
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let consent = browser.get(&link).send().await.expect("sandbox answers");
+        assert_eq!(consent.status(), 302, "the sandbox approves at once");
+        let callback = consent
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .expect("Location")
+            .to_str()
+            .expect("text")
+            .to_owned();
+        let page = browser.get(&callback).send().await.expect("callback");
+        assert_eq!(page.status(), 200, "connected");
+    }
+
+    /// alice's account on `connection`.
+    pub async fn account(&self, connection: &str) -> pb::Account {
+        self.client(0, &self.agent)
+            .get_account(pb::GetAccountRequest {
+                tenant: TENANT.into(),
+                connection_name: connection.into(),
+                identifier: ALICE.into(),
+            })
+            .await
+            .expect("account")
+            .into_inner()
+            .account
+            .expect("account")
+    }
+
+    /// Refreshes served by the sandbox so far.
+    pub fn refreshes(&self) -> u64 {
+        self.sandbox.0.limits.stats()["refreshes_total"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
