@@ -28,8 +28,13 @@ pub struct OpenBao {
 impl OpenBao {
     /// Starts a private dev server on a free port, with Transit enabled.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_on(crate::free_port())
+    }
+
+    /// Starts a private dev server on `address` (to bring one back where its clients expect
+    /// it; a dev server keeps nothing, so it comes back empty), with Transit enabled.
+    pub fn start_on(address: std::net::SocketAddr) -> anyhow::Result<Self> {
         let binary = binary()?;
-        let address = crate::free_port();
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(r#""$0" "$@" >/dev/null 2>&1 & server=$!; cat >/dev/null; kill $server; wait $server"#)

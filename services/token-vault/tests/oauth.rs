@@ -250,7 +250,9 @@ impl Instance {
         let key = ApiKey::generate();
         let api = format!("{sandbox_url}/api/1.0");
         let config_text = format!(
-            r#"[server]
+            r#"token_readers = ["acme-agent"]
+
+[server]
 readiness_interval = "100ms"
 
 [[server.callers]]
@@ -819,4 +821,73 @@ async fn return_urls_must_be_allow_listed() {
         .await
         .expect("account");
     assert_eq!(account.state, pb::AccountState::Active as i32);
+}
+
+#[tokio::test]
+async fn refresh_and_disconnect_are_audited_with_the_account_and_version() {
+    let instance = Instance::start("sqlite", true, "10m").await;
+    let link = instance
+        .link("asana", "alice@acme.test", None)
+        .await
+        .expect("link");
+    let (status, _, page) = callback(&consent(&link.authorization_url).await).await;
+    assert_eq!(status, 200, "{page}");
+    let mut client = instance.client();
+    let request = pb::GetAccessTokenRequest {
+        tenant: TENANT.into(),
+        connection_name: "asana".into(),
+        identifier: "alice@acme.test".into(),
+        // Longer than the token lives: token-vault must refresh first.
+        min_valid_for: Some(prost_types::Duration {
+            seconds: 7200,
+            nanos: 0,
+        }),
+    };
+    let refreshed = client
+        .get_access_token(request)
+        .await
+        .expect("refreshed")
+        .into_inner();
+    assert_eq!(refreshed.credential_version, 2);
+
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            !instance
+                .audit
+                .events("credential.refreshed")
+                .await
+                .is_empty()
+        },
+        "credential.refreshed reaches audit-log"
+    );
+    let events = instance.audit.events("credential.refreshed").await;
+    let credential = events[0].credential.clone().expect("credential named");
+    assert_eq!(credential.account_id, refreshed.account_id);
+    assert_eq!(credential.version, 2);
+
+    client
+        .disconnect_account(pb::DisconnectAccountRequest {
+            tenant: TENANT.into(),
+            connection_name: "asana".into(),
+            identifier: "alice@acme.test".into(),
+            reason: "user asked".into(),
+        })
+        .await
+        .expect("disconnected");
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async { !instance.audit.events("credential.revoked").await.is_empty() },
+        "credential.revoked reaches audit-log"
+    );
+    let revoked = instance.audit.events("credential.revoked").await;
+    assert_eq!(
+        revoked[0].credential.as_ref().map(|c| c.account_id.clone()),
+        Some(refreshed.account_id.clone())
+    );
+    let audited = format!("{events:?}{revoked:?}");
+    assert!(
+        !audited.contains(&refreshed.access_token),
+        "no token in an audit row"
+    );
 }
