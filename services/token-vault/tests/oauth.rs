@@ -2,9 +2,15 @@
 //! against the OpenBao dev server, PostgreSQL or SQLite, and an in-process Asana sandbox whose
 //! OAuth apps redirect to this test's callback.
 
+#[path = "support/db.rs"]
+mod db;
+#[path = "support/logs.rs"]
+mod logs;
+#[path = "support/secrets.rs"]
+mod secrets;
+
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use agentauth_grpc::client::{AuthenticatedChannel, channel};
@@ -14,7 +20,7 @@ use agentauth_proto::audit::v1 as audit_pb;
 use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
-use agentauth_testkit::database::{PostgresDatabase, SqliteDatabase};
+use agentauth_testkit::database::SqliteDatabase;
 use agentauth_testkit::openbao;
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
 use asana_sandbox::{App, AppKind, Sandbox};
@@ -27,80 +33,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use db::Db;
+use logs::{assert_logs_hold_none_of, logs};
+
 const TENANT: &str = "acme";
 const RETURN_PREFIX: &str = "https://app.acme.test/connected";
 
-/// Every log line written by this test process (the service, the sandbox, the tests).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || Captured(writer.clone()))
-            .try_init();
-        buffer
-    })
-}
-
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Asserts no captured log line holds any of `secrets`.
-fn assert_logs_hold_none_of(secrets: &[&str]) {
-    let text = String::from_utf8_lossy(
-        &logs()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .into_owned();
-    assert!(!text.is_empty(), "the subscriber captured something");
-    for secret in secrets {
-        assert!(!secret.is_empty());
-        assert!(!text.contains(secret), "a log line holds a secret");
-    }
-}
-
-/// A database of one backend, alive as long as the test.
-enum Db {
-    Postgres(PostgresDatabase),
-    Sqlite(SqliteDatabase),
-}
-
-impl Db {
-    async fn create(backend: &str) -> Self {
-        match backend {
-            "postgres" => {
-                Self::Postgres(PostgresDatabase::create().await.expect("postgres database"))
-            }
-            _ => Self::Sqlite(SqliteDatabase::create().expect("sqlite file")),
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Self::Postgres(db) => db.url(),
-            Self::Sqlite(db) => db.url(),
-        }
-    }
-}
-
-/// An audit-log serving in-process on its own SQLite file, taking token-vault's events.
 struct AuditLog {
     url: String,
     operator: ApiKey,
@@ -233,17 +171,7 @@ impl Instance {
         let prefix = openbao::fresh_prefix();
         let vault = openbao::shared();
         for (app, secret) in [("asana", &rest_secret), ("asana-mcp", &mcp_secret)] {
-            let written = reqwest::Client::new()
-                .post(format!(
-                    "{}/v1/secret/data/{prefix}/apps/{app}",
-                    vault.addr()
-                ))
-                .header("X-Vault-Token", vault.token())
-                .json(&serde_json::json!({"data": {"client_secret": secret}}))
-                .send()
-                .await
-                .expect("vault answers");
-            assert!(written.status().is_success(), "{}", written.status());
+            secrets::write_client_secret(&prefix, app, secret).await;
         }
 
         let audit = AuditLog::start(&shutdown).await;

@@ -3,8 +3,15 @@
 //! who may ask. token-vault runs in-process (one or three instances sharing OpenBao and one
 //! database) against an in-process Asana sandbox.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+#[path = "support/db.rs"]
+mod db;
+#[path = "support/logs.rs"]
+mod logs;
+
+#[path = "support/secrets.rs"]
+mod secrets;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_grpc::ApiKey;
@@ -12,7 +19,6 @@ use agentauth_grpc::client::{AuthenticatedChannel, channel};
 use agentauth_launch::Service as _;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
-use agentauth_testkit::database::{PostgresDatabase, SqliteDatabase};
 use agentauth_testkit::openbao;
 use asana_sandbox::{App, AppKind, Sandbox};
 use figment::providers::{Format as _, Toml};
@@ -23,77 +29,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
+use db::Db;
+use logs::{assert_logs_hold_none_of, logs};
+
 const TENANT: &str = "acme";
 const ALICE: &str = "alice@acme.test";
-
-/// Every log line written by this test process.
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || Captured(writer.clone()))
-            .try_init();
-        buffer
-    })
-}
-
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Asserts no captured log line holds any of `secrets`.
-fn assert_logs_hold_none_of(secrets: &[String]) {
-    let text = String::from_utf8_lossy(
-        &logs()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .into_owned();
-    assert!(!text.is_empty(), "the subscriber captured something");
-    for secret in secrets {
-        assert!(!secret.is_empty());
-        assert!(!text.contains(secret.as_str()), "a log line holds a secret");
-    }
-}
-
-enum Db {
-    Postgres(PostgresDatabase),
-    Sqlite(SqliteDatabase),
-}
-
-impl Db {
-    async fn create(backend: &str) -> Self {
-        match backend {
-            "postgres" => {
-                Self::Postgres(PostgresDatabase::create().await.expect("postgres database"))
-            }
-            _ => Self::Sqlite(SqliteDatabase::create().expect("sqlite file")),
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Self::Postgres(db) => db.url(),
-            Self::Sqlite(db) => db.url(),
-        }
-    }
-}
 
 /// A sandbox and `replicas` token-vault instances sharing one Vault prefix and one database.
 struct Setup {
@@ -157,17 +97,7 @@ impl Setup {
         });
         let prefix = openbao::fresh_prefix();
         let vault = openbao::shared();
-        let written = reqwest::Client::new()
-            .post(format!(
-                "{}/v1/secret/data/{prefix}/apps/asana",
-                vault.addr()
-            ))
-            .header("X-Vault-Token", vault.token())
-            .json(&serde_json::json!({"data": {"client_secret": client_secret}}))
-            .send()
-            .await
-            .expect("vault answers");
-        assert!(written.status().is_success(), "{}", written.status());
+        secrets::write_client_secret(&prefix, "asana", &client_secret).await;
 
         let (reader, agent) = (ApiKey::generate(), ApiKey::generate());
         let config_text = format!(

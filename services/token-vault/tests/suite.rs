@@ -2,8 +2,11 @@
 //! in-process Asana sandbox. Every test has its own Vault path prefix (so its own tenant keys),
 //! its own database and its own sandbox.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+#[path = "support/db.rs"]
+mod db;
+#[path = "support/logs.rs"]
+mod logs;
+
 use std::time::Duration;
 
 use agentauth_grpc::ApiKey;
@@ -11,7 +14,6 @@ use agentauth_grpc::client::{AuthenticatedChannel, channel};
 use agentauth_launch::Service as _;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
-use agentauth_testkit::database::{PostgresDatabase, SqliteDatabase};
 use agentauth_testkit::{free_port, health_status, openbao};
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT, SERVICE_ACCOUNT_TOKEN};
 use figment::providers::{Format as _, Toml};
@@ -20,74 +22,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use db::Db;
+use logs::logs;
+
 const BAD_PAT: &str = "sandbox-pat-nobody-has-this-one";
 
-/// Every log line written by this test process (the service, the sandbox, the tests).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || Captured(writer.clone()))
-            .try_init();
-        buffer
-    })
-}
-
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn assert_logs_hold_no_token() {
-    let text = String::from_utf8_lossy(
-        &logs()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .into_owned();
-    assert!(!text.is_empty(), "the subscriber captured something");
-    for token in [ALICE_PAT, BOB_PAT, SERVICE_ACCOUNT_TOKEN, BAD_PAT] {
-        assert!(!text.contains(token), "a log line holds a token");
-    }
-}
-
-/// A database of one backend, alive as long as the test.
-enum Db {
-    Postgres(PostgresDatabase),
-    Sqlite(SqliteDatabase),
-}
-
-impl Db {
-    async fn create(backend: &str) -> Self {
-        match backend {
-            "postgres" => {
-                Self::Postgres(PostgresDatabase::create().await.expect("postgres database"))
-            }
-            _ => Self::Sqlite(SqliteDatabase::create().expect("sqlite file")),
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Self::Postgres(db) => db.url(),
-            Self::Sqlite(db) => db.url(),
-        }
-    }
+    logs::assert_logs_hold_none_of(&[ALICE_PAT, BOB_PAT, SERVICE_ACCOUNT_TOKEN, BAD_PAT]);
 }
 
 /// An Asana sandbox serving in-process; its REST base URL.

@@ -9,7 +9,6 @@ use agentauth_grpc::client::{AuthenticatedChannel, channel};
 use agentauth_launch::Service as _;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
-use agentauth_testkit::database::{PostgresDatabase, SqliteDatabase};
 use agentauth_testkit::openbao;
 use asana_sandbox::{App, AppKind, Sandbox};
 use figment::providers::{Format as _, Toml};
@@ -20,29 +19,13 @@ use tokio_util::sync::CancellationToken;
 pub const TENANT: &str = "acme";
 pub const ALICE: &str = "alice@acme.test";
 
-/// A database of one backend, alive as long as the setup.
-pub enum Db {
-    Postgres(PostgresDatabase),
-    Sqlite(SqliteDatabase),
-}
+#[path = "db.rs"]
+mod db;
 
-impl Db {
-    async fn create(backend: &str) -> Self {
-        match backend {
-            "postgres" => {
-                Self::Postgres(PostgresDatabase::create().await.expect("postgres database"))
-            }
-            _ => Self::Sqlite(SqliteDatabase::create().expect("sqlite file")),
-        }
-    }
+pub use db::Db;
 
-    fn url(&self) -> &str {
-        match self {
-            Self::Postgres(db) => db.url(),
-            Self::Sqlite(db) => db.url(),
-        }
-    }
-}
+#[path = "secrets.rs"]
+mod secrets;
 
 /// A sandbox and token-vault replicas sharing one Vault prefix and one database.
 pub struct Setup {
@@ -95,17 +78,7 @@ impl Setup {
         });
         let prefix = openbao::fresh_prefix();
         let vault = openbao::shared();
-        let written = reqwest::Client::new()
-            .post(format!(
-                "{}/v1/secret/data/{prefix}/apps/asana",
-                vault.addr()
-            ))
-            .header("X-Vault-Token", vault.token())
-            .json(&serde_json::json!({"data": {"client_secret": client_secret}}))
-            .send()
-            .await
-            .expect("vault answers");
-        assert!(written.status().is_success(), "{}", written.status());
+        secrets::write_client_secret(&prefix, "asana", &client_secret).await;
 
         let (reader, agent) = (ApiKey::generate(), ApiKey::generate());
         let config_text = format!(
