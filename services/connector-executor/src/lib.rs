@@ -2,6 +2,7 @@
 
 mod api;
 mod error;
+mod mcp;
 
 use std::net::SocketAddr;
 
