@@ -376,18 +376,10 @@ impl Emitter {
 }
 
 fn read_key(path: &Path) -> Result<ApiKey, StartError> {
-    let failed = |source| StartError::ApiKey {
+    ApiKey::read_file(path).map_err(|source| StartError::ApiKey {
         path: path.to_owned(),
         source,
-    };
-    let text = std::fs::read_to_string(path).map_err(failed)?;
-    if text.trim().is_empty() {
-        return Err(failed(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the file is empty",
-        )));
-    }
-    Ok(ApiKey::new(&text))
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod emitter;
 pub mod event;
 pub mod export;
+mod sink;
 mod spool;
 mod worker;
 
@@ -16,3 +17,4 @@ pub use emitter::{EmitError, Emitter, EmitterConfig, MAX_BATCH, StartError, Stat
 pub use event::{
     Actor, CredentialRef, Event, InvalidEvent, Outcome, Recorded, Subject, action, input_digest,
 };
+pub use sink::{Sink, SinkConfig};

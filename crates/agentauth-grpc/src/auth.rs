@@ -86,6 +86,18 @@ impl ApiKey {
         Self(Arc::from(key.trim()))
     }
 
+    /// Reads a key from a file; an empty file is an error, not an empty key.
+    pub fn read_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        if text.trim().is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the file is empty",
+            ));
+        }
+        Ok(Self::new(&text))
+    }
+
     /// A fresh random key: 32 bytes from the operating system's generator, as hex, prefixed.
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];

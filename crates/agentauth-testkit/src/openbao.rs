@@ -68,6 +68,22 @@ impl OpenBao {
     }
 
     /// Stops the server (a private one); the shared one lives as long as the test process.
+    /// Writes `data` as a KV v2 secret at `path` under the `secret` mount.
+    pub async fn write_kv(&self, path: &str, data: serde_json::Value) -> anyhow::Result<()> {
+        let written = reqwest::Client::new()
+            .post(format!("{}/v1/secret/data/{path}", self.addr()))
+            .header("X-Vault-Token", self.token())
+            .json(&serde_json::json!({ "data": data }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            written.status().is_success(),
+            "writing secret/{path}: {}",
+            written.status()
+        );
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut watchdog) = self.watchdog.take() {
             drop(watchdog.stdin.take());

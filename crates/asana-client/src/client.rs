@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tracing::{Instrument, warn};
 
 use crate::error::Envelope;
+use crate::raw::{RawRequest, RawResponse};
 use crate::request::check_path;
 use crate::{AsanaChange, Config, Error, ErrorDetail, NextPage, Request, Response, Token};
 
@@ -199,6 +200,63 @@ impl Client {
         }
     }
 
+    /// Sends `request` once, as given, and returns Asana's answer whatever its status: a proxy
+    /// passes statuses through and leaves retrying to its caller. A body larger than
+    /// `max_body` bytes is cut off with [`Error::InvalidResponse`]. The `Asana-Change` headers
+    /// are counted as for every other call.
+    pub async fn send_raw(
+        &self,
+        token: &Token,
+        request: RawRequest,
+        max_body: usize,
+    ) -> Result<RawResponse, Error> {
+        check_path(&request.path)?;
+        let url = self.url_of(&request.path, &request.query)?;
+        let mut headers = request.headers;
+        headers.remove(reqwest::header::AUTHORIZATION);
+        let span =
+            tracing::debug_span!("asana.request", method = %request.method, path = %request.path);
+        async {
+            let mut answer = self
+                .inner
+                .http
+                .request(request.method, url)
+                .bearer_auth(token.expose())
+                .headers(self.inner.headers.clone())
+                .headers(headers)
+                .body(request.body)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let changes: Vec<AsanaChange> = headers
+                .get_all(ASANA_CHANGE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(AsanaChange::parse)
+                .collect();
+            self.record_changes(&changes);
+            let mut body = Vec::new();
+            while let Some(chunk) = answer.chunk().await.map_err(unavailable)? {
+                if body.len() + chunk.len() > max_body {
+                    return Err(Error::InvalidResponse {
+                        status: status.as_u16(),
+                        reason: format!("the body exceeds {max_body} bytes"),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(RawResponse {
+                status,
+                headers,
+                body: body.into(),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Sends `request`, retrying it when it is safe to repeat.
     pub async fn send<T: DeserializeOwned>(
         &self,
@@ -242,7 +300,10 @@ impl Client {
                             .min(budget.max(after)),
                         None => self.backoff(attempt),
                     };
-                    if !may_retry || retry_after.unwrap_or(delay) > budget {
+                    if !may_retry
+                        || !config.retry_rate_limited
+                        || retry_after.unwrap_or(delay) > budget
+                    {
                         return Err(Error::RateLimited {
                             retry_after,
                             errors,
@@ -382,18 +443,22 @@ impl Client {
     /// The request's URL under the base, refusing anything that would leave it.
     fn url(&self, request: &Request) -> Result<Url, Error> {
         check_path(&request.path)?;
+        self.url_of(&request.path, &request.query)
+    }
+
+    /// `path` (already checked) and `query` under the base, refusing a URL that leaves it.
+    fn url_of(&self, path: &str, query: &[(String, String)]) -> Result<Url, Error> {
         let base = &self.inner.base;
-        let mut url = Url::parse(&format!("{}{}", base.as_str(), request.path))
-            .map_err(|e| Error::InvalidRequest(format!("path {:?}: {e}", request.path)))?;
+        let mut url = Url::parse(&format!("{}{}", base.as_str(), path))
+            .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
         let inside = url.origin() == base.origin() && url.path().starts_with(base.path());
         if !inside {
             return Err(Error::InvalidRequest(format!(
-                "path {:?} leaves the API base",
-                request.path
+                "path {path:?} leaves the API base"
             )));
         }
-        if !request.query.is_empty() {
-            url.query_pairs_mut().extend_pairs(&request.query);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
         }
         Ok(url)
     }
@@ -419,6 +484,15 @@ fn with_query(mut request: Request, query: &[(&str, &str)]) -> Request {
 }
 
 fn transport_failure(error: reqwest::Error) -> Failure {
+    Failure::Transient {
+        status: None,
+        errors: Vec::new(),
+        reason: transport_reason(error),
+    }
+}
+
+/// What went wrong on the wire, without the URL (which may carry query values).
+fn transport_reason(error: reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -426,10 +500,16 @@ fn transport_failure(error: reqwest::Error) -> Failure {
     } else {
         "transport error"
     };
-    Failure::Transient {
+    format!("{kind}: {}", error.without_url())
+}
+
+/// A raw request that got no answer.
+fn unavailable(error: reqwest::Error) -> Error {
+    Error::Unavailable {
         status: None,
         errors: Vec::new(),
-        reason: format!("{kind}: {}", error.without_url()),
+        attempts: 1,
+        reason: transport_reason(error),
     }
 }
 

@@ -23,6 +23,10 @@ pub struct Config {
     /// [`Error::RateLimited`](crate::Error::RateLimited).
     #[serde(with = "humantime_serde")]
     pub max_retry_wait: Duration,
+    /// Whether a 429 on a request that is safe to repeat is waited out and retried here. A
+    /// caller that paces requests per token itself (connector-executor) turns this off and
+    /// gets [`Error::RateLimited`](crate::Error::RateLimited) at once.
+    pub retry_rate_limited: bool,
     /// Changes opted into on every request (`Asana-Enable`).
     pub asana_enable: Vec<String>,
     /// Changes opted out of on every request (`Asana-Disable`).
@@ -39,6 +43,7 @@ impl Default for Config {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             max_retry_wait: Duration::from_secs(60),
+            retry_rate_limited: true,
             asana_enable: Vec::new(),
             asana_disable: Vec::new(),
             user_agent: concat!("agentauth-asana-client/", env!("CARGO_PKG_VERSION")).to_owned(),

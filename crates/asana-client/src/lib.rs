@@ -19,9 +19,11 @@
 mod client;
 mod config;
 mod error;
+mod raw;
 mod request;
 
 pub use client::{Client, Pages};
 pub use config::Config;
 pub use error::{Error, ErrorDetail};
-pub use request::{AsanaChange, NextPage, Request, Response, Token};
+pub use raw::{RawRequest, RawResponse};
+pub use request::{AsanaChange, NextPage, Request, Response, Token, check_path};

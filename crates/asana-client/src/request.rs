@@ -167,7 +167,7 @@ impl AsanaChange {
 
 /// Refuses paths that could leave the API base: absolute or scheme-relative URLs, `.` and `..`
 /// segments (also percent-encoded), and query strings or fragments smuggled into the path.
-pub(crate) fn check_path(path: &str) -> Result<(), Error> {
+pub fn check_path(path: &str) -> Result<(), Error> {
     let invalid = |why: &str| Err(Error::InvalidRequest(format!("path {path:?} {why}")));
     if !path.starts_with('/') || path.starts_with("//") {
         return invalid("must start with a single '/' (relative to the API base)");

@@ -1,14 +1,429 @@
 //! The `agentauth.executor.v1.ConnectorExecutor` gRPC API.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use agentauth_audit::{action, input_digest};
 use agentauth_grpc::Caller;
 use agentauth_proto::executor::v1 as pb;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
+use crate::connections::{Connection, Target};
+use crate::executor::{CallContext, Executor, Trail};
+use crate::rest::{BATCH_ACTIONS, Output, batchable};
+use crate::tokens::AccountKey;
 
-#[derive(Debug)]
-pub(crate) struct ConnectorExecutorApi;
+/// The most tools one ListTools page returns.
+const MAX_PAGE_SIZE: usize = 500;
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectorExecutorApi {
+    pub executor: Arc<Executor>,
+}
+
+/// A request's deadline: the caller's `grpc-timeout`, bounded by the configured wait.
+fn deadline<T>(request: &Request<T>, max_wait: Duration) -> Instant {
+    let asked = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    Instant::now() + asked.map_or(max_wait, |asked| asked.min(max_wait))
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.saturating_mul(3600)),
+        "M" => Duration::from_secs(value.saturating_mul(60)),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+fn required(field: &'static str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        Err(Error::InvalidArgument {
+            field,
+            description: "is required".to_owned(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// The tool input: a JSON object, `{}` when empty.
+fn parse_input(text: &str, max_bytes: usize) -> Result<Map<String, Value>, Error> {
+    let invalid = |description: String| Error::InvalidArgument {
+        field: "input_json",
+        description,
+    };
+    if text.len() > max_bytes {
+        return Err(invalid(format!(
+            "{} bytes exceed the limit of {max_bytes}",
+            text.len()
+        )));
+    }
+    if text.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid("must be a JSON object".to_owned())),
+        Err(e) => Err(invalid(format!("is not valid JSON: {e}"))),
+    }
+}
+
+/// One tool call of an RPC, before it runs.
+struct ToolCall<'a> {
+    tool_name: &'a str,
+    input_json: &'a str,
+    options: Option<&'a pb::ExecuteOptions>,
+}
+
+impl ConnectorExecutorApi {
+    fn context<T>(
+        &self,
+        request: &Request<T>,
+        caller: &Caller,
+        account: AccountKey,
+    ) -> CallContext {
+        CallContext {
+            account,
+            caller: caller.name().to_owned(),
+            deadline: deadline(request, self.executor.limits_max_wait()),
+        }
+    }
+
+    fn max_pages(&self, options: Option<&pb::ExecuteOptions>) -> u32 {
+        let execution = &self.executor.execution;
+        match options {
+            Some(o) if o.auto_paginate => match o.max_pages {
+                0 => execution.default_max_pages,
+                n => n.min(execution.max_pages_cap),
+            },
+            _ => 1,
+        }
+    }
+
+    /// Runs one tool call as the account and records its audit event.
+    async fn execute(
+        &self,
+        context: &CallContext,
+        connection: &Connection,
+        call: ToolCall<'_>,
+        batch_id: Option<&str>,
+    ) -> Result<pb::ExecuteToolResponse, Error> {
+        let id = uuid::Uuid::now_v7();
+        let started = StdInstant::now();
+        let mut trail = Trail::default();
+        trail.set("tool", call.tool_name);
+        trail.set("input_digest", input_digest(call.input_json.as_bytes()));
+        if let Some(batch_id) = batch_id {
+            trail.set("batch_id", batch_id);
+        }
+        let (route, result) = match &connection.target {
+            Target::Rest { api_base_url } => (
+                pb::Route::Rest,
+                self.execute_rest(context, connection, api_base_url, &call, &mut trail)
+                    .await,
+            ),
+            Target::Mcp { url } => (
+                pb::Route::Mcp,
+                self.execute_mcp(context, url, &call, &mut trail).await,
+            ),
+        };
+        trail.set("route", route.as_str_name());
+        trail.set(
+            "latency_ms",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
+        );
+        let result = match result {
+            Err(error) => Err(self
+                .executor
+                .explain_token_error(connection, &context.account, error)
+                .await),
+            ok => ok,
+        };
+        let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
+        self.executor.record(
+            id,
+            context,
+            action::TOOL_EXECUTED,
+            result.as_ref().map(|o| o.is_error),
+            trail,
+        );
+        let output = result?;
+        Ok(pb::ExecuteToolResponse {
+            execution_id: id.to_string(),
+            output_json: output.output.to_string(),
+            is_error: output.is_error,
+            route: route.into(),
+            next_page: output.next_page.map(|n| pb::NextPage {
+                offset: n.offset,
+                path: n.path,
+            }),
+            credential_version,
+            asana_request_id: output.request_id.unwrap_or_default(),
+            pages_fetched: output.pages,
+        })
+    }
+
+    async fn execute_rest(
+        &self,
+        context: &CallContext,
+        connection: &Connection,
+        api_base_url: &str,
+        call: &ToolCall<'_>,
+        trail: &mut Trail,
+    ) -> Result<Output, Error> {
+        let http = self.prepare(connection, call)?;
+        let client = self.executor.rest_client(connection, api_base_url)?;
+        let max_pages = if http.paginated {
+            self.max_pages(call.options)
+        } else {
+            1
+        };
+        self.executor
+            .run_rest(context, &client, &http, max_pages, trail)
+            .await
+    }
+
+    /// The tool's request for `call`'s input, or why there is none.
+    fn prepare(
+        &self,
+        connection: &Connection,
+        call: &ToolCall<'_>,
+    ) -> Result<asana_tools::HttpCall, Error> {
+        let catalogue = &self.executor.catalogue;
+        let tool = catalogue
+            .get(call.tool_name)
+            .ok_or_else(|| Error::UnknownTool {
+                connection: connection.name.clone(),
+                name: call.tool_name.to_owned(),
+                suggestions: catalogue
+                    .close_names(call.tool_name)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            })?;
+        let input = parse_input(call.input_json, self.executor.execution.max_input_bytes)?;
+        tool.prepare(&Value::Object(input))
+            .map_err(Error::InvalidInput)
+    }
+
+    async fn execute_mcp(
+        &self,
+        context: &CallContext,
+        url: &str,
+        call: &ToolCall<'_>,
+        trail: &mut Trail,
+    ) -> Result<Output, Error> {
+        let input = parse_input(call.input_json, self.executor.execution.max_input_bytes)?;
+        self.executor
+            .run_mcp(context, url, call.tool_name, input, trail)
+            .await
+    }
+
+    /// Runs a batch's REST items: those that fit are packed into `/batch` requests of at most
+    /// ten actions; the rest (auto-paginated items, bad inputs) run on their own.
+    async fn batch_rest(
+        &self,
+        context: &CallContext,
+        connection: &Connection,
+        api_base_url: &str,
+        items: &[pb::BatchItem],
+        batch_id: &str,
+    ) -> Vec<pb::BatchItemResult> {
+        let mut results: Vec<Option<pb::BatchItemResult>> = vec![None; items.len()];
+        let mut packed = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let call = ToolCall {
+                tool_name: &item.tool_name,
+                input_json: &item.input_json,
+                options: item.options.as_ref(),
+            };
+            let auto_paginate = item.options.as_ref().is_some_and(|o| o.auto_paginate);
+            match self.prepare(connection, &call) {
+                Ok(http) if !auto_paginate && batchable(&http) => packed.push((index, http)),
+                _ => {}
+            }
+        }
+        let client = match self.executor.rest_client(connection, api_base_url) {
+            Ok(client) => client,
+            Err(error) => {
+                let failure = batch_error(&error);
+                return vec![failure; items.len()];
+            }
+        };
+        let chunks = packed.chunks(BATCH_ACTIONS).map(|chunk| {
+            let client = client.clone();
+            async move {
+                let started = StdInstant::now();
+                let calls: Vec<&asana_tools::HttpCall> = chunk.iter().map(|(_, c)| c).collect();
+                let mut trail = Trail::default();
+                let outcome = self
+                    .executor
+                    .run_batch(context, &client, &calls, &mut trail)
+                    .await;
+                (chunk, outcome, trail, started.elapsed())
+            }
+        });
+        for (chunk, outcome, trail, elapsed) in futures::future::join_all(chunks).await {
+            for (position, (index, _)) in chunk.iter().enumerate() {
+                let item = &items[*index];
+                let result = match &outcome {
+                    Ok(outputs) => Ok(outputs[position].clone()),
+                    Err(error) => Err(clone_error(error)),
+                };
+                results[*index] = Some(
+                    self.finish_packed(
+                        context, connection, item, batch_id, result, &trail, elapsed,
+                    )
+                    .await,
+                );
+            }
+        }
+        let singles = items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| results[*i].is_none())
+            .map(|(index, item)| async move {
+                let call = ToolCall {
+                    tool_name: &item.tool_name,
+                    input_json: &item.input_json,
+                    options: item.options.as_ref(),
+                };
+                (
+                    index,
+                    item_result(
+                        self.execute(context, connection, call, Some(batch_id))
+                            .await,
+                    ),
+                )
+            });
+        for (index, result) in futures::future::join_all(singles).await {
+            results[index] = Some(result);
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    /// Audits one packed item and turns it into its result.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_packed(
+        &self,
+        context: &CallContext,
+        connection: &Connection,
+        item: &pb::BatchItem,
+        batch_id: &str,
+        result: Result<Output, Error>,
+        batch_trail: &Trail,
+        elapsed: Duration,
+    ) -> pb::BatchItemResult {
+        let id = uuid::Uuid::now_v7();
+        let mut trail = Trail {
+            details: batch_trail.details.clone(),
+            credential: batch_trail.credential.clone(),
+        };
+        trail.set("tool", item.tool_name.as_str());
+        trail.set("input_digest", input_digest(item.input_json.as_bytes()));
+        trail.set("batch_id", batch_id);
+        trail.set("route", pb::Route::Rest.as_str_name());
+        trail.set("packed", true);
+        trail.set(
+            "latency_ms",
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
+        );
+        if let Ok(output) = &result
+            && let Some(status) = output.output.pointer("/error/status")
+        {
+            trail.set("status", status.clone());
+        }
+        let result = match result {
+            Err(error) => Err(self
+                .executor
+                .explain_token_error(connection, &context.account, error)
+                .await),
+            ok => ok,
+        };
+        let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
+        self.executor.record(
+            id,
+            context,
+            action::TOOL_EXECUTED,
+            result.as_ref().map(|o| o.is_error),
+            trail,
+        );
+        item_result(result.map(|output| pb::ExecuteToolResponse {
+            execution_id: id.to_string(),
+            output_json: output.output.to_string(),
+            is_error: output.is_error,
+            route: pb::Route::Rest.into(),
+            next_page: output.next_page.map(|n| pb::NextPage {
+                offset: n.offset,
+                path: n.path,
+            }),
+            credential_version,
+            asana_request_id: output.request_id.unwrap_or_default(),
+            pages_fetched: output.pages,
+        }))
+    }
+}
+
+/// A batch-wide failure, repeated for each item it failed.
+fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::RateLimited { limit, retry_after } => Error::RateLimited {
+            limit,
+            retry_after: *retry_after,
+        },
+        Error::Unavailable { dependency, reason } => Error::Unavailable {
+            dependency,
+            reason: reason.clone(),
+        },
+        Error::TokenVault(status) => Error::TokenVault(status.clone()),
+        Error::AuthRequired {
+            connection,
+            identifier,
+            link,
+        } => Error::AuthRequired {
+            connection: connection.clone(),
+            identifier: identifier.clone(),
+            link: link.clone(),
+        },
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+fn batch_error(error: &Error) -> pb::BatchItemResult {
+    let status = Status::from(clone_error(error));
+    pb::BatchItemResult {
+        result: Some(pb::batch_item_result::Result::Error(pb::BatchItemError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            reason: error.reason(),
+        })),
+    }
+}
+
+fn item_result(result: Result<pb::ExecuteToolResponse, Error>) -> pb::BatchItemResult {
+    match result {
+        Ok(response) => pb::BatchItemResult {
+            result: Some(pb::batch_item_result::Result::Response(response)),
+        },
+        Err(error) => batch_error(&error),
+    }
+}
 
 #[tonic::async_trait]
 impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
@@ -23,7 +438,24 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             .check_connection(&r.connection_name)
             .map_err(Error::from)?;
         caller.check_tool(&r.tool_name).map_err(Error::from)?;
-        Err(Error::NotImplemented { rpc: "ExecuteTool" }.into())
+        required("tenant", &r.tenant)?;
+        required("identifier", &r.identifier)?;
+        required("tool_name", &r.tool_name)?;
+        self.executor.audit_ready()?;
+        let connection = self.executor.connections.get(&r.connection_name).await?;
+        let account = AccountKey {
+            tenant: r.tenant.clone(),
+            connection: r.connection_name.clone(),
+            identifier: r.identifier.clone(),
+        };
+        let context = self.context(&request, caller, account);
+        let call = ToolCall {
+            tool_name: &r.tool_name,
+            input_json: &r.input_json,
+            options: r.options.as_ref(),
+        };
+        let response = self.execute(&context, &connection, call, None).await?;
+        Ok(Response::new(response))
     }
 
     async fn execute_batch(
@@ -36,10 +468,69 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         caller
             .check_connection(&r.connection_name)
             .map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "ExecuteBatch",
+        required("tenant", &r.tenant)?;
+        required("identifier", &r.identifier)?;
+        let max = self.executor.execution.max_batch_items;
+        if r.items.is_empty() || r.items.len() > max {
+            return Err(Error::InvalidArgument {
+                field: "items",
+                description: format!("must hold 1 to {max} items, not {}", r.items.len()),
+            }
+            .into());
         }
-        .into())
+        self.executor.audit_ready()?;
+        let connection = self.executor.connections.get(&r.connection_name).await?;
+        let account = AccountKey {
+            tenant: r.tenant.clone(),
+            connection: r.connection_name.clone(),
+            identifier: r.identifier.clone(),
+        };
+        let context = self.context(&request, caller, account);
+        let batch_id = uuid::Uuid::now_v7().to_string();
+        let denied: Vec<Option<pb::BatchItemResult>> = r
+            .items
+            .iter()
+            .map(|item| {
+                caller
+                    .check_tool(&item.tool_name)
+                    .err()
+                    .map(|denied| batch_error(&Error::Denied(denied)))
+            })
+            .collect();
+        let allowed: Vec<pb::BatchItem> = r
+            .items
+            .iter()
+            .zip(&denied)
+            .filter(|(_, d)| d.is_none())
+            .map(|(item, _)| item.clone())
+            .collect();
+        let mut ran = match &connection.target {
+            Target::Rest { api_base_url } => {
+                self.batch_rest(&context, &connection, api_base_url, &allowed, &batch_id)
+                    .await
+            }
+            Target::Mcp { .. } => {
+                let calls = allowed.iter().map(|item| {
+                    let call = ToolCall {
+                        tool_name: &item.tool_name,
+                        input_json: &item.input_json,
+                        options: item.options.as_ref(),
+                    };
+                    self.execute(&context, &connection, call, Some(&batch_id))
+                });
+                futures::future::join_all(calls)
+                    .await
+                    .into_iter()
+                    .map(item_result)
+                    .collect()
+            }
+        }
+        .into_iter();
+        let results = denied
+            .into_iter()
+            .filter_map(|d| d.or_else(|| ran.next()))
+            .collect();
+        Ok(Response::new(pb::ExecuteBatchResponse { results }))
     }
 
     async fn list_tools(
@@ -51,7 +542,69 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         if let Some(name) = &r.connection_name {
             caller.check_connection(name).map_err(Error::from)?;
         }
-        Err(Error::NotImplemented { rpc: "ListTools" }.into())
+        let connections = match &r.connection_name {
+            Some(name) => vec![self.executor.connections.get(name).await?],
+            None => self
+                .executor
+                .connections
+                .all()
+                .await?
+                .into_iter()
+                .filter(|c| caller.check_connection(&c.name).is_ok())
+                .collect(),
+        };
+        let mut tools = Vec::new();
+        for connection in &connections {
+            let source = r
+                .source
+                .map(|s| pb::ToolSource::try_from(s).unwrap_or_default());
+            match &connection.target {
+                Target::Rest { .. } => {
+                    for tool in self.executor.catalogue.tools() {
+                        let wire = rest_tool(tool, &connection.name);
+                        if source.is_none_or(|s| s == wire.source()) {
+                            tools.push(wire);
+                        }
+                    }
+                }
+                Target::Mcp { url } => {
+                    if source.is_none_or(|s| s == pb::ToolSource::UpstreamMcp) {
+                        let upstream = self
+                            .executor
+                            .upstream_catalogue(connection, url, caller.name())
+                            .await?;
+                        tools.extend(upstream.iter().map(|t| mcp_tool(t, &connection.name)));
+                    }
+                }
+            }
+        }
+        tools.retain(|t| t.name.starts_with(&r.name_prefix) && caller.check_tool(&t.name).is_ok());
+        let start = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= tools.len())
+                .ok_or_else(|| Error::InvalidArgument {
+                    field: "page_token",
+                    description: "is not a token from a previous page".to_owned(),
+                })?
+        };
+        let size = match r.page_size as usize {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let end = (start + size).min(tools.len());
+        let next_page_token = if end < tools.len() {
+            end.to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListToolsResponse {
+            tools: tools.drain(start..end).collect(),
+            next_page_token,
+        }))
     }
 
     async fn proxy_request(
@@ -64,10 +617,66 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         caller
             .check_connection(&r.connection_name)
             .map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "ProxyRequest",
-        }
-        .into())
+        required("tenant", &r.tenant)?;
+        required("identifier", &r.identifier)?;
+        let checked = crate::proxy::check(r, self.executor.proxy.max_request_bytes)?;
+        self.executor.audit_ready()?;
+        let connection = self.executor.connections.get(&r.connection_name).await?;
+        let Target::Rest { api_base_url } = &connection.target else {
+            return Err(Error::WrongKind {
+                connection: connection.name.clone(),
+                reason: "is an MCP connection; ProxyRequest reaches REST connections only",
+            }
+            .into());
+        };
+        let account = AccountKey {
+            tenant: r.tenant.clone(),
+            connection: r.connection_name.clone(),
+            identifier: r.identifier.clone(),
+        };
+        let context = self.context(&request, caller, account);
+        let id = uuid::Uuid::now_v7();
+        let started = StdInstant::now();
+        let mut trail = Trail::default();
+        trail.set("method", r.method.as_str());
+        trail.set("path", r.path.as_str());
+        trail.set("route", pb::Route::Rest.as_str_name());
+        trail.set("input_digest", input_digest(&r.body));
+        let result = match self.executor.rest_client(&connection, api_base_url) {
+            Ok(client) => {
+                self.executor
+                    .run_proxy(&context, &client, checked, &mut trail)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        trail.set(
+            "latency_ms",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
+        );
+        let result = match result {
+            Err(error) => Err(self
+                .executor
+                .explain_token_error(&connection, &context.account, error)
+                .await),
+            ok => ok,
+        };
+        let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
+        self.executor.record(
+            id,
+            &context,
+            action::PROXY_REQUEST,
+            result.as_ref().map(|a| a.status.as_u16() >= 400),
+            trail,
+        );
+        let answer = result?;
+        Ok(Response::new(pb::ProxyRequestResponse {
+            status_code: u32::from(answer.status.as_u16()),
+            headers: crate::proxy::response_headers(&answer.headers),
+            body: answer.body.to_vec(),
+            execution_id: id.to_string(),
+            credential_version,
+        }))
     }
 
     async fn mint_mcp_session(
@@ -99,5 +708,51 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             rpc: "SubscribeEvents",
         }
         .into())
+    }
+}
+
+/// A catalogue tool on the wire.
+fn rest_tool(tool: &asana_tools::Tool, connection: &str) -> pb::Tool {
+    pb::Tool {
+        name: tool.name.clone(),
+        title: tool.title.clone(),
+        description: tool.description.clone(),
+        input_schema_json: tool.input_schema.to_string(),
+        output_schema_json: String::new(),
+        hints: Some(pb::ToolHints {
+            read_only: tool.hints.read_only,
+            destructive: tool.hints.destructive,
+            idempotent: tool.hints.idempotent,
+            open_world: tool.hints.open_world,
+        }),
+        source: match tool.source {
+            asana_tools::Source::Curated => pb::ToolSource::Curated,
+            asana_tools::Source::Generated => pb::ToolSource::Generated,
+        }
+        .into(),
+        connection_name: connection.to_owned(),
+    }
+}
+
+/// An upstream MCP tool on the wire.
+fn mcp_tool(tool: &crate::mcp::UpstreamTool, connection: &str) -> pb::Tool {
+    pb::Tool {
+        name: tool.name.clone(),
+        title: tool.title.clone().unwrap_or_default(),
+        description: tool.description.clone(),
+        input_schema_json: tool.input_schema.to_string(),
+        output_schema_json: tool
+            .output_schema
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default(),
+        hints: Some(pb::ToolHints {
+            read_only: tool.read_only,
+            destructive: tool.destructive,
+            idempotent: tool.idempotent,
+            open_world: tool.open_world,
+        }),
+        source: pb::ToolSource::UpstreamMcp.into(),
+        connection_name: connection.to_owned(),
     }
 }

@@ -1,23 +1,234 @@
-//! connector-executor's errors and their one mapping to gRPC status codes.
+//! connector-executor's errors and their one mapping to gRPC status codes (design.md, error
+//! model). No variant carries a token: Asana's messages and token-vault's statuses never hold
+//! one, and transport errors are stripped of URLs.
 
-use tonic::Status;
+use std::collections::HashMap;
+use std::time::Duration;
 
-/// Everything an connector-executor RPC can fail with.
+use agentauth_grpc::auth::ERROR_DOMAIN;
+use asana_tools::Violation;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// Everything a connector-executor RPC can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The caller is not bound to what the request touches.
     #[error(transparent)]
     Denied(#[from] agentauth_grpc::Denied),
-    /// The RPC is part of the contract but its issue has not landed yet.
+    /// No connection has exactly this name.
+    #[error("unknown connection `{name}`{}", did_you_mean(.suggestions))]
+    UnknownConnection {
+        name: String,
+        suggestions: Vec<String>,
+    },
+    /// The connection has no tool of this name.
+    #[error("connection `{connection}` has no tool `{name}`{}", did_you_mean(.suggestions))]
+    UnknownTool {
+        connection: String,
+        name: String,
+        suggestions: Vec<String>,
+    },
+    /// The input does not match the tool's schema; nothing was sent to Asana.
+    #[error("invalid input: {}", describe(.0))]
+    InvalidInput(Vec<Violation>),
+    /// A request field is malformed; nothing was sent to Asana.
+    #[error("{field}: {description}")]
+    InvalidArgument {
+        field: &'static str,
+        description: String,
+    },
+    /// The RPC does not apply to this connection's kind.
+    #[error("connection `{connection}` {reason}")]
+    WrongKind {
+        connection: String,
+        reason: &'static str,
+    },
+    /// The end user must (re)connect; `link` does it for OAuth connections.
+    #[error(
+        "the account of `{identifier}` on connection `{connection}` needs a new consent{}",
+        if link.is_some() { "; open the link in the details" } else { "; store a new token with token-vault's PutCredential" }
+    )]
+    AuthRequired {
+        connection: String,
+        identifier: String,
+        link: Option<String>,
+    },
+    /// A status from token-vault, passed through with its details (e.g. AUTH_REQUIRED with
+    /// its link).
+    #[error("token-vault: {}", .0.message())]
+    TokenVault(Status),
+    /// A rate limit, this side's or Asana's: retry after `retry_after`.
+    #[error("rate limited ({limit}); retry after {} ms", .retry_after.as_millis())]
+    RateLimited {
+        limit: &'static str,
+        retry_after: Duration,
+    },
+    /// A dependency (Asana, token-vault, the MCP server, audit-log) is unavailable.
+    #[error("{dependency} is unavailable: {reason}")]
+    Unavailable {
+        dependency: &'static str,
+        reason: String,
+    },
+    /// The RPC belongs to a later issue.
     #[error("ConnectorExecutor.{rpc} is not implemented yet")]
     NotImplemented { rpc: &'static str },
+    /// Something this service relies on answered in a way it never should.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A failed token-vault call: its own refusals pass through; transport failures mean
+    /// token-vault is unavailable.
+    pub(crate) fn from_token_vault(status: Status) -> Self {
+        match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                if status.details().is_empty() =>
+            {
+                Self::Unavailable {
+                    dependency: "token-vault",
+                    reason: status.message().to_owned(),
+                }
+            }
+            _ => Self::TokenVault(status),
+        }
+    }
+
+    /// The machine-readable reason of the error, as batch items report it.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Self::Denied(_) => "PERMISSION_DENIED".to_owned(),
+            Self::UnknownConnection { .. } => "CONNECTION_NOT_FOUND".to_owned(),
+            Self::UnknownTool { .. } => "TOOL_NOT_FOUND".to_owned(),
+            Self::InvalidInput(_) | Self::InvalidArgument { .. } => "INVALID_INPUT".to_owned(),
+            Self::WrongKind { .. } => "WRONG_CONNECTION_KIND".to_owned(),
+            Self::AuthRequired { .. } => "AUTH_REQUIRED".to_owned(),
+            Self::TokenVault(status) => status
+                .get_details_error_info()
+                .map(|info| info.reason)
+                .unwrap_or_default(),
+            Self::RateLimited { .. } => "RATE_LIMITED".to_owned(),
+            Self::Unavailable { .. } => "UNAVAILABLE".to_owned(),
+            Self::NotImplemented { .. } | Self::Internal(_) => String::new(),
+        }
+    }
 }
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
             Error::Denied(denied) => denied.into(),
+            Error::UnknownConnection { ref name, .. } => Status::with_error_details(
+                Code::NotFound,
+                error.to_string(),
+                ErrorDetails::with_error_info(
+                    "CONNECTION_NOT_FOUND",
+                    ERROR_DOMAIN,
+                    HashMap::from([("connection".to_owned(), name.clone())]),
+                ),
+            ),
+            Error::UnknownTool {
+                ref connection,
+                ref name,
+                ..
+            } => Status::with_error_details(
+                Code::NotFound,
+                error.to_string(),
+                ErrorDetails::with_error_info(
+                    "TOOL_NOT_FOUND",
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("connection".to_owned(), connection.clone()),
+                        ("tool".to_owned(), name.clone()),
+                    ]),
+                ),
+            ),
+            Error::InvalidInput(ref violations) => {
+                let violations = violations
+                    .iter()
+                    .map(|v| FieldViolation::new(field_path(&v.field), v.description.clone()))
+                    .collect::<Vec<_>>();
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    error.to_string(),
+                    ErrorDetails::with_bad_request(violations),
+                )
+            }
+            Error::InvalidArgument {
+                field,
+                ref description,
+            } => Status::with_error_details(
+                Code::InvalidArgument,
+                error.to_string(),
+                ErrorDetails::with_bad_request_violation(field, description.clone()),
+            ),
+            Error::WrongKind { .. } => Status::failed_precondition(error.to_string()),
+            Error::AuthRequired {
+                ref connection,
+                ref identifier,
+                ref link,
+            } => {
+                let metadata = HashMap::from([
+                    ("connection".to_owned(), connection.clone()),
+                    ("identifier".to_owned(), identifier.clone()),
+                ]);
+                let mut details =
+                    ErrorDetails::with_error_info("AUTH_REQUIRED", ERROR_DOMAIN, metadata);
+                if let Some(link) = link {
+                    details.add_help_link("Connect the Asana account", link.clone());
+                }
+                Status::with_error_details(Code::FailedPrecondition, error.to_string(), details)
+            }
+            Error::TokenVault(status) => status,
+            Error::RateLimited { retry_after, .. } => Status::with_error_details(
+                Code::ResourceExhausted,
+                error.to_string(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            Error::Unavailable { .. } => Status::unavailable(error.to_string()),
             Error::NotImplemented { .. } => Status::unimplemented(error.to_string()),
+            Error::Internal(_) => {
+                tracing::error!(%error, "internal error");
+                Status::internal("internal error")
+            }
         }
+    }
+}
+
+/// The field of a violation as the request names it: the input is `input_json`.
+fn field_path(field: &str) -> String {
+    if field.is_empty() {
+        "input_json".to_owned()
+    } else {
+        format!("input_json.{field}")
+    }
+}
+
+fn describe(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| {
+            if v.field.is_empty() {
+                v.description.clone()
+            } else {
+                format!("{}: {}", v.field, v.description)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn did_you_mean(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => String::new(),
+        names => format!(
+            "; did you mean {}?",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
     }
 }

@@ -136,7 +136,7 @@ impl TokenVaultApi {
                 reason: "uses OAuth: connect it with CreateAuthorizationLink, not PutCredential",
             });
         }
-        self.audit.ready()?;
+        crate::audit::ready(&self.audit)?;
         let token = Token::new(r.token.clone());
         let me = identify(&self.http, connection, &token).await?;
         let at = Location {
@@ -364,7 +364,7 @@ impl TokenVaultApi {
         let (connection, account) = self
             .account(caller, &r.tenant, &r.connection_name, &r.identifier)
             .await?;
-        self.audit.ready()?;
+        crate::audit::ready(&self.audit)?;
         let revoked_upstream = self.revoke_upstream(connection, &account).await;
         self.secrets
             .destroy(Location {
@@ -729,7 +729,7 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             }
             .into());
         }
-        self.audit.ready()?;
+        crate::audit::ready(&self.audit)?;
         // Each OAuth grant is revoked at Asana while its refresh token can still be read.
         let grants_revoked_upstream = self.revoke_tenant_upstream(&r.tenant).await?;
         // The key next: once it is gone every copy of the tenant's ciphertext is unreadable.

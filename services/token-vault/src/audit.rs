@@ -1,94 +1,20 @@
-//! Audit events of credential grants, revocations and tenant deletions.
-//!
-//! The `[audit]` section is an [`EmitterConfig`] plus `enabled`. Without the section, auditing
-//! is off (tests and local experiments); with it, it is on unless it says `enabled = false`.
-//! Either way the service says so once at start. While auditing is on and the emitter cannot
-//! take events, changes are refused (UNAVAILABLE) rather than made unaudited.
+//! Audit events of credential grants, revocations and tenant deletions, through the shared
+//! [`Sink`](agentauth_audit::Sink): the `[audit]` section configures it. While auditing is on and
+//! the emitter cannot take events, changes are refused (UNAVAILABLE) rather than made unaudited.
 
-use agentauth_audit::{Emitter, EmitterConfig, Event, StartError};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+pub use agentauth_audit::{Sink as Audit, SinkConfig as Config};
 
 use crate::Error;
 
-/// The `[audit]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(try_from = "Map<String, Value>")]
-pub struct Config {
-    /// Whether events are sent to audit-log.
-    pub enabled: bool,
-    /// Where and how: the emitter's own settings, in the same section.
-    pub emitter: EmitterConfig,
-}
-
-impl TryFrom<Map<String, Value>> for Config {
-    type Error = String;
-
-    fn try_from(mut section: Map<String, Value>) -> Result<Self, String> {
-        let enabled = match section.remove("enabled") {
-            None => true,
-            Some(Value::Bool(enabled)) => enabled,
-            Some(_) => return Err("audit.enabled must be true or false".to_owned()),
-        };
-        let emitter =
-            serde_json::from_value(Value::Object(section)).map_err(|e| format!("audit: {e}"))?;
-        Ok(Self { enabled, emitter })
-    }
-}
-
-/// Where audit events go.
-#[derive(Debug)]
-pub enum Audit {
-    Disabled,
-    Enabled(Emitter),
-}
-
-impl Audit {
-    /// Starts the emitter when auditing is enabled (inside a Tokio runtime).
-    pub fn start(config: Config) -> Result<Self, StartError> {
-        if config.enabled {
-            Emitter::start(config.emitter).map(Self::Enabled)
-        } else {
-            Ok(Self::Disabled)
-        }
-    }
-
-    /// Logs once whether and where events go.
-    pub fn log_mode(&self, url: &str) {
-        match self {
-            Self::Disabled => tracing::warn!(
-                "audit disabled: no [audit] section or audit.enabled = false; credential changes are not audited"
-            ),
-            Self::Enabled(_) => tracing::info!(url, "audit events go to audit-log"),
-        }
-    }
-
-    /// Refuses a change that could not be audited.
-    pub fn ready(&self) -> Result<(), Error> {
-        match self {
-            Self::Enabled(emitter) if !emitter.is_healthy() => Err(Error::Unavailable {
-                dependency: "audit",
-                reason: "the audit emitter takes no events".to_owned(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Records `event`. The change it describes is already made, so a refusal is logged loudly
-    /// rather than returned.
-    pub fn record(&self, event: Event) {
-        if let Self::Enabled(emitter) = self
-            && let Err(error) = emitter.emit(event)
-        {
-            tracing::error!(%error, "an audit event was not accepted");
-        }
-    }
-
-    /// Flushes what is queued within `grace`.
-    pub async fn shutdown(&self, grace: std::time::Duration) {
-        if let Self::Enabled(emitter) = self {
-            emitter.shutdown(grace).await;
-        }
+/// Refuses a change that could not be audited.
+pub fn ready(audit: &Audit) -> Result<(), Error> {
+    if audit.is_healthy() {
+        Ok(())
+    } else {
+        Err(Error::Unavailable {
+            dependency: "audit",
+            reason: "the audit emitter takes no events".to_owned(),
+        })
     }
 }
 

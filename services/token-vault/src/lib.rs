@@ -143,7 +143,7 @@ impl agentauth_launch::Service for TokenVaultService {
 
     /// Brings the schema up to date (retrying while the database is unreachable), then serves.
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.audit.log_mode(&self.audit_url);
+        self.audit.log_mode(&self.audit_url, "credential changes");
         let mut delay = Duration::from_millis(100);
         loop {
             match self.records.migrate().await {

@@ -335,7 +335,7 @@ impl Flow {
         pending: &PendingState,
         code: &str,
     ) -> Result<crate::records::Account, Error> {
-        self.audit.ready()?;
+        crate::audit::ready(&self.audit)?;
         let verifier = self
             .secrets
             .decrypt(&pending.tenant, &pending.verifier_ciphertext)

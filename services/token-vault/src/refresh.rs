@@ -250,7 +250,7 @@ impl Refresher {
                 .needs_reauth(connection, &record, version, "no refresh token is stored")
                 .await);
         };
-        self.audit.ready()?;
+        crate::audit::ready(&self.audit)?;
         match self.oauth.refresh_grant(connection, &refresh_token).await {
             Ok(refreshed) => {
                 let renewed = Secret {

@@ -5,8 +5,7 @@
 
 #[path = "support/db.rs"]
 mod db;
-#[path = "support/logs.rs"]
-mod logs;
+use agentauth_testkit::logs;
 
 #[path = "support/secrets.rs"]
 mod secrets;

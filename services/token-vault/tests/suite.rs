@@ -4,8 +4,7 @@
 
 #[path = "support/db.rs"]
 mod db;
-#[path = "support/logs.rs"]
-mod logs;
+use agentauth_testkit::logs;
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! Log capture shared by the token-vault tests: every log line written by the test process (the
-//! service, the sandbox, the tests) lands in one in-memory buffer.
+//! Log capture for tests that run services in-process: every log line written by the test
+//! process (the services, the sandbox, the tests) lands in one in-memory buffer, so a test can
+//! prove no secret was logged.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -1,0 +1,199 @@
+//! connector-executor's configuration: `connector-executor.toml`, then `CONNECTOR_EXECUTOR__*`
+//! environment variables, then flags.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agentauth_audit::SinkConfig;
+use agentauth_grpc::ServerConfig;
+use serde::Deserialize;
+
+use crate::mcp::McpConfig;
+
+/// connector-executor's configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC listener and its callers.
+    pub server: ServerConfig,
+    /// Where tokens and connections come from.
+    pub token_vault: TokenVaultConfig,
+    /// Where audit events go; absent means auditing is off (said once at start).
+    pub audit: SinkConfig,
+    /// How Asana's REST API is called: timeouts and retries of requests that are safe to repeat.
+    pub asana: AsanaConfig,
+    /// Per-connection settings, by connection name; a connection without an entry gets the
+    /// defaults (the free tier's 150 requests per minute, no `Asana-Enable`/`-Disable`).
+    pub connections: BTreeMap<String, ConnectionSettings>,
+    /// Asana's per-token limits, enforced before a request leaves.
+    pub limits: LimitsConfig,
+    /// How tools run: pagination bounds, batch sizes, the token refresh margin.
+    pub execution: ExecutionConfig,
+    /// `ProxyRequest`'s size limits.
+    pub proxy: ProxyConfig,
+    /// MCP sessions with upstream servers.
+    pub mcp: McpConfig,
+}
+
+/// `[token_vault]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenVaultConfig {
+    /// token-vault's gRPC URL.
+    pub url: String,
+    /// The file holding this service's API key for token-vault (a caller named in its
+    /// `token_readers`).
+    pub api_key_file: Option<PathBuf>,
+    /// How long the connection list is reused before it is read again.
+    #[serde(with = "humantime_serde")]
+    pub connections_ttl: Duration,
+}
+
+impl Default for TokenVaultConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:50051".to_owned(),
+            api_key_file: None,
+            connections_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[asana]`: the REST client's timeouts and retries (every connection's base URL comes from
+/// token-vault's connection registry).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsanaConfig {
+    /// The limit for one attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries after the first attempt, for requests that are safe to repeat.
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+}
+
+impl Default for AsanaConfig {
+    fn default() -> Self {
+        let defaults = asana_client::Config::default();
+        Self {
+            timeout: defaults.timeout,
+            max_retries: 2,
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[connections.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// The domain's per-token budget: 150 (free) or 1,500 (paid) requests per minute.
+    pub requests_per_minute: u32,
+    /// Changes opted into on every request (`Asana-Enable`).
+    pub asana_enable: Vec<String>,
+    /// Changes opted out of on every request (`Asana-Disable`).
+    pub asana_disable: Vec<String>,
+    /// MCP connections: the account whose session lists the upstream tools for `ListTools`
+    /// before any call has (ListTools names no account). Without it, ListTools shows the list
+    /// last seen by any account's session.
+    pub list_tools_as: Option<ListToolsAccount>,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 150,
+            asana_enable: Vec::new(),
+            asana_disable: Vec::new(),
+            list_tools_as: None,
+        }
+    }
+}
+
+/// `[connections.<name>.list_tools_as]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListToolsAccount {
+    pub tenant: String,
+    pub identifier: String,
+}
+
+/// `[limits]`: Asana's per-token limits (`reference/asana-platform.md` §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// GETs in flight per token.
+    pub reads_in_flight: u32,
+    /// POST/PUT/PATCH/DELETEs in flight per token.
+    pub writes_in_flight: u32,
+    /// Search API requests per minute per token.
+    pub search_per_minute: u32,
+    /// How long a call may wait for a slot when the caller set no deadline; a call that cannot
+    /// be served within its deadline gets RESOURCE_EXHAUSTED with RetryInfo at once.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            reads_in_flight: 50,
+            writes_in_flight: 15,
+            search_per_minute: 60,
+            max_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[execution]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// Pages fetched by an auto-paginated call whose request names no bound.
+    pub default_max_pages: u32,
+    /// The most pages one auto-paginated call may fetch.
+    pub max_pages_cap: u32,
+    /// The most items one `ExecuteBatch` may carry.
+    pub max_batch_items: usize,
+    /// The largest tool input accepted, in bytes.
+    pub max_input_bytes: usize,
+    /// A cached token is used while it stays valid at least this long.
+    #[serde(with = "humantime_serde")]
+    pub token_margin: Duration,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self {
+            default_max_pages: 10,
+            max_pages_cap: 100,
+            max_batch_items: 50,
+            max_input_bytes: 1024 * 1024,
+            token_margin: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The largest request body forwarded, in bytes.
+    pub max_request_bytes: usize,
+    /// The largest response body returned, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 8 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `ProxyRequest`: any path under a REST connection's API base, through the same token, rate
+//! and audit layer as tools. Everything about the request is checked before a token is
+//! fetched, so a refused request reaches neither token-vault nor Asana.
+
+use agentauth_proto::executor::v1 as pb;
+use asana_client::{RawRequest, RawResponse};
+use asana_tools::RateClass;
+use bytes::Bytes;
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::Error;
+use crate::executor::{CallContext, DEFAULT_RETRY_AFTER, Executor, Trail};
+use crate::rate::Demand;
+
+/// Request headers a caller may set.
+const ALLOWED_HEADERS: [&str; 4] = ["asana-enable", "asana-disable", "content-type", "accept"];
+
+/// Response headers that describe the hop, not the answer.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+];
+
+/// A checked proxy request.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub request: RawRequest,
+    pub class: RateClass,
+}
+
+/// Checks method, path, headers and size; nothing is sent for a request that fails here.
+pub(crate) fn check(r: &pb::ProxyRequestRequest, max_body: usize) -> Result<Checked, Error> {
+    let invalid =
+        |field: &'static str, description: String| Error::InvalidArgument { field, description };
+    let method = match r.method.as_str() {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        other => {
+            return Err(invalid(
+                "method",
+                format!("`{other}` is not allowed; use GET, POST, PUT, PATCH or DELETE"),
+            ));
+        }
+    };
+    asana_client::check_path(&r.path).map_err(|e| invalid("path", e.to_string()))?;
+    if r.body.len() > max_body {
+        return Err(invalid(
+            "body",
+            format!("{} bytes exceed the limit of {max_body}", r.body.len()),
+        ));
+    }
+    if method == Method::GET && !r.body.is_empty() {
+        return Err(invalid("body", "a GET carries no body".to_owned()));
+    }
+    let mut headers = HeaderMap::new();
+    for header in &r.headers {
+        let name = header.name.to_ascii_lowercase();
+        if !ALLOWED_HEADERS.contains(&name.as_str()) {
+            return Err(invalid(
+                "headers",
+                format!(
+                    "header `{}` is not allowed (allowed: {})",
+                    header.name,
+                    ALLOWED_HEADERS.join(", ")
+                ),
+            ));
+        }
+        let value = HeaderValue::from_str(&header.value)
+            .map_err(|_| invalid("headers", format!("header `{name}` has an invalid value")))?;
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid("headers", format!("invalid header name `{name}`")))?,
+            value,
+        );
+    }
+    if !r.body.is_empty() && !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let class = if r.path.ends_with("/search") {
+        RateClass::Search
+    } else if method == Method::GET {
+        RateClass::Read
+    } else {
+        RateClass::Write
+    };
+    Ok(Checked {
+        request: RawRequest {
+            method,
+            path: r.path.clone(),
+            query: r
+                .query
+                .iter()
+                .map(|q| (q.name.clone(), q.value.clone()))
+                .collect(),
+            headers,
+            body: Bytes::from(r.body.clone()),
+        },
+        class,
+    })
+}
+
+impl Executor {
+    /// Sends a checked request as the account; Asana's status is returned as it is.
+    pub(crate) async fn run_proxy(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        checked: Checked,
+        trail: &mut Trail,
+    ) -> Result<RawResponse, Error> {
+        let mut token = self.tokens.get(&context.account).await?;
+        let mut retried = false;
+        loop {
+            trail.used(&token);
+            let permit = self.admit(context, Demand::of(checked.class)).await?;
+            let answer = client
+                .send_raw(
+                    &token.token,
+                    checked.request.clone(),
+                    self.proxy.max_response_bytes,
+                )
+                .await
+                .map_err(|e| match e {
+                    asana_client::Error::InvalidRequest(reason) => Error::InvalidArgument {
+                        field: "path",
+                        description: reason,
+                    },
+                    other => Error::Unavailable {
+                        dependency: "asana",
+                        reason: other.to_string(),
+                    },
+                })?;
+            if let Some(id) = answer
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                trail.set("asana_request_id", id);
+            }
+            trail.set("status", answer.status.as_u16());
+            match answer.status.as_u16() {
+                401 if !retried => {
+                    drop(permit);
+                    token = self.tokens.rejected(&context.account, &token, None).await?;
+                    retried = true;
+                }
+                429 => {
+                    let retry_after = answer
+                        .headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok())
+                        .map_or(DEFAULT_RETRY_AFTER, std::time::Duration::from_secs);
+                    permit.back_off(retry_after);
+                    return Ok(answer);
+                }
+                _ => return Ok(answer),
+            }
+        }
+    }
+}
+
+/// The response headers a caller gets: Asana's, minus hop-by-hop ones.
+pub(crate) fn response_headers(headers: &HeaderMap) -> Vec<pb::Header> {
+    headers
+        .iter()
+        .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some(pb::Header {
+                name: name.as_str().to_owned(),
+                value: value.to_str().ok()?.to_owned(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,473 @@
+//! The whole system in one test process: an in-process Asana sandbox, the shared OpenBao,
+//! token-vault, audit-log and connector-executor, each on its own port, wired as in
+//! production (API keys, gRPC, the audit emitter), plus helpers to connect accounts.
+//!
+//! Connections token-vault declares: `asana` (REST, OAuth app), `asana-pat` (REST, PATs),
+//! `asana-mcp` (MCP, OAuth app, the sandbox's `/v2/mcp`), and `peer-mcp` (MCP, the sandbox's
+//! OAuth, the server at `Options::peer_mcp_url`) when one is given.
+
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use agentauth_grpc::client::{AuthenticatedChannel, channel};
+use agentauth_grpc::{ApiKey, CallerConfig, ServerConfig};
+use agentauth_launch::Service as _;
+use agentauth_proto::audit::v1 as audit_pb;
+use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
+use agentauth_proto::executor::v1 as pb;
+use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
+use agentauth_proto::vault::v1 as vault_pb;
+use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::database::SqliteDatabase;
+use agentauth_testkit::openbao;
+use asana_sandbox::{App, AppKind, Sandbox};
+use figment::providers::{Format as _, Toml};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const TENANT: &str = "acme";
+pub const OTHER_TENANT: &str = "globex";
+
+/// How to start the system.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Extra TOML appended to connector-executor's configuration.
+    pub executor_toml: String,
+    /// How long the sandbox's OAuth access tokens live.
+    pub token_lifetime: Duration,
+    /// The MCP server behind the `peer-mcp` connection, if any.
+    pub peer_mcp_url: Option<String>,
+    /// Whether connector-executor sends audit events to audit-log.
+    pub audit: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            executor_toml: String::new(),
+            token_lifetime: Duration::from_secs(3600),
+            peer_mcp_url: None,
+            audit: true,
+        }
+    }
+}
+
+/// The running system; dropping it stops every service.
+pub struct System {
+    pub sandbox: Sandbox,
+    pub sandbox_url: String,
+    pub executor_url: String,
+    pub vault_url: String,
+    pub audit_url: String,
+    /// An agent's key: tenant `acme`, every connection and tool.
+    pub agent: ApiKey,
+    /// A key bound to tenant `globex` only.
+    pub other_tenant_agent: ApiKey,
+    /// audit-log's operator key.
+    pub operator: ApiKey,
+    /// connector-executor's key for token-vault.
+    executor_key: ApiKey,
+    shutdown: CancellationToken,
+    _files: Vec<tempfile::NamedTempFile>,
+    _dirs: Vec<tempfile::TempDir>,
+    _dbs: Vec<SqliteDatabase>,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn caller(name: &str, key: &ApiKey, tenants: &[&str]) -> CallerConfig {
+    CallerConfig {
+        name: name.into(),
+        key_sha256: key.hash(),
+        tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+        connections: vec!["*".into()],
+        tools: vec!["*".into()],
+    }
+}
+
+async fn listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    (listener, format!("http://{address}"))
+}
+
+async fn serving(url: &str) {
+    let address = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("socket address");
+    agentauth_testkit::wait_serving(address, "", Duration::from_secs(30))
+        .await
+        .expect("serving");
+}
+
+impl System {
+    pub async fn start(options: Options) -> Self {
+        let shutdown = CancellationToken::new();
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+
+        let (sandbox_listener, sandbox_url) = listener().await;
+        let sandbox = Sandbox::new(asana_sandbox::Config {
+            public_url: sandbox_url.clone(),
+            auto_approve: true,
+            token_lifetime: options.token_lifetime,
+            ..asana_sandbox::Config::default()
+        });
+        tokio::spawn(sandbox.clone().serve(sandbox_listener, shutdown.clone()));
+
+        let (agent, other_tenant_agent, operator) =
+            (ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
+        let (executor_key, vault_key) = (ApiKey::generate(), ApiKey::generate());
+        let key_file = |key: &ApiKey| {
+            let mut file = tempfile::NamedTempFile::new().expect("key file");
+            file.write_all(key.expose().as_bytes()).expect("write key");
+            file
+        };
+
+        // audit-log on SQLite.
+        let audit_db = SqliteDatabase::create().expect("sqlite");
+        let (audit_listener, audit_url) = listener().await;
+        let audit_config = audit_log::Config {
+            server: ServerConfig {
+                callers: vec![
+                    caller("connector-executor", &executor_key, &["*"]),
+                    caller("token-vault", &vault_key, &["*"]),
+                    caller("operator", &operator, &["*"]),
+                ],
+                ..ServerConfig::default()
+            },
+            database: audit_log::DatabaseConfig {
+                url: audit_db.url().to_owned(),
+                ..audit_log::DatabaseConfig::default()
+            },
+            operators: vec!["operator".into()],
+        };
+        let audit = audit_log::AuditLogService::new(audit_config).expect("audit-log config");
+        tokio::spawn(audit.run(audit_listener, shutdown.clone()));
+
+        // token-vault with OAuth apps registered at the sandbox.
+        let (callback_listener, callback_url) = listener().await;
+        let redirect = format!("{callback_url}/oauth/callback");
+        let rest_secret = format!("rest-{}", ApiKey::generate().expose());
+        let mcp_secret = format!("mcp-{}", ApiKey::generate().expose());
+        for (client_id, secret, kind) in [
+            ("test-rest-app", &rest_secret, AppKind::Rest),
+            ("test-mcp-app", &mcp_secret, AppKind::Mcp),
+        ] {
+            sandbox.tokens().register_app(App {
+                client_id: client_id.to_owned(),
+                client_secret: secret.clone(),
+                name: client_id.to_owned(),
+                kind,
+                redirect_uris: vec![redirect.clone()],
+            });
+        }
+        let prefix = openbao::fresh_prefix();
+        let vault = openbao::shared();
+        for (app, secret) in [("asana", &rest_secret), ("asana-mcp", &mcp_secret)] {
+            write_client_secret(&prefix, app, secret).await;
+        }
+        let vault_db = SqliteDatabase::create().expect("sqlite");
+        let peer = options
+            .peer_mcp_url
+            .as_ref()
+            .map(|url| {
+                format!(
+                    r#"
+[[connections]]
+name = "peer-mcp"
+kind = "mcp"
+auth = "oauth"
+client_id = "test-mcp-app"
+client_secret = "vault:secret/data/{prefix}/apps/asana-mcp#client_secret"
+scopes = ["default"]
+redirect_url = "{redirect}"
+authorize_url = "{sandbox_url}/-/oauth_authorize"
+token_url = "{sandbox_url}/-/oauth_token"
+resource = "{sandbox_url}/v2/mcp"
+mcp_url = "{url}"
+"#
+                )
+            })
+            .unwrap_or_default();
+        let audit_spool = tempfile::tempdir().expect("spool");
+        let vault_key_file = key_file(&vault_key);
+        let vault_toml = format!(
+            r#"token_readers = ["connector-executor"]
+
+[server]
+readiness_interval = "100ms"
+
+[[server.callers]]
+name = "connector-executor"
+key_sha256 = "{executor_hash}"
+tenants = ["*"]
+
+[[server.callers]]
+name = "agent"
+key_sha256 = "{agent_hash}"
+tenants = ["{TENANT}"]
+
+[vault]
+addr = "{vault_addr}"
+path_prefix = "{prefix}"
+
+[database]
+url = "{vault_db}"
+
+[audit]
+url = "{audit_url}"
+api_key_file = "{vault_key_path}"
+spool_dir = "{spool}"
+flush_interval = "20ms"
+
+[[connections]]
+name = "asana"
+kind = "rest"
+auth = "oauth"
+client_id = "test-rest-app"
+client_secret = "vault:secret/data/{prefix}/apps/asana#client_secret"
+scopes = ["default"]
+redirect_url = "{redirect}"
+authorize_url = "{sandbox_url}/-/oauth_authorize"
+token_url = "{sandbox_url}/-/oauth_token"
+revoke_url = "{sandbox_url}/-/oauth_revoke"
+api_base_url = "{sandbox_url}/api/1.0"
+
+[[connections]]
+name = "asana-pat"
+kind = "rest"
+auth = "pat"
+api_base_url = "{sandbox_url}/api/1.0"
+
+[[connections]]
+name = "asana-mcp"
+kind = "mcp"
+auth = "oauth"
+client_id = "test-mcp-app"
+client_secret = "vault:secret/data/{prefix}/apps/asana-mcp#client_secret"
+scopes = ["default"]
+redirect_url = "{redirect}"
+authorize_url = "{sandbox_url}/-/oauth_authorize"
+token_url = "{sandbox_url}/-/oauth_token"
+resource = "{sandbox_url}/v2/mcp"
+mcp_url = "{sandbox_url}/v2/mcp"
+{peer}"#,
+            executor_hash = executor_key.hash(),
+            agent_hash = agent.hash(),
+            vault_addr = vault.addr(),
+            vault_db = vault_db.url(),
+            vault_key_path = vault_key_file.path().display(),
+            spool = audit_spool.path().display(),
+        );
+        let vault_config: token_vault::Config = figment::Figment::from(Toml::string(&vault_toml))
+            .extract()
+            .expect("token-vault config");
+        let token_vault =
+            token_vault::TokenVaultService::with_vault_token(vault_config, vault.token())
+                .expect("token-vault")
+                .with_callback_listener(callback_listener);
+        let (vault_listener, vault_url) = listener().await;
+        tokio::spawn(token_vault.run(vault_listener, shutdown.clone()));
+
+        // connector-executor.
+        let executor_key_file = key_file(&executor_key);
+        let executor_spool = tempfile::tempdir().expect("spool");
+        let audit_section = if options.audit {
+            format!(
+                "[audit]\nurl = \"{audit_url}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\nflush_interval = \"20ms\"\n",
+                executor_key_file.path().display(),
+                executor_spool.path().display()
+            )
+        } else {
+            String::new()
+        };
+        let executor_toml = format!(
+            r#"[server]
+readiness_interval = "100ms"
+
+[[server.callers]]
+name = "agent"
+key_sha256 = "{agent_hash}"
+tenants = ["{TENANT}"]
+
+[[server.callers]]
+name = "globex-agent"
+key_sha256 = "{other_hash}"
+tenants = ["{OTHER_TENANT}"]
+
+[token_vault]
+url = "{vault_url}"
+api_key_file = "{executor_key_path}"
+
+{audit_section}
+{extra}"#,
+            agent_hash = agent.hash(),
+            other_hash = other_tenant_agent.hash(),
+            executor_key_path = executor_key_file.path().display(),
+            extra = options.executor_toml,
+        );
+        let executor_config: connector_executor::Config =
+            figment::Figment::from(Toml::string(&executor_toml))
+                .extract()
+                .expect("connector-executor config");
+        let executor =
+            connector_executor::ConnectorExecutorService::new(executor_config).expect("executor");
+        let (executor_listener, executor_url) = listener().await;
+        tokio::spawn(executor.run(executor_listener, shutdown.clone()));
+
+        for url in [&audit_url, &vault_url, &executor_url] {
+            serving(url).await;
+        }
+        files.extend([vault_key_file, executor_key_file]);
+        dirs.extend([audit_spool, executor_spool]);
+        Self {
+            sandbox,
+            sandbox_url,
+            executor_url,
+            vault_url,
+            audit_url,
+            agent,
+            other_tenant_agent,
+            operator,
+            executor_key,
+            shutdown,
+            _files: files,
+            _dirs: dirs,
+            _dbs: vec![audit_db, vault_db],
+        }
+    }
+
+    pub fn executor(&self) -> ConnectorExecutorClient<AuthenticatedChannel> {
+        self.executor_as(&self.agent)
+    }
+
+    pub fn executor_as(&self, key: &ApiKey) -> ConnectorExecutorClient<AuthenticatedChannel> {
+        ConnectorExecutorClient::new(channel(&self.executor_url, Some(key)).expect("channel"))
+    }
+
+    pub fn vault(&self) -> TokenVaultClient<AuthenticatedChannel> {
+        TokenVaultClient::new(channel(&self.vault_url, Some(&self.agent)).expect("channel"))
+    }
+
+    /// Stores `pat` for `identifier` on `asana-pat` (tenant `acme`).
+    pub async fn connect_pat(&self, identifier: &str, pat: &str) {
+        self.vault()
+            .put_credential(vault_pb::PutCredentialRequest {
+                tenant: TENANT.into(),
+                connection_name: "asana-pat".into(),
+                identifier: identifier.into(),
+                token: pat.into(),
+            })
+            .await
+            .expect("PAT stored");
+    }
+
+    /// Connects `identifier` (tenant `acme`) on an OAuth `connection` through the consent flow;
+    /// the sandbox approves at once.
+    pub async fn connect_oauth(&self, connection: &str, identifier: &str) {
+        let link = self
+            .vault()
+            .create_authorization_link(vault_pb::CreateAuthorizationLinkRequest {
+                tenant: TENANT.into(),
+                connection_name: connection.into(),
+                identifier: identifier.into(),
+                return_url: None,
+            })
+            .await
+            .expect("link")
+            .into_inner()
+            .authorization_url;
+        follow_consent(&link).await;
+    }
+
+    /// ExecuteTool as the agent, tenant `acme`.
+    pub async fn execute(
+        &self,
+        connection: &str,
+        identifier: &str,
+        tool: &str,
+        input: serde_json::Value,
+    ) -> Result<pb::ExecuteToolResponse, tonic::Status> {
+        self.executor()
+            .execute_tool(pb::ExecuteToolRequest {
+                tenant: TENANT.into(),
+                connection_name: connection.into(),
+                identifier: identifier.into(),
+                tool_name: tool.into(),
+                input_json: input.to_string(),
+                options: None,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Every audit event of `tenant`, oldest first.
+    pub async fn audit_events(&self, tenant: &str) -> Vec<audit_pb::Event> {
+        let mut client =
+            AuditLogClient::new(channel(&self.audit_url, Some(&self.operator)).expect("channel"));
+        let mut events = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .query(audit_pb::QueryRequest {
+                    filter: Some(audit_pb::EventFilter {
+                        tenant: tenant.into(),
+                        ..audit_pb::EventFilter::default()
+                    }),
+                    page_size: 1000,
+                    page_token,
+                })
+                .await
+                .expect("query")
+                .into_inner();
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return events;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// The sandbox's counters (`/_sandbox/stats`).
+    pub fn sandbox_stats(&self) -> serde_json::Value {
+        self.sandbox.0.limits.stats()
+    }
+}
+
+/// Opens an authorization link like a browser that approves at once, through the callback.
+pub async fn follow_consent(link: &str) {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let consent = browser.get(link).send().await.expect("sandbox answers");
+    assert_eq!(consent.status(), 302, "the sandbox approves at once");
+    let callback = consent
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .expect("Location")
+        .to_str()
+        .expect("text")
+        .to_owned();
+    let page = browser.get(&callback).send().await.expect("callback");
+    assert_eq!(page.status(), 200, "connected");
+}
+
+/// Writes an app's client secret where token-vault's `client_secret` reference points.
+async fn write_client_secret(prefix: &str, app: &str, secret: &str) {
+    openbao::shared()
+        .write_kv(
+            &format!("{prefix}/apps/{app}"),
+            serde_json::json!({ "client_secret": secret }),
+        )
+        .await
+        .expect("client secret written");
+}
