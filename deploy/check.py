@@ -48,6 +48,8 @@ ENV_PREFIX = {s: s.upper().replace("-", "_") + "__" for s in SERVICES}
 # (ARCHITECTURE.md, "Decisions and deviations"; crates/agentauth-grpc ServerConfig).
 _CALLER = {"name": str, "key_sha256": str, "tenants": list, "connections": list, "tools": list}
 _CLIENT = {"url": str, "api_key_file": str}
+# The [audit] section: where audit events go (agentauth_audit::SinkConfig).
+_AUDIT = {"url": str, "api_key_file": str, "spool_dir": str}
 _SERVER = {"listen": str, "shutdown_grace": str, "readiness_interval": str, "callers": [_CALLER]}
 _COMMON = {"server": _SERVER}
 CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
@@ -57,14 +59,15 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
         "vault": {"addr": str, "timeout": str, "kv_mount": str, "transit_mount": str,
                   "path_prefix": str},
         "database": {"url": str},
+        "audit": _AUDIT,
     },
     "audit-log": {**_COMMON, "database": {"url": str}},
     "connector-executor": {
         **_COMMON,
-        "http_listen": str,
         "token_vault": _CLIENT,
-        "audit_log": _CLIENT,
-        "asana": {"api_base": str, "mcp_url": str},
+        "audit": _AUDIT,
+        # Per-connection settings by connection name (requests_per_minute, asana_enable, ...).
+        "connections": dict,
     },
     "schema-watcher": {
         **_COMMON,
@@ -76,7 +79,7 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
 # Keys that hold secrets: they must come from a Secret through the env override, never the file.
 SECRET_KEYS = {"database"}
 # Keys the binaries default sensibly; every other key must be written out.
-OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout"}
+OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout", "connections"}
 EXPECTED_ASANA = {"api_base": "https://app.asana.com/api/1.0", "mcp_url": "https://mcp.asana.com/v2/mcp"}
 
 # design.md's diagram, as (client, server, port) inside the namespace ...
@@ -365,7 +368,8 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
     for key in sorted(set(schema) - SECRET_KEYS):
         sub = schema[key]
         if key not in cfg:
-            finding(where, f"config.toml lacks `{key}`")
+            if key not in OPTIONAL_KEYS:
+                finding(where, f"config.toml lacks `{key}`")
         elif isinstance(sub, dict) and isinstance(cfg[key], dict):
             for inner in sorted(set(sub) - set(cfg[key])):
                 if f"{key}.{inner}" not in OPTIONAL_KEYS:
@@ -398,11 +402,11 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
         if "secret" in vol:
             for item in vol["secret"].get("items", []):
                 secret_files.add(f"{mount['mountPath'].rstrip('/')}/{item['path']}")
-    for section in ("token_vault", "audit_log", "connector_executor"):
+    for section in ("token_vault", "audit_log", "audit", "connector_executor"):
         if section not in cfg:
             continue
         client = cfg[section]
-        target = section.replace("_", "-")
+        target = "audit-log" if section == "audit" else section.replace("_", "-")
         want = f"http://{target}.{NAMESPACE}.svc:{GRPC_PORT}"
         if client.get("url") != want:
             finding(where, f"[{section}].url must be {want!r}")

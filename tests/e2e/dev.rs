@@ -1,5 +1,6 @@
 //! `make run`'s engine, `agentauth dev`: everything up, SERVING, then Ctrl-C stops all of it.
 
+use std::io::Write as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,83 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     assert!(data.path().join("keys/operator.key").is_file());
     let sandbox_answers = tokio::net::TcpStream::connect(("127.0.0.1", sandbox)).await;
     assert!(sandbox_answers.is_ok(), "the Asana sandbox is up");
+
+    let cli = |args: &[&str]| {
+        let mut command = std::process::Command::new(binary("agentauth"));
+        command
+            .args([
+                "--key-file",
+                &data.path().join("keys/operator.key").display().to_string(),
+            ])
+            .args([
+                "--token-vault",
+                &format!("http://127.0.0.1:{first}"),
+                "--connector-executor",
+                &format!("http://127.0.0.1:{}", first + 1),
+            ])
+            .args(args);
+        command
+    };
+    let mut connect = cli(&[
+        "accounts",
+        "connect",
+        "--tenant",
+        "dev",
+        "--connection",
+        "asana-pat",
+        "--identifier",
+        "alice",
+        "--token-stdin",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("spawn accounts connect");
+    connect
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"sandbox-pat-alice\n")
+        .expect("write the PAT");
+    let connected = connect.wait_with_output().expect("accounts connect");
+    assert!(connected.status.success(), "{connected:?}");
+    let listed = cli(&[
+        "tools",
+        "list",
+        "--connection",
+        "asana-pat",
+        "--prefix",
+        "asana_task_",
+    ])
+    .output()
+    .expect("tools list");
+    let listed_text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(
+        listed_text.contains("asana-pat\tasana_task_create\tcurated\twrite"),
+        "{listed_text}"
+    );
+    let executed = cli(&[
+        "exec",
+        "asana_api_get_user",
+        "--tenant",
+        "dev",
+        "--connection",
+        "asana-pat",
+        "--identifier",
+        "alice",
+        "--input",
+        r#"{"user_gid": "me"}"#,
+    ])
+    .output()
+    .expect("exec");
+    let output = String::from_utf8_lossy(&executed.stdout);
+    assert!(executed.status.success(), "{executed:?}");
+    assert!(output.contains("alice@acme.test"), "{output}");
+    assert!(
+        !output.contains("sandbox-pat-alice"),
+        "the PAT never comes back"
+    );
 
     let pid = dev.id().expect("running").to_string();
     let sent = tokio::process::Command::new("kill")

@@ -10,7 +10,8 @@ use crate::{Endpoints, writeln_out};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Prints the link the user opens to connect an OAuth connection.
+    /// Prints the link the user opens to connect an OAuth connection; with `--token-stdin`,
+    /// stores a PAT or service-account token read from standard input instead.
     Connect {
         #[arg(long)]
         tenant: String,
@@ -21,8 +22,12 @@ pub enum Command {
         #[arg(long)]
         identifier: String,
         /// Where to send the browser after consent (must be on the allow-list).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "token_stdin")]
         return_url: Option<String>,
+        /// Read a PAT or service-account token from standard input and store it (validated
+        /// against Asana first); for connections that do not use OAuth.
+        #[arg(long)]
+        token_stdin: bool,
     },
     /// Shows each connection's state for one user and, where broken, the link that fixes it.
     Status {
@@ -105,7 +110,31 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
             tenant,
             connection,
             identifier,
+            token_stdin: true,
+            ..
+        } => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            let stored = client
+                .put_credential(pb::PutCredentialRequest {
+                    tenant,
+                    connection_name: connection,
+                    identifier,
+                    token: token.trim().to_owned(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if let Some(account) = stored.account {
+                writeln_out(&mut out, &account_line(&account))?;
+            }
+        }
+        Command::Connect {
+            tenant,
+            connection,
+            identifier,
             return_url,
+            token_stdin: false,
         } => {
             let link = client
                 .create_authorization_link(pb::CreateAuthorizationLinkRequest {

@@ -232,6 +232,19 @@ fn service_config(
                 sandbox_connections(sandbox_url),
             );
         }
+        "connector-executor" => {
+            let _ = write!(
+                config,
+                "\n[token_vault]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n",
+                addresses[0],
+                data.join("keys").join("connector-executor.key").display(),
+                addresses[2],
+                data.join("keys").join("connector-executor.key").display(),
+                data.join("audit-spool")
+                    .join("connector-executor")
+                    .display(),
+            );
+        }
         "audit-log" => {
             let _ = write!(
                 config,

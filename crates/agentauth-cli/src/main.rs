@@ -4,6 +4,7 @@ mod accounts;
 mod audit;
 mod dev;
 mod status;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,11 @@ enum Command {
     Dev(dev::Args),
     /// Shows whether each service reports SERVING.
     Status,
+    /// connector-executor's tools: list.
+    #[command(subcommand)]
+    Tools(tools::Command),
+    /// Runs one tool as an end user and prints its output.
+    Exec(tools::Exec),
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +165,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => status::run(&cli.endpoints).await,
         Command::Audit(command) => audit::run(command, &cli.endpoints).await,
         Command::Accounts(command) => accounts::run(command, &cli.endpoints).await,
+        Command::Tools(command) => tools::list(command, &cli.endpoints).await,
+        Command::Exec(args) => tools::exec(args, &cli.endpoints).await,
     }
 }
 

@@ -3,10 +3,14 @@
 //! - [`openbao`]: one OpenBao dev server per test run, and a fresh path prefix per test.
 //! - [`database`]: a fresh PostgreSQL database or SQLite file per test.
 //! - [`free_port`], [`wait_serving`] and [`assert_eventually!`]: no sleeps, only deadlines.
+//! - [`logs`]: every log line of the test process, to scan for secrets.
 //! - [`process`]: a real binary, started with a config, stopped with a signal.
+//! - [`prism`]: Stoplight Prism checking traffic against Asana's OpenAPI spec.
 
 pub mod database;
+pub mod logs;
 pub mod openbao;
+pub mod prism;
 pub mod process;
 
 use std::net::SocketAddr;

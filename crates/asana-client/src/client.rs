@@ -449,7 +449,7 @@ impl Client {
     /// `path` (already checked) and `query` under the base, refusing a URL that leaves it.
     fn url_of(&self, path: &str, query: &[(String, String)]) -> Result<Url, Error> {
         let base = &self.inner.base;
-        let mut url = Url::parse(&format!("{}{}", base.as_str(), path))
+        let mut url = Url::parse(&format!("{}{}", base.as_str().trim_end_matches('/'), path))
             .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
         let inside = url.origin() == base.origin() && url.path().starts_with(base.path());
         if !inside {
@@ -600,6 +600,15 @@ mod tests {
             "http://asana.test/api/1.0/users/me?opt_fields=name%2Cemail"
         );
         assert!(client.url(&Request::get("/../admin")).is_err());
+        let bare = super::Client::new(Config {
+            base_url: "http://asana.test".to_owned(),
+            ..Config::default()
+        })?;
+        assert_eq!(
+            bare.url(&Request::get("/users/me"))?.as_str(),
+            "http://asana.test/users/me",
+            "a base without a path (e.g. a proxy) keeps the request's path"
+        );
         assert!(client.url(&Request::get("//evil.test/x")).is_err());
         Ok(())
     }

@@ -1,12 +1,13 @@
-//! The REST resource families against a served sandbox: teams, projects, sections, tasks and
-//! their relationships, custom field values, search, typeahead, stories, tags, status updates,
-//! goals, portfolios, time tracking, allocations, batch and the audit log, each with its
-//! happy path and the errors Asana gives (404 unknown or invisible gids, 400 bad input, 402
-//! for paid features in a free workspace, 403 for someone else's story), plus pagination,
-//! `opt_fields`, compact list records, and the changes writes record for webhooks and events.
+//! The REST resource families against a served sandbox: users, teams, projects, sections,
+//! tasks and their relationships, attachments, custom field values, task and project search,
+//! typeahead, stories, tags, status updates, goals, portfolios, time tracking, allocations,
+//! batch and the audit log, each with its happy path and the errors Asana gives (404 unknown
+//! or invisible gids, 400 bad input, 402 for paid features in a free workspace, 403 for
+//! someone else's story), plus pagination, `opt_fields`, compact list records, the search
+//! budget, and the changes writes record for webhooks and events.
 
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT, SERVICE_ACCOUNT_TOKEN};
-use asana_sandbox::{Config, Sandbox};
+use asana_sandbox::{Config, LimitConfig, Sandbox};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -35,13 +36,18 @@ struct Answer {
 }
 
 async fn start() -> Harness {
+    start_with(|config| config).await
+}
+
+/// [`start`] with `adjust` applied to the configuration.
+async fn start_with(adjust: impl FnOnce(Config) -> Config) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
-    let sandbox = Sandbox::new(Config {
+    let sandbox = Sandbox::new(adjust(Config {
         public_url: format!("http://{address}"),
         seed: true,
         ..Config::default()
-    });
+    }));
     let stop = CancellationToken::new();
     tokio::spawn(sandbox.clone().serve(listener, stop.clone()));
     Harness {
@@ -1474,4 +1480,270 @@ async fn lists_page_through_everything_and_reject_bad_limits() {
         let (status, body) = h.get(&format!("/projects/{project}/tasks?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
+}
+
+#[tokio::test]
+async fn users_of_a_workspace_or_a_team_are_listed_compact_and_paged() {
+    let h = start().await;
+    let acme = h.acme();
+    let side = h.side();
+    let team = h.gid("team", "Platform");
+
+    let (status, body) = h.get(&format!("/users?workspace={acme}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        names(&body),
+        vec!["Alice Example", "Carol Example", "Acme Service Account"]
+    );
+    assert_eq!(keys(&body["data"][0]), vec!["gid", "name", "resource_type"]);
+    let (_, body) = h.get(&format!("/users?workspace={side}")).await;
+    assert_eq!(names(&body), vec!["Alice Example", "Bob Example"]);
+    let (_, body) = h.get("/users").await;
+    assert_eq!(names(&body).len(), 4, "every workspace of the caller");
+    let (_, body) = h.get(&format!("/users?team={team}")).await;
+    assert_eq!(
+        names(&body),
+        vec!["Alice Example", "Carol Example", "Acme Service Account"]
+    );
+    let (_, body) = h
+        .get(&format!("/users?workspace={acme}&opt_fields=email"))
+        .await;
+    assert_eq!(body["data"][1]["email"], "carol@acme.test");
+    assert_eq!(keys(&body["data"][1]), vec!["email", "gid"]);
+
+    let (status, body) = h.get(&format!("/users?workspace={acme}&limit=2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), vec!["Alice Example", "Carol Example"]);
+    let next = text(&body["next_page"]["path"]);
+    assert!(next.starts_with("/users?"), "{next}");
+    let (_, body) = h.get(&next).await;
+    assert_eq!(names(&body), vec!["Acme Service Account"]);
+    assert!(body["next_page"].is_null());
+
+    let (status, body) = h.get("/users?workspace=999").await;
+    assert_eq!(status, 404);
+    assert_eq!(message(&body), "workspace: Not a recognized ID");
+    let (status, _) = h.get(&format!("/users?workspace={acme}&limit=0")).await;
+    assert_eq!(status, 400);
+    let bob = h
+        .call(BOB_PAT, Method::GET, &format!("/users?team={team}"), None)
+        .await;
+    assert_eq!(bob.status, 404, "Bob is not in Acme");
+}
+
+/// Uploads a URL attachment as Alice with a multipart form of `fields`: (status, body).
+async fn attach(h: &Harness, fields: &[(&str, &str)]) -> (u16, Value) {
+    let boundary = "sandbox-test-boundary";
+    let mut form = String::new();
+    for (name, value) in fields {
+        form.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    form.push_str(&format!("--{boundary}--\r\n"));
+    let response = h
+        .http
+        .post(format!("{}/attachments", h.api))
+        .bearer_auth(ALICE_PAT)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .expect("sandbox answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn url_attachments_are_added_to_and_listed_for_their_parent() {
+    let h = start().await;
+    let venue = h.gid("task", "Book the venue");
+    let launch = h.gid("project", "Launch plan");
+
+    let (status, body) = h.get(&format!("/attachments?parent={venue}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([]), "none yet");
+
+    for name in ["Floor plan", "Catering menu", "Contract"] {
+        let (status, body) = attach(
+            &h,
+            &[
+                ("parent", &venue),
+                ("resource_subtype", "external"),
+                ("name", name),
+                ("url", "https://files.example.test/venue"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["name"], name);
+        assert_eq!(body["data"]["parent"]["gid"], venue.as_str());
+    }
+    let (_, body) = attach(
+        &h,
+        &[
+            ("parent", &launch),
+            ("resource_subtype", "external"),
+            ("name", "Brief"),
+            ("url", "https://files.example.test/brief"),
+        ],
+    )
+    .await;
+    let brief = text(&body["data"]["gid"]);
+
+    let (_, body) = h.get(&format!("/attachments?parent={venue}")).await;
+    assert_eq!(
+        names(&body),
+        vec!["Floor plan", "Catering menu", "Contract"]
+    );
+    assert_eq!(
+        keys(&body["data"][0]),
+        vec!["gid", "name", "resource_subtype", "resource_type"]
+    );
+    let (_, body) = h.get(&format!("/attachments?parent={launch}")).await;
+    assert_eq!(names(&body), vec!["Brief"]);
+    let (_, body) = h
+        .get(&format!(
+            "/attachments?parent={venue}&limit=2&opt_fields=name,download_url,parent.name"
+        ))
+        .await;
+    assert_eq!(names(&body), vec!["Floor plan", "Catering menu"]);
+    assert_eq!(
+        body["data"][0]["download_url"],
+        "https://files.example.test/venue"
+    );
+    assert_eq!(body["data"][0]["parent"]["name"], "Book the venue");
+    let (_, body) = h.get(&text(&body["next_page"]["path"])).await;
+    assert_eq!(names(&body), vec!["Contract"]);
+
+    let (status, body) = h.get(&format!("/attachments/{brief}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["view_url"], "https://files.example.test/brief");
+    assert_eq!(h.changes(&launch)[0].0, "added");
+
+    let (status, _) = h.get("/attachments").await;
+    assert_eq!(status, 400, "parent is required");
+    let (status, body) = h.get("/attachments?parent=999").await;
+    assert_eq!(status, 404);
+    assert_eq!(message(&body), "parent: Not a recognized ID");
+    let (status, _) = h.get(&format!("/attachments?parent={}", h.acme())).await;
+    assert_eq!(status, 404, "a workspace has no attachments");
+    let bob = h
+        .call(
+            BOB_PAT,
+            Method::GET,
+            &format!("/attachments?parent={venue}"),
+            None,
+        )
+        .await;
+    assert_eq!(bob.status, 404, "Bob is not in Acme");
+
+    let (status, body) = attach(&h, &[("parent", &venue), ("name", "Photo")]).await;
+    assert_eq!(status, 400, "file uploads are not kept: {body}");
+    let (status, body) = attach(
+        &h,
+        &[
+            ("parent", &venue),
+            ("resource_subtype", "external"),
+            ("name", "No URL"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(message(&body), "url: Missing input");
+    let (status, _) = attach(
+        &h,
+        &[
+            ("parent", "999"),
+            ("resource_subtype", "external"),
+            ("name", "Lost"),
+            ("url", "https://files.example.test/lost"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn project_search_is_premium_and_filters_by_name_owner_and_team() {
+    let h = start().await;
+    let acme = h.acme();
+    let side = h.side();
+    let team = h.gid("team", "Platform");
+    let path = format!("/workspaces/{acme}/projects/search");
+
+    let (status, body) = h.get(&format!("{path}?text=LAUNCH")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), vec!["Launch plan"]);
+    assert_eq!(keys(&body["data"][0]), vec!["gid", "name", "resource_type"]);
+    assert!(body.get("next_page").is_none(), "search is not paginated");
+
+    let (_, body) = h.get(&format!("{path}?owner.any=me")).await;
+    assert_eq!(names(&body), vec!["Launch plan"]);
+    let (_, body) = h.get(&format!("{path}?owner.any=carol@acme.test")).await;
+    assert_eq!(names(&body), vec!["Roadmap"]);
+    let (_, body) = h
+        .get(&format!(
+            "{path}?teams.any={team}&sort_by=created_at&sort_ascending=true"
+        ))
+        .await;
+    assert_eq!(names(&body), vec!["Launch plan", "Roadmap"]);
+    let (_, body) = h
+        .get(&format!(
+            "{path}?sort_by=created_at&limit=1&opt_fields=owner.name"
+        ))
+        .await;
+    assert_eq!(body["data"][0]["owner"]["name"], "Carol Example");
+    let (_, body) = h
+        .get(&format!("{path}?members.not=me&completed=false"))
+        .await;
+    assert_eq!(names(&body), vec!["Roadmap"]);
+
+    let roadmap = h.gid("project", "Roadmap");
+    h.put(
+        &format!("/projects/{roadmap}"),
+        json!({"due_on": "2026-12-15"}),
+    )
+    .await;
+    let (_, body) = h.get(&format!("{path}?due_on.before=2026-12-31")).await;
+    assert_eq!(names(&body), vec!["Roadmap"]);
+    let (_, body) = h.get(&format!("{path}?text=nothing-like-this")).await;
+    assert_eq!(body["data"], json!([]));
+
+    let (status, _) = h.get(&format!("{path}?completed=maybe")).await;
+    assert_eq!(status, 400);
+    let (status, _) = h.get(&format!("{path}?offset=abc")).await;
+    assert_eq!(status, 400);
+    let (status, body) = h
+        .get(&format!("/workspaces/{side}/projects/search?text=Chores"))
+        .await;
+    assert_eq!(status, 402, "{body}");
+    let (status, _) = h.get("/workspaces/999/projects/search").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn project_search_counts_against_the_search_budget() {
+    let h = start_with(|config| Config {
+        limits: LimitConfig {
+            search_per_minute: 2,
+            ..LimitConfig::default()
+        },
+        ..config
+    })
+    .await;
+    let acme = h.acme();
+    let (status, _) = h.get(&format!("/workspaces/{acme}/tasks/search")).await;
+    assert_eq!(status, 200);
+    let (status, _) = h.get(&format!("/workspaces/{acme}/projects/search")).await;
+    assert_eq!(status, 200);
+    let (status, body) = h
+        .get(&format!("/workspaces/{acme}/projects/search?text=Launch"))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    let (status, _) = h.get(&format!("/workspaces/{acme}/projects")).await;
+    assert_eq!(status, 200, "other reads are not searches");
 }

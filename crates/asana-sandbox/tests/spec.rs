@@ -8,9 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use agentauth_testkit::prism;
+use anyhow::{Context, Result, ensure};
 use asana_sandbox::error::HELP;
 use asana_sandbox::seed::ALICE_PAT;
 use asana_sandbox::{Config, Sandbox};
@@ -217,96 +218,10 @@ async fn valid_requests_pass() -> Result<()> {
     Ok(())
 }
 
-/// Makes the copy of the spec Prism validates with, and says what it changed. Prism needs
-/// two corrections, and the spec has one defect its own example shows:
-///
-/// - `null` items in `enum`s (the spec's five `- null` lines) make Prism skip validation of
-///   every schema that uses them, silently;
-/// - the spec writes a nullable reference as `allOf: [{$ref: X}, {nullable: true}]`, which a
-///   validator must reject null for, since `X` is not nullable; Asana sends null there (and
-///   the descriptions say so), so the `allOf` itself is marked nullable, which Prism honours
-///   while still checking non-null values against `X`;
-/// - `WorkspaceResponse.email_domains` items are declared `format: uri`, but they are bare
-///   domains (the spec's own example is `asana.com`), so that `format` is dropped.
-fn prism_spec(yaml: &str) -> Result<(Value, [usize; 3])> {
-    fn walk(value: &mut Value, counts: &mut [usize; 3]) {
-        match value {
-            Value::Object(object) => {
-                if let Some(Value::Array(items)) = object.get_mut("enum") {
-                    let before = items.len();
-                    items.retain(|item| !item.is_null());
-                    counts[0] += before - items.len();
-                }
-                let nullable_branch = object
-                    .get("allOf")
-                    .and_then(Value::as_array)
-                    .is_some_and(|branches| branches.iter().any(|b| b["nullable"] == true));
-                if nullable_branch && object.get("nullable") != Some(&Value::Bool(true)) {
-                    object.insert("nullable".to_owned(), Value::Bool(true));
-                    counts[1] += 1;
-                }
-                for child in object.values_mut() {
-                    walk(child, counts);
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|item| walk(item, counts)),
-            _ => {}
-        }
-    }
-    let mut spec: Value = serde_yaml::from_str(yaml)?;
-    let mut counts = [0; 3];
-    walk(&mut spec, &mut counts);
-    if let Some(branches) = spec
-        .pointer_mut("/components/schemas/WorkspaceResponse/allOf")
-        .and_then(Value::as_array_mut)
-    {
-        for branch in branches {
-            if let Some(items) = branch
-                .pointer_mut("/properties/email_domains/items")
-                .and_then(Value::as_object_mut)
-            {
-                counts[2] += usize::from(items.remove("format").is_some());
-            }
-        }
-    }
-    Ok((spec, counts))
-}
-
-/// Polls until something accepts connections on `port`, or the child exits, or time runs out.
-async fn wait_listening(
-    port: u16,
-    child: &mut tokio::process::Child,
-    log: &Path,
-    within: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "prism exited with {status}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "prism did not listen within {within:?}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn tool(path: PathBuf) -> Result<PathBuf> {
     ensure!(
         path.exists(),
-        "{} is missing: run `make tools` (it installs Prism and the Python SDK into .tools/)",
+        "{} is missing: run `make tools` (it installs the Python SDK into .tools/)",
         path.display()
     );
     Ok(path)
@@ -314,46 +229,29 @@ fn tool(path: PathBuf) -> Result<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdk_tour_through_prism_has_no_violations() -> Result<()> {
-    let tools = agentauth_testkit::tools_dir();
-    let prism = tool(tools.join("node/node_modules/.bin/prism"))?;
-    let python = tool(tools.join("venv/bin/python"))?;
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = manifest.join("tests/python/sdk_tour.py");
-
-    let dir = tempfile::tempdir()?;
-    let yaml = std::fs::read_to_string(manifest.join("spec/asana_oas.yaml"))?;
-    let (spec, [null_items, nullable_refs, formats]) = prism_spec(&yaml)?;
-    ensure!(
-        null_items == 5,
-        "expected the spec's five `- null` enum items, found {null_items}"
-    );
-    ensure!(nullable_refs > 0 && formats == 1, "the spec changed shape");
-    let spec_path = dir.path().join("asana_oas.prism.json");
-    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
+    let python = tool(agentauth_testkit::tools_dir().join("venv/bin/python"))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_tour.py");
 
     let running = start().await?;
-    let port = agentauth_testkit::free_port().port();
-    let log_path = dir.path().join("prism.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = tokio::process::Command::new(&prism)
-        .arg("proxy")
-        .arg("--errors")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .arg(&spec_path)
-        .arg(format!("{}/api/1.0", running.base))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", prism.display()))?;
-    wait_listening(port, &mut child, &log_path, Duration::from_secs(60)).await?;
+    let prism = prism::start_proxy(&format!("{}/api/1.0", running.base)).await?;
+    let corrections = prism.corrections();
+    ensure!(
+        corrections.null_enum_items == 5,
+        "expected the spec's five `- null` enum items, found {}",
+        corrections.null_enum_items
+    );
+    ensure!(
+        corrections.nullable_refs > 0
+            && corrections.email_domain_formats == 1
+            && corrections.webhook_health_fields == 5,
+        "the spec changed shape"
+    );
 
     let tour = tokio::time::timeout(
         Duration::from_secs(180),
         tokio::process::Command::new(&python)
             .arg(&script)
-            .args(["--host", &format!("http://127.0.0.1:{port}")])
+            .args(["--host", prism.url()])
             .args(["--token", ALICE_PAT])
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -408,6 +306,6 @@ async fn official_sdk_tour_through_prism_has_no_violations() -> Result<()> {
             "the tour did not complete {step:?}"
         );
     }
-    drop(child);
+    drop(prism);
     Ok(())
 }

@@ -262,7 +262,7 @@ impl ConnectorExecutorApi {
         let client = match self.executor.rest_client(connection, api_base_url) {
             Ok(client) => client,
             Err(error) => {
-                let failure = batch_error(&error);
+                let failure = batch_error(clone_error(&error));
                 return vec![failure; items.len()];
             }
         };
@@ -286,11 +286,14 @@ impl ConnectorExecutorApi {
                     Ok(outputs) => Ok(outputs[position].clone()),
                     Err(error) => Err(clone_error(error)),
                 };
+                let packed = Packed {
+                    batch_id,
+                    trail: &trail,
+                    elapsed,
+                };
                 results[*index] = Some(
-                    self.finish_packed(
-                        context, connection, item, batch_id, result, &trail, elapsed,
-                    )
-                    .await,
+                    self.finish_packed(context, connection, item, packed, result)
+                        .await,
                 );
             }
         }
@@ -319,17 +322,19 @@ impl ConnectorExecutorApi {
     }
 
     /// Audits one packed item and turns it into its result.
-    #[allow(clippy::too_many_arguments)]
     async fn finish_packed(
         &self,
         context: &CallContext,
         connection: &Connection,
         item: &pb::BatchItem,
-        batch_id: &str,
+        packed: Packed<'_>,
         result: Result<Output, Error>,
-        batch_trail: &Trail,
-        elapsed: Duration,
     ) -> pb::BatchItemResult {
+        let Packed {
+            batch_id,
+            trail: batch_trail,
+            elapsed,
+        } = packed;
         let id = uuid::Uuid::now_v7();
         let mut trail = Trail {
             details: batch_trail.details.clone(),
@@ -344,10 +349,12 @@ impl ConnectorExecutorApi {
             "latency_ms",
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
         );
-        if let Ok(output) = &result
-            && let Some(status) = output.output.pointer("/error/status")
+        if let Ok(Output {
+            status: Some(status),
+            ..
+        }) = &result
         {
-            trail.set("status", status.clone());
+            trail.set("status", *status);
         }
         let result = match result {
             Err(error) => Err(self
@@ -380,6 +387,13 @@ impl ConnectorExecutorApi {
     }
 }
 
+/// The `/batch` request a packed item travelled in.
+struct Packed<'a> {
+    batch_id: &'a str,
+    trail: &'a Trail,
+    elapsed: Duration,
+}
+
 /// A batch-wide failure, repeated for each item it failed.
 fn clone_error(error: &Error) -> Error {
     match error {
@@ -405,13 +419,15 @@ fn clone_error(error: &Error) -> Error {
     }
 }
 
-fn batch_error(error: &Error) -> pb::BatchItemResult {
-    let status = Status::from(clone_error(error));
+/// An item's failure, with the code and message the same error gets as an RPC's status.
+fn batch_error(error: Error) -> pb::BatchItemResult {
+    let reason = error.reason();
+    let status = Status::from(error);
     pb::BatchItemResult {
         result: Some(pb::batch_item_result::Result::Error(pb::BatchItemError {
             code: status.code() as i32,
             message: status.message().to_owned(),
-            reason: error.reason(),
+            reason,
         })),
     }
 }
@@ -421,7 +437,7 @@ fn item_result(result: Result<pb::ExecuteToolResponse, Error>) -> pb::BatchItemR
         Ok(response) => pb::BatchItemResult {
             result: Some(pb::batch_item_result::Result::Response(response)),
         },
-        Err(error) => batch_error(&error),
+        Err(error) => batch_error(error),
     }
 }
 
@@ -494,7 +510,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                 caller
                     .check_tool(&item.tool_name)
                     .err()
-                    .map(|denied| batch_error(&Error::Denied(denied)))
+                    .map(|denied| batch_error(Error::Denied(denied)))
             })
             .collect();
         let allowed: Vec<pb::BatchItem> = r
@@ -569,10 +585,18 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                 }
                 Target::Mcp { url } => {
                     if source.is_none_or(|s| s == pb::ToolSource::UpstreamMcp) {
-                        let upstream = self
+                        let upstream = match self
                             .executor
                             .upstream_catalogue(connection, url, caller.name())
-                            .await?;
+                            .await
+                        {
+                            Ok(upstream) => upstream,
+                            Err(error) if r.connection_name.is_none() => {
+                                tracing::warn!(connection = %connection.name, %error, "upstream tools not listed");
+                                continue;
+                            }
+                            Err(error) => return Err(error.into()),
+                        };
                         tools.extend(upstream.iter().map(|t| mcp_tool(t, &connection.name)));
                     }
                 }

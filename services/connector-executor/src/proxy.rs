@@ -54,6 +54,17 @@ pub(crate) fn check(r: &pb::ProxyRequestRequest, max_body: usize) -> Result<Chec
         }
     };
     asana_client::check_path(&r.path).map_err(|e| invalid("path", e.to_string()))?;
+    let lower = r.path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Err(invalid(
+            "path",
+            format!(
+                "path {:?} must not contain an encoded '/' or '\\': a server that decodes it \
+                 would leave the API base",
+                r.path
+            ),
+        ));
+    }
     if r.body.len() > max_body {
         return Err(invalid(
             "body",
@@ -152,6 +163,15 @@ impl Executor {
                 trail.set("asana_request_id", id);
             }
             trail.set("status", answer.status.as_u16());
+            let changes: Vec<&str> = answer
+                .headers
+                .get_all("asana-change")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if !changes.is_empty() {
+                trail.set("asana_change", changes);
+            }
             match answer.status.as_u16() {
                 401 if !retried => {
                     drop(permit);

@@ -135,8 +135,14 @@ pub(crate) struct Permit {
 impl Permit {
     /// Asana answered 429: every request of this token waits `retry_after` (from now).
     pub(crate) fn back_off(&self, retry_after: Duration) {
+        self.bucket.back_off(retry_after);
+    }
+}
+
+impl Bucket {
+    fn back_off(&self, retry_after: Duration) {
         let until = Instant::now() + retry_after;
-        let mut windows = lock(&self.bucket.windows);
+        let mut windows = lock(&self.windows);
         if windows.backoff_until.is_none_or(|current| current < until) {
             windows.backoff_until = Some(until);
         }
@@ -169,6 +175,35 @@ impl Limiter {
         bucket
     }
 
+    /// A 429 to a request sent without a permit (e.g. an MCP session's `tools/list`): every
+    /// request of `key` waits `retry_after` (from now).
+    pub(crate) fn back_off(&self, key: &BucketKey, retry_after: Duration) {
+        self.bucket(key).back_off(retry_after);
+    }
+
+    /// Waits out `key`'s back-off, or fails at once when it lasts beyond `deadline`; for
+    /// requests sent without a permit (an MCP session's handshake and `tools/list`).
+    pub(crate) async fn wait_back_off(
+        &self,
+        key: &BucketKey,
+        deadline: Instant,
+    ) -> Result<(), Exhausted> {
+        let until = lock(&self.bucket(key).windows).backoff_until;
+        match until {
+            Some(until) if until > deadline => Err(Exhausted {
+                retry_after: until
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100)),
+                limit: Limit::BackingOff,
+            }),
+            Some(until) => {
+                tokio::time::sleep_until(until).await;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Waits until `demand` may be sent for `key` within `per_minute`, or fails at once when it
     /// could not be before `deadline`.
     pub(crate) async fn acquire(
@@ -187,6 +222,12 @@ impl Limiter {
         }
         if demand.writes > self.config.writes_in_flight {
             return Err(refuse(Limit::WritesInFlight, MINUTE));
+        }
+        if demand.requests() > per_minute as usize {
+            return Err(refuse(Limit::PerMinute, MINUTE));
+        }
+        if demand.searches > self.config.search_per_minute {
+            return Err(refuse(Limit::SearchPerMinute, MINUTE));
         }
         let bucket = self.bucket(key);
         let slots = |semaphore: &Arc<Semaphore>, count: u32, limit| {
@@ -280,5 +321,250 @@ impl Windows {
             .extend(std::iter::repeat_n(now, demand.requests()));
         self.searches
             .extend(std::iter::repeat_n(now, demand.searches as usize));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn key(identifier: &str) -> BucketKey {
+        BucketKey {
+            tenant: "acme".to_owned(),
+            connection: "asana-pat".to_owned(),
+            identifier: identifier.to_owned(),
+        }
+    }
+
+    /// Two reads and one write in flight, two searches a minute.
+    fn limiter() -> Limiter {
+        Limiter::new(LimitsConfig {
+            reads_in_flight: 2,
+            writes_in_flight: 1,
+            search_per_minute: 2,
+            max_wait: 10 * SECOND,
+        })
+    }
+
+    fn read() -> Demand {
+        Demand::of(RateClass::Read)
+    }
+
+    fn refused(limit: Limit, retry_after: Duration) -> Exhausted {
+        Exhausted { retry_after, limit }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_minute_budget_refuses_at_once_until_its_oldest_request_leaves() {
+        let limiter = limiter();
+        let start = Instant::now();
+        for _ in 0..3 {
+            limiter
+                .acquire(&key("alice"), read(), 3, start)
+                .await
+                .expect("within the budget");
+        }
+        let error = limiter
+            .acquire(&key("alice"), read(), 3, start + 10 * SECOND)
+            .await
+            .expect_err("a fourth request in the minute");
+        assert_eq!(error, refused(Limit::PerMinute, 60 * SECOND));
+        assert_eq!(Instant::now(), start, "refused without waiting");
+        limiter
+            .acquire(&key("bob"), read(), 3, start)
+            .await
+            .expect("another account has its own budget");
+
+        tokio::time::advance(45 * SECOND).await;
+        let error = limiter
+            .acquire(&key("alice"), read(), 3, Instant::now() + 10 * SECOND)
+            .await
+            .expect_err("still 15 s to go");
+        assert_eq!(error, refused(Limit::PerMinute, 15 * SECOND));
+
+        let waiting = Instant::now();
+        limiter
+            .acquire(&key("alice"), read(), 3, waiting + 20 * SECOND)
+            .await
+            .expect("the slot comes within the deadline");
+        assert_eq!(waiting.elapsed(), 15 * SECOND, "waited for the slot");
+        for _ in 0..2 {
+            limiter
+                .acquire(&key("alice"), read(), 3, Instant::now())
+                .await
+                .expect("the whole minute's requests left the window");
+        }
+        assert!(
+            limiter
+                .acquire(&key("alice"), read(), 3, Instant::now())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn searches_have_their_own_budget_and_count_against_the_minute_too() {
+        let limiter = limiter();
+        let search = Demand::of(RateClass::Search);
+        let now = Instant::now();
+        for _ in 0..2 {
+            limiter
+                .acquire(&key("alice"), search, 3, now)
+                .await
+                .expect("two searches a minute");
+        }
+        let error = limiter
+            .acquire(&key("alice"), search, 3, now + 10 * SECOND)
+            .await
+            .expect_err("a third search");
+        assert_eq!(error, refused(Limit::SearchPerMinute, 60 * SECOND));
+        limiter
+            .acquire(&key("alice"), read(), 3, now)
+            .await
+            .expect("a plain read is not a search");
+        let error = limiter
+            .acquire(&key("alice"), read(), 3, now)
+            .await
+            .expect_err(
+                "two searches and a read spent the three; the refused search spent nothing",
+            );
+        assert_eq!(error.limit, Limit::PerMinute);
+        assert_eq!(Instant::now(), now);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_slots_are_held_by_the_permit_and_freed_when_it_drops() {
+        let limiter = limiter();
+        let alice = key("alice");
+        let first = limiter
+            .acquire(&alice, read(), 150, Instant::now() + SECOND)
+            .await
+            .expect("1st read");
+        let _second = limiter
+            .acquire(&alice, read(), 150, Instant::now() + SECOND)
+            .await
+            .expect("2nd read");
+        let waiting = Instant::now();
+        let error = limiter
+            .acquire(&alice, read(), 150, waiting + SECOND)
+            .await
+            .expect_err("a third read in flight");
+        assert_eq!(error, refused(Limit::ReadsInFlight, SECOND));
+        assert_eq!(waiting.elapsed(), SECOND, "waited until the deadline");
+        let write = limiter
+            .acquire(&alice, Demand::of(RateClass::Write), 150, Instant::now())
+            .await
+            .expect("writes have their own pool");
+        let error = limiter
+            .acquire(
+                &alice,
+                Demand::of(RateClass::Write),
+                150,
+                Instant::now() + SECOND,
+            )
+            .await
+            .expect_err("a second write in flight");
+        assert_eq!(error.limit, Limit::WritesInFlight);
+        drop(write);
+
+        let waiting = Instant::now();
+        let (third, ()) = tokio::join!(
+            limiter.acquire(&alice, read(), 150, waiting + 10 * SECOND),
+            async move {
+                tokio::time::sleep(2 * SECOND).await;
+                drop(first);
+            }
+        );
+        third.expect("the freed slot");
+        assert_eq!(waiting.elapsed(), 2 * SECOND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_off_makes_every_request_of_the_token_wait() {
+        let limiter = limiter();
+        let alice = key("alice");
+        let permit = limiter
+            .acquire(&alice, read(), 150, Instant::now())
+            .await
+            .expect("read");
+        permit.back_off(5 * SECOND);
+        permit.back_off(SECOND);
+        drop(permit);
+        let error = limiter
+            .acquire(
+                &alice,
+                Demand::of(RateClass::Write),
+                150,
+                Instant::now() + SECOND,
+            )
+            .await
+            .expect_err("backing off");
+        assert_eq!(
+            error,
+            refused(Limit::BackingOff, 5 * SECOND),
+            "a shorter Retry-After never shortens a longer one"
+        );
+        limiter
+            .acquire(&key("bob"), read(), 150, Instant::now())
+            .await
+            .expect("another account does not wait");
+        let waiting = Instant::now();
+        limiter
+            .acquire(&alice, read(), 150, waiting + 10 * SECOND)
+            .await
+            .expect("the back-off ends within the deadline");
+        assert_eq!(waiting.elapsed(), 5 * SECOND);
+
+        limiter.back_off(&alice, 3 * SECOND);
+        let error = limiter
+            .wait_back_off(&alice, Instant::now() + SECOND)
+            .await
+            .expect_err("a permit-less request backs off too");
+        assert_eq!(error, refused(Limit::BackingOff, 3 * SECOND));
+        limiter
+            .wait_back_off(&key("bob"), Instant::now())
+            .await
+            .expect("bob is not backing off");
+        let waiting = Instant::now();
+        limiter
+            .wait_back_off(&alice, waiting + 10 * SECOND)
+            .await
+            .expect("within the deadline");
+        assert_eq!(waiting.elapsed(), 3 * SECOND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_demand_no_limit_can_ever_hold_is_refused_at_once() {
+        let limiter = limiter();
+        let alice = key("alice");
+        let far = Instant::now() + 600 * SECOND;
+        let demand = |reads, writes, searches| Demand {
+            reads,
+            writes,
+            searches,
+        };
+        // (demand, per-minute budget, the limit that refuses it)
+        let cases = [
+            (demand(3, 0, 0), 150, Limit::ReadsInFlight),
+            (demand(0, 2, 0), 150, Limit::WritesInFlight),
+            (demand(2, 1, 0), 2, Limit::PerMinute),
+            (demand(2, 0, 3), 150, Limit::SearchPerMinute),
+        ];
+        let start = Instant::now();
+        for (demand, per_minute, limit) in cases {
+            let error = limiter
+                .acquire(&alice, demand, per_minute, far)
+                .await
+                .expect_err("never fits");
+            assert_eq!(error.limit, limit, "{demand:?}");
+            assert!(error.retry_after > Duration::ZERO);
+            assert_eq!(Instant::now(), start, "{demand:?} refused without waiting");
+        }
+        limiter
+            .acquire(&alice, demand(2, 1, 2), 3, start)
+            .await
+            .expect("nothing was spent by the refusals");
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Output {
     pub next_page: Option<NextPage>,
     pub request_id: Option<String>,
     pub pages: u32,
+    /// Asana's HTTP status of the (last) answer; `None` when no HTTP answer stands behind it.
+    pub status: Option<u16>,
 }
 
 /// Asana's most actions per `/batch` request.
@@ -67,6 +69,7 @@ impl Executor {
                     next_page: page.next_page,
                     request_id: page.request_id,
                     pages,
+                    status: Some(page.status.as_u16()),
                 });
             }
             match page.data {
@@ -82,6 +85,7 @@ impl Executor {
                         next_page,
                         request_id: page.request_id,
                         pages,
+                        status: Some(page.status.as_u16()),
                     });
                 }
             }
@@ -224,6 +228,7 @@ impl BatchResult {
                 next_page,
                 request_id,
                 pages: 1,
+                status: Some(self.status_code),
             }
         } else {
             let errors = self
@@ -237,6 +242,7 @@ impl BatchResult {
                 next_page: None,
                 request_id,
                 pages: 1,
+                status: Some(self.status_code),
             }
         }
     }
@@ -292,6 +298,7 @@ fn tool_failure(error: asana_client::Error, trail: &mut Trail) -> Result<Output,
         next_page: None,
         request_id: None,
         pages: 0,
+        status: Some(status),
     })
 }
 

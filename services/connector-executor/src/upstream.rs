@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use asana_tools::{RateClass, Validator};
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::executor::{CallContext, DEFAULT_RETRY_AFTER, Executor, Trail};
+use crate::executor::{CallContext, DEFAULT_RETRY_AFTER, Executor, Trail, rate_limited};
 use crate::mcp::{McpError, SessionKey, UpstreamTool};
 use crate::rate::Demand;
 use crate::rest::Output;
@@ -58,6 +59,10 @@ impl Executor {
         arguments: Map<String, Value>,
         trail: &mut Trail,
     ) -> Result<Output, Error> {
+        self.limiter
+            .wait_back_off(&context.bucket(), context.deadline)
+            .await
+            .map_err(rate_limited)?;
         let mut token = self.tokens.get(&context.account).await?;
         let mut retried = false;
         loop {
@@ -68,6 +73,9 @@ impl Executor {
                     token = self.tokens.rejected(&context.account, &token, None).await?;
                     retried = true;
                     continue;
+                }
+                Err(McpError::RateLimited { retry_after }) => {
+                    return Err(self.mcp_backed_off(context, retry_after));
                 }
                 Err(error) => return Err(upstream_error(error)),
                 Ok(tools) => tools,
@@ -115,12 +123,14 @@ impl Executor {
                 }
                 Err(error) => return mcp_failure(error, name),
                 Ok(result) => {
+                    trail.set("status", 200);
                     return Ok(Output {
                         output: result.output,
                         is_error: result.is_error,
                         next_page: None,
                         request_id: None,
                         pages: 1,
+                        status: None,
                     });
                 }
             }
@@ -133,6 +143,10 @@ impl Executor {
         context: &CallContext,
         url: &str,
     ) -> Result<Arc<[UpstreamTool]>, Error> {
+        self.limiter
+            .wait_back_off(&context.bucket(), context.deadline)
+            .await
+            .map_err(rate_limited)?;
         let mut token = self.tokens.get(&context.account).await?;
         let mut retried = false;
         loop {
@@ -145,12 +159,26 @@ impl Executor {
                     token = self.tokens.rejected(&context.account, &token, None).await?;
                     retried = true;
                 }
+                Err(McpError::RateLimited { retry_after }) => {
+                    return Err(self.mcp_backed_off(context, retry_after));
+                }
                 Err(error) => return Err(upstream_error(error)),
                 Ok(tools) => {
                     self.saw_upstream_tools(&context.account.connection, &tools);
                     return Ok(tools);
                 }
             }
+        }
+    }
+
+    /// The MCP server answered 429 to a request sent without a permit (`tools/list`): the
+    /// whole token waits out its `Retry-After`, as after a 429 to a tool call.
+    fn mcp_backed_off(&self, context: &CallContext, retry_after: Option<Duration>) -> Error {
+        let retry_after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        self.limiter.back_off(&context.bucket(), retry_after);
+        Error::RateLimited {
+            limit: "the MCP server's rate limit",
+            retry_after,
         }
     }
 }
@@ -172,6 +200,7 @@ fn mcp_failure(error: McpError, name: &str) -> Result<Output, Error> {
             next_page: None,
             request_id: None,
             pages: 1,
+            status: None,
         }),
         other => Err(upstream_error(other)),
     }

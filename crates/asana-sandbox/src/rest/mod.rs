@@ -3,6 +3,7 @@
 //! the `data` envelope, compact records, `opt_fields`, and `limit`/`offset` pagination.
 
 mod allocations;
+mod attachments;
 mod audit_log;
 mod batch;
 mod custom_fields;
@@ -49,6 +50,7 @@ pub type Params = HashMap<String, String>;
 pub fn routes(sandbox: Sandbox) -> Router {
     let api = Router::new()
         .merge(users::routes())
+        .merge(attachments::routes())
         .merge(tasks::routes())
         .merge(custom_fields::routes())
         .merge(projects::routes())

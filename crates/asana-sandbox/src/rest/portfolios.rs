@@ -210,7 +210,7 @@ async fn delete_portfolio(
 }
 
 /// The gids of a portfolio's items, in order.
-fn item_gids(portfolio: &Value) -> Vec<String> {
+pub(super) fn item_gids(portfolio: &Value) -> Vec<String> {
     portfolio[ITEMS]
         .as_array()
         .into_iter()

@@ -6,13 +6,14 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::Value;
 
-use super::objects::named_user;
+use super::objects::{self, named_user, user_workspaces, visible};
 use super::{Caller, Params, compact, data, page, shape};
 use crate::Sandbox;
 use crate::error::ApiError;
 
 pub fn routes() -> Router<Sandbox> {
     Router::new()
+        .route("/users", get(list_users))
         .route("/users/{user_gid}", get(get_user))
         .route("/workspaces", get(list_workspaces))
         .route("/workspaces/{workspace_gid}", get(get_workspace))
@@ -33,6 +34,49 @@ async fn get_user(
 ) -> Result<Response, ApiError> {
     let user = resolve_user(&sandbox, &caller, &user)?;
     Ok(data(shape(&user, &params, Value::clone)))
+}
+
+/// `GET /users`: the users of one `workspace`, of one `team` (its members), or of every
+/// workspace the caller belongs to, in gid order.
+async fn list_users(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let items: Vec<Value> = {
+        let world = sandbox.world();
+        let workspaces = match params.get("workspace") {
+            Some(workspace_gid) => {
+                objects::member_workspace(&world, &caller, workspace_gid, "workspace")?;
+                vec![workspace_gid.clone()]
+            }
+            None => user_workspaces(&world, &caller.user_gid),
+        };
+        let members: Option<Vec<String>> = match params.get("team") {
+            Some(team_gid) => {
+                visible(&world, &caller, team_gid, "team", "team")?;
+                Some(
+                    world
+                        .all("team_membership", |m| m["team"]["gid"] == team_gid.as_str())
+                        .filter_map(|m| m["user"]["gid"].as_str().map(str::to_owned))
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        world
+            .all("user", |u| {
+                u["workspaces"].as_array().is_some_and(|ws| {
+                    ws.iter()
+                        .any(|w| workspaces.iter().any(|g| w["gid"] == g.as_str()))
+                }) && members
+                    .as_ref()
+                    .is_none_or(|m| m.iter().any(|g| u["gid"] == g.as_str()))
+            })
+            .map(|u| shape(u, &params, compact))
+            .collect()
+    };
+    page(&sandbox, items, &params, "/users")
 }
 
 async fn list_workspaces(

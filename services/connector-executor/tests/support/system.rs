@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::io::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_grpc::client::{AuthenticatedChannel, channel};
@@ -41,6 +42,14 @@ pub struct Options {
     pub peer_mcp_url: Option<String>,
     /// Whether connector-executor sends audit events to audit-log.
     pub audit: bool,
+    /// The API base of the `asana-pat` connection when not the sandbox's own (e.g. a Prism
+    /// proxy in front of it).
+    pub rest_api_base_url: Option<String>,
+    /// The socket the sandbox serves on, bound beforehand so that something placed in front
+    /// of it (see `rest_api_base_url`) can know its address; a fresh one when `None`.
+    pub sandbox_listener: Option<Arc<std::net::TcpListener>>,
+    /// The sandbox's per-token limits.
+    pub sandbox_limits: asana_sandbox::LimitConfig,
 }
 
 impl Default for Options {
@@ -50,6 +59,9 @@ impl Default for Options {
             token_lifetime: Duration::from_secs(3600),
             peer_mcp_url: None,
             audit: true,
+            rest_api_base_url: None,
+            sandbox_listener: None,
+            sandbox_limits: asana_sandbox::LimitConfig::default(),
         }
     }
 }
@@ -69,6 +81,8 @@ pub struct System {
     pub operator: ApiKey,
     /// connector-executor's key for token-vault.
     executor_key: ApiKey,
+    /// The sandbox's control key (`X-Sandbox-Control-Key`).
+    control_key: String,
     shutdown: CancellationToken,
     _files: Vec<tempfile::NamedTempFile>,
     _dirs: Vec<tempfile::TempDir>,
@@ -113,11 +127,25 @@ impl System {
         let mut files = Vec::new();
         let mut dirs = Vec::new();
 
-        let (sandbox_listener, sandbox_url) = listener().await;
+        let (sandbox_listener, sandbox_url) = match &options.sandbox_listener {
+            Some(bound) => {
+                let std_listener = bound.try_clone().expect("sandbox socket");
+                std_listener.set_nonblocking(true).expect("non-blocking");
+                let address = std_listener.local_addr().expect("address");
+                (
+                    TcpListener::from_std(std_listener).expect("sandbox listener"),
+                    format!("http://{address}"),
+                )
+            }
+            None => listener().await,
+        };
+        let control_key = ApiKey::generate().expose().to_owned();
         let sandbox = Sandbox::new(asana_sandbox::Config {
             public_url: sandbox_url.clone(),
+            control_key: Some(control_key.clone()),
             auto_approve: true,
             token_lifetime: options.token_lifetime,
+            limits: options.sandbox_limits.clone(),
             ..asana_sandbox::Config::default()
         });
         tokio::spawn(sandbox.clone().serve(sandbox_listener, shutdown.clone()));
@@ -215,6 +243,11 @@ name = "agent"
 key_sha256 = "{agent_hash}"
 tenants = ["{TENANT}"]
 
+[[server.callers]]
+name = "globex-agent"
+key_sha256 = "{other_hash}"
+tenants = ["{OTHER_TENANT}"]
+
 [vault]
 addr = "{vault_addr}"
 path_prefix = "{prefix}"
@@ -245,7 +278,7 @@ api_base_url = "{sandbox_url}/api/1.0"
 name = "asana-pat"
 kind = "rest"
 auth = "pat"
-api_base_url = "{sandbox_url}/api/1.0"
+api_base_url = "{pat_api_base_url}"
 
 [[connections]]
 name = "asana-mcp"
@@ -262,6 +295,11 @@ mcp_url = "{sandbox_url}/v2/mcp"
 {peer}"#,
             executor_hash = executor_key.hash(),
             agent_hash = agent.hash(),
+            other_hash = other_tenant_agent.hash(),
+            pat_api_base_url = options
+                .rest_api_base_url
+                .clone()
+                .unwrap_or_else(|| format!("{sandbox_url}/api/1.0")),
             vault_addr = vault.addr(),
             vault_db = vault_db.url(),
             vault_key_path = vault_key_file.path().display(),
@@ -338,6 +376,7 @@ api_key_file = "{executor_key_path}"
             other_tenant_agent,
             operator,
             executor_key,
+            control_key,
             shutdown,
             _files: files,
             _dirs: dirs,
@@ -359,9 +398,20 @@ api_key_file = "{executor_key_path}"
 
     /// Stores `pat` for `identifier` on `asana-pat` (tenant `acme`).
     pub async fn connect_pat(&self, identifier: &str, pat: &str) {
-        self.vault()
+        self.connect_pat_in(TENANT, identifier, pat).await;
+    }
+
+    /// Stores `pat` for `identifier` on `asana-pat` in `tenant` (`acme` or `globex`), as
+    /// that tenant's agent.
+    pub async fn connect_pat_in(&self, tenant: &str, identifier: &str, pat: &str) {
+        let key = if tenant == OTHER_TENANT {
+            &self.other_tenant_agent
+        } else {
+            &self.agent
+        };
+        TokenVaultClient::new(channel(&self.vault_url, Some(key)).expect("channel"))
             .put_credential(vault_pb::PutCredentialRequest {
-                tenant: TENANT.into(),
+                tenant: tenant.into(),
                 connection_name: "asana-pat".into(),
                 identifier: identifier.into(),
                 token: pat.into(),
@@ -436,9 +486,79 @@ api_key_file = "{executor_key_path}"
         }
     }
 
+    /// The access token connector-executor gets for an account of tenant `acme` (as
+    /// connector-executor), e.g. to prove it never leaks.
+    pub async fn access_token(&self, connection: &str, identifier: &str) -> String {
+        TokenVaultClient::new(channel(&self.vault_url, Some(&self.executor_key)).expect("channel"))
+            .get_access_token(vault_pb::GetAccessTokenRequest {
+                tenant: TENANT.into(),
+                connection_name: connection.into(),
+                identifier: identifier.into(),
+                min_valid_for: None,
+            })
+            .await
+            .expect("access token")
+            .into_inner()
+            .access_token
+    }
+
+    /// How many requests the sandbox's REST API has admitted, over every token.
+    pub fn sandbox_requests(&self) -> u64 {
+        self.sandbox_stats()["tokens"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, counters)| counters["requests_total"].as_u64())
+            .sum()
+    }
+
     /// The sandbox's counters (`/_sandbox/stats`).
     pub fn sandbox_stats(&self) -> serde_json::Value {
         self.sandbox.0.limits.stats()
+    }
+
+    /// The sandbox's limit counters of one token (a PAT or an access token).
+    pub fn token_stats(&self, token: &str) -> serde_json::Value {
+        self.sandbox_stats()["tokens"][asana_sandbox::tokens::token_key(token)].clone()
+    }
+
+    /// Refreshes the sandbox served for the OAuth app `client_id`.
+    pub fn refreshes(&self, client_id: &str) -> u64 {
+        self.sandbox_stats()["tokens"][asana_sandbox::tokens::token_key(client_id)]["refreshes"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// The gid of the seeded user with `email`.
+    pub fn user_gid(&self, email: &str) -> String {
+        self.sandbox
+            .world()
+            .all("user", |u| u["email"] == email)
+            .next()
+            .and_then(|u| u["gid"].as_str())
+            .expect("seeded user")
+            .to_owned()
+    }
+
+    /// Calls the sandbox's control API (`/_sandbox/…`) and returns its JSON answer; panics
+    /// unless it succeeds.
+    pub async fn sandbox_control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}/_sandbox/{path}", self.sandbox_url))
+            .header(asana_sandbox::control::HEADER, &self.control_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("sandbox answers");
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.expect("JSON");
+        assert!(status.is_success(), "/_sandbox/{path}: {status} {answer}");
+        answer
     }
 }
 
