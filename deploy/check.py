@@ -55,7 +55,7 @@ _COMMON = {"server": _SERVER}
 CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
     "token-vault": {
         **_COMMON,
-        "http_listen": str,
+        "oauth": {"http_listen": str},
         "vault": {"addr": str, "timeout": str, "kv_mount": str, "transit_mount": str,
                   "path_prefix": str},
         "database": {"url": str},
@@ -69,12 +69,8 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
         # Per-connection settings by connection name (requests_per_minute, asana_enable, ...).
         "connections": dict,
     },
-    "schema-watcher": {
-        **_COMMON,
-        "database": {"url": str},
-        "connector_executor": _CLIENT,
-        "audit_log": _CLIENT,
-    },
+    # Only the chassis until its drift issue lands (database, connector-executor, audit-log).
+    "schema-watcher": {**_COMMON},
 }
 # Keys that hold secrets: they must come from a Secret through the env override, never the file.
 SECRET_KEYS = {"database"}
@@ -377,8 +373,8 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
     server = cfg.get("server") if isinstance(cfg.get("server"), dict) else {}
     if server.get("listen") != f"0.0.0.0:{GRPC_PORT}":
         finding(where, f"server.listen must be \"0.0.0.0:{GRPC_PORT}\"")
-    if "http_listen" in schema and cfg.get("http_listen") != f"0.0.0.0:{HTTP_PORT}":
-        finding(where, f"http_listen must be \"0.0.0.0:{HTTP_PORT}\"")
+    if "oauth" in schema and (cfg.get("oauth") or {}).get("http_listen") != f"0.0.0.0:{HTTP_PORT}":
+        finding(where, f"oauth.http_listen must be \"0.0.0.0:{HTTP_PORT}\"")
     if "asana" in cfg and cfg["asana"] != EXPECTED_ASANA:
         finding(where, f"[asana] must be {EXPECTED_ASANA}")
 
@@ -693,6 +689,15 @@ def write_binary_inputs(objects: list[dict], target: Path) -> None:
         toml_text = (configmaps.get(f"{svc}-config", {}).get("data") or {}).get("config.toml", "")
         toml_text = re.sub(r"FILL-IN[\w-]*",
                            lambda m: hashlib.sha256(m.group(0).encode()).hexdigest(), toml_text)
+        # Mounted Secret files become dummy key files, and the pod's writable directories
+        # (e.g. the audit spool) directories of this run, so a binary that opens them at start
+        # finds them.
+        secrets = target / "mounts" / svc / "secrets"
+        for name in re.findall(r"/var/run/secrets/agentauth/([\w.-]+)", toml_text):
+            secrets.mkdir(parents=True, exist_ok=True)
+            (secrets / name).write_text(f"check-dummy-key-{svc}-{name}\n")
+        toml_text = toml_text.replace("/var/run/secrets/agentauth/", f"{secrets}/")
+        toml_text = toml_text.replace("/var/lib/agentauth/", f"{target / 'mounts' / svc / 'var'}/")
         (target / f"{svc}.toml").write_text(toml_text)
         lines = []
         for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", []):
