@@ -304,7 +304,7 @@ impl Emitter {
         }
         let wire = pb::Event::from(event);
         // The checks audit-log applies: a bad event fails here, not later with its whole batch.
-        Event::try_from(wire.clone())?;
+        Event::check_wire(&wire)?;
         self.inner
             .queue
             .try_send(Message::Event(Box::new(wire)))

@@ -208,42 +208,43 @@ pub fn wire_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-impl TryFrom<pb::Event> for Event {
-    type Error = InvalidEvent;
-
-    /// Validates an event sent to `Append`. Server-assigned fields (sequence, recorded_at,
-    /// hashes) are ignored: a client cannot choose its place in the chain.
-    fn try_from(event: pb::Event) -> Result<Self, InvalidEvent> {
+impl Event {
+    /// The checks audit-log applies to an event sent to `Append`, made on the wire form
+    /// without taking it apart, except that `details_json` is only measured: whether it is a
+    /// JSON object is checked where it is parsed ([`Event::try_from`]), and an emitter that
+    /// writes it from a map cannot get that wrong.
+    pub(crate) fn check_wire(event: &pb::Event) -> Result<(), InvalidEvent> {
         let id =
             Uuid::parse_str(&event.event_id).map_err(|_| invalid("event_id", "must be a UUID"))?;
         if id.get_version_num() != 7 {
             return Err(invalid("event_id", "must be a UUIDv7"));
         }
         bounded("tenant", &event.tenant, true)?;
-        let occurred_at = event
+        event
             .occurred_at
             .as_ref()
             .ok_or_else(|| invalid("occurred_at", "is required"))
             .and_then(|ts| {
                 timestamp(ts).ok_or_else(|| invalid("occurred_at", "is not a valid time"))
             })?;
-        let actor = event.actor.unwrap_or_default();
-        bounded("actor.service", &actor.service, true)?;
-        bounded("actor.identifier", &actor.identifier, false)?;
-        let subject = event.subject.unwrap_or_default();
-        bounded("subject.connection_name", &subject.connection_name, false)?;
-        bounded("subject.identifier", &subject.identifier, false)?;
-        bounded("subject.asana_user_gid", &subject.asana_user_gid, false)?;
-        let credential = match event.credential {
-            Some(c) if !c.account_id.is_empty() => {
-                bounded("credential.account_id", &c.account_id, true)?;
-                Some(CredentialRef {
-                    account_id: c.account_id,
-                    version: c.version,
-                })
-            }
-            _ => None,
-        };
+        bounded(
+            "actor.service",
+            event.actor.as_ref().map_or("", |a| a.service.as_str()),
+            true,
+        )?;
+        if let Some(actor) = &event.actor {
+            bounded("actor.identifier", &actor.identifier, false)?;
+        }
+        if let Some(subject) = &event.subject {
+            bounded("subject.connection_name", &subject.connection_name, false)?;
+            bounded("subject.identifier", &subject.identifier, false)?;
+            bounded("subject.asana_user_gid", &subject.asana_user_gid, false)?;
+        }
+        if let Some(c) = &event.credential
+            && !c.account_id.is_empty()
+        {
+            bounded("credential.account_id", &c.account_id, true)?;
+        }
         bounded("action", &event.action, true)?;
         if !event
             .action
@@ -255,6 +256,43 @@ impl TryFrom<pb::Event> for Event {
                 "must be dotted lowercase, e.g. `tool.executed`",
             ));
         }
+        pb::Outcome::try_from(event.outcome)
+            .ok()
+            .and_then(|o| Outcome::try_from(o).ok())
+            .ok_or_else(|| invalid("outcome", "must be SUCCESS, FAILURE or DENIED"))?;
+        if event.details_json.len() > MAX_DETAILS {
+            return Err(invalid(
+                "details_json",
+                format!("is larger than {MAX_DETAILS} bytes"),
+            ));
+        }
+        bounded("trace_id", &event.trace_id, false)
+    }
+}
+
+impl TryFrom<pb::Event> for Event {
+    type Error = InvalidEvent;
+
+    /// Validates an event sent to `Append`. Server-assigned fields (sequence, recorded_at,
+    /// hashes) are ignored: a client cannot choose its place in the chain.
+    fn try_from(event: pb::Event) -> Result<Self, InvalidEvent> {
+        Self::check_wire(&event)?;
+        let id =
+            Uuid::parse_str(&event.event_id).map_err(|_| invalid("event_id", "must be a UUID"))?;
+        let occurred_at = event
+            .occurred_at
+            .as_ref()
+            .and_then(timestamp)
+            .ok_or_else(|| invalid("occurred_at", "is not a valid time"))?;
+        let actor = event.actor.unwrap_or_default();
+        let subject = event.subject.unwrap_or_default();
+        let credential = event
+            .credential
+            .filter(|c| !c.account_id.is_empty())
+            .map(|c| CredentialRef {
+                account_id: c.account_id,
+                version: c.version,
+            });
         let outcome = pb::Outcome::try_from(event.outcome)
             .ok()
             .and_then(|o| Outcome::try_from(o).ok())
@@ -262,18 +300,11 @@ impl TryFrom<pb::Event> for Event {
         let details = if event.details_json.is_empty() {
             Map::new()
         } else {
-            if event.details_json.len() > MAX_DETAILS {
-                return Err(invalid(
-                    "details_json",
-                    format!("is larger than {MAX_DETAILS} bytes"),
-                ));
-            }
             match serde_json::from_str(&event.details_json) {
                 Ok(Value::Object(map)) => map,
                 _ => return Err(invalid("details_json", "must be a JSON object")),
             }
         };
-        bounded("trace_id", &event.trace_id, false)?;
         Ok(Self {
             id,
             tenant: event.tenant,

@@ -1,7 +1,6 @@
 //! Turning a tool's validated input into one request.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -25,21 +24,10 @@ impl Tool {
     }
 }
 
-/// Compiled input schemas by tool name, with the schema each was compiled from.
-type Cache = Mutex<HashMap<String, (Value, Arc<Validator>)>>;
-
+/// The tool's compiled input schema, compiled on its first call.
 fn validator_for(tool: &Tool) -> Result<Arc<Validator>, Vec<Violation>> {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Cache::default);
-    {
-        let cached = cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((schema, validator)) = cached.get(&tool.name)
-            && *schema == tool.input_schema
-        {
-            return Ok(Arc::clone(validator));
-        }
+    if let Some(validator) = tool.compiled.0.get() {
+        return Ok(Arc::clone(validator));
     }
     let validator = Arc::new(Validator::new(&tool.input_schema).map_err(|e| {
         vec![Violation {
@@ -47,14 +35,7 @@ fn validator_for(tool: &Tool) -> Result<Arc<Validator>, Vec<Violation>> {
             description: format!("the tool's input schema does not compile: {e}"),
         }]
     })?);
-    cache
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert(
-            tool.name.clone(),
-            (tool.input_schema.clone(), Arc::clone(&validator)),
-        );
-    Ok(validator)
+    Ok(Arc::clone(tool.compiled.0.get_or_init(|| validator)))
 }
 
 /// Binds a validated input: see [`Place`] for where each property goes.
@@ -231,6 +212,7 @@ mod tests {
                 paginated: false,
                 class: RateClass::Write,
             },
+            compiled: crate::tool::Compiled::default(),
         }
     }
 

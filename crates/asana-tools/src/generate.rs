@@ -272,6 +272,7 @@ impl<'a> Spec<'a> {
                 paginated: query_names.contains(&"limit") && query_names.contains(&"offset"),
                 class,
             },
+            compiled: crate::tool::Compiled::default(),
         })
     }
 

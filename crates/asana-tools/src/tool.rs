@@ -104,6 +104,20 @@ pub struct Tool {
     pub hints: Hints,
     pub source: Source,
     pub route: Route,
+    /// The input schema, compiled on first use.
+    #[serde(skip)]
+    pub(crate) compiled: Compiled,
+}
+
+/// A tool's compiled input schema, made once per tool on its first call. Two tools compare
+/// equal whatever their compiled state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Compiled(pub(crate) std::sync::OnceLock<std::sync::Arc<crate::Validator>>);
+
+impl PartialEq for Compiled {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// One request, ready to send: the path is filled in and encoded, the query is in order.

@@ -58,8 +58,9 @@ impl Row {
                 .map(|c| i64::try_from(c.version).unwrap_or(i64::MAX)),
             action: event.action.clone(),
             outcome: event.outcome.as_str().to_owned(),
-            // serde_json's map is ordered by key, so this is canonical.
-            details: Value::Object(event.details.clone()).to_string(),
+            // serde_json's map is ordered by key, so this is canonical. Writing a map of JSON
+            // values cannot fail.
+            details: serde_json::to_string(&event.details).unwrap_or_default(),
             trace_id: event.trace_id.clone(),
             prev_hash: prev_hash.to_vec(),
             hash: Vec::new(),

@@ -216,17 +216,17 @@ impl Store {
             let mut sql = String::from("WITH sent(id) AS (VALUES ");
             let mut args = AnyArguments::default();
             for (i, event) in events.iter().enumerate() {
-                sql.push_str(if i == 0 { "($" } else { ", ($" });
-                sql.push_str(&(i + 1).to_string());
+                sql.push_str(if i == 0 { "(" } else { ", (" });
+                push_placeholder(&mut sql, self.backend, i + 1);
                 sql.push(')');
                 add(&mut args, event.id.to_string());
             }
             add(&mut args, tenant.to_owned());
-            sql.push_str(&format!(
-                ") SELECT sent.id, (SELECT e.sequence FROM audit_events e \
-                 WHERE e.tenant = ${} AND e.event_id = sent.id) FROM sent",
-                events.len() + 1
-            ));
+            sql.push_str(
+                ") SELECT sent.id, (SELECT e.sequence FROM audit_events e WHERE e.tenant = ",
+            );
+            push_placeholder(&mut sql, self.backend, events.len() + 1);
+            sql.push_str(" AND e.event_id = sent.id) FROM sent");
             let rows = sqlx::query_with(AssertSqlSafe(sql), args)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -549,14 +549,8 @@ async fn insert_rows(
     rows: &[Row],
     backend: Backend,
 ) -> Result<(), Error> {
-    // SQLite looks a bound parameter's name up by a linear scan of the statement's parameters,
-    // so binding costs grow with the square of a statement's size: there, small statements
-    // are cheaper (at 1,000 rows, binding took more time than everything else in an append).
-    let rows_per_statement = match backend {
-        Backend::Postgres => 1_000,
-        Backend::Sqlite => 32,
-    };
-    for chunk in rows.chunks(rows_per_statement) {
+    const ROWS_PER_STATEMENT: usize = 1_000;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
         let mut args = AnyArguments::default();
         for (i, row) in chunk.iter().enumerate() {
@@ -565,8 +559,7 @@ async fn insert_rows(
                 if c > 0 {
                     sql.push_str(", ");
                 }
-                sql.push('$');
-                sql.push_str(&(i * COLUMN_COUNT + c + 1).to_string());
+                push_placeholder(&mut sql, backend, i * COLUMN_COUNT + c + 1);
             }
             sql.push(')');
             add(&mut args, row.tenant.clone());
@@ -593,6 +586,21 @@ async fn insert_rows(
             .await?;
     }
     Ok(())
+}
+
+/// Appends the `n`-th (from 1) bind parameter of a statement built in order: `$n` on
+/// PostgreSQL, an anonymous `?` on SQLite. SQLite looks a named parameter up by a linear scan
+/// of the statement's names on every bind, so a statement of many `$n` costs the square of its
+/// size to bind (at 1,000 rows, more than everything else in an append); anonymous ones are
+/// bound by position.
+fn push_placeholder(sql: &mut String, backend: Backend, n: usize) {
+    match backend {
+        Backend::Postgres => {
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+        Backend::Sqlite => sql.push('?'),
+    }
 }
 
 /// `SELECT … WHERE …` for `filter`, with its arguments.

@@ -166,7 +166,7 @@ impl ConnectorExecutorApi {
         let output = result?;
         Ok(pb::ExecuteToolResponse {
             execution_id: id.to_string(),
-            output_json: output.output.to_string(),
+            output_json: output.output,
             is_error: output.is_error,
             route: route.into(),
             next_page: output.next_page.map(|n| pb::NextPage {
@@ -373,7 +373,7 @@ impl ConnectorExecutorApi {
         );
         item_result(result.map(|output| pb::ExecuteToolResponse {
             execution_id: id.to_string(),
-            output_json: output.output.to_string(),
+            output_json: output.output,
             is_error: output.is_error,
             route: pb::Route::Rest.into(),
             next_page: output.next_page.map(|n| pb::NextPage {

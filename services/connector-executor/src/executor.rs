@@ -22,7 +22,7 @@ use crate::config::{AsanaConfig, Config, ConnectionSettings, ExecutionConfig, Pr
 use crate::connections::{Connection, Connections};
 use crate::mcp::McpClients;
 use crate::mcp::UpstreamTool;
-use crate::rate::{BucketKey, Demand, Exhausted, Limiter, Permit};
+use crate::rate::{Demand, Exhausted, Limiter, Permit};
 use crate::tokens::{AccessToken, AccountKey, Tokens};
 use crate::upstream::Validators;
 
@@ -58,16 +58,6 @@ pub(crate) struct CallContext {
     /// The caller's configured name.
     pub caller: String,
     pub deadline: Instant,
-}
-
-impl CallContext {
-    pub(crate) fn bucket(&self) -> BucketKey {
-        BucketKey {
-            tenant: self.account.tenant.clone(),
-            connection: self.account.connection.clone(),
-            identifier: self.account.identifier.clone(),
-        }
-    }
 }
 
 /// What an audit event of a call records besides its outcome.
@@ -215,7 +205,7 @@ impl Executor {
             .settings(&context.account.connection)
             .requests_per_minute;
         self.limiter
-            .acquire(&context.bucket(), demand, per_minute, context.deadline)
+            .acquire(&context.account, demand, per_minute, context.deadline)
             .await
             .map_err(rate_limited)
     }

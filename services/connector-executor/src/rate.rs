@@ -21,13 +21,8 @@ use crate::config::LimitsConfig;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// Whose budget a request spends.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct BucketKey {
-    pub tenant: String,
-    pub connection: String,
-    pub identifier: String,
-}
+/// Whose budget a request spends: the account's, whose token Asana counts.
+pub(crate) use crate::tokens::AccountKey as BucketKey;
 
 /// A request this side will not send before the caller's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

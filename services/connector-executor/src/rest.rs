@@ -7,6 +7,8 @@
 use asana_client::{Client, NextPage, Request, Response};
 use asana_tools::{HttpCall, Method, RateClass};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -16,7 +18,8 @@ use crate::rate::Demand;
 /// Asana's answer to one call, as the caller sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Output {
-    pub output: Value,
+    /// The output as JSON text: Asana's `data`, or an error object for the model.
+    pub output: String,
     pub is_error: bool,
     pub next_page: Option<NextPage>,
     pub request_id: Option<String>,
@@ -33,6 +36,9 @@ const PAGE_SIZE: &str = "100";
 
 impl Executor {
     /// Sends `call`, following `next_page` up to `max_pages` pages when `max_pages > 1`.
+    ///
+    /// A single page's `data` is passed on as Asana wrote it, without being parsed into a tree
+    /// and written out again; pages are parsed only to be concatenated.
     pub(crate) async fn run_rest(
         &self,
         context: &CallContext,
@@ -42,7 +48,25 @@ impl Executor {
         trail: &mut Trail,
     ) -> Result<Output, Error> {
         let mut request = to_request(call);
-        if max_pages > 1 && !call.query.iter().any(|(name, _)| name == "limit") {
+        if max_pages <= 1 {
+            let page = match self
+                .send::<Box<RawValue>>(context, client, call.class, &request, trail)
+                .await?
+            {
+                Ok(page) => page,
+                Err(failure) => return Ok(failure),
+            };
+            note_changes(&page, &mut Vec::new(), trail);
+            return Ok(Output {
+                output: Box::<str>::from(page.data).into(),
+                is_error: false,
+                next_page: page.next_page,
+                request_id: page.request_id,
+                pages: 1,
+                status: Some(page.status.as_u16()),
+            });
+        }
+        if !call.query.iter().any(|(name, _)| name == "limit") {
             request = request.query("limit", PAGE_SIZE);
         }
         let mut pages = 0;
@@ -50,37 +74,25 @@ impl Executor {
         let mut changes = Vec::new();
         loop {
             let page = match self
-                .send(context, client, call.class, &request, trail)
+                .send::<Value>(context, client, call.class, &request, trail)
                 .await?
             {
                 Ok(page) => page,
                 Err(failure) => return Ok(failure),
             };
             pages += 1;
-            changes.extend(page.asana_change.iter().map(|c| c.name.clone()));
-            if !changes.is_empty() {
-                trail.set("asana_change", changes.clone());
-            }
-            let last = pages >= max_pages || page.next_page.is_none();
-            if max_pages <= 1 || (pages == 1 && last) {
-                return Ok(Output {
-                    output: page.data,
-                    is_error: false,
-                    next_page: page.next_page,
-                    request_id: page.request_id,
-                    pages,
-                    status: Some(page.status.as_u16()),
-                });
-            }
+            note_changes(&page, &mut changes, trail);
             match page.data {
                 Value::Array(list) => items.extend(list),
                 other => items.push(other),
             }
             match page.next_page {
-                Some(next) if !last => request = request.query("offset", next.offset),
+                Some(next) if pages < max_pages => {
+                    request = request.query("offset", next.offset);
+                }
                 next_page => {
                     return Ok(Output {
-                        output: Value::Array(items),
+                        output: Value::Array(items).to_string(),
                         is_error: false,
                         next_page,
                         request_id: page.request_id,
@@ -94,20 +106,20 @@ impl Executor {
 
     /// One request within the budget, retried once with a new token after a 401. The inner
     /// `Err` is a tool-level failure (Asana's 4xx about the request) for the caller's model.
-    async fn send(
+    async fn send<T: DeserializeOwned>(
         &self,
         context: &CallContext,
         client: &Client,
         class: RateClass,
         request: &Request,
         trail: &mut Trail,
-    ) -> Result<Result<Response<Value>, Output>, Error> {
+    ) -> Result<Result<Response<T>, Output>, Error> {
         let mut token = self.tokens.get(&context.account).await?;
         let mut retried = false;
         loop {
             trail.used(&token);
             let permit = self.admit(context, Demand::of(class)).await?;
-            let answer = client.send::<Value>(&token.token, request.clone()).await;
+            let answer = client.send::<T>(&token.token, request.clone()).await;
             match answer {
                 Ok(response) => {
                     if let Some(id) = &response.request_id {
@@ -223,7 +235,7 @@ impl BatchResult {
                 .cloned()
                 .and_then(|v| serde_json::from_value(v).ok());
             Output {
-                output: self.body.get("data").cloned().unwrap_or(Value::Null),
+                output: self.body.get("data").unwrap_or(&Value::Null).to_string(),
                 is_error: false,
                 next_page,
                 request_id,
@@ -237,7 +249,8 @@ impl BatchResult {
                 .cloned()
                 .unwrap_or_else(|| json!([]));
             Output {
-                output: json!({ "error": { "status": self.status_code, "errors": errors } }),
+                output: json!({ "error": { "status": self.status_code, "errors": errors } })
+                    .to_string(),
                 is_error: true,
                 next_page: None,
                 request_id,
@@ -293,7 +306,7 @@ fn tool_failure(error: asana_client::Error, trail: &mut Trail) -> Result<Output,
         .map(|e| json!({ "message": e.message, "help": e.help, "phrase": e.phrase }))
         .collect();
     Ok(Output {
-        output: json!({ "error": { "status": status, "errors": errors } }),
+        output: json!({ "error": { "status": status, "errors": errors } }).to_string(),
         is_error: true,
         next_page: None,
         request_id: None,
@@ -371,4 +384,12 @@ pub(crate) fn batchable(call: &HttpCall) -> bool {
             .query
             .iter()
             .all(|(name, _)| matches!(name.as_str(), "opt_fields" | "limit" | "offset"))
+}
+
+/// Records the `Asana-Change` names seen so far in the call's audit details.
+fn note_changes<T>(page: &Response<T>, seen: &mut Vec<String>, trail: &mut Trail) {
+    seen.extend(page.asana_change.iter().map(|c| c.name.clone()));
+    if !seen.is_empty() {
+        trail.set("asana_change", seen.clone());
+    }
 }

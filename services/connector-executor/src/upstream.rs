@@ -60,7 +60,7 @@ impl Executor {
         trail: &mut Trail,
     ) -> Result<Output, Error> {
         self.limiter
-            .wait_back_off(&context.bucket(), context.deadline)
+            .wait_back_off(&context.account, context.deadline)
             .await
             .map_err(rate_limited)?;
         let mut token = self.tokens.get(&context.account).await?;
@@ -125,7 +125,7 @@ impl Executor {
                 Ok(result) => {
                     trail.set("status", 200);
                     return Ok(Output {
-                        output: result.output,
+                        output: result.output.to_string(),
                         is_error: result.is_error,
                         next_page: None,
                         request_id: None,
@@ -144,7 +144,7 @@ impl Executor {
         url: &str,
     ) -> Result<Arc<[UpstreamTool]>, Error> {
         self.limiter
-            .wait_back_off(&context.bucket(), context.deadline)
+            .wait_back_off(&context.account, context.deadline)
             .await
             .map_err(rate_limited)?;
         let mut token = self.tokens.get(&context.account).await?;
@@ -175,7 +175,7 @@ impl Executor {
     /// whole token waits out its `Retry-After`, as after a 429 to a tool call.
     fn mcp_backed_off(&self, context: &CallContext, retry_after: Option<Duration>) -> Error {
         let retry_after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-        self.limiter.back_off(&context.bucket(), retry_after);
+        self.limiter.back_off(&context.account, retry_after);
         Error::RateLimited {
             limit: "the MCP server's rate limit",
             retry_after,
@@ -195,7 +195,7 @@ fn session(token: &AccessToken) -> SessionKey {
 fn mcp_failure(error: McpError, name: &str) -> Result<Output, Error> {
     match error {
         McpError::Protocol(message) => Ok(Output {
-            output: json!({ "error": { "tool": name, "message": message } }),
+            output: json!({ "error": { "tool": name, "message": message } }).to_string(),
             is_error: true,
             next_page: None,
             request_id: None,

@@ -206,6 +206,7 @@ impl Builder {
             hints: self.hints,
             source: Source::Curated,
             route: self.route,
+            compiled: crate::tool::Compiled::default(),
         }
     }
 }
