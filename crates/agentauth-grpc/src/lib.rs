@@ -15,3 +15,19 @@ mod trace;
 
 pub use auth::{ApiKey, Caller, CallerConfig, Denied};
 pub use server::{AlwaysReady, Api, Readiness, Server, ServerConfig, shutdown_signal};
+
+/// `; did you mean `a` or `b`?` for an error message about an unknown name, or nothing when
+/// there is no close name.
+pub fn did_you_mean(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => String::new(),
+        names => format!(
+            "; did you mean {}?",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    }
+}

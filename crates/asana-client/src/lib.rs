@@ -13,8 +13,7 @@
 //!   allows; 500/502/503/504, connection errors and timeouts back off exponentially with jitter.
 //!   A POST or DELETE is never retried: a timed-out create may have succeeded.
 //!
-//! The workspace's `reqwest` is built without TLS, so this client speaks plain HTTP only (the
-//! sandbox); talking to `https://app.asana.com` needs a TLS feature on `reqwest`.
+//! HTTPS (Asana itself) goes through rustls; plain HTTP is for the sandbox.
 
 mod client;
 mod config;

@@ -143,11 +143,26 @@ impl ConnectorExecutorApi {
                 self.execute_mcp(context, url, &call, &mut trail).await,
             ),
         };
-        trail.set("route", route.as_str_name());
         trail.set(
             "latency_ms",
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
         );
+        self.conclude(id, context, connection, route, result, trail)
+            .await
+    }
+
+    /// Ends one tool call: a token refusal explained (AUTH_REQUIRED with a link), the audit
+    /// event recorded, the answer built.
+    async fn conclude(
+        &self,
+        id: uuid::Uuid,
+        context: &CallContext,
+        connection: &Connection,
+        route: pb::Route,
+        result: Result<Output, Error>,
+        mut trail: Trail,
+    ) -> Result<pb::ExecuteToolResponse, Error> {
+        trail.set("route", route.as_str_name());
         let result = match result {
             Err(error) => Err(self
                 .executor
@@ -343,7 +358,6 @@ impl ConnectorExecutorApi {
         trail.set("tool", item.tool_name.as_str());
         trail.set("input_digest", input_digest(item.input_json.as_bytes()));
         trail.set("batch_id", batch_id);
-        trail.set("route", pb::Route::Rest.as_str_name());
         trail.set("packed", true);
         trail.set(
             "latency_ms",
@@ -356,34 +370,10 @@ impl ConnectorExecutorApi {
         {
             trail.set("status", *status);
         }
-        let result = match result {
-            Err(error) => Err(self
-                .executor
-                .explain_token_error(connection, &context.account, error)
-                .await),
-            ok => ok,
-        };
-        let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
-        self.executor.record(
-            id,
-            context,
-            action::TOOL_EXECUTED,
-            result.as_ref().map(|o| o.is_error),
-            trail,
-        );
-        item_result(result.map(|output| pb::ExecuteToolResponse {
-            execution_id: id.to_string(),
-            output_json: output.output,
-            is_error: output.is_error,
-            route: pb::Route::Rest.into(),
-            next_page: output.next_page.map(|n| pb::NextPage {
-                offset: n.offset,
-                path: n.path,
-            }),
-            credential_version,
-            asana_request_id: output.request_id.unwrap_or_default(),
-            pages_fetched: output.pages,
-        }))
+        item_result(
+            self.conclude(id, context, connection, pb::Route::Rest, result, trail)
+                .await,
+        )
     }
 }
 

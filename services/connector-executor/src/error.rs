@@ -17,13 +17,13 @@ pub enum Error {
     #[error(transparent)]
     Denied(#[from] agentauth_grpc::Denied),
     /// No connection has exactly this name.
-    #[error("unknown connection `{name}`{}", did_you_mean(.suggestions))]
+    #[error("unknown connection `{name}`{}", agentauth_grpc::did_you_mean(.suggestions))]
     UnknownConnection {
         name: String,
         suggestions: Vec<String>,
     },
     /// The connection has no tool of this name.
-    #[error("connection `{connection}` has no tool `{name}`{}", did_you_mean(.suggestions))]
+    #[error("connection `{connection}` has no tool `{name}`{}", agentauth_grpc::did_you_mean(.suggestions))]
     UnknownTool {
         connection: String,
         name: String,
@@ -217,18 +217,4 @@ fn describe(violations: &[Violation]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn did_you_mean(suggestions: &[String]) -> String {
-    match suggestions {
-        [] => String::new(),
-        names => format!(
-            "; did you mean {}?",
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        ),
-    }
 }

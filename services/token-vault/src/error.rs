@@ -13,7 +13,7 @@ pub enum Error {
     #[error(transparent)]
     Denied(#[from] agentauth_grpc::Denied),
     /// No connection has exactly this name.
-    #[error("unknown connection `{name}`{}", did_you_mean(.suggestions))]
+    #[error("unknown connection `{name}`{}", agentauth_grpc::did_you_mean(.suggestions))]
     UnknownConnection {
         name: String,
         suggestions: Vec<String>,
@@ -140,19 +140,5 @@ impl From<Error> for Status {
                 Status::internal("internal error")
             }
         }
-    }
-}
-
-fn did_you_mean(suggestions: &[String]) -> String {
-    match suggestions {
-        [] => String::new(),
-        names => format!(
-            "; did you mean {}?",
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        ),
     }
 }
