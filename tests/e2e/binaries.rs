@@ -66,11 +66,12 @@ async fn token_vault_is_not_serving_while_vault_is_unreachable() {
         + &format!("\n[vault]\naddr = \"http://{unreachable}\"\n");
     let process = ServiceProcess::start("token-vault", &config, &[]).expect("start");
     agentauth_testkit::assert_eventually!(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         async {
             health_status(process.address(), "").await.ok() == Some(ServingStatus::NotServing)
         },
-        "token-vault answers health but reports NOT_SERVING without Vault"
+        "token-vault answers health but reports NOT_SERVING without Vault; its log:\n{}",
+        process.log()
     );
 }
 

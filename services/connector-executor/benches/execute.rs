@@ -166,6 +166,8 @@ async fn run() {
         executor_toml: "[connections.asana-pat]\nrequests_per_minute = 100000000\n".to_owned(),
         sandbox_limits: unlimited,
         audit: auditing,
+        // The emitter's default, as deployed.
+        audit_flush_interval: Duration::from_millis(100),
         ..Options::default()
     })
     .await;
@@ -213,8 +215,13 @@ async fn run() {
     let sdk = python_sdk(&api_base, &gid);
 
     println!("connector-executor: asana_task_get via ExecuteTool vs the same GET sent directly");
+    let audit = if auditing {
+        "every call audited to audit-log on SQLite, in this process"
+    } else {
+        "audit sink off"
+    };
     println!(
-        "(sandbox in-process, auditing on; {SAMPLES} sequential reads, then {CONCURRENCY} concurrent for {RUN:?})\n"
+        "(sandbox in-process, {audit}; {SAMPLES} sequential reads, then {CONCURRENCY} concurrent for {RUN:?})\n"
     );
     println!("| path | p50 | p99 | throughput at {CONCURRENCY} |");
     println!("| --- | --- | --- | --- |");

@@ -50,6 +50,9 @@ pub struct Options {
     pub sandbox_listener: Option<Arc<std::net::TcpListener>>,
     /// The sandbox's per-token limits.
     pub sandbox_limits: asana_sandbox::LimitConfig,
+    /// How long connector-executor's audit emitter lets a batch fill (short, so tests see
+    /// events soon).
+    pub audit_flush_interval: Duration,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             rest_api_base_url: None,
             sandbox_listener: None,
             sandbox_limits: asana_sandbox::LimitConfig::default(),
+            audit_flush_interval: Duration::from_millis(20),
         }
     }
 }
@@ -320,9 +324,10 @@ mcp_url = "{sandbox_url}/v2/mcp"
         let executor_spool = tempfile::tempdir().expect("spool");
         let audit_section = if options.audit {
             format!(
-                "[audit]\nurl = \"{audit_url}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\nflush_interval = \"20ms\"\n",
+                "[audit]\nurl = \"{audit_url}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\nflush_interval = \"{}ms\"\n",
                 executor_key_file.path().display(),
-                executor_spool.path().display()
+                executor_spool.path().display(),
+                options.audit_flush_interval.as_millis()
             )
         } else {
             String::new()
