@@ -22,11 +22,21 @@ pub fn config(service: &str, key: &ApiKey) -> String {
     );
     if service == "token-vault" {
         config.push_str(&format!(
-            "\n[vault]\naddr = \"{}\"\n",
-            openbao::shared().addr()
+            "\n[vault]\naddr = \"{}\"\n{}",
+            openbao::shared().addr(),
+            oauth_listener()
         ));
     }
     config
+}
+
+/// token-vault's `[oauth]` section with the callback on a free port: its default,
+/// 127.0.0.1:50060, belongs to `agentauth dev`, which another test runs at the same time.
+pub fn oauth_listener() -> String {
+    format!(
+        "\n[oauth]\nhttp_listen = \"{}\"\n",
+        agentauth_testkit::free_port()
+    )
 }
 
 /// Starts `service` with its minimal configuration and its dependencies' credentials.
@@ -63,7 +73,8 @@ async fn token_vault_is_not_serving_while_vault_is_unreachable() {
     let key = ApiKey::generate();
     let unreachable = agentauth_testkit::free_port();
     let config = config("connector-executor", &key)
-        + &format!("\n[vault]\naddr = \"http://{unreachable}\"\n");
+        + &format!("\n[vault]\naddr = \"http://{unreachable}\"\n")
+        + &oauth_listener();
     let process = ServiceProcess::start("token-vault", &config, &[]).expect("start");
     agentauth_testkit::assert_eventually!(
         Duration::from_secs(30),

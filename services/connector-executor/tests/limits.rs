@@ -96,8 +96,10 @@ async fn a_burst_of_writes_stays_within_fifteen_in_flight_and_the_minute_budget(
     let workspace = workspace(&system, "Acme Corp");
     slow_down(&system, "/api/1.0/tasks", 200);
     let before = alice_requests(&system);
+    // One channel, as a caller would hold it: its calls share one HTTP/2 connection.
+    let executor = system.executor();
     let calls = (0..500).map(|i| {
-        let mut client = system.executor();
+        let mut client = executor.clone();
         let input = json!({"data": {"name": format!("burst {i}"), "workspace": workspace}});
         async move {
             client
@@ -165,8 +167,9 @@ async fn concurrent_reads_stay_within_fifty_in_flight_and_all_succeed_on_a_paid_
     system.connect_pat("alice", ALICE_PAT).await;
     slow_down(&system, "/api/1.0/users", 300);
     let before = alice_requests(&system);
+    let executor = system.executor();
     let calls = (0..200).map(|_| {
-        let mut client = system.executor();
+        let mut client = executor.clone();
         async move {
             client
                 .execute_tool(request("asana_api_get_user", &json!({"user_gid": "me"})))
