@@ -3,222 +3,39 @@
 //! who may ask. token-vault runs in-process (one or three instances sharing OpenBao and one
 //! database) against an in-process Asana sandbox.
 
-#[path = "support/db.rs"]
-mod db;
-use agentauth_testkit::logs;
-
-#[path = "support/secrets.rs"]
-mod secrets;
+#[path = "support/vault.rs"]
+#[allow(dead_code, reason = "shared with other tests and the benchmark")]
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_grpc::ApiKey;
-use agentauth_grpc::client::{AuthenticatedChannel, channel};
-use agentauth_launch::Service as _;
 use agentauth_proto::vault::v1 as pb;
-use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::logs::{assert_logs_hold_none_of, logs};
 use agentauth_testkit::openbao;
-use asana_sandbox::{App, AppKind, Sandbox};
 use figment::providers::{Format as _, Toml};
+use token_vault::Config;
 use token_vault::secrets::{Location, Secrets};
-use token_vault::{Config, TokenVaultService};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use db::Db;
-use logs::{assert_logs_hold_none_of, logs};
+use support::{ALICE, Setup, TENANT};
 
-const TENANT: &str = "acme";
-const ALICE: &str = "alice@acme.test";
-
-/// A sandbox and `replicas` token-vault instances sharing one Vault prefix and one database.
-struct Setup {
-    sandbox: Sandbox,
-    sandbox_url: String,
-    /// Each replica's gRPC address.
-    replicas: Vec<String>,
-    reader: ApiKey,
-    agent: ApiKey,
-    config_text: String,
-    client_secret: String,
-    shutdown: CancellationToken,
-    _db: Db,
+/// One token-vault (or `replicas`) with the sweeper out of the way, logs captured.
+async fn start(backend: &str, replicas: usize) -> Setup {
+    logs();
+    Setup::start(backend, replicas, true).await
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+/// Like `start`, with the sweeper running every `sweep_interval`.
+async fn start_sweeping(backend: &str, replicas: usize, sweep_interval: &str) -> Setup {
+    logs();
+    Setup::start_sweeping(backend, replicas, true, sweep_interval).await
 }
 
+/// What these tests ask of the shared setup besides what it offers.
 impl Setup {
-    async fn start(backend: &str, replicas: usize) -> Self {
-        // The sweeper stays out of the way unless a test asks for it.
-        Self::start_sweeping(backend, replicas, "1h").await
-    }
-
-    /// Like `start`, with the sweeper running every `sweep_interval`.
-    async fn start_sweeping(backend: &str, replicas: usize, sweep_interval: &str) -> Self {
-        logs();
-        let db = Db::create(backend).await;
-        let shutdown = CancellationToken::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let sandbox_url = format!("http://{}", listener.local_addr().expect("address"));
-        let sandbox = Sandbox::new(asana_sandbox::Config {
-            public_url: sandbox_url.clone(),
-            auto_approve: true,
-            ..asana_sandbox::Config::default()
-        });
-        tokio::spawn(sandbox.clone().serve(listener, shutdown.clone()));
-
-        let callbacks: Vec<TcpListener> = {
-            let mut listeners = Vec::new();
-            for _ in 0..replicas {
-                listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-            }
-            listeners
-        };
-        // Every replica's configuration names the first one's callback.
-        let redirect = format!(
-            "http://{}/oauth/callback",
-            callbacks[0].local_addr().expect("address")
-        );
-        let client_secret = format!("secret-{}", ApiKey::generate().expose());
-        sandbox.tokens().register_app(App {
-            client_id: "test-rest-app".to_owned(),
-            client_secret: client_secret.clone(),
-            name: "refresh test app".to_owned(),
-            kind: AppKind::Rest,
-            redirect_uris: vec![redirect.clone()],
-        });
-        let prefix = openbao::fresh_prefix();
-        let vault = openbao::shared();
-        secrets::write_client_secret(&prefix, "asana", &client_secret).await;
-
-        let (reader, agent) = (ApiKey::generate(), ApiKey::generate());
-        let config_text = format!(
-            r#"token_readers = ["connector-executor"]
-
-[server]
-readiness_interval = "100ms"
-
-[[server.callers]]
-name = "connector-executor"
-key_sha256 = "{reader_hash}"
-tenants = ["*"]
-connections = ["*"]
-
-[[server.callers]]
-name = "acme-agent"
-key_sha256 = "{agent_hash}"
-tenants = ["{TENANT}"]
-connections = ["*"]
-
-[vault]
-addr = "{vault_addr}"
-path_prefix = "{prefix}"
-
-[database]
-url = "{db_url}"
-
-[oauth]
-refresh_margin = "5m"
-sweep_interval = "{sweep_interval}"
-sweep_concurrency = 2
-
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "test-rest-app"
-client_secret = "vault:secret/data/{prefix}/apps/asana#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-revoke_url = "{sandbox_url}/-/oauth_revoke"
-api_base_url = "{sandbox_url}/api/1.0"
-"#,
-            reader_hash = reader.hash(),
-            agent_hash = agent.hash(),
-            vault_addr = vault.addr(),
-            db_url = db.url(),
-        );
-        let mut addresses = Vec::new();
-        for callback in callbacks {
-            let config: Config = figment::Figment::from(Toml::string(&config_text))
-                .extract()
-                .expect("valid config");
-            let service = TokenVaultService::with_vault_token(config, vault.token())
-                .expect("service")
-                .with_callback_listener(callback);
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let address = listener.local_addr().expect("address");
-            tokio::spawn(service.run(listener, shutdown.clone()));
-            agentauth_testkit::wait_serving(address, "", Duration::from_secs(20))
-                .await
-                .expect("serving");
-            addresses.push(format!("http://{address}"));
-        }
-        Self {
-            sandbox,
-            sandbox_url,
-            replicas: addresses,
-            reader,
-            agent,
-            config_text,
-            client_secret,
-            shutdown,
-            _db: db,
-        }
-    }
-
-    fn client(&self, replica: usize, key: &ApiKey) -> TokenVaultClient<AuthenticatedChannel> {
-        TokenVaultClient::new(channel(&self.replicas[replica], Some(key)).expect("channel"))
-    }
-
-    /// Connects alice over the OAuth flow (auto-approved consent, then the callback).
-    async fn connect_alice(&self) {
-        self.connect(ALICE).await;
-    }
-
-    /// Connects `identifier` over the OAuth flow.
-    async fn connect(&self, identifier: &str) {
-        let link = self
-            .client(0, &self.agent)
-            .create_authorization_link(pb::CreateAuthorizationLinkRequest {
-                tenant: TENANT.into(),
-                connection_name: "asana".into(),
-                identifier: identifier.into(),
-                return_url: None,
-            })
-            .await
-            .expect("link")
-            .into_inner();
-        let browser = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        let consent = browser
-            .get(&link.authorization_url)
-            .send()
-            .await
-            .expect("sandbox answers");
-        assert_eq!(consent.status(), 302, "the sandbox approves at once");
-        let callback = consent
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .expect("Location")
-            .to_str()
-            .expect("text")
-            .to_owned();
-        let page = browser.get(&callback).send().await.expect("callback");
-        assert_eq!(page.status(), 200, "connected");
-    }
-
     async fn get_token(
         &self,
         replica: usize,
@@ -234,27 +51,6 @@ api_base_url = "{sandbox_url}/api/1.0"
             })
             .await
             .map(tonic::Response::into_inner)
-    }
-
-    async fn account(&self) -> pb::Account {
-        self.client(0, &self.agent)
-            .get_account(pb::GetAccountRequest {
-                tenant: TENANT.into(),
-                connection_name: "asana".into(),
-                identifier: ALICE.into(),
-            })
-            .await
-            .expect("account")
-            .into_inner()
-            .account
-            .expect("account")
-    }
-
-    /// Refreshes served by the sandbox so far.
-    fn refreshes(&self) -> u64 {
-        self.sandbox.0.limits.stats()["refreshes_total"]
-            .as_u64()
-            .unwrap_or(0)
     }
 
     /// The stored (access token, refresh token) of alice.
@@ -339,7 +135,7 @@ api_base_url = "{sandbox_url}/api/1.0"
 
 #[tokio::test]
 async fn a_fresh_token_is_returned_and_a_near_expiry_one_is_refreshed_once() {
-    let setup = Setup::start("sqlite", 1).await;
+    let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
     let (stored, refresh_token) = setup.stored().await;
 
@@ -349,7 +145,7 @@ async fn a_fresh_token_is_returned_and_a_near_expiry_one_is_refreshed_once() {
         .expect("a token");
     assert_eq!(fresh.access_token, stored, "the stored token, unrefreshed");
     assert_eq!(setup.refreshes(), 0);
-    let account = setup.account().await;
+    let account = setup.account("asana").await;
     assert_eq!(fresh.account_id, account.account_id);
     assert_eq!(fresh.credential_version, account.credential_version);
     assert!(!fresh.asana_user_gid.is_empty());
@@ -364,7 +160,7 @@ async fn a_fresh_token_is_returned_and_a_near_expiry_one_is_refreshed_once() {
     assert_ne!(refreshed.access_token, fresh.access_token);
     assert!(refreshed.credential_version > fresh.credential_version);
     assert!(setup.works(&refreshed.access_token).await);
-    let account = setup.account().await;
+    let account = setup.account("asana").await;
     assert_eq!(account.state, pb::AccountState::Active as i32);
     assert_eq!(account.credential_version, refreshed.credential_version);
     assert!(account.last_refreshed_at.is_some());
@@ -428,7 +224,7 @@ async fn a_fresh_token_is_returned_and_a_near_expiry_one_is_refreshed_once() {
 
 #[tokio::test]
 async fn only_token_readers_get_tokens() {
-    let setup = Setup::start("sqlite", 1).await;
+    let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
     let denied = setup
         .get_token(0, &setup.agent, None)
@@ -452,7 +248,7 @@ async fn only_token_readers_get_tokens() {
 
 #[tokio::test]
 async fn revocation_at_asana_leads_to_needs_reauth_with_a_link() {
-    let setup = Setup::start("sqlite", 1).await;
+    let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
     let (access_token, refresh_token) = setup.stored().await;
     let revoked = reqwest::Client::new()
@@ -484,7 +280,7 @@ async fn revocation_at_asana_leads_to_needs_reauth_with_a_link() {
         "a fresh authorization link"
     );
     assert_eq!(
-        setup.account().await.state,
+        setup.account("asana").await.state,
         pb::AccountState::NeedsReauth as i32
     );
 
@@ -499,7 +295,10 @@ async fn revocation_at_asana_leads_to_needs_reauth_with_a_link() {
 
     // A new consent restores ACTIVE.
     setup.connect_alice().await;
-    assert_eq!(setup.account().await.state, pb::AccountState::Active as i32);
+    assert_eq!(
+        setup.account("asana").await.state,
+        pb::AccountState::Active as i32
+    );
     let token = setup
         .get_token(0, &setup.reader, None)
         .await
@@ -510,7 +309,7 @@ async fn revocation_at_asana_leads_to_needs_reauth_with_a_link() {
 
 #[tokio::test]
 async fn a_transient_failure_leaves_the_account_expired_and_is_retried() {
-    let setup = Setup::start("sqlite", 1).await;
+    let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
     setup
         .sandbox
@@ -531,7 +330,7 @@ async fn a_transient_failure_leaves_the_account_expired_and_is_retried() {
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.get_details_retry_info().is_some(), "RetryInfo");
     assert_eq!(
-        setup.account().await.state,
+        setup.account("asana").await.state,
         pb::AccountState::Expired as i32
     );
 
@@ -541,14 +340,17 @@ async fn a_transient_failure_leaves_the_account_expired_and_is_retried() {
         .expect("the retry refreshes");
     assert_eq!(setup.refreshes(), 1);
     assert!(setup.works(&token.access_token).await);
-    assert_eq!(setup.account().await.state, pb::AccountState::Active as i32);
+    assert_eq!(
+        setup.account("asana").await.state,
+        pb::AccountState::Active as i32
+    );
     assert_logs_hold_none_of(&[token.access_token]);
 }
 
 /// 200 concurrent GetAccessToken calls spread over three replicas for one account that needs
 /// a refresh: exactly one refresh at the sandbox, and everyone gets the same new token.
 async fn refresh_storm(rotation: bool) {
-    let setup = Setup::start("postgres", 3).await;
+    let setup = start("postgres", 3).await;
     // The first token lives one minute: within the five-minute margin, so it needs a refresh.
     setup.sandbox.tokens().lifetime = Duration::from_secs(60);
     setup.sandbox.tokens().rotation = rotation;
@@ -616,18 +418,18 @@ async fn refresh_storm_with_rotation_refreshes_once() {
 /// An account expiring within the margin is refreshed by the sweeper alone, once, even with
 /// `replicas` instances sweeping the same database.
 async fn sweeper_refreshes_before_expiry(backend: &str, replicas: usize) {
-    let setup = Setup::start_sweeping(backend, replicas, "100ms").await;
+    let setup = start_sweeping(backend, replicas, "100ms").await;
     // The first token lives one minute: within the five-minute margin.
     setup.sandbox.tokens().lifetime = Duration::from_secs(60);
     setup.connect_alice().await;
     setup.sandbox.tokens().lifetime = Duration::from_secs(3600);
-    let before = setup.account().await;
+    let before = setup.account("asana").await;
     let (old_access, refresh_token) = setup.stored().await;
 
     setup.wait_for_refreshes(1).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let after = loop {
-        let after = setup.account().await;
+        let after = setup.account("asana").await;
         if after.credential_version > before.credential_version {
             break after;
         }
@@ -644,7 +446,7 @@ async fn sweeper_refreshes_before_expiry(backend: &str, replicas: usize) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(setup.refreshes(), 1, "exactly one refresh upstream");
     assert_eq!(
-        setup.account().await.credential_version,
+        setup.account("asana").await.credential_version,
         after.credential_version
     );
     assert_logs_hold_none_of(&[old_access, new_access, refresh_token]);
@@ -662,7 +464,7 @@ async fn two_sweeping_replicas_refresh_once() {
 
 #[tokio::test]
 async fn the_sweeper_backs_off_after_a_transient_failure() {
-    let setup = Setup::start_sweeping("sqlite", 1, "100ms").await;
+    let setup = start_sweeping("sqlite", 1, "100ms").await;
     setup.sandbox.tokens().lifetime = Duration::from_secs(60);
     setup.connect_alice().await;
     setup.sandbox.tokens().lifetime = Duration::from_secs(3600);
@@ -679,7 +481,7 @@ async fn the_sweeper_backs_off_after_a_transient_failure() {
             times: Some(1),
         });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while setup.account().await.state != pb::AccountState::Expired as i32 {
+    while setup.account("asana").await.state != pb::AccountState::Expired as i32 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the sweep fails once"
@@ -690,7 +492,7 @@ async fn the_sweeper_backs_off_after_a_transient_failure() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(setup.refreshes(), 0);
     assert_eq!(
-        setup.account().await.state,
+        setup.account("asana").await.state,
         pb::AccountState::Expired as i32
     );
     // A caller is not held to the sweeper's backoff.
@@ -704,7 +506,7 @@ async fn the_sweeper_backs_off_after_a_transient_failure() {
 
 #[tokio::test]
 async fn disconnecting_revokes_the_grant_at_asana_and_destroys_the_credential() {
-    let setup = Setup::start("sqlite", 1).await;
+    let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
     let (access_token, refresh_token) = setup.stored().await;
     let disconnected = setup
@@ -724,7 +526,7 @@ async fn disconnecting_revokes_the_grant_at_asana_and_destroys_the_credential() 
         pb::AccountState::Revoked as i32
     );
     assert_eq!(
-        setup.account().await.state,
+        setup.account("asana").await.state,
         pb::AccountState::Revoked as i32
     );
 
@@ -759,7 +561,7 @@ async fn disconnecting_revokes_the_grant_at_asana_and_destroys_the_credential() 
 
 #[tokio::test]
 async fn deleting_a_tenant_revokes_its_grants_at_asana_first() {
-    let setup = Setup::start("sqlite", 1).await;
+    let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
     setup.connect("bob@acme.test").await;
     let (_, alice_refresh) = setup.stored().await;

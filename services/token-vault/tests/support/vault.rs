@@ -37,6 +37,10 @@ pub struct Setup {
     pub reader: ApiKey,
     /// An agent's key for tenant `acme`.
     pub agent: ApiKey,
+    /// Every replica's configuration.
+    pub config_text: String,
+    /// The OAuth app's client secret, as registered at the sandbox.
+    pub client_secret: String,
     shutdown: CancellationToken,
     _db: Db,
 }
@@ -48,7 +52,18 @@ impl Drop for Setup {
 }
 
 impl Setup {
+    /// The sweeper stays out of the way (every hour).
     pub async fn start(backend: &str, replicas: usize, auto_approve: bool) -> Self {
+        Self::start_sweeping(backend, replicas, auto_approve, "1h").await
+    }
+
+    /// Like `start`, with the sweeper running every `sweep_interval`.
+    pub async fn start_sweeping(
+        backend: &str,
+        replicas: usize,
+        auto_approve: bool,
+        sweep_interval: &str,
+    ) -> Self {
         let db = Db::create(backend).await;
         let shutdown = CancellationToken::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -108,6 +123,8 @@ url = "{db_url}"
 
 [oauth]
 refresh_margin = "5m"
+sweep_interval = "{sweep_interval}"
+sweep_concurrency = 2
 
 [[connections]]
 name = "asana"
@@ -155,6 +172,8 @@ api_base_url = "{sandbox_url}/api/1.0"
             replicas: addresses,
             reader,
             agent,
+            config_text,
+            client_secret,
             shutdown,
             _db: db,
         }
@@ -166,11 +185,16 @@ api_base_url = "{sandbox_url}/api/1.0"
 
     /// A fresh authorization link for alice on `asana`.
     pub async fn link(&self) -> String {
+        self.link_for(ALICE).await
+    }
+
+    /// A fresh authorization link for `identifier` on `asana`.
+    pub async fn link_for(&self, identifier: &str) -> String {
         self.client(0, &self.agent)
             .create_authorization_link(pb::CreateAuthorizationLinkRequest {
                 tenant: TENANT.into(),
                 connection_name: "asana".into(),
-                identifier: ALICE.into(),
+                identifier: identifier.into(),
                 return_url: None,
             })
             .await
@@ -181,7 +205,12 @@ api_base_url = "{sandbox_url}/api/1.0"
 
     /// Connects alice over the OAuth flow (needs an auto-approving sandbox).
     pub async fn connect_alice(&self) {
-        let link = self.link().await;
+        self.connect(ALICE).await;
+    }
+
+    /// Connects `identifier` over the OAuth flow (needs an auto-approving sandbox).
+    pub async fn connect(&self, identifier: &str) {
+        let link = self.link_for(identifier).await;
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
