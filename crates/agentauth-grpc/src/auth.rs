@@ -204,7 +204,7 @@ impl Caller {
 }
 
 /// A caller asked for a tenant, connection or tool it is not bound to.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("caller `{caller}` is not allowed to use {kind} `{name}`")]
 pub struct Denied {
     caller: String,

@@ -101,7 +101,7 @@ impl ConnectorExecutorApi {
         CallContext {
             account,
             caller: caller.name().to_owned(),
-            deadline: deadline(request, self.executor.limits_max_wait()),
+            deadline: deadline(request, self.executor.limiter.max_wait()),
         }
     }
 
@@ -277,7 +277,7 @@ impl ConnectorExecutorApi {
         let client = match self.executor.rest_client(connection, api_base_url) {
             Ok(client) => client,
             Err(error) => {
-                let failure = batch_error(clone_error(&error));
+                let failure = batch_error(error.clone());
                 return vec![failure; items.len()];
             }
         };
@@ -299,7 +299,7 @@ impl ConnectorExecutorApi {
                 let item = &items[*index];
                 let result = match &outcome {
                     Ok(outputs) => Ok(outputs[position].clone()),
-                    Err(error) => Err(clone_error(error)),
+                    Err(error) => Err(error.clone()),
                 };
                 let packed = Packed {
                     batch_id,
@@ -382,31 +382,6 @@ struct Packed<'a> {
     batch_id: &'a str,
     trail: &'a Trail,
     elapsed: Duration,
-}
-
-/// A batch-wide failure, repeated for each item it failed.
-fn clone_error(error: &Error) -> Error {
-    match error {
-        Error::RateLimited { limit, retry_after } => Error::RateLimited {
-            limit,
-            retry_after: *retry_after,
-        },
-        Error::Unavailable { dependency, reason } => Error::Unavailable {
-            dependency,
-            reason: reason.clone(),
-        },
-        Error::TokenVault(status) => Error::TokenVault(status.clone()),
-        Error::AuthRequired {
-            connection,
-            identifier,
-            link,
-        } => Error::AuthRequired {
-            connection: connection.clone(),
-            identifier: identifier.clone(),
-            link: link.clone(),
-        },
-        other => Error::Internal(other.to_string()),
-    }
 }
 
 /// An item's failure, with the code and message the same error gets as an RPC's status.

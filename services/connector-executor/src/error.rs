@@ -10,8 +10,9 @@ use asana_tools::Violation;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-/// Everything a connector-executor RPC can fail with.
-#[derive(Debug, thiserror::Error)]
+/// Everything a connector-executor RPC can fail with. Cloned when one failure answers for
+/// every item of a `/batch` request.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The caller is not bound to what the request touches.
     #[error(transparent)]
@@ -92,6 +93,23 @@ impl Error {
                 }
             }
             _ => Self::TokenVault(status),
+        }
+    }
+
+    /// What an audit row says of the error: its message, except that an invalid input is
+    /// described by its fields only. A violation's description may quote the input, which the
+    /// audit trail keeps only as a digest.
+    pub(crate) fn audit_text(&self) -> String {
+        match self {
+            Self::InvalidInput(violations) => format!(
+                "invalid input: {}",
+                violations
+                    .iter()
+                    .map(|v| field_path(&v.field))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.to_string(),
         }
     }
 

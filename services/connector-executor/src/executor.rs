@@ -5,7 +5,7 @@
 //! token's rate slots, send, and on a 401 report the token and retry once with the new one.
 //! Each call ends in one audit event naming the credential version that executed it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,12 +42,11 @@ pub(crate) struct Executor {
     pub execution: ExecutionConfig,
     pub proxy: ProxyConfig,
     asana: AsanaConfig,
-    settings: HashMap<String, ConnectionSettings>,
+    settings: BTreeMap<String, ConnectionSettings>,
     default_settings: ConnectionSettings,
     rest_clients: Mutex<HashMap<String, asana_client::Client>>,
     /// The upstream tool list last seen on each MCP connection.
     upstream_seen: Mutex<HashMap<String, Arc<[UpstreamTool]>>>,
-    max_wait: Duration,
     token_vault: TokenVaultClient<AuthenticatedChannel>,
 }
 
@@ -100,22 +99,12 @@ impl Executor {
             execution: config.execution.clone(),
             proxy: config.proxy.clone(),
             asana: config.asana.clone(),
-            settings: config
-                .connections
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            settings: config.connections.clone(),
             default_settings: ConnectionSettings::default(),
             rest_clients: Mutex::new(HashMap::new()),
             upstream_seen: Mutex::new(HashMap::new()),
-            max_wait: config.limits.max_wait,
             token_vault,
         })
-    }
-
-    /// How long a call may wait for rate slots when its caller set no shorter deadline.
-    pub(crate) fn limits_max_wait(&self) -> Duration {
-        self.max_wait
     }
 
     /// Remembers what an MCP connection's server listed, for `ListTools`.
@@ -153,7 +142,7 @@ impl Executor {
                 identifier: probe.identifier.clone(),
             },
             caller: caller.to_owned(),
-            deadline: Instant::now() + self.max_wait,
+            deadline: Instant::now() + self.limiter.max_wait(),
         };
         self.upstream_tools(&context, url).await
     }
@@ -283,7 +272,7 @@ impl Executor {
                 Outcome::Failure
             }
             Err(error) => {
-                details.insert("error".to_owned(), json!(error.to_string()));
+                details.insert("error".to_owned(), json!(error.audit_text()));
                 details.insert("error_reason".to_owned(), json!(error.reason()));
                 if matches!(error, Error::Denied(_) | Error::RateLimited { .. }) {
                     Outcome::Denied

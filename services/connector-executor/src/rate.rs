@@ -156,6 +156,11 @@ impl Limiter {
         }
     }
 
+    /// How long a call may wait for its slots when its caller set no shorter deadline.
+    pub(crate) fn max_wait(&self) -> Duration {
+        self.config.max_wait
+    }
+
     fn bucket(&self, key: &BucketKey) -> Arc<Bucket> {
         let mut buckets = lock(&self.buckets);
         if let Some(bucket) = buckets.get(key) {

@@ -1018,6 +1018,37 @@ async fn list_tools_filters_pages_and_describes_every_tool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_input_is_audited_by_its_fields_without_their_values() {
+    let system = with_alice().await;
+    let typed = "12ab-what-the-user-typed";
+    let status = system
+        .execute(
+            "asana-pat",
+            "alice",
+            "asana_task_get",
+            json!({"task_gid": typed}),
+        )
+        .await
+        .expect_err("a gid is digits");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async { !events_of(&system, "tool.executed").await.is_empty() },
+        "the refusal reached audit-log"
+    );
+    let events = events_of(&system, "tool.executed").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].outcome(), audit_pb::Outcome::Failure);
+    let d = details(&events[0]);
+    assert_eq!(d["error_reason"], "INVALID_INPUT", "{d}");
+    assert_eq!(d["error"], "invalid input: input_json.task_gid", "{d}");
+    assert!(
+        !events[0].details_json.contains(typed),
+        "the audit trail keeps inputs as digests only: {d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_proxy_request_and_batch_item_is_audited() {
     let system = with_alice().await;
     let response = system
