@@ -622,6 +622,18 @@ mod tests {
         "create_task_preview",
     ];
 
+    /// The sandbox's `get_me` tool through `clients`, as the account of `key`.
+    async fn get_me(
+        clients: &McpClients,
+        key: &SessionKey,
+        url: &str,
+        token: &Token,
+    ) -> Result<ToolResult, McpError> {
+        clients
+            .call_tool(key, url, token, "get_me", Map::new())
+            .await
+    }
+
     fn key(account_id: &str, credential_version: u64) -> SessionKey {
         SessionKey {
             account_id: account_id.into(),
@@ -842,9 +854,7 @@ mod tests {
         let clients = McpClients::new(McpConfig::default());
         let k = key("acct", 1);
 
-        let me = clients
-            .call_tool(&k, &upstream.url, &grant.token, "get_me", Map::new())
-            .await?;
+        let me = get_me(&clients, &k, &upstream.url, &grant.token).await?;
         assert!(!me.is_error, "{:?}", me.output);
         assert_eq!(me.output["content"][0]["type"], "text");
         assert_eq!(
@@ -883,15 +893,7 @@ mod tests {
             .await?;
         let opened = held_session(&clients, "acct").context("a session")?;
         for _ in 0..3 {
-            clients
-                .call_tool(
-                    &key("acct", 1),
-                    &upstream.url,
-                    &first.token,
-                    "get_me",
-                    Map::new(),
-                )
-                .await?;
+            get_me(&clients, &key("acct", 1), &upstream.url, &first.token).await?;
         }
         let held = held_session(&clients, "acct").context("a session")?;
         assert!(Arc::ptr_eq(&opened, &held), "calls reuse the session");
@@ -901,15 +903,7 @@ mod tests {
         // The token was refreshed: version 2 opens a session with the new token and the old
         // session is closed (DELETE).
         let second = upstream.grant()?;
-        clients
-            .call_tool(
-                &key("acct", 2),
-                &upstream.url,
-                &second.token,
-                "get_me",
-                Map::new(),
-            )
-            .await?;
+        get_me(&clients, &key("acct", 2), &upstream.url, &second.token).await?;
         assert_eq!(
             held_session(&clients, "acct").map(|s| s.credential_version),
             Some(2)
@@ -918,15 +912,7 @@ mod tests {
 
         // Only the new token works now, and the session uses it.
         upstream.revoke(&first);
-        let me = clients
-            .call_tool(
-                &key("acct", 2),
-                &upstream.url,
-                &second.token,
-                "get_me",
-                Map::new(),
-            )
-            .await?;
+        let me = get_me(&clients, &key("acct", 2), &upstream.url, &second.token).await?;
         assert!(!me.is_error);
         Ok(())
     }
@@ -938,8 +924,7 @@ mod tests {
         let clients = McpClients::new(McpConfig::default());
         let k = key("acct", 1);
 
-        let calls = (0..8)
-            .map(|_| clients.call_tool(&k, &upstream.url, &grant.token, "get_me", Map::new()));
+        let calls = (0..8).map(|_| get_me(&clients, &k, &upstream.url, &grant.token));
         for result in futures::future::join_all(calls).await {
             assert!(!result?.is_error);
         }
@@ -957,8 +942,7 @@ mod tests {
 
         upstream.inject(json!({"path_prefix": "/v2/mcp", "latency_ms": 700, "times": 4}))?;
         let started = Instant::now();
-        let calls = (0..4)
-            .map(|_| clients.call_tool(&k, &upstream.url, &grant.token, "get_me", Map::new()));
+        let calls = (0..4).map(|_| get_me(&clients, &k, &upstream.url, &grant.token));
         for result in futures::future::join_all(calls).await {
             assert!(!result?.is_error);
         }
@@ -985,15 +969,7 @@ mod tests {
             .list_tools(&key("acct", 1), &upstream.url, &grant.token)
             .await?;
         upstream.revoke(&grant);
-        let revoked = clients
-            .call_tool(
-                &key("acct", 1),
-                &upstream.url,
-                &grant.token,
-                "get_me",
-                Map::new(),
-            )
-            .await;
+        let revoked = get_me(&clients, &key("acct", 1), &upstream.url, &grant.token).await;
         assert_eq!(revoked.err(), Some(McpError::Unauthorized));
         assert!(
             held_session(&clients, "acct").is_none(),
@@ -1001,15 +977,7 @@ mod tests {
         );
 
         let renewed = upstream.grant()?;
-        let me = clients
-            .call_tool(
-                &key("acct", 2),
-                &upstream.url,
-                &renewed.token,
-                "get_me",
-                Map::new(),
-            )
-            .await?;
+        let me = get_me(&clients, &key("acct", 2), &upstream.url, &renewed.token).await?;
         assert!(!me.is_error);
         Ok(())
     }
@@ -1025,9 +993,7 @@ mod tests {
         let before = held_session(&clients, "acct").context("a session")?;
         upstream.end_sessions().await?;
         assert_eq!(upstream.live_sessions().await?, 0);
-        let me = clients
-            .call_tool(&k, &upstream.url, &grant.token, "get_me", Map::new())
-            .await?;
+        let me = get_me(&clients, &k, &upstream.url, &grant.token).await?;
         assert!(!me.is_error);
         assert_eq!(upstream.live_sessions().await?, 1, "one new session");
         let after = held_session(&clients, "acct").context("a session")?;
@@ -1044,12 +1010,12 @@ mod tests {
         let grant = upstream.grant()?;
         let clients = McpClients::new(config(Duration::from_millis(500), Duration::from_secs(600)));
         let k = key("acct", 1);
-        let get_me = || clients.call_tool(&k, &upstream.url, &grant.token, "get_me", Map::new());
-        get_me().await?;
+        let call = || get_me(&clients, &k, &upstream.url, &grant.token);
+        call().await?;
 
         upstream.inject(json!({"path_prefix": "/v2/mcp", "status": 429, "times": 1}))?;
         assert_eq!(
-            get_me().await.err(),
+            call().await.err(),
             Some(McpError::RateLimited {
                 retry_after: Some(Duration::from_secs(30))
             })
@@ -1057,19 +1023,19 @@ mod tests {
 
         upstream.inject(json!({"path_prefix": "/v2/mcp", "status": 503, "times": 1}))?;
         assert!(
-            matches!(get_me().await, Err(McpError::Unavailable(_))),
+            matches!(call().await, Err(McpError::Unavailable(_))),
             "a 503 is Unavailable"
         );
 
         upstream.inject(json!({"path_prefix": "/v2/mcp", "latency_ms": 2000, "times": 1}))?;
-        match get_me().await {
+        match call().await {
             Err(McpError::Unavailable(message)) => {
                 assert!(message.contains("longer than"), "{message}")
             }
             other => bail!("expected a timeout, got {other:?}"),
         }
 
-        assert!(!get_me().await?.is_error, "the session still works");
+        assert!(!call().await?.is_error, "the session still works");
         let dead = McpClients::new(config(Duration::from_secs(5), Duration::from_secs(600)));
         let closed_port = agentauth_testkit::free_port();
         assert!(matches!(
