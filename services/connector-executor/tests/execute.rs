@@ -371,12 +371,7 @@ async fn bad_requests_are_refused_clearly_and_nothing_reaches_asana() {
         .execute("asana-pat", "alice", "asana_task_craete", json!({}))
         .await
         .expect_err("unknown tool");
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    assert!(
-        status.message().contains("asana_task_create"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::NotFound, "asana_task_create");
     let status = system
         .execute(
             "asana-pta",
@@ -386,12 +381,7 @@ async fn bad_requests_are_refused_clearly_and_nothing_reaches_asana() {
         )
         .await
         .expect_err("unknown connection");
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    assert!(
-        status.message().contains("asana-pat"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::NotFound, "asana-pat");
 
     for text in ["{not json", "[1, 2]", "\"text\"", "42"] {
         let status = execute_raw(&system, "asana_task_get", text)
@@ -454,12 +444,7 @@ async fn bad_requests_are_refused_clearly_and_nothing_reaches_asana() {
         })
         .await
         .expect_err("refused");
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(
-        status.message().contains("asana-mcp"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::FailedPrecondition, "asana-mcp");
 
     assert_eq!(
         system.sandbox_requests(),
@@ -806,6 +791,12 @@ async fn tool_events_eventually(system: &System, count: usize) -> Vec<Value> {
         .collect()
 }
 
+/// `status` has `code` and a message that names `says` (a close name, the connection).
+fn assert_refused(status: &tonic::Status, code: Code, says: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(says), "{}", status.message());
+}
+
 async fn events_of(system: &System, action: &str) -> Vec<audit_pb::Event> {
     system
         .audit_events(TENANT)
@@ -1000,12 +991,7 @@ async fn list_tools_filters_pages_and_describes_every_tool() {
         })
         .await
         .expect_err("unknown connection");
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    assert!(
-        status.message().contains("asana-pat"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::NotFound, "asana-pat");
     let status = system
         .executor()
         .list_tools(pb::ListToolsRequest {
