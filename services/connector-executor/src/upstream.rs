@@ -67,20 +67,12 @@ impl Executor {
         let mut retried = false;
         loop {
             trail.used(&token);
+            let tools = self
+                .session_tools(context, url, &mut token, &mut retried)
+                .await;
+            trail.used(&token);
+            let tools = tools?;
             let key = session(&token);
-            let tools = match self.mcp.list_tools(&key, url, &token.token).await {
-                Err(McpError::Unauthorized) if !retried => {
-                    token = self.tokens.rejected(&context.account, &token, None).await?;
-                    retried = true;
-                    continue;
-                }
-                Err(McpError::RateLimited { retry_after }) => {
-                    return Err(self.mcp_backed_off(context, retry_after));
-                }
-                Err(error) => return Err(upstream_error(error)),
-                Ok(tools) => tools,
-            };
-            self.saw_upstream_tools(&context.account.connection, &tools);
             let Some(tool) = tools.iter().find(|t| t.name == name) else {
                 let names = tools.iter().map(|t| t.name.as_str());
                 return Err(Error::UnknownTool {
@@ -148,16 +140,28 @@ impl Executor {
             .await
             .map_err(rate_limited)?;
         let mut token = self.tokens.get(&context.account).await?;
-        let mut retried = false;
+        self.session_tools(context, url, &mut token, &mut false)
+            .await
+    }
+
+    /// The tools the session of `token` lists. A rejected token is reported and replaced in
+    /// `token` once, unless `retried` says that one retry is spent (and then it is).
+    async fn session_tools(
+        &self,
+        context: &CallContext,
+        url: &str,
+        token: &mut Arc<AccessToken>,
+        retried: &mut bool,
+    ) -> Result<Arc<[UpstreamTool]>, Error> {
         loop {
             match self
                 .mcp
-                .list_tools(&session(&token), url, &token.token)
+                .list_tools(&session(token), url, &token.token)
                 .await
             {
-                Err(McpError::Unauthorized) if !retried => {
-                    token = self.tokens.rejected(&context.account, &token, None).await?;
-                    retried = true;
+                Err(McpError::Unauthorized) if !*retried => {
+                    *token = self.tokens.rejected(&context.account, token, None).await?;
+                    *retried = true;
                 }
                 Err(McpError::RateLimited { retry_after }) => {
                     return Err(self.mcp_backed_off(context, retry_after));
