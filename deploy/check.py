@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 import sys
 import tomllib
@@ -46,7 +47,8 @@ ENV_PREFIX = {s: s.upper().replace("-", "_") + "__" for s in SERVICES}
 # Config keys each binary accepts (it rejects unknown keys). `str`/`list` are leaf types;
 # `[dict]` is an array of tables. The gRPC chassis's settings live in a [server] table
 # (ARCHITECTURE.md, "Decisions and deviations"; crates/agentauth-grpc ServerConfig).
-_CALLER = {"name": str, "key_sha256": str, "tenants": list, "connections": list, "tools": list}
+_CALLER = {"name": str, "key_sha256": str, "tenants": list, "connections": list, "tools": list,
+           "roles": list, "rpcs": list}
 _CLIENT = {"url": str, "api_key_file": str}
 # The [audit] section: where audit events go (agentauth_audit::SinkConfig).
 _AUDIT = {"url": str, "api_key_file": str, "spool_dir": str}
@@ -75,7 +77,10 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
 # Keys that hold secrets: they must come from a Secret through the env override, never the file.
 SECRET_KEYS = {"database"}
 # Keys the binaries default sensibly; every other key must be written out.
-OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout", "connections"}
+OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout", "connections", "server.callers"}
+# Fields of array-of-table entries the binaries default: a caller's connections and tools are
+# "*" unless named (they matter only where a request names one), its rpcs empty.
+OPTIONAL_ENTRY_KEYS = {"callers": {"connections", "tools", "rpcs", "roles"}}
 EXPECTED_ASANA = {"api_base": "https://app.asana.com/api/1.0", "mcp_url": "https://mcp.asana.com/v2/mcp"}
 
 # design.md's diagram, as (client, server, port) inside the namespace ...
@@ -85,6 +90,25 @@ EXPECTED_INTERNAL_EDGES = {
     ("token-vault", "audit-log", GRPC_PORT),
     ("schema-watcher", "connector-executor", GRPC_PORT),
     ("schema-watcher", "audit-log", GRPC_PORT),
+}
+# What each edge's caller calls on its callee (method names): the callee's configuration must
+# admit the caller by that name with every one of these RPCs, for every tenant. An edge with
+# no entry carries no RPC yet (schema-watcher lists upstream tools with its drift issue).
+EDGE_NEEDS = {
+    ("connector-executor", "token-vault"): {
+        "GetAccessToken", "ReportRejectedToken", "CreateAuthorizationLink",
+        "GetConnection", "ListConnections",
+    },
+    ("connector-executor", "audit-log"): {"Append"},
+    ("token-vault", "audit-log"): {"Append"},
+    ("schema-watcher", "audit-log"): {"Append"},
+}
+# RPCs that only these callers may hold, whatever a config says: tokens leave token-vault only
+# for connector-executor, and only the services write audit events (in their own name).
+RESERVED_RPCS = {
+    ("token-vault", "GetAccessToken"): {"connector-executor"},
+    ("token-vault", "ReportRejectedToken"): {"connector-executor"},
+    ("audit-log", "Append"): {"connector-executor", "token-vault", "schema-watcher"},
 }
 # ... and as ports each service may reach outside it (DNS 53, OTLP 4317, PostgreSQL 5432,
 # Vault 8200, Asana 443) or be reached on from outside it (callers/operators on gRPC, the
@@ -333,7 +357,7 @@ def check_table(where: str, value: dict, schema: dict, prefix: str = "") -> None
                 continue
             for n, entry in enumerate(item):
                 check_table(where, entry, expected[0], f"{name}[{n}].")
-                missing = set(expected[0]) - set(entry)
+                missing = set(expected[0]) - set(entry) - OPTIONAL_ENTRY_KEYS.get(key, set())
                 if missing:
                     finding(where, f"`{name}[{n}]` lacks {sorted(missing)}")
         elif not isinstance(item, expected):
@@ -383,9 +407,10 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
         # A FILL-IN placeholder is allowed here (counted as a placeholder in the summary).
         if not digest.startswith("FILL-IN") and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             finding(where, f"server.callers[{n}].key_sha256 is not 64 hex digits")
-        for field in ("tenants", "connections", "tools"):
-            if not caller.get(field):
-                finding(where, f"server.callers[{n}].{field} is empty (use [\"*\"] for any)")
+        if not caller.get("tenants"):
+            finding(where, f"server.callers[{n}].tenants is empty (use [\"*\"] for any)")
+        if not caller.get("roles") and not caller.get("rpcs"):
+            finding(where, f"server.callers[{n}] has no roles or rpcs: it could call nothing")
 
     # Client sections: the URL names an agentauth Service on the gRPC port; the key file is a
     # mounted Secret item.
@@ -725,9 +750,47 @@ def compare(rendered_dir: Path, kustomize_output: Path) -> int:
     return 1 if diffs else 0
 
 
+def check_admission(configs_dir: Path) -> int:
+    """Each root's callers as the binaries resolve them (`<service> --print-access`, written
+    by check.sh as `<service>.access.json`) against EDGE_NEEDS and RESERVED_RPCS."""
+    problems = []
+    for root in sorted(p for p in configs_dir.iterdir() if p.is_dir()):
+        access = {}
+        for path in root.glob("*.access.json"):
+            callers = json.loads(path.read_text())
+            access[path.name.removesuffix(".access.json")] = {
+                c["name"]: {**c, "methods": {r.rsplit("/", 1)[1] for r in c["rpcs"]}}
+                for c in callers
+            }
+        for (caller, callee), needs in sorted(EDGE_NEEDS.items()):
+            entry = access.get(callee, {}).get(caller)
+            if entry is None:
+                problems.append(f"{root.name}: {callee} does not admit {caller}, which calls "
+                                f"{', '.join(sorted(needs))} on it")
+                continue
+            missing = needs - entry["methods"]
+            if missing:
+                problems.append(f"{root.name}: {callee} admits {caller} without "
+                                f"{', '.join(sorted(missing))}")
+            if entry["tenants"] != ["*"]:
+                problems.append(f"{root.name}: {callee} admits {caller} for tenants "
+                                f"{entry['tenants']}, not every tenant")
+        for (service, rpc), holders in sorted(RESERVED_RPCS.items()):
+            for name, entry in sorted(access.get(service, {}).items()):
+                if rpc in entry["methods"] and name not in holders:
+                    problems.append(f"{root.name}: {service} grants {rpc} to {name}; only "
+                                    f"{', '.join(sorted(holders))} may hold it")
+    for problem in problems:
+        print(f"FINDING {problem}")
+    print(f"admission: {len(problems)} finding(s)")
+    return 1 if problems else 0
+
+
 def main() -> int:
     if sys.argv[1] == "--compare":
         return compare(Path(sys.argv[2]), Path(sys.argv[3]))
+    if sys.argv[1] == "--admission":
+        return check_admission(Path(sys.argv[2]))
     deploy_dir = Path(sys.argv[1]).resolve()
     out_dir = Path(sys.argv[2]).resolve()
     overlays = (deploy_dir / "overlays").glob("*/kustomization.yaml")

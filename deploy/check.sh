@@ -196,7 +196,9 @@ if [[ -n ${AGENTAUTH_BIN_DIR:-} ]]; then
             [[ -x $AGENTAUTH_BIN_DIR/$svc ]] || fail "no binary $AGENTAUTH_BIN_DIR/$svc"
             mapfile -t envs < "${toml%.toml}.env"
             if out=$(env -i PATH="$PATH" "${envs[@]}" "$AGENTAUTH_BIN_DIR/$svc" \
-                    --config "$toml" --check-config 2>&1); then
+                    --config "$toml" --check-config 2>&1) \
+                && env -i PATH="$PATH" "${envs[@]}" "$AGENTAUTH_BIN_DIR/$svc" \
+                    --config "$toml" --print-access > "${toml%.toml}.access.json" 2>/dev/null; then
                 printf '  ok    %s/%s\n' "$(basename "$dir")" "$svc"
             else
                 printf '  FAIL  %s/%s: %s\n' "$(basename "$dir")" "$svc" "$out"
@@ -205,6 +207,8 @@ if [[ -n ${AGENTAUTH_BIN_DIR:-} ]]; then
         done
     done
     ((config_failures == 0)) || fail "$config_failures config file(s) rejected by the binaries"
+    step "every NetworkPolicy edge admitted by its callee for the RPCs it needs (--print-access)"
+    "$PY" check.py --admission "$WORK/configs" || fail "callers not admitted as the edges need"
 else
     step "config files against the binaries: skipped (set AGENTAUTH_BIN_DIR=<repo>/target/debug to run)"
 fi

@@ -14,10 +14,16 @@ pub const SERVICES: [&str; 4] = [
     "schema-watcher",
 ];
 
-/// A minimal valid configuration for `service`, admitting `key` for tenant `acme`.
+/// A minimal valid configuration for `service`, admitting `key` for tenant `acme` with the
+/// service's broadest roles (audit-log: `writer` and `operator`).
 pub fn config(service: &str, key: &ApiKey) -> String {
+    let roles = match service {
+        "audit-log" => r#"["writer", "operator"]"#,
+        "connector-executor" => r#"["executor", "proxy"]"#,
+        _ => r#"["operator"]"#,
+    };
     let mut config = format!(
-        "[server]\nshutdown_grace = \"5s\"\nreadiness_interval = \"100ms\"\n\n[[server.callers]]\nname = \"test\"\nkey_sha256 = \"{}\"\ntenants = [\"acme\"]\n",
+        "[server]\nshutdown_grace = \"5s\"\nreadiness_interval = \"100ms\"\n\n[[server.callers]]\nname = \"test\"\nkey_sha256 = \"{}\"\ntenants = [\"acme\"]\nroles = {roles}\n",
         key.hash()
     );
     if service == "token-vault" {
@@ -72,7 +78,8 @@ async fn every_service_reports_serving_and_stops_cleanly_on_sigterm() {
 async fn token_vault_is_not_serving_while_vault_is_unreachable() {
     let key = ApiKey::generate();
     let unreachable = agentauth_testkit::free_port();
-    let config = config("connector-executor", &key)
+    // schema-watcher's minimal configuration has no [vault] section and an `operator` caller.
+    let config = config("schema-watcher", &key)
         + &format!("\n[vault]\naddr = \"http://{unreachable}\"\n")
         + &oauth_listener();
     let process = ServiceProcess::start("token-vault", &config, &[]).expect("start");

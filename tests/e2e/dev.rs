@@ -20,10 +20,38 @@ fn free_ports() -> (u16, u16, u16) {
     panic!("no six consecutive free ports");
 }
 
+/// Whether any process whose parent is `pid` has `needle` on its command line.
+fn a_child_has_on_its_command_line(pid: u32, needle: &str) -> bool {
+    let proc = std::fs::read_dir("/proc").expect("/proc is readable on Linux");
+    proc.flatten().any(|entry| {
+        let dir = entry.path();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`: the command name may hold spaces, so split after `)`.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        parent == Some(pid)
+            && String::from_utf8_lossy(&std::fs::read(dir.join("cmdline")).unwrap_or_default())
+                .contains(needle)
+    })
+}
+
 #[tokio::test]
 async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     let data = tempfile::tempdir().expect("tempdir");
     let (first, vault, sandbox) = free_ports();
+    // A developer's own caller, admitted to audit-log as a reader.
+    let own_key = agentauth_grpc::ApiKey::generate();
+    std::fs::create_dir_all(data.path().join("callers")).expect("callers folder");
+    std::fs::write(
+        data.path().join("callers/audit-log.toml"),
+        format!(
+            "[[callers]]\nname = \"my-dashboard\"\nkey_sha256 = \"{}\"\ntenants = [\"dev\"]\nroles = [\"reader\"]\n",
+            own_key.hash()
+        ),
+    )
+    .expect("own callers");
     let started_at = Instant::now();
     let mut dev = tokio::process::Command::new(binary("agentauth"))
         .arg("dev")
@@ -70,16 +98,48 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             .await
             .expect("each service SERVING once dev says it is running");
     }
-    assert!(data.path().join("keys/operator.key").is_file());
+    for key in ["operator", "agent", "connector-executor", "token-vault"] {
+        let path = data.path().join(format!("keys/{key}.key"));
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(mode.mode() & 0o777, 0o600, "{} is private", path.display());
+    }
+    let dev_pid = dev.id().expect("running");
+    assert!(
+        !a_child_has_on_its_command_line(dev_pid, "root-token"),
+        "OpenBao's root token is passed by environment, not on a command line"
+    );
     let sandbox_answers = tokio::net::TcpStream::connect(("127.0.0.1", sandbox)).await;
     assert!(sandbox_answers.is_ok(), "the Asana sandbox is up");
 
-    let cli = |args: &[&str]| {
+    let mut own = agentauth_proto::audit::v1::audit_log_client::AuditLogClient::new(
+        agentauth_grpc::client::channel(&format!("http://127.0.0.1:{}", first + 2), Some(&own_key))
+            .expect("channel"),
+    );
+    own.verify_chain(agentauth_proto::audit::v1::VerifyChainRequest {
+        tenant: "dev".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("the developer's own caller is admitted with its role");
+    let refused = own
+        .append(agentauth_proto::audit::v1::AppendRequest::default())
+        .await
+        .expect_err("a reader does not append");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    let cli_as = |key: &str, args: &[&str]| {
         let mut command = std::process::Command::new(binary("agentauth"));
         command
             .args([
                 "--key-file",
-                &data.path().join("keys/operator.key").display().to_string(),
+                &data
+                    .path()
+                    .join(format!("keys/{key}.key"))
+                    .display()
+                    .to_string(),
             ])
             .args([
                 "--token-vault",
@@ -90,6 +150,7 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             .args(args);
         command
     };
+    let cli = |args: &[&str]| cli_as("agent", args);
     let mut connect = cli(&[
         "accounts",
         "connect",
@@ -149,6 +210,31 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     assert!(
         !output.contains("sandbox-pat-alice"),
         "the PAT never comes back"
+    );
+    let operator_exec = cli_as(
+        "operator",
+        &[
+            "exec",
+            "asana_api_get_user",
+            "--tenant",
+            "dev",
+            "--connection",
+            "asana-pat",
+            "--identifier",
+            "alice",
+            "--input",
+            r#"{"user_gid": "me"}"#,
+        ],
+    )
+    .output()
+    .expect("exec as the operator");
+    assert!(
+        !operator_exec.status.success(),
+        "the operator administers; it does not run tools"
+    );
+    assert!(
+        String::from_utf8_lossy(&operator_exec.stderr).contains("may not call"),
+        "{operator_exec:?}"
     );
 
     let pid = dev.id().expect("running").to_string();

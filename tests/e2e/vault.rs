@@ -46,7 +46,7 @@ api_base_url = "http://127.0.0.1:50059/api/1.0"
 
 fn config(key: &ApiKey, connections: &str) -> String {
     format!(
-        "{connections}\n[server]\nreadiness_interval = \"100ms\"\n\n[[server.callers]]\nname = \"agent\"\nkey_sha256 = \"{}\"\ntenants = [\"acme\"]\nconnections = [\"asana\", \"asana-mcp\"]\n\n[vault]\naddr = \"{}\"\n{}",
+        "{connections}\n[server]\nreadiness_interval = \"100ms\"\n\n[[server.callers]]\nname = \"agent\"\nkey_sha256 = \"{}\"\ntenants = [\"acme\"]\nconnections = [\"asana\", \"asana-mcp\"]\nroles = [\"operator\"]\n\n[vault]\naddr = \"{}\"\n{}",
         key.hash(),
         openbao::shared().addr(),
         super::binaries::oauth_listener()

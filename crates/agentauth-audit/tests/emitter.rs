@@ -12,7 +12,9 @@ use std::time::Duration;
 use agentauth_audit::{
     EmitError, Emitter, EmitterConfig, Event, Outcome, StartError, State, Stats, action,
 };
-use agentauth_grpc::{AlwaysReady, Api, ApiKey, Caller, CallerConfig, Server, ServerConfig};
+use agentauth_grpc::{
+    AlwaysReady, Api, ApiKey, Caller, CallerConfig, Policy, Role, Server, ServerConfig,
+};
 use agentauth_proto::audit::v1 as pb;
 use agentauth_proto::audit::v1::audit_log_server::{AuditLog, AuditLogServer, SERVICE_NAME};
 use agentauth_testkit::assert_eventually;
@@ -24,6 +26,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
+
+/// The recording peer's RPCs: it accepts only `Append`, as audit-log's `writer` role.
+const RECORDER_POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    rpcs: &["Append", "Query", "Export", "VerifyChain", "PurgeBefore"],
+    roles: &[Role {
+        name: "writer",
+        purpose: "the emitter under test",
+        rpcs: &["Append"],
+    }],
+};
 
 const WITHIN: Duration = Duration::from_secs(15);
 
@@ -152,16 +165,15 @@ impl Peer {
                 tenants: vec!["acme".into()],
                 connections: vec!["*".into()],
                 tools: vec!["*".into()],
+                roles: vec!["writer".into()],
+                rpcs: Vec::new(),
             }],
             ..ServerConfig::default()
         };
-        let server = Server::new("audit-log-recorder", config).expect("valid server config");
+        let server = Server::new("audit-log-recorder", config, &[&RECORDER_POLICY])
+            .expect("valid server config");
         let api = Api {
-            routes: tonic::service::Routes::new(AuditLogServer::with_interceptor(
-                self.recorder.clone(),
-                server.authenticator(),
-            )),
-            services: vec![SERVICE_NAME],
+            routes: tonic::service::Routes::new(AuditLogServer::new(self.recorder.clone())),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         let shutdown = CancellationToken::new();

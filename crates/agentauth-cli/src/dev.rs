@@ -4,6 +4,10 @@
 //! data folder (API keys are generated once and kept in `DATA/keys/`), starts the four services,
 //! waits until all four report SERVING, and prints where they are. Ctrl-C (or SIGTERM) stops
 //! every process it started, services first, and nothing else.
+//!
+//! Each service admits exactly the callers that use it, with the roles they need (`ADMITS`);
+//! a developer's own callers go in `DATA/callers/<service>.toml` (`[[callers]]` entries, as
+//! `agentauth keys generate` prints them), which is read at every start and never rewritten.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -43,24 +47,38 @@ pub struct Args {
     ready_within: Duration,
 }
 
-/// The services, in start order, with the callers each admits besides the operator.
-const SERVICES: [(&str, &[&str]); 4] = [
-    ("token-vault", &["connector-executor"]),
-    ("connector-executor", &["schema-watcher"]),
+/// The services, in start order, with the callers each admits and their roles: what each
+/// caller calls, nothing more. `agent` stands for an internal service (it connects users and
+/// runs tools); `operator` administers.
+const SERVICES: [(&str, &[Admitted]); 4] = [
+    (
+        "token-vault",
+        &[
+            ("connector-executor", &["executor"]),
+            ("agent", &["onboarding"]),
+            ("operator", &["operator"]),
+        ],
+    ),
+    (
+        "connector-executor",
+        &[("agent", &["executor", "proxy"]), ("operator", &["reader"])],
+    ),
     (
         "audit-log",
-        &["connector-executor", "token-vault", "schema-watcher"],
+        &[
+            ("connector-executor", &["writer"]),
+            ("token-vault", &["writer"]),
+            ("operator", &["operator"]),
+        ],
     ),
-    ("schema-watcher", &[]),
+    ("schema-watcher", &[("operator", &["operator"])]),
 ];
 
+/// A caller a service admits, and its roles there.
+type Admitted = (&'static str, &'static [&'static str]);
+
 /// Every caller that gets a key.
-const CALLERS: [&str; 4] = [
-    "operator",
-    "connector-executor",
-    "token-vault",
-    "schema-watcher",
-];
+const CALLERS: [&str; 4] = ["operator", "agent", "connector-executor", "token-vault"];
 
 /// A process this command started, stopped when this value is dropped.
 struct Started {
@@ -71,8 +89,12 @@ struct Started {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data = absolute(&args.data_dir)?;
-    for folder in ["keys", "config", "logs"] {
+    for folder in ["keys", "config", "logs", "callers"] {
         std::fs::create_dir_all(data.join(folder))?;
+    }
+    let mut own_callers = Vec::new();
+    for (name, _) in SERVICES {
+        own_callers.push(own_callers_of(&data, name)?);
     }
     let vault = SocketAddr::new(args.host, args.vault_port);
     let sandbox = SocketAddr::new(args.host, args.sandbox_port);
@@ -97,7 +119,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = tokio::select! {
         result = async {
             start_sandbox(sandbox, &control_key, &data, &mut started).await?;
-            start_all(&args, &data, vault, &addresses, &keys, &mut started).await
+            let configs = Configs {
+                keys: &keys,
+                own_callers: &own_callers,
+            };
+            start_all(&args, &data, vault, &addresses, &configs, &mut started).await
         } => result,
         () = agentauth_grpc::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
     };
@@ -139,21 +165,29 @@ async fn start_sandbox(
     Ok(())
 }
 
+/// What the services' configurations are written from besides addresses.
+struct Configs<'a> {
+    keys: &'a [(&'a str, ApiKey)],
+    /// Per service (in `SERVICES` order), the developer's own `[[server.callers]]` entries.
+    own_callers: &'a [String],
+}
+
 async fn start_all(
     args: &Args,
     data: &Path,
     vault: SocketAddr,
     addresses: &[SocketAddr],
-    keys: &[(&str, ApiKey)],
+    configs: &Configs<'_>,
     started: &mut Vec<Started>,
 ) -> anyhow::Result<()> {
     let root_token = ApiKey::generate();
     let vault_url = format!("http://{vault}");
     let sandbox_url = format!("http://{}", SocketAddr::new(args.host, args.sandbox_port));
     let mut bao = Command::new(&args.bao);
+    // The root token goes by environment, never on a command line others can read.
     bao.args(["server", "-dev", "-dev-no-store-token"])
-        .arg(format!("-dev-root-token-id={}", root_token.expose()))
-        .arg(format!("-dev-listen-address={vault}"));
+        .env("VAULT_DEV_ROOT_TOKEN_ID", root_token.expose())
+        .env("VAULT_DEV_LISTEN_ADDRESS", vault.to_string());
     started.push(spawn("openbao", bao, data)?);
     wait_for_vault(&args.bao, &vault_url, &root_token, started).await?;
 
@@ -161,7 +195,7 @@ async fn start_all(
         let config = data.join("config").join(format!("{name}.toml"));
         std::fs::write(
             &config,
-            service_config(i, addresses, keys, &vault_url, &sandbox_url, data),
+            service_config(i, addresses, configs, &vault_url, &sandbox_url, data),
         )?;
         let mut command = Command::new(sibling_binary(name)?);
         command.arg("--config").arg(&config);
@@ -195,31 +229,31 @@ async fn start_all(
 fn service_config(
     index: usize,
     addresses: &[SocketAddr],
-    keys: &[(&str, ApiKey)],
+    configs: &Configs<'_>,
     vault_url: &str,
     sandbox_url: &str,
     data: &Path,
 ) -> String {
     let (name, admits) = SERVICES[index];
-    // Top-level keys come before the first table.
-    let operators = if name == "audit-log" {
-        "operators = [\"operator\"]\n"
-    } else {
-        ""
-    };
     let mut config = format!(
-        "# Written by `agentauth dev`; rewritten at every start.\n{operators}\n[server]\nlisten = \"{}\"\nshutdown_grace = \"5s\"\n",
+        "# Written by `agentauth dev`; rewritten at every start. Add your own callers to\n# {}.\n\n[server]\nlisten = \"{}\"\nshutdown_grace = \"5s\"\n",
+        data.join("callers").join(format!("{name}.toml")).display(),
         addresses[index]
     );
-    for (caller, key) in keys {
-        if *caller == "operator" || admits.contains(caller) {
-            let _ = write!(
-                config,
-                "\n[[server.callers]]\nname = \"{caller}\"\nkey_sha256 = \"{}\"\ntenants = [\"*\"]\n",
-                key.hash()
-            );
-        }
+    for (caller, roles) in admits {
+        let Some((_, key)) = configs.keys.iter().find(|(k, _)| k == caller) else {
+            continue;
+        };
+        let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+        // Any tenant: a developer names tenants freely on this machine.
+        let _ = write!(
+            config,
+            "\n[[server.callers]]\nname = \"{caller}\"\nkey_sha256 = \"{}\"\ntenants = [\"*\"]\nroles = [{}]\n",
+            key.hash(),
+            roles.join(", ")
+        );
     }
+    config.push_str(&configs.own_callers[index]);
     match name {
         "token-vault" => {
             let _ = write!(
@@ -440,9 +474,25 @@ fn print_running(
     writeln_out(
         &mut out,
         &format!(
-            "  {:<20} {}",
+            "  {:<20} {}  (internal services' roles: onboarding, executor, proxy)",
+            "agent API key",
+            data.join("keys/agent.key").display()
+        ),
+    )?;
+    writeln_out(
+        &mut out,
+        &format!(
+            "  {:<20} {}  (administration: accounts, tenants, audit)",
             "operator API key",
             data.join("keys/operator.key").display()
+        ),
+    )?;
+    writeln_out(
+        &mut out,
+        &format!(
+            "  {:<20} {}/<service>.toml  ([[callers]] entries, read at every start)",
+            "your own callers",
+            data.join("callers").display()
         ),
     )?;
     writeln_out(
@@ -500,13 +550,73 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<ApiKey> {
         return Ok(ApiKey::new(&text));
     }
     let key = ApiKey::generate();
-    std::fs::write(path, key.expose())?;
+    write_secret_file(path, key.expose())?;
+    Ok(key)
+}
+
+/// Writes `content` to `path` so that no other user can ever read it: a new file created
+/// with mode 0600 beside it, then renamed into place.
+fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let partial = path.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
-    Ok(key)
+    let mut file = options
+        .open(&partial)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", partial.display()))?;
+    file.write_all(content.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    Ok(())
+}
+
+/// The developer's own callers of `service`, as `[[server.callers]]` entries for its
+/// configuration: read from `DATA/callers/<service>.toml`, whose only key is `callers`, an
+/// array of caller tables. Its entries are checked by the service itself when it starts.
+fn own_callers_of(data: &Path, service: &str) -> anyhow::Result<String> {
+    let path = data.join("callers").join(format!("{service}.toml"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(error) => anyhow::bail!("cannot read {}: {error}", path.display()),
+    };
+    let file: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(key) = file.keys().find(|k| *k != "callers") {
+        anyhow::bail!(
+            "{}: unknown key `{key}`; the file holds only [[callers]] entries",
+            path.display()
+        );
+    }
+    let Some(callers) = file.get("callers") else {
+        return Ok(String::new());
+    };
+    let entries = callers.as_array().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: `callers` must be an array of tables ([[callers]])",
+            path.display()
+        )
+    })?;
+    let mut out = String::new();
+    for entry in entries {
+        let table = entry.as_table().ok_or_else(|| {
+            anyhow::anyhow!("{}: each [[callers]] entry is a table", path.display())
+        })?;
+        let _ = write!(
+            out,
+            "\n# from {}\n[[server.callers]]\n{}",
+            path.display(),
+            toml::to_string(table)?
+        );
+    }
+    Ok(out)
 }
 
 /// A service binary built beside this one (`target/debug/audit-log` next to `agentauth`).

@@ -112,11 +112,25 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Prints a new API key and the `[[server.callers]]` entry that admits it.
+    /// Prints a new API key and the `[[server.callers]]` entry that admits it, granting only
+    /// what the flags name.
     Generate {
         /// The caller's name, as it will appear in logs and audit rows.
         #[arg(long)]
         name: String,
+        /// A tenant it acts for (repeat for several).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
+        /// A role of the service that admits it (repeat for several), e.g. `executor`; the
+        /// README lists each service's roles.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// A connection it may use (repeat for several); none when not given.
+        #[arg(long = "connection")]
+        connections: Vec<String>,
+        /// A tool it may run (repeat for several); none when not given.
+        #[arg(long = "tool")]
+        tools: Vec<String>,
     },
 }
 
@@ -143,7 +157,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Keys(KeysCommand::Generate { name }) => {
+        Command::Keys(KeysCommand::Generate {
+            name,
+            tenants,
+            roles,
+            connections,
+            tools,
+        }) => {
             let key = ApiKey::generate();
             let mut out = std::io::stdout().lock();
             writeln_out(
@@ -151,13 +171,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &format!("API key (give it to `{name}`; it is not stored anywhere):"),
             )?;
             writeln_out(&mut out, &format!("  {}", key.expose()))?;
-            writeln_out(&mut out, "\nAdmit it in a service's configuration:")?;
+            writeln_out(
+                &mut out,
+                "\nAdmit it in the configuration of the service it calls (it may do only this):",
+            )?;
+            let list = |names: &[String]| {
+                let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+                format!("[{}]", quoted.join(", "))
+            };
             writeln_out(
                 &mut out,
                 &format!(
-                    "  [[server.callers]]\n  name = \"{name}\"\n  key_sha256 = \"{}\"\n  tenants = [\"*\"]\n  connections = [\"*\"]\n  tools = [\"*\"]",
-                    key.hash()
+                    "  [[server.callers]]\n  name = {name:?}\n  key_sha256 = \"{}\"\n  tenants = {}\n  roles = {}\n  connections = {}\n  tools = {}",
+                    key.hash(),
+                    list(&tenants),
+                    list(&roles),
+                    list(&connections),
+                    list(&tools),
                 ),
+            )?;
+            writeln_out(
+                &mut out,
+                "\nTo widen it, add names to a list (`\"*\"` means any tenant, connection or tool),\n\
+                 add roles, or name single RPCs in `rpcs = [\"DisconnectAccount\"]`.\n\
+                 Under `make run`, put the entry in .data/callers/<service>.toml with the header\n\
+                 [[callers]] instead, and restart.",
             )?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,19 +1,22 @@
 //! Caller authentication and authorisation.
 //!
 //! A caller sends `authorization: Bearer <api key>`. The service keeps only the key's SHA-256
-//! (API keys are long random strings, so a fast hash is the right one), finds the caller by it,
-//! and attaches the [`Caller`] to the request. Handlers then check what the request touches
-//! with [`Caller::check_tenant`], [`Caller::check_connection`] and [`Caller::check_tool`].
+//! (API keys are long random strings, so a fast hash is the right one) and finds the caller by
+//! it. Two layers decide what the caller may do: [`crate::authorize`] admits the RPC (by the
+//! caller's roles and RPCs, default deny) before any handler runs and attaches the [`Caller`];
+//! handlers then check what the request touches with [`Caller::check_tenant`],
+//! [`Caller::check_connection`] and [`Caller::check_tool`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tonic::service::Interceptor;
 use tonic::{Code, Request, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::policy::{Policy, grants};
 
 /// The `ErrorInfo.domain` of every agentauth error.
 pub const ERROR_DOMAIN: &str = "agentauth";
@@ -34,6 +37,12 @@ pub struct CallerConfig {
     /// Tools this caller may execute; `"*"` means any.
     #[serde(default = "any")]
     pub tools: Vec<String>,
+    /// The service's roles this caller holds; each expands to a set of RPCs.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Single RPCs granted besides the roles, by method name (`DisconnectAccount`).
+    #[serde(default)]
+    pub rpcs: Vec<String>,
 }
 
 fn any() -> Vec<String> {
@@ -148,20 +157,22 @@ impl Scope {
     }
 }
 
-/// An authenticated caller, attached to each request by [`Authenticator`].
+/// An authenticated caller, attached to each request it is admitted for.
 #[derive(Debug)]
 pub struct Caller {
     name: String,
     tenants: Scope,
     connections: Scope,
     tools: Scope,
+    /// The method paths it may call.
+    rpcs: BTreeSet<String>,
 }
 
 impl Caller {
     /// The authenticated caller of `request`.
     ///
-    /// An error here means the service was wired without its [`Authenticator`]: a bug,
-    /// reported as INTERNAL rather than letting the request through.
+    /// An error here means the request did not pass the authorization layer: a bug, reported
+    /// as INTERNAL rather than letting the request through.
     pub fn of<T>(request: &Request<T>) -> Result<&Self, Status> {
         request
             .extensions()
@@ -188,6 +199,29 @@ impl Caller {
     /// Whether this caller may execute `tool`.
     pub fn check_tool(&self, tool: &str) -> Result<(), Denied> {
         self.check(&self.tools, "tool", tool)
+    }
+
+    /// Whether this caller's tool list names `tool` itself; `"*"` does not count. For what a
+    /// caller must be granted explicitly (a proxy path that matches no known operation).
+    pub fn check_tool_named(&self, tool: &str) -> Result<(), Denied> {
+        let named = match &self.tools {
+            Scope::Any => false,
+            Scope::Only(names) => names.contains(tool),
+        };
+        if named {
+            Ok(())
+        } else {
+            Err(Denied {
+                caller: self.name.clone(),
+                kind: "tool",
+                name: tool.to_owned(),
+            })
+        }
+    }
+
+    /// Whether this caller may call the RPC at `path` (`/package.Service/Method`).
+    pub fn may_call(&self, path: &str) -> bool {
+        self.rpcs.contains(path)
     }
 
     fn check(&self, scope: &Scope, kind: &'static str, name: &str) -> Result<(), Denied> {
@@ -228,11 +262,27 @@ impl From<Denied> for Status {
 
 /// The callers a service accepts, by key hash.
 #[derive(Debug, Clone, Default)]
-pub struct Callers(Arc<HashMap<KeyHash, Arc<Caller>>>);
+pub struct Callers {
+    by_hash: Arc<HashMap<KeyHash, Arc<Caller>>>,
+    configs: Arc<[CallerConfig]>,
+}
+
+/// What one caller may do, as `--print-access` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Access {
+    pub name: String,
+    pub tenants: Vec<String>,
+    pub connections: Vec<String>,
+    pub tools: Vec<String>,
+    /// Method paths, sorted.
+    pub rpcs: Vec<String>,
+}
 
 impl Callers {
-    /// Builds the registry; two callers with one key, or one name twice, is a config error.
-    pub fn new(configs: &[CallerConfig]) -> Result<Self, String> {
+    /// Builds the registry for the services of `policies`; two callers with one key, one name
+    /// twice, a caller that may call nothing, or a role or RPC the services do not have is a
+    /// config error.
+    pub fn new(configs: &[CallerConfig], policies: &[&Policy]) -> Result<Self, String> {
         let mut by_hash = HashMap::new();
         let mut names = HashSet::new();
         for config in configs {
@@ -244,8 +294,21 @@ impl Callers {
             }
             if config.tenants.is_empty() {
                 return Err(format!(
-                    "callers: `{}` has no tenants (use [\"*\"] for any)",
+                    "callers: `{}` has no tenants (name them, or [\"*\"] for any)",
                     config.name
+                ));
+            }
+            let rpcs = grants(policies, &config.roles, &config.rpcs)
+                .map_err(|e| format!("callers: `{}`: {e}", config.name))?;
+            if rpcs.is_empty() {
+                let roles: Vec<&str> = policies
+                    .iter()
+                    .flat_map(|p| p.roles.iter().map(|r| r.name))
+                    .collect();
+                return Err(format!(
+                    "callers: `{}` has no roles or rpcs, so it could call nothing (roles here: {})",
+                    config.name,
+                    roles.join(", ")
                 ));
             }
             let caller = Arc::new(Caller {
@@ -253,6 +316,7 @@ impl Callers {
                 tenants: Scope::new(&config.tenants),
                 connections: Scope::new(&config.connections),
                 tools: Scope::new(&config.tools),
+                rpcs,
             });
             if by_hash.insert(config.key_sha256, caller).is_some() {
                 return Err(format!(
@@ -261,39 +325,44 @@ impl Callers {
                 ));
             }
         }
-        Ok(Self(Arc::new(by_hash)))
+        Ok(Self {
+            by_hash: Arc::new(by_hash),
+            configs: configs.into(),
+        })
     }
 
-    /// An interceptor that admits only these callers.
-    pub fn authenticator(&self) -> Authenticator {
-        Authenticator(self.clone())
-    }
-}
-
-/// Rejects a request without a known API key (UNAUTHENTICATED) and attaches its [`Caller`].
-#[derive(Debug, Clone)]
-pub struct Authenticator(Callers);
-
-impl Interceptor for Authenticator {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
+    /// The caller whose key `authorization` (the header's value) carries, or UNAUTHENTICATED.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Arc<Caller>, Status> {
+        let header = authorization.ok_or_else(|| {
             unauthenticated("missing API key: send `authorization: Bearer <key>`")
         })?;
-        let key = header
-            .to_str()
+        let key = std::str::from_utf8(header)
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
                 unauthenticated("malformed authorization header: expected `Bearer <key>`")
             })?;
-        let caller = self
-            .0
-            .0
+        self.by_hash
             .get(&KeyHash::of(key.trim()))
-            .ok_or_else(|| unauthenticated("unknown API key"))?
-            .clone();
-        request.extensions_mut().insert(caller);
-        Ok(request)
+            .cloned()
+            .ok_or_else(|| unauthenticated("unknown API key"))
+    }
+
+    /// Every caller and what it may do, in configuration order.
+    pub fn access(&self) -> Vec<Access> {
+        self.configs
+            .iter()
+            .filter_map(|config| {
+                let caller = self.by_hash.get(&config.key_sha256)?;
+                Some(Access {
+                    name: caller.name.clone(),
+                    tenants: config.tenants.clone(),
+                    connections: config.connections.clone(),
+                    tools: config.tools.clone(),
+                    rpcs: caller.rpcs.iter().cloned().collect(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -307,9 +376,18 @@ fn unauthenticated(message: &str) -> Status {
 
 #[cfg(test)]
 mod tests {
-    use tonic::metadata::MetadataValue;
-
     use super::*;
+    use crate::policy::Role;
+
+    const POLICY: Policy = Policy {
+        service: "agentauth.test.v1.Probe",
+        rpcs: &["Read", "Write"],
+        roles: &[Role {
+            name: "reader",
+            purpose: "reads",
+            rpcs: &["Read"],
+        }],
+    };
 
     fn config(name: &str, key: &ApiKey, tenants: &[&str]) -> CallerConfig {
         CallerConfig {
@@ -318,33 +396,32 @@ mod tests {
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
             connections: vec!["asana".to_owned()],
             tools: any(),
+            roles: vec!["reader".to_owned()],
+            rpcs: Vec::new(),
         }
     }
 
-    fn request_with(authorization: Option<&str>) -> Request<()> {
-        let mut request = Request::new(());
-        if let Some(value) = authorization {
-            request.metadata_mut().insert(
-                "authorization",
-                MetadataValue::try_from(value).expect("ascii header"),
-            );
-        }
-        request
+    fn header(key: &ApiKey) -> Vec<u8> {
+        format!("Bearer {}", key.expose()).into_bytes()
     }
 
     #[test]
-    fn known_key_attaches_its_caller_and_scopes_apply() {
+    fn known_key_finds_its_caller_and_scopes_apply() {
         let key = ApiKey::generate();
-        let callers = Callers::new(&[config("svc", &key, &["acme"])]).expect("valid");
-        let request = callers
-            .authenticator()
-            .call(request_with(Some(&format!("Bearer {}", key.expose()))))
-            .expect("admitted");
-        let caller = Caller::of(&request).expect("caller attached");
+        let callers = Callers::new(&[config("svc", &key, &["acme"])], &[&POLICY]).expect("valid");
+        let caller = callers
+            .authenticate(Some(&header(&key)))
+            .expect("authenticated");
         assert_eq!(caller.name(), "svc");
+        assert!(caller.may_call("/agentauth.test.v1.Probe/Read"));
+        assert!(!caller.may_call("/agentauth.test.v1.Probe/Write"));
         assert!(caller.check_tenant("acme").is_ok());
         assert!(caller.check_connection("asana").is_ok());
         assert!(caller.check_tool("anything").is_ok());
+        assert!(
+            caller.check_tool_named("anything").is_err(),
+            "`*` names no tool explicitly"
+        );
         let denied = caller.check_tenant("globex").expect_err("other tenant");
         assert_eq!(Status::from(denied).code(), Code::PermissionDenied);
         assert!(caller.check_connection("asana-mcp").is_err());
@@ -353,11 +430,10 @@ mod tests {
     #[test]
     fn missing_malformed_and_unknown_keys_are_unauthenticated() {
         let key = ApiKey::generate();
-        let callers = Callers::new(&[config("svc", &key, &["*"])]).expect("valid");
+        let callers = Callers::new(&[config("svc", &key, &["*"])], &[&POLICY]).expect("valid");
         for header in [None, Some("Basic abc"), Some("Bearer not-a-key")] {
             let status = callers
-                .authenticator()
-                .call(request_with(header))
+                .authenticate(header.map(str::as_bytes))
                 .expect_err("refused");
             assert_eq!(status.code(), Code::Unauthenticated, "{header:?}");
             assert!(!status.message().contains("not-a-key"), "key echoed back");
@@ -365,12 +441,47 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_names_and_keys_are_config_errors() {
+    fn bad_caller_configurations_are_errors() {
         let key = ApiKey::generate();
         let other = ApiKey::generate();
-        assert!(Callers::new(&[config("a", &key, &["*"]), config("a", &other, &["*"])]).is_err());
-        assert!(Callers::new(&[config("a", &key, &["*"]), config("b", &key, &["*"])]).is_err());
-        assert!(Callers::new(&[config("a", &key, &[])]).is_err());
+        let new = |configs: &[CallerConfig]| Callers::new(configs, &[&POLICY]);
+        assert!(new(&[config("a", &key, &["*"]), config("a", &other, &["*"])]).is_err());
+        assert!(new(&[config("a", &key, &["*"]), config("b", &key, &["*"])]).is_err());
+        assert!(new(&[config("a", &key, &[])]).is_err());
+        let nothing = CallerConfig {
+            roles: Vec::new(),
+            ..config("a", &key, &["*"])
+        };
+        let error = new(&[nothing]).expect_err("a caller that may call nothing");
+        assert!(error.contains("roles here: reader"), "{error}");
+        let typo = CallerConfig {
+            roles: vec!["raeder".to_owned()],
+            ..config("a", &key, &["*"])
+        };
+        assert!(
+            new(&[typo])
+                .expect_err("unknown role")
+                .contains("did you mean `reader`")
+        );
+    }
+
+    #[test]
+    fn access_lists_each_callers_rpcs() {
+        let key = ApiKey::generate();
+        let granted = CallerConfig {
+            rpcs: vec!["Write".to_owned()],
+            ..config("svc", &key, &["acme"])
+        };
+        let callers = Callers::new(&[granted], &[&POLICY]).expect("valid");
+        let access = callers.access();
+        assert_eq!(access.len(), 1);
+        assert_eq!(
+            access[0].rpcs,
+            [
+                "/agentauth.test.v1.Probe/Read",
+                "/agentauth.test.v1.Probe/Write"
+            ]
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::auth::{Authenticator, CallerConfig, Callers};
+use crate::auth::{Access, CallerConfig, Callers};
+use crate::authorize::AuthorizeLayer;
+use crate::policy::Policy;
 
 /// The `[server]` section every service's configuration has.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,7 +28,7 @@ pub struct ServerConfig {
     /// How often dependencies are checked for readiness.
     #[serde(with = "humantime_serde")]
     pub readiness_interval: Duration,
-    /// The callers this service accepts.
+    /// The callers this service accepts, each with the roles and RPCs it may call.
     pub callers: Vec<CallerConfig>,
 }
 
@@ -75,36 +77,42 @@ impl Readiness for AlwaysReady {
 /// What a service serves besides health and reflection.
 #[derive(Debug)]
 pub struct Api {
-    /// The service's gRPC servers, each behind [`Server::authenticator`].
+    /// The service's gRPC servers: those of the policies given to [`Server::new`].
     pub routes: Routes,
-    /// Their full names (e.g. `agentauth.audit.v1.AuditLog`); each reports health.
-    pub services: Vec<&'static str>,
-    /// The encoded file descriptor set that describes them, for reflection.
+    /// The encoded file descriptor set that describes them, for reflection and for checking
+    /// the policies against the contracts.
     pub descriptors: &'static [u8],
 }
 
-/// A service about to be served: its name, its configuration and its callers.
+/// A service about to be served: its name, its configuration, its policies and its callers.
 #[derive(Debug)]
 pub struct Server {
     service: &'static str,
     config: ServerConfig,
+    policies: &'static [&'static Policy],
     callers: Callers,
 }
 
 impl Server {
-    /// Validates `config` for the binary `service` (e.g. `audit-log`).
-    pub fn new(service: &'static str, config: ServerConfig) -> Result<Self, Error> {
-        let callers = Callers::new(&config.callers).map_err(Error::Config)?;
+    /// Validates `config` for the binary `service` (e.g. `audit-log`) serving the gRPC
+    /// services of `policies`, whose roles and RPCs the callers may name.
+    pub fn new(
+        service: &'static str,
+        config: ServerConfig,
+        policies: &'static [&'static Policy],
+    ) -> Result<Self, Error> {
+        let callers = Callers::new(&config.callers, policies).map_err(Error::Config)?;
         Ok(Self {
             service,
             config,
+            policies,
             callers,
         })
     }
 
-    /// The interceptor to wrap each of the service's gRPC servers in.
-    pub fn authenticator(&self) -> Authenticator {
-        self.callers.authenticator()
+    /// What each configured caller may do.
+    pub fn access(&self) -> Vec<Access> {
+        self.callers.access()
     }
 
     /// Serves `api` on `listener`, with health and reflection beside it, until `shutdown` is
@@ -119,8 +127,15 @@ impl Server {
         readiness: impl Readiness,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
+        let mut known = std::collections::HashSet::new();
+        for policy in self.policies {
+            policy.check(api.descriptors).map_err(Error::Config)?;
+            known.extend(policy.rpcs.iter().map(|rpc| policy.path(rpc)));
+        }
         let (reporter, health) = tonic_health::server::health_reporter();
-        let names: Vec<&'static str> = std::iter::once("").chain(api.services).collect();
+        let names: Vec<&'static str> = std::iter::once("")
+            .chain(self.policies.iter().map(|p| p.service))
+            .collect();
         set_status(&reporter, &names, ServingStatus::NotServing).await;
         // Liveness never depends on a dependency: it answers SERVING while the process serves.
         reporter
@@ -136,6 +151,7 @@ impl Server {
         let stop = CancellationToken::new();
         let server = tonic::transport::Server::builder()
             .trace_fn(crate::trace::server_span)
+            .layer(AuthorizeLayer::new(self.callers.clone(), known))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming(listener), stop.clone().cancelled_owned());
         tokio::pin!(server);

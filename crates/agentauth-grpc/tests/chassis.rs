@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use agentauth_grpc::server::Api;
-use agentauth_grpc::{ApiKey, Caller, CallerConfig, Readiness, Server, ServerConfig};
+use agentauth_grpc::{ApiKey, Caller, CallerConfig, Policy, Readiness, Role, Server, ServerConfig};
 use agentauth_proto::audit::v1 as pb;
 use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
 use agentauth_proto::audit::v1::audit_log_server::{AuditLog, AuditLogServer, SERVICE_NAME};
@@ -24,6 +24,17 @@ use tonic_types::StatusExt;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
+
+/// The probe's RPCs: `reader` may call only `Query`.
+const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    rpcs: &["Append", "Query", "Export", "VerifyChain", "PurgeBefore"],
+    roles: &[Role {
+        name: "reader",
+        purpose: "the test's caller",
+        rpcs: &["Query"],
+    }],
+};
 
 /// A stand-in AuditLog whose `Query` checks the tenant, optionally waits, and records the
 /// trace id it ran under.
@@ -132,18 +143,16 @@ async fn serve(probe: Probe, ready: Switch) -> Running {
             tenants: vec!["acme".into()],
             connections: vec!["*".into()],
             tools: vec!["*".into()],
+            roles: vec!["reader".into()],
+            rpcs: Vec::new(),
         }],
         ..ServerConfig::default()
     };
-    let server = Server::new("probe", config).expect("valid config");
+    let server = Server::new("probe", config, &[&POLICY]).expect("valid config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let api = Api {
-        routes: tonic::service::Routes::new(AuditLogServer::with_interceptor(
-            probe,
-            server.authenticator(),
-        )),
-        services: vec![SERVICE_NAME],
+        routes: tonic::service::Routes::new(AuditLogServer::new(probe)),
         descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
     };
     let shutdown = CancellationToken::new();
@@ -218,6 +227,66 @@ async fn rpc_requires_a_known_key_and_health_does_not() {
         .query(query("acme"))
         .await
         .expect("authorised call passes");
+}
+
+#[tokio::test]
+async fn an_rpc_outside_the_callers_roles_is_refused_before_its_handler() {
+    let running = serve(Probe::default(), on()).await;
+    let status = running
+        .client(Some(&running.acme_key))
+        .append(pb::AppendRequest::default())
+        .await
+        .expect_err("the caller's role has only Query");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let info = status.get_details_error_info().expect("ErrorInfo detail");
+    assert_eq!(info.reason, "RPC_NOT_ALLOWED");
+    assert_eq!(
+        info.metadata.get("rpc").map(String::as_str),
+        Some("agentauth.audit.v1.AuditLog/Append")
+    );
+    let unknown = running
+        .client(None)
+        .append(pb::AppendRequest::default())
+        .await
+        .expect_err("no key");
+    assert_eq!(
+        unknown.code(),
+        Code::Unauthenticated,
+        "authentication comes before the RPC check"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_that_does_not_match_the_contract_is_refused_at_start() {
+    const SHORT: Policy = Policy {
+        service: SERVICE_NAME,
+        rpcs: &["Query"],
+        roles: &[],
+    };
+    let key = ApiKey::generate();
+    let config = ServerConfig {
+        callers: vec![CallerConfig {
+            name: "x".into(),
+            key_sha256: key.hash(),
+            tenants: vec!["*".into()],
+            connections: vec!["*".into()],
+            tools: vec!["*".into()],
+            roles: Vec::new(),
+            rpcs: vec!["Query".into()],
+        }],
+        ..ServerConfig::default()
+    };
+    let server = Server::new("probe", config, &[&SHORT]).expect("the callers are valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = Api {
+        routes: tonic::service::Routes::new(AuditLogServer::new(Probe::default())),
+        descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
+    };
+    let error = server
+        .serve(listener, api, on(), CancellationToken::new())
+        .await
+        .expect_err("Append, Export, VerifyChain and PurgeBefore are missing");
+    assert!(error.to_string().contains("the contract has"), "{error}");
 }
 
 #[tokio::test]

@@ -33,6 +33,9 @@ pub trait Service: Sized + Send + 'static {
     /// Where the gRPC API should listen.
     fn listen(&self) -> SocketAddr;
 
+    /// What each configured caller may do (`--print-access`).
+    fn access(&self) -> Vec<agentauth_grpc::Access>;
+
     /// Serves on `listener` until `shutdown` is cancelled, then drains.
     fn run(
         self,
@@ -56,6 +59,10 @@ struct Flags {
     /// Validates the configuration, prints `ok`, and exits.
     #[arg(long)]
     check_config: bool,
+    /// Validates the configuration, prints what each caller may do (its RPCs, tenants,
+    /// connections and tools) as JSON on stdout, and exits.
+    #[arg(long)]
+    print_access: bool,
 }
 
 /// Runs the service `S` as a process and returns its exit code.
@@ -91,6 +98,15 @@ pub fn main<S: Service>() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if flags.print_access {
+        return match serde_json::to_writer_pretty(std::io::stdout().lock(), &service.access()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{}: cannot print the access list: {error}", S::NAME);
+                ExitCode::FAILURE
+            }
+        };
+    }
     if flags.check_config {
         eprintln!("{}: configuration ok", S::NAME);
         return ExitCode::SUCCESS;

@@ -55,6 +55,8 @@ async fn start(db: &str, key: &ApiKey) -> AuditLogClient<AuthenticatedChannel> {
                 tenants: vec!["*".into()],
                 connections: vec!["*".into()],
                 tools: vec!["*".into()],
+                roles: vec!["writer".into(), "reader".into()],
+                rpcs: Vec::new(),
             }],
             ..ServerConfig::default()
         },
@@ -63,7 +65,6 @@ async fn start(db: &str, key: &ApiKey) -> AuditLogClient<AuthenticatedChannel> {
             max_connections: 16,
             ..DatabaseConfig::default()
         },
-        operators: Vec::new(),
     };
     let service = AuditLogService::new(config).expect("config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,7 +1,6 @@
 //! The `agentauth.audit.v1.AuditLog` gRPC API: validation at the edge, then the store.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use agentauth_audit::event::{timestamp, wire_timestamp};
 use agentauth_audit::{Event, Outcome, export};
@@ -26,7 +25,6 @@ const EXPORT_ROWS_PER_MESSAGE: usize = 128;
 #[derive(Debug)]
 pub(crate) struct AuditLogApi {
     pub store: Store,
-    pub operators: Arc<HashSet<String>>,
 }
 
 #[tonic::async_trait]
@@ -198,13 +196,6 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
         request: Request<pb::PurgeBeforeRequest>,
     ) -> Result<Response<pb::PurgeBeforeResponse>, Status> {
         let caller = Caller::of(&request)?;
-        if !self.operators.contains(caller.name()) {
-            return Err(Error::NotOperator {
-                caller: caller.name().to_owned(),
-                rpc: "PurgeBefore",
-            }
-            .into());
-        }
         let purge = request.get_ref();
         require_tenant(&purge.tenant, "tenant")?;
         caller.check_tenant(&purge.tenant).map_err(Error::from)?;

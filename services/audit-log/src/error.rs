@@ -11,11 +11,6 @@ pub enum Error {
     /// The caller is not bound to a tenant the request touches.
     #[error(transparent)]
     Denied(#[from] agentauth_grpc::Denied),
-    /// The RPC is reserved to operators and the caller is not one.
-    #[error(
-        "caller `{caller}` is not an operator; {rpc} is reserved to the callers listed in `operators`"
-    )]
-    NotOperator { caller: String, rpc: &'static str },
     /// The request is malformed; nothing was changed.
     #[error("invalid request: {}", .0.iter().map(|(f, d)| format!("{f}: {d}")).collect::<Vec<_>>().join("; "))]
     InvalidArgument(Vec<(String, String)>),
@@ -35,7 +30,6 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
             Error::Denied(denied) => denied.into(),
-            Error::NotOperator { .. } => Status::permission_denied(error.to_string()),
             Error::InvalidArgument(violations) => {
                 let message = Error::InvalidArgument(violations.clone()).to_string();
                 let violations: Vec<FieldViolation> = violations

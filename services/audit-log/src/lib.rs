@@ -8,12 +8,10 @@ mod error;
 mod record;
 mod store;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use agentauth_grpc::{Api, Readiness, Server, ServerConfig};
+use agentauth_grpc::{Api, Policy, Readiness, Role, Server, ServerConfig};
 use agentauth_proto::audit::v1::audit_log_server::{AuditLogServer, SERVICE_NAME};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -31,9 +29,31 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where events are stored.
     pub database: store::Config,
-    /// Callers (by name) allowed to run `PurgeBefore`.
-    pub operators: Vec<String>,
 }
+
+/// audit-log's RPCs and roles. Only `writer` appends, and what it appends carries its own
+/// name as the actor; readers and operators never write.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    rpcs: &["Append", "Query", "Export", "VerifyChain", "PurgeBefore"],
+    roles: &[
+        Role {
+            name: "writer",
+            purpose: "the agentauth services that record events",
+            rpcs: &["Append"],
+        },
+        Role {
+            name: "reader",
+            purpose: "compliance: query, export and verify",
+            rpcs: &["Query", "Export", "VerifyChain"],
+        },
+        Role {
+            name: "operator",
+            purpose: "administrators: read, and purge by retention",
+            rpcs: &["Query", "Export", "VerifyChain", "PurgeBefore"],
+        },
+    ],
+};
 
 /// The audit-log service, configured and ready to serve.
 #[derive(Debug)]
@@ -41,7 +61,6 @@ pub struct AuditLogService {
     server: Server,
     listen: SocketAddr,
     store: store::Store,
-    operators: Arc<HashSet<String>>,
 }
 
 impl agentauth_launch::Service for AuditLogService {
@@ -51,18 +70,21 @@ impl agentauth_launch::Service for AuditLogService {
 
     fn new(config: Config) -> anyhow::Result<Self> {
         let listen = config.server.listen;
-        let server = Server::new(Self::NAME, config.server)?;
+        let server = Server::new(Self::NAME, config.server, &[&POLICY])?;
         let store = store::Store::connect_lazy(&config.database)?;
         Ok(Self {
             server,
             listen,
             store,
-            operators: Arc::new(config.operators.into_iter().collect()),
         })
     }
 
     fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    fn access(&self) -> Vec<agentauth_grpc::Access> {
+        self.server.access()
     }
 
     /// Brings the schema up to date (retrying while the database is unreachable), then serves.
@@ -82,14 +104,9 @@ impl agentauth_launch::Service for AuditLogService {
         }
         let api = api::AuditLogApi {
             store: self.store.clone(),
-            operators: self.operators,
         };
         let api = Api {
-            routes: tonic::service::Routes::new(AuditLogServer::with_interceptor(
-                api,
-                self.server.authenticator(),
-            )),
-            services: vec![SERVICE_NAME],
+            routes: tonic::service::Routes::new(AuditLogServer::new(api)),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         self.server

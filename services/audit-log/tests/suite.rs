@@ -85,8 +85,8 @@ struct Instance {
 impl Instance {
     async fn start(db_url: &str, keys: &Keys) -> Self {
         let callers = vec![
-            caller("acme-service", &keys.acme, &["acme"]),
-            caller("operator", &keys.operator, &["*"]),
+            caller("acme-service", &keys.acme, &["acme"], &["writer", "reader"]),
+            caller("operator", &keys.operator, &["*"], &["operator"]),
         ];
         let config = Config {
             server: ServerConfig {
@@ -97,7 +97,6 @@ impl Instance {
                 url: db_url.to_owned(),
                 ..DatabaseConfig::default()
             },
-            operators: vec!["operator".into()],
         };
         let service = AuditLogService::new(config).expect("valid config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -129,13 +128,15 @@ struct Keys {
     operator: ApiKey,
 }
 
-fn caller(name: &str, key: &ApiKey, tenants: &[&str]) -> CallerConfig {
+fn caller(name: &str, key: &ApiKey, tenants: &[&str], roles: &[&str]) -> CallerConfig {
     CallerConfig {
         name: name.into(),
         key_sha256: key.hash(),
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
         connections: vec!["*".into()],
         tools: vec!["*".into()],
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        rpcs: Vec::new(),
     }
 }
 

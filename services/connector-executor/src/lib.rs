@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_audit::Sink;
-use agentauth_grpc::{AlwaysReady, Api, ApiKey, Server};
+use agentauth_grpc::{AlwaysReady, Api, ApiKey, Policy, Role, Server};
 use agentauth_proto::executor::v1::connector_executor_server::{
     ConnectorExecutorServer, SERVICE_NAME,
 };
@@ -34,6 +34,48 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::Error;
 pub use mcp::McpConfig;
+
+/// connector-executor's RPCs and roles. What a granted RPC may touch is then bound by the
+/// caller's tenants, connections and tools; `ProxyRequest` is checked as the tool of the spec
+/// operation its method and path resolve to.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    rpcs: &[
+        "ExecuteTool",
+        "ExecuteBatch",
+        "ListTools",
+        "ProxyRequest",
+        "MintMcpSession",
+        "SubscribeEvents",
+    ],
+    roles: &[
+        Role {
+            name: "executor",
+            purpose: "internal services and agents: run tools, list them",
+            rpcs: &["ExecuteTool", "ExecuteBatch", "ListTools"],
+        },
+        Role {
+            name: "proxy",
+            purpose: "raw REST requests, each checked as its operation's generated tool",
+            rpcs: &["ProxyRequest", "ListTools"],
+        },
+        Role {
+            name: "reader",
+            purpose: "browse the tool catalogue",
+            rpcs: &["ListTools"],
+        },
+        Role {
+            name: "mcp",
+            purpose: "mint per-user virtual MCP sessions",
+            rpcs: &["MintMcpSession", "ListTools"],
+        },
+        Role {
+            name: "events",
+            purpose: "follow Asana webhook events",
+            rpcs: &["SubscribeEvents"],
+        },
+    ],
+};
 
 /// The connector-executor service, configured and ready to serve.
 #[derive(Debug)]
@@ -52,7 +94,7 @@ impl agentauth_launch::Service for ConnectorExecutorService {
     fn new(mut config: Config) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let shutdown_grace = config.server.shutdown_grace;
-        let server = Server::new(Self::NAME, std::mem::take(&mut config.server))?;
+        let server = Server::new(Self::NAME, std::mem::take(&mut config.server), &[&POLICY])?;
         Ok(Self {
             server,
             listen,
@@ -63,6 +105,10 @@ impl agentauth_launch::Service for ConnectorExecutorService {
 
     fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    fn access(&self) -> Vec<agentauth_grpc::Access> {
+        self.server.access()
     }
 
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -85,13 +131,11 @@ impl agentauth_launch::Service for ConnectorExecutorService {
                 .map_err(anyhow::Error::msg)?,
         );
         let api = Api {
-            routes: tonic::service::Routes::new(ConnectorExecutorServer::with_interceptor(
+            routes: tonic::service::Routes::new(ConnectorExecutorServer::new(
                 api::ConnectorExecutorApi {
                     executor: executor.clone(),
                 },
-                self.server.authenticator(),
             )),
-            services: vec![SERVICE_NAME],
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         self.server

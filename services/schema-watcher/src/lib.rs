@@ -5,7 +5,7 @@ mod error;
 
 use std::net::SocketAddr;
 
-use agentauth_grpc::{AlwaysReady, Api, Server, ServerConfig};
+use agentauth_grpc::{AlwaysReady, Api, Policy, Role, Server, ServerConfig};
 use agentauth_proto::watcher::v1::schema_watcher_server::{SERVICE_NAME, SchemaWatcherServer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -21,6 +21,35 @@ pub struct Config {
     pub server: ServerConfig,
 }
 
+/// schema-watcher's RPCs and roles. Approving a baseline is an operator's act.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    rpcs: &[
+        "GetSnapshot",
+        "ListDrift",
+        "ApproveBaseline",
+        "WatchDrift",
+        "CheckTools",
+    ],
+    roles: &[
+        Role {
+            name: "executor",
+            purpose: "connector-executor: which tools are approved, and their changes",
+            rpcs: &["CheckTools", "WatchDrift"],
+        },
+        Role {
+            name: "reader",
+            purpose: "snapshots and drift reports",
+            rpcs: &["GetSnapshot", "ListDrift", "WatchDrift"],
+        },
+        Role {
+            name: "operator",
+            purpose: "administrators: read, and approve baselines",
+            rpcs: &["GetSnapshot", "ListDrift", "WatchDrift", "ApproveBaseline"],
+        },
+    ],
+};
+
 /// The schema-watcher service, configured and ready to serve.
 #[derive(Debug)]
 pub struct SchemaWatcherService {
@@ -35,7 +64,7 @@ impl agentauth_launch::Service for SchemaWatcherService {
 
     fn new(config: Config) -> anyhow::Result<Self> {
         let listen = config.server.listen;
-        let server = Server::new(Self::NAME, config.server)?;
+        let server = Server::new(Self::NAME, config.server, &[&POLICY])?;
         Ok(Self { server, listen })
     }
 
@@ -43,13 +72,13 @@ impl agentauth_launch::Service for SchemaWatcherService {
         self.listen
     }
 
+    fn access(&self) -> Vec<agentauth_grpc::Access> {
+        self.server.access()
+    }
+
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let api = Api {
-            routes: tonic::service::Routes::new(SchemaWatcherServer::with_interceptor(
-                api::SchemaWatcherApi,
-                self.server.authenticator(),
-            )),
-            services: vec![SERVICE_NAME],
+            routes: tonic::service::Routes::new(SchemaWatcherServer::new(api::SchemaWatcherApi)),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         self.server

@@ -32,8 +32,6 @@ pub(crate) struct TokenVaultApi {
     pub refresher: Arc<Refresher>,
     /// `GetAccessToken` refreshes tokens expiring within this margin first.
     pub refresh_margin: std::time::Duration,
-    /// The callers `GetAccessToken` and `ReportRejectedToken` answer.
-    pub token_readers: Vec<String>,
 }
 
 /// The longest tenant, connection name or identifier accepted.
@@ -181,31 +179,13 @@ impl TokenVaultApi {
         Ok(account)
     }
 
-    /// The account a token reader asks a token of: the caller must be a token reader, then
-    /// the usual tenant and connection checks apply.
-    async fn token_account(
-        &self,
-        caller: &Caller,
-        tenant: &str,
-        connection_name: &str,
-        identifier: &str,
-    ) -> Result<(&Connection, Account), Error> {
-        if !self.token_readers.iter().any(|r| r == caller.name()) {
-            return Err(Error::NotTokenReader {
-                caller: caller.name().to_owned(),
-            });
-        }
-        self.account(caller, tenant, connection_name, identifier)
-            .await
-    }
-
     async fn access_token(
         &self,
         caller: &Caller,
         r: &pb::GetAccessTokenRequest,
     ) -> Result<Current, Error> {
         let (connection, account) = self
-            .token_account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .account(caller, &r.tenant, &r.connection_name, &r.identifier)
             .await?;
         let min_valid_for = match r.min_valid_for {
             None => std::time::Duration::ZERO,
@@ -236,7 +216,7 @@ impl TokenVaultApi {
         r: &pb::ReportRejectedTokenRequest,
     ) -> Result<Current, Error> {
         let (connection, account) = self
-            .token_account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .account(caller, &r.tenant, &r.connection_name, &r.identifier)
             .await?;
         info!(
             account = %account.account_id,

@@ -194,18 +194,7 @@ impl Registry {
 
     /// Configured names close to `name` (for "did you mean"), closest first, at most three.
     pub fn close_to(&self, name: &str) -> Vec<String> {
-        let mut scored: Vec<(usize, &String)> = self
-            .0
-            .keys()
-            .map(|known| (strsim::levenshtein(&name.to_lowercase(), known), known))
-            .filter(|(distance, known)| *distance <= (known.len() / 3).max(2))
-            .collect();
-        scored.sort();
-        scored
-            .into_iter()
-            .take(3)
-            .map(|(_, known)| known.clone())
-            .collect()
+        agentauth_grpc::close_names(name, self.0.keys().map(String::as_str), 3)
     }
 }
 

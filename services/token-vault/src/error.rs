@@ -45,9 +45,6 @@ pub enum Error {
         dependency: &'static str,
         reason: String,
     },
-    /// Only the configured token readers (`token_readers`) may obtain access tokens.
-    #[error("caller `{caller}` may not obtain access tokens (not in token_readers)")]
-    NotTokenReader { caller: String },
     /// The end user must consent again; `link` (when the connection uses OAuth) does it.
     #[error(
         "the account of `{identifier}` on connection `{connection}` needs a new consent{}",
@@ -109,14 +106,6 @@ impl From<Error> for Status {
             Error::AccountNotFound { .. } => Status::not_found(error.to_string()),
             Error::Conflict { .. } => Status::aborted(error.to_string()),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),
-            Error::NotTokenReader { ref caller } => {
-                let metadata = HashMap::from([("caller".to_owned(), caller.clone())]);
-                Status::with_error_details(
-                    Code::PermissionDenied,
-                    error.to_string(),
-                    ErrorDetails::with_error_info("CALLER_NOT_ALLOWED", ERROR_DOMAIN, metadata),
-                )
-            }
             Error::AuthRequired {
                 ref connection,
                 ref link,

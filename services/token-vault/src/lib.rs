@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentauth_grpc::{Api, Readiness, Server, ServerConfig};
+use agentauth_grpc::{Api, Policy, Readiness, Role, Server, ServerConfig};
 use agentauth_proto::vault::v1::token_vault_server::{SERVICE_NAME, TokenVaultServer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -51,21 +51,78 @@ pub struct Config {
     /// `refresh_margin` within which `GetAccessToken` and the sweeper refresh a token first,
     /// and the sweeper's `sweep_interval` (±20% jitter) and `sweep_concurrency`.
     pub oauth: oauth::Config,
-    /// The callers (by `[[server.callers]]` name) that `GetAccessToken` and
-    /// `ReportRejectedToken` answer; everyone else is PERMISSION_DENIED.
-    pub token_readers: TokenReaders,
 }
 
-/// `token_readers`: by default only connector-executor.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct TokenReaders(pub Vec<String>);
-
-impl Default for TokenReaders {
-    fn default() -> Self {
-        Self(vec!["connector-executor".to_owned()])
-    }
-}
+/// token-vault's RPCs and roles. Access tokens leave only through `executor` (the role of
+/// connector-executor); no other role includes `GetAccessToken` or `ReportRejectedToken`.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    rpcs: &[
+        "CreateAuthorizationLink",
+        "PutCredential",
+        "GetAccessToken",
+        "ReportRejectedToken",
+        "GetAccount",
+        "ListAccounts",
+        "GetIdentityStatus",
+        "DisconnectAccount",
+        "DeleteTenant",
+        "GetConnection",
+        "ListConnections",
+    ],
+    roles: &[
+        Role {
+            name: "executor",
+            purpose: "connector-executor: tokens for the calls it runs, connections, re-authorization links",
+            rpcs: &[
+                "GetAccessToken",
+                "ReportRejectedToken",
+                "CreateAuthorizationLink",
+                "GetConnection",
+                "ListConnections",
+            ],
+        },
+        Role {
+            name: "onboarding",
+            purpose: "an application that connects its users: consent links, PATs, account status",
+            rpcs: &[
+                "CreateAuthorizationLink",
+                "PutCredential",
+                "GetAccount",
+                "ListAccounts",
+                "GetIdentityStatus",
+                "GetConnection",
+                "ListConnections",
+            ],
+        },
+        Role {
+            name: "reader",
+            purpose: "dashboards and support: accounts and connections",
+            rpcs: &[
+                "GetAccount",
+                "ListAccounts",
+                "GetIdentityStatus",
+                "GetConnection",
+                "ListConnections",
+            ],
+        },
+        Role {
+            name: "operator",
+            purpose: "administrators: onboarding, disconnecting accounts, deleting tenants; never tokens",
+            rpcs: &[
+                "CreateAuthorizationLink",
+                "PutCredential",
+                "GetAccount",
+                "ListAccounts",
+                "GetIdentityStatus",
+                "GetConnection",
+                "ListConnections",
+                "DisconnectAccount",
+                "DeleteTenant",
+            ],
+        },
+    ],
+};
 
 /// The token-vault service, configured and ready to serve.
 #[derive(Debug)]
@@ -80,7 +137,6 @@ pub struct TokenVaultService {
     audit_url: String,
     connections: Arc<connections::Registry>,
     oauth: oauth::Config,
-    token_readers: TokenReaders,
     /// The OAuth callback's listener when one was handed over; else `oauth.http_listen` is bound.
     callback_listener: Option<TcpListener>,
 }
@@ -91,7 +147,11 @@ impl TokenVaultService {
     pub fn with_vault_token(config: Config, vault_token: &str) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let shutdown_grace = config.server.shutdown_grace;
-        let server = Server::new(<Self as agentauth_launch::Service>::NAME, config.server)?;
+        let server = Server::new(
+            <Self as agentauth_launch::Service>::NAME,
+            config.server,
+            &[&POLICY],
+        )?;
         let vault = vault::Vault::new(&config.vault)?;
         let secrets =
             secrets::Secrets::new(&config.vault, vault_token).map_err(anyhow::Error::msg)?;
@@ -111,7 +171,6 @@ impl TokenVaultService {
             audit_url,
             connections: Arc::new(connections),
             oauth: config.oauth,
-            token_readers: config.token_readers,
             callback_listener: None,
         })
     }
@@ -139,6 +198,10 @@ impl agentauth_launch::Service for TokenVaultService {
 
     fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    fn access(&self) -> Vec<agentauth_grpc::Access> {
+        self.server.access()
     }
 
     /// Brings the schema up to date (retrying while the database is unreachable), then serves.
@@ -209,21 +272,16 @@ impl agentauth_launch::Service for TokenVaultService {
         });
         let sweeping = tokio::spawn(sweeper.run(shutdown.clone()));
         let api = Api {
-            routes: tonic::service::Routes::new(TokenVaultServer::with_interceptor(
-                api::TokenVaultApi {
-                    connections: self.connections.clone(),
-                    secrets: self.secrets.clone(),
-                    records: self.records.clone(),
-                    audit: self.audit.clone(),
-                    http,
-                    refresher,
-                    refresh_margin: self.oauth.refresh_margin,
-                    token_readers: self.token_readers.0,
-                    oauth,
-                },
-                self.server.authenticator(),
-            )),
-            services: vec![SERVICE_NAME],
+            routes: tonic::service::Routes::new(TokenVaultServer::new(api::TokenVaultApi {
+                connections: self.connections.clone(),
+                secrets: self.secrets.clone(),
+                records: self.records.clone(),
+                audit: self.audit.clone(),
+                http,
+                refresher,
+                refresh_margin: self.oauth.refresh_margin,
+                oauth,
+            })),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         let dependencies = Dependencies {

@@ -115,7 +115,7 @@ async fn accounts_commands_connect_show_list_and_disconnect() {
     let disconnected = stdout(
         &agentauth(
             url,
-            key,
+            &setup.operator,
             &[
                 "disconnect",
                 "--tenant",

@@ -51,18 +51,20 @@ impl AuditLog {
     async fn start(shutdown: &CancellationToken) -> Self {
         let db = SqliteDatabase::create().expect("sqlite file");
         let (token_vault, operator) = (ApiKey::generate(), ApiKey::generate());
-        let caller = |name: &str, key: &ApiKey| CallerConfig {
+        let caller = |name: &str, key: &ApiKey, role: &str| CallerConfig {
             name: name.into(),
             key_sha256: key.hash(),
             tenants: vec!["*".into()],
             connections: vec!["*".into()],
             tools: vec!["*".into()],
+            roles: vec![role.into()],
+            rpcs: Vec::new(),
         };
         let config = audit_log::Config {
             server: ServerConfig {
                 callers: vec![
-                    caller("token-vault", &token_vault),
-                    caller("operator", &operator),
+                    caller("token-vault", &token_vault, "writer"),
+                    caller("operator", &operator, "operator"),
                 ],
                 ..ServerConfig::default()
             },
@@ -70,7 +72,6 @@ impl AuditLog {
                 url: db.url().to_owned(),
                 ..audit_log::DatabaseConfig::default()
             },
-            operators: vec!["operator".into()],
         };
         let service = audit_log::AuditLogService::new(config).expect("audit-log config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -177,16 +178,14 @@ impl Instance {
         let key = ApiKey::generate();
         let api = format!("{sandbox_url}/api/1.0");
         let config_text = format!(
-            r#"token_readers = ["acme-agent"]
-
-[server]
+            r#"[server]
 readiness_interval = "100ms"
 
 [[server.callers]]
 name = "acme-agent"
 key_sha256 = "{hash}"
 tenants = ["{TENANT}"]
-connections = ["*"]
+roles = ["executor", "operator"]
 
 [vault]
 addr = "{vault_addr}"

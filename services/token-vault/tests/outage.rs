@@ -54,15 +54,14 @@ async fn vault_down_is_unavailable_and_service_resumes_when_it_returns() {
     let db = SqliteDatabase::create().expect("database");
     let reader = ApiKey::generate();
     let config: Config = figment::Figment::from(Toml::string(&format!(
-        r#"token_readers = ["connector-executor"]
-
-[server]
+        r#"[server]
 readiness_interval = "100ms"
 
 [[server.callers]]
 name = "connector-executor"
 key_sha256 = "{}"
 tenants = ["*"]
+roles = ["executor", "onboarding"]
 
 [vault]
 addr = "{}"

@@ -223,6 +223,46 @@ async fn a_fresh_token_is_returned_and_a_near_expiry_one_is_refreshed_once() {
 }
 
 #[tokio::test]
+async fn only_operators_disconnect_accounts_and_delete_tenants() {
+    let setup = start("sqlite", 1).await;
+    setup.connect_alice().await;
+    let disconnect = setup
+        .client(0, &setup.agent)
+        .disconnect_account(pb::DisconnectAccountRequest {
+            tenant: TENANT.into(),
+            connection_name: "asana".into(),
+            identifier: ALICE.into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("onboarding does not include DisconnectAccount");
+    assert_eq!(disconnect.code(), Code::PermissionDenied);
+    assert_eq!(
+        disconnect
+            .get_details_error_info()
+            .expect("ErrorInfo")
+            .reason,
+        "RPC_NOT_ALLOWED"
+    );
+    for key in [&setup.agent, &setup.reader] {
+        let delete = setup
+            .client(0, key)
+            .delete_tenant(pb::DeleteTenantRequest {
+                tenant: TENANT.into(),
+                confirm_tenant: TENANT.into(),
+            })
+            .await
+            .expect_err("only operators delete tenants");
+        assert_eq!(delete.code(), Code::PermissionDenied);
+    }
+    assert_eq!(
+        setup.account("asana").await.state,
+        pb::AccountState::Active as i32,
+        "nothing was changed"
+    );
+}
+
+#[tokio::test]
 async fn only_token_readers_get_tokens() {
     let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
@@ -510,7 +550,7 @@ async fn disconnecting_revokes_the_grant_at_asana_and_destroys_the_credential() 
     setup.connect_alice().await;
     let (access_token, refresh_token) = setup.stored().await;
     let disconnected = setup
-        .client(0, &setup.agent)
+        .client(0, &setup.operator)
         .disconnect_account(pb::DisconnectAccountRequest {
             tenant: TENANT.into(),
             connection_name: "asana".into(),
@@ -567,7 +607,7 @@ async fn deleting_a_tenant_revokes_its_grants_at_asana_first() {
     let (_, alice_refresh) = setup.stored().await;
     let (_, bob_refresh) = setup.stored_of("bob@acme.test").await;
     let deleted = setup
-        .client(0, &setup.agent)
+        .client(0, &setup.operator)
         .delete_tenant(pb::DeleteTenantRequest {
             tenant: TENANT.into(),
             confirm_tenant: TENANT.into(),

@@ -101,7 +101,7 @@ struct Setup<'a> {
 fn config_text(setup: &Setup<'_>, prefix: &str) -> String {
     let caller = |name: &str, key: &ApiKey, tenants: &str, connections: &str| {
         format!(
-            "[[server.callers]]\nname = \"{name}\"\nkey_sha256 = \"{}\"\ntenants = {tenants}\nconnections = {connections}\n\n",
+            "[[server.callers]]\nname = \"{name}\"\nkey_sha256 = \"{}\"\ntenants = {tenants}\nconnections = {connections}\nroles = [\"operator\"]\n\n",
             key.hash()
         )
     };

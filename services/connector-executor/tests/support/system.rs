@@ -99,13 +99,15 @@ impl Drop for System {
     }
 }
 
-fn caller(name: &str, key: &ApiKey, tenants: &[&str]) -> CallerConfig {
+fn caller(name: &str, key: &ApiKey, tenants: &[&str], role: &str) -> CallerConfig {
     CallerConfig {
         name: name.into(),
         key_sha256: key.hash(),
         tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
         connections: vec!["*".into()],
         tools: vec!["*".into()],
+        roles: vec![role.to_owned()],
+        rpcs: Vec::new(),
     }
 }
 
@@ -169,9 +171,9 @@ impl System {
         let audit_config = audit_log::Config {
             server: ServerConfig {
                 callers: vec![
-                    caller("connector-executor", &executor_key, &["*"]),
-                    caller("token-vault", &vault_key, &["*"]),
-                    caller("operator", &operator, &["*"]),
+                    caller("connector-executor", &executor_key, &["*"], "writer"),
+                    caller("token-vault", &vault_key, &["*"], "writer"),
+                    caller("operator", &operator, &["*"], "operator"),
                 ],
                 ..ServerConfig::default()
             },
@@ -179,7 +181,6 @@ impl System {
                 url: audit_db.url().to_owned(),
                 ..audit_log::DatabaseConfig::default()
             },
-            operators: vec!["operator".into()],
         };
         let audit = audit_log::AuditLogService::new(audit_config).expect("audit-log config");
         tokio::spawn(audit.run(audit_listener, shutdown.clone()));
@@ -232,25 +233,26 @@ mcp_url = "{url}"
         let audit_spool = tempfile::tempdir().expect("spool");
         let vault_key_file = key_file(&vault_key);
         let vault_toml = format!(
-            r#"token_readers = ["connector-executor"]
-
-[server]
+            r#"[server]
 readiness_interval = "100ms"
 
 [[server.callers]]
 name = "connector-executor"
 key_sha256 = "{executor_hash}"
 tenants = ["*"]
+roles = ["executor"]
 
 [[server.callers]]
 name = "agent"
 key_sha256 = "{agent_hash}"
 tenants = ["{TENANT}"]
+roles = ["operator"]
 
 [[server.callers]]
 name = "globex-agent"
 key_sha256 = "{other_hash}"
 tenants = ["{OTHER_TENANT}"]
+roles = ["operator"]
 
 [vault]
 addr = "{vault_addr}"
@@ -340,11 +342,13 @@ readiness_interval = "100ms"
 name = "agent"
 key_sha256 = "{agent_hash}"
 tenants = ["{TENANT}"]
+roles = ["executor", "proxy"]
 
 [[server.callers]]
 name = "globex-agent"
 key_sha256 = "{other_hash}"
 tenants = ["{OTHER_TENANT}"]
+roles = ["executor", "proxy"]
 
 [token_vault]
 url = "{vault_url}"

@@ -33,10 +33,12 @@ pub struct Setup {
     pub sandbox_url: String,
     /// Each replica's gRPC address.
     pub replicas: Vec<String>,
-    /// connector-executor's key (may call `GetAccessToken`).
+    /// connector-executor's key (role `executor`: may call `GetAccessToken`).
     pub reader: ApiKey,
-    /// An agent's key for tenant `acme`.
+    /// An application's key for tenant `acme` (role `onboarding`).
     pub agent: ApiKey,
+    /// An operator's key for tenant `acme` (role `operator`).
+    pub operator: ApiKey,
     /// Every replica's configuration.
     pub config_text: String,
     /// The OAuth app's client secret, as registered at the sandbox.
@@ -95,24 +97,29 @@ impl Setup {
         let vault = openbao::shared();
         secrets::write_client_secret(&prefix, "asana", &client_secret).await;
 
-        let (reader, agent) = (ApiKey::generate(), ApiKey::generate());
+        let (reader, agent, operator) =
+            (ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
         let config_text = format!(
-            r#"token_readers = ["connector-executor"]
-
-[server]
+            r#"[server]
 readiness_interval = "100ms"
 
 [[server.callers]]
 name = "connector-executor"
 key_sha256 = "{reader_hash}"
 tenants = ["*"]
-connections = ["*"]
+roles = ["executor"]
 
 [[server.callers]]
 name = "acme-agent"
 key_sha256 = "{agent_hash}"
 tenants = ["{TENANT}"]
-connections = ["*"]
+roles = ["onboarding"]
+
+[[server.callers]]
+name = "operator"
+key_sha256 = "{operator_hash}"
+tenants = ["{TENANT}"]
+roles = ["operator"]
 
 [vault]
 addr = "{vault_addr}"
@@ -147,6 +154,7 @@ api_base_url = "{sandbox_url}/api/1.0"
 "#,
             reader_hash = reader.hash(),
             agent_hash = agent.hash(),
+            operator_hash = operator.hash(),
             vault_addr = vault.addr(),
             db_url = db.url(),
         );
@@ -172,6 +180,7 @@ api_base_url = "{sandbox_url}/api/1.0"
             replicas: addresses,
             reader,
             agent,
+            operator,
             config_text,
             client_secret,
             shutdown,
