@@ -49,12 +49,7 @@ async fn export_in_constant_memory(url: &str) {
     for batch in 0..100 {
         let events = (0..1000)
             .map(|i| {
-                let mut event = Event::new(
-                    "acme",
-                    "connector-executor",
-                    action::TOOL_EXECUTED,
-                    Outcome::Success,
-                );
+                let mut event = Event::new("acme", "test", action::TOOL_EXECUTED, Outcome::Success);
                 event.details.insert("n".into(), (batch * 1000 + i).into());
                 event
                     .details
@@ -124,7 +119,7 @@ async fn emitter_spools_while_audit_log_is_down_and_delivers_in_order_when_it_re
     let numbered = |n: usize| {
         let mut event = Event::new(
             "acme",
-            "token-vault",
+            "test",
             action::CREDENTIAL_REFRESHED,
             Outcome::Success,
         );

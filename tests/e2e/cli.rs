@@ -43,8 +43,7 @@ async fn audit_query_export_and_verify() {
             } else {
                 Outcome::Success
             };
-            let mut event =
-                Event::new("acme", "token-vault", action::CREDENTIAL_REFRESHED, outcome);
+            let mut event = Event::new("acme", "test", action::CREDENTIAL_REFRESHED, outcome);
             event.subject.identifier = Some(format!("user_{}", n % 2));
             pb::Event::from(event)
         })

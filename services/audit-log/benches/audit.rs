@@ -50,7 +50,7 @@ async fn start(db: &str, key: &ApiKey) -> AuditLogClient<AuthenticatedChannel> {
     let config = Config {
         server: ServerConfig {
             callers: vec![CallerConfig {
-                name: "bench".into(),
+                name: "connector-executor".into(),
                 key_sha256: key.hash(),
                 tenants: vec!["*".into()],
                 connections: vec!["*".into()],
@@ -65,6 +65,7 @@ async fn start(db: &str, key: &ApiKey) -> AuditLogClient<AuthenticatedChannel> {
             max_connections: 16,
             ..DatabaseConfig::default()
         },
+        ..Default::default()
     };
     let service = AuditLogService::new(config).expect("config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

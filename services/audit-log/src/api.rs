@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use agentauth_audit::event::{timestamp, wire_timestamp};
-use agentauth_audit::{Event, Outcome, export};
+use agentauth_audit::{Event, Outcome, action, export};
 use agentauth_grpc::Caller;
 use agentauth_proto::audit::v1 as pb;
 use chrono::DateTime;
@@ -25,7 +25,12 @@ const EXPORT_ROWS_PER_MESSAGE: usize = 128;
 #[derive(Debug)]
 pub(crate) struct AuditLogApi {
     pub store: Store,
+    /// How far ahead of this server's clock an appended event may claim to have happened.
+    pub max_clock_skew: std::time::Duration,
 }
+
+/// The service name audit-log records its own events under.
+const SERVICE: &str = "audit-log";
 
 #[tonic::async_trait]
 impl pb::audit_log_server::AuditLog for AuditLogApi {
@@ -35,6 +40,7 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let caller = Caller::of(&request)?;
         let events = validate_batch(&request.get_ref().events)?;
+        self.check_origin(caller, &events)?;
         for tenant in events
             .iter()
             .map(|e| e.tenant.as_str())
@@ -204,9 +210,39 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
             .as_ref()
             .and_then(timestamp)
             .ok_or_else(|| Error::invalid("before", "is required and must be a valid time"))?;
+        if before > chrono::Utc::now() {
+            return Err(Error::invalid(
+                "before",
+                "is in the future; a purge removes only events already recorded",
+            )
+            .into());
+        }
         let (events_purged, latest) = self
             .store
             .purge(&purge.tenant, before)
+            .await
+            .map_err(Error::from)?;
+        // The purge itself is the first thing the shortened chain records.
+        let mut purged = Event::new(
+            purge.tenant.as_str(),
+            SERVICE,
+            action::AUDIT_PURGED,
+            Outcome::Success,
+        );
+        purged.actor.identifier = Some(caller.name().to_owned());
+        purged
+            .details
+            .insert("before".into(), before.to_rfc3339().into());
+        purged
+            .details
+            .insert("events_purged".into(), events_purged.into());
+        if let Some(latest) = &latest {
+            purged
+                .details
+                .insert("checkpoint_sequence".into(), latest.sequence.into());
+        }
+        self.store
+            .append(&purge.tenant, &[purged])
             .await
             .map_err(Error::from)?;
         tracing::info!(caller = caller.name(), tenant = %purge.tenant, events_purged, "audit events purged");
@@ -214,6 +250,41 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
             events_purged,
             checkpoint: latest.map(checkpoint),
         }))
+    }
+}
+
+impl AuditLogApi {
+    /// Each event's actor is the authenticated caller: an `actor.service` other than the
+    /// caller's name is refused, so no service writes in another's name. An `occurred_at`
+    /// beyond the allowed clock skew is refused too. Nothing is stored when any event fails.
+    fn check_origin(&self, caller: &Caller, events: &[Event]) -> Result<(), Error> {
+        let latest = chrono::Utc::now()
+            + chrono::TimeDelta::from_std(self.max_clock_skew).unwrap_or(chrono::TimeDelta::MAX);
+        let mut violations = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            if event.actor.service != caller.name() {
+                return Err(Error::ForgedActor {
+                    caller: caller.name().to_owned(),
+                    claimed: event.actor.service.clone(),
+                    index: i,
+                });
+            }
+            if event.occurred_at > latest {
+                violations.push((
+                    format!("events[{i}].occurred_at"),
+                    format!(
+                        "is {}s ahead of this server's clock; at most {}s of skew is accepted",
+                        (event.occurred_at - chrono::Utc::now()).num_seconds(),
+                        self.max_clock_skew.as_secs()
+                    ),
+                ));
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(violations))
+        }
     }
 }
 

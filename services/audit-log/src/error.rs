@@ -11,6 +11,15 @@ pub enum Error {
     /// The caller is not bound to a tenant the request touches.
     #[error(transparent)]
     Denied(#[from] agentauth_grpc::Denied),
+    /// An event names another service as its actor than the caller that sent it.
+    #[error(
+        "caller `{caller}` may append events only in its own name; events[{index}] names `{claimed}`"
+    )]
+    ForgedActor {
+        caller: String,
+        claimed: String,
+        index: usize,
+    },
     /// The request is malformed; nothing was changed.
     #[error("invalid request: {}", .0.iter().map(|(f, d)| format!("{f}: {d}")).collect::<Vec<_>>().join("; "))]
     InvalidArgument(Vec<(String, String)>),
@@ -30,6 +39,25 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
             Error::Denied(denied) => denied.into(),
+            Error::ForgedActor {
+                ref caller,
+                ref claimed,
+                ..
+            } => {
+                let metadata = std::collections::HashMap::from([
+                    ("caller".to_owned(), caller.clone()),
+                    ("actor".to_owned(), claimed.clone()),
+                ]);
+                Status::with_error_details(
+                    Code::PermissionDenied,
+                    error.to_string(),
+                    ErrorDetails::with_error_info(
+                        "ACTOR_MISMATCH",
+                        agentauth_grpc::auth::ERROR_DOMAIN,
+                        metadata,
+                    ),
+                )
+            }
             Error::InvalidArgument(violations) => {
                 let message = Error::InvalidArgument(violations.clone()).to_string();
                 let violations: Vec<FieldViolation> = violations

@@ -29,6 +29,26 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where events are stored.
     pub database: store::Config,
+    /// What `Append` accepts.
+    pub append: AppendConfig,
+}
+
+/// `[append]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppendConfig {
+    /// How far in the future (by this server's clock) an event's `occurred_at` may be; later
+    /// ones are refused, so a producer cannot place events ahead of what really happened.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+impl Default for AppendConfig {
+    fn default() -> Self {
+        Self {
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 /// audit-log's RPCs and roles. Only `writer` appends, and what it appends carries its own
@@ -61,6 +81,7 @@ pub struct AuditLogService {
     server: Server,
     listen: SocketAddr,
     store: store::Store,
+    append: AppendConfig,
 }
 
 impl agentauth_launch::Service for AuditLogService {
@@ -76,6 +97,7 @@ impl agentauth_launch::Service for AuditLogService {
             server,
             listen,
             store,
+            append: config.append,
         })
     }
 
@@ -104,6 +126,7 @@ impl agentauth_launch::Service for AuditLogService {
         }
         let api = api::AuditLogApi {
             store: self.store.clone(),
+            max_clock_skew: self.append.max_clock_skew,
         };
         let api = Api {
             routes: tonic::service::Routes::new(AuditLogServer::new(api)),

@@ -85,7 +85,14 @@ struct Instance {
 impl Instance {
     async fn start(db_url: &str, keys: &Keys) -> Self {
         let callers = vec![
-            caller("acme-service", &keys.acme, &["acme"], &["writer", "reader"]),
+            // A writer appends only in its own name: the events below name connector-executor.
+            caller(
+                "connector-executor",
+                &keys.acme,
+                &["acme"],
+                &["writer", "reader"],
+            ),
+            caller("compliance", &keys.compliance, &["acme"], &["reader"]),
             caller("operator", &keys.operator, &["*"], &["operator"]),
         ];
         let config = Config {
@@ -97,6 +104,7 @@ impl Instance {
                 url: db_url.to_owned(),
                 ..DatabaseConfig::default()
             },
+            ..Default::default()
         };
         let service = AuditLogService::new(config).expect("valid config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -125,6 +133,7 @@ impl Instance {
 
 struct Keys {
     acme: ApiKey,
+    compliance: ApiKey,
     operator: ApiKey,
 }
 
@@ -150,6 +159,7 @@ async fn fixture(backend: &str) -> Fixture {
     let db = Db::create(backend).await;
     let keys = Keys {
         acme: ApiKey::generate(),
+        compliance: ApiKey::generate(),
         operator: ApiKey::generate(),
     };
     let instance = Instance::start(db.url(), &keys).await;
@@ -523,6 +533,17 @@ async fn purge_leaves_a_chain_that_still_verifies(backend: &str) {
     assert_eq!(refused.code(), Code::PermissionDenied);
 
     let mut operator = f.instance.client(&f.keys.operator);
+    let future = operator
+        .purge_before(pb::PurgeBeforeRequest {
+            tenant: "acme".into(),
+            before: Some(agentauth_audit::event::wire_timestamp(
+                chrono::Utc::now() + chrono::TimeDelta::minutes(5),
+            )),
+        })
+        .await
+        .expect_err("a cut in the future");
+    assert_eq!(future.code(), Code::InvalidArgument);
+    assert_eq!(query_all(&mut client, filter("acme")).await.len(), 20);
     let purged = operator
         .purge_before(pb::PurgeBeforeRequest {
             tenant: "acme".into(),
@@ -535,14 +556,92 @@ async fn purge_leaves_a_chain_that_still_verifies(backend: &str) {
     assert_eq!(purged.checkpoint.as_ref().map(|c| c.sequence), Some(10));
     let remaining = query_all(&mut client, filter("acme")).await;
     assert_eq!(remaining.first().map(|e| e.sequence), Some(11));
+    let record = remaining.last().expect("the purge's own event");
+    assert_eq!(
+        (record.sequence, record.action.as_str()),
+        (21, action::AUDIT_PURGED)
+    );
+    let actor = record.actor.as_ref().expect("actor");
+    assert_eq!(
+        (actor.service.as_str(), actor.identifier.as_str()),
+        ("audit-log", "operator"),
+        "the purge names the operator who ran it"
+    );
+    let details: serde_json::Value = serde_json::from_str(&record.details_json).expect("json");
+    assert_eq!(details["events_purged"], 10);
     let verification = verify(&mut client, "acme").await;
     assert!(verification.ok, "{}", verification.reason);
-    assert_eq!(verification.events_checked, 10);
+    assert_eq!(verification.events_checked, 11);
     client
         .append(wire(&[event("acme", 99)]))
         .await
         .expect("append after purge");
     assert!(verify(&mut client, "acme").await.ok);
+    f.instance.stop().await;
+}
+
+async fn events_are_recorded_only_in_their_callers_name(backend: &str) {
+    let f = fixture(backend).await;
+    let mut writer = f.instance.client(&f.keys.acme);
+    let mut forged = event("acme", 1);
+    forged.actor.service = "token-vault".into();
+    let status = writer
+        .append(wire(&[event("acme", 0), forged]))
+        .await
+        .expect_err("connector-executor writes as token-vault");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.get_details_error_info().expect("ErrorInfo").reason,
+        "ACTOR_MISMATCH"
+    );
+
+    let mut ahead = event("acme", 2);
+    ahead.occurred_at = chrono::Utc::now() + chrono::TimeDelta::minutes(30);
+    let status = writer
+        .append(wire(&[ahead]))
+        .await
+        .expect_err("half an hour in the future");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status
+            .get_details_bad_request()
+            .expect("BadRequest")
+            .field_violations[0]
+            .field,
+        "events[0].occurred_at"
+    );
+    let mut skewed = event("acme", 3);
+    skewed.occurred_at = chrono::Utc::now() + chrono::TimeDelta::seconds(30);
+    writer
+        .append(wire(&[skewed]))
+        .await
+        .expect("a clock 30 s ahead is within the allowed skew");
+
+    for (who, key) in [
+        ("compliance", &f.keys.compliance),
+        ("operator", &f.keys.operator),
+    ] {
+        let status = f
+            .instance
+            .client(key)
+            .append(wire(&[event("acme", 4)]))
+            .await
+            .expect_err("readers and operators do not append");
+        assert_eq!(status.code(), Code::PermissionDenied, "{who}");
+        assert_eq!(
+            status.get_details_error_info().expect("ErrorInfo").reason,
+            "RPC_NOT_ALLOWED",
+            "{who}"
+        );
+    }
+    let stored = query_all(&mut writer, filter("acme")).await;
+    assert_eq!(stored.len(), 1, "only the skewed event was stored");
+    let received = stored[0].recorded_at.expect("the server's receive time");
+    let occurred = stored[0].occurred_at.expect("the producer's time");
+    assert!(
+        received.seconds < occurred.seconds,
+        "both times are kept: recorded_at is this server's"
+    );
     f.instance.stop().await;
 }
 
@@ -706,5 +805,6 @@ on_both_backends!(
     sql_updates_and_deletes_are_refused,
     purge_leaves_a_chain_that_still_verifies,
     malformed_requests_are_invalid_and_change_nothing,
+    events_are_recorded_only_in_their_callers_name,
     export_streams_every_event_in_both_formats,
 );

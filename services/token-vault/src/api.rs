@@ -457,15 +457,22 @@ pub(crate) async fn identify(
     Ok(me.data)
 }
 
-/// An audit event about `account`, by `caller`.
+/// An audit event about `account` that `caller` caused.
 fn event(caller: &Caller, account: &Account, what: &str) -> Event {
-    account_event(caller.name(), account, what)
+    let mut event = account_event(account, what);
+    event.actor.identifier = Some(caller.name().to_owned());
+    event
 }
 
-/// An audit event about `account`, by the service `actor`.
-pub(crate) fn account_event(actor: &str, account: &Account, what: &str) -> Event {
-    let mut event = Event::new(account.tenant.as_str(), actor, what, Outcome::Success);
-    event.actor.identifier = Some(account.identifier.clone());
+/// An audit event of token-vault's about `account` (no caller: a consent in a browser, the
+/// sweeper, a refresh).
+pub(crate) fn account_event(account: &Account, what: &str) -> Event {
+    let mut event = Event::new(
+        account.tenant.as_str(),
+        crate::audit::SERVICE,
+        what,
+        Outcome::Success,
+    );
     event.subject = Subject {
         connection_name: Some(account.connection_name.clone()),
         identifier: Some(account.identifier.clone()),
@@ -724,10 +731,11 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             .map_err(Error::from)?;
         let mut event = Event::new(
             r.tenant.as_str(),
-            caller.name(),
+            crate::audit::SERVICE,
             action::TENANT_DELETED,
             Outcome::Success,
         );
+        event.actor.identifier = Some(caller.name().to_owned());
         event
             .details
             .insert("accounts_deleted".into(), accounts_deleted.into());

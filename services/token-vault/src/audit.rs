@@ -6,6 +6,10 @@ pub use agentauth_audit::{Sink as Audit, SinkConfig as Config};
 
 use crate::Error;
 
+/// The actor of every event token-vault records; the caller that caused one, if any, is the
+/// actor's identifier.
+pub const SERVICE: &str = "token-vault";
+
 /// Refuses a change that could not be audited.
 pub fn ready(audit: &Audit) -> Result<(), Error> {
     if audit.is_healthy() {

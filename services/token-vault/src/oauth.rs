@@ -403,7 +403,7 @@ impl Flow {
                 scopes: &scopes,
             })
             .await?;
-        let mut event = account_event("token-vault", &account, action::CREDENTIAL_GRANTED);
+        let mut event = account_event(&account, action::CREDENTIAL_GRANTED);
         event.details.insert("auth_method".into(), "oauth".into());
         self.audit.record(event);
         Ok(account)

@@ -37,9 +37,6 @@ const POLL: Duration = Duration::from_millis(25);
 /// What a caller is told to wait before retrying after a transient refresh failure.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
-/// What the service acts as in audit events it causes on its own.
-const ACTOR: &str = "token-vault";
-
 /// A usable credential of an account.
 #[derive(Debug)]
 pub struct Current {
@@ -281,7 +278,7 @@ impl Refresher {
                     .records
                     .refreshed(&account.account_id, written, renewed.expires_at)
                     .await?;
-                let mut event = account_event(ACTOR, &updated, action::CREDENTIAL_REFRESHED);
+                let mut event = account_event(&updated, action::CREDENTIAL_REFRESHED);
                 event
                     .details
                     .insert("previous_version".into(), version.into());
@@ -338,7 +335,7 @@ impl Refresher {
     /// Records a failed refresh.
     fn failed(&self, account: &Account, reason: &str) {
         warn!(account = %account.account_id, reason, "refreshing a credential failed");
-        let mut event = account_event(ACTOR, account, action::CREDENTIAL_REFRESH_FAILED);
+        let mut event = account_event(account, action::CREDENTIAL_REFRESH_FAILED);
         event.outcome = Outcome::Failure;
         event.details.insert("reason".into(), reason.into());
         self.audit.record(event);
@@ -361,7 +358,7 @@ impl Refresher {
             Err(error) => return error.into(),
         };
         if updated.state == State::NeedsReauth && account.state != State::NeedsReauth {
-            let mut event = account_event(ACTOR, &updated, action::CREDENTIAL_NEEDS_REAUTH);
+            let mut event = account_event(&updated, action::CREDENTIAL_NEEDS_REAUTH);
             event.details.insert("reason".into(), reason.into());
             self.audit.record(event);
             info!(account = %account.account_id, reason, "account needs a new consent");

@@ -72,6 +72,7 @@ impl AuditLog {
                 url: db.url().to_owned(),
                 ..audit_log::DatabaseConfig::default()
             },
+            ..Default::default()
         };
         let service = audit_log::AuditLogService::new(config).expect("audit-log config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -810,6 +811,38 @@ async fn refresh_and_disconnect_are_audited_with_the_account_and_version() {
     assert_eq!(
         revoked[0].credential.as_ref().map(|c| c.account_id.clone()),
         Some(refreshed.account_id.clone())
+    );
+    let actor = |event: &audit_pb::Event| {
+        let actor = event.actor.clone().expect("actor");
+        (actor.service, actor.identifier)
+    };
+    assert_eq!(
+        actor(&revoked[0]),
+        ("token-vault".to_owned(), "acme-agent".to_owned()),
+        "token-vault records in its own name, naming the caller that disconnected"
+    );
+    assert_eq!(
+        revoked[0].subject.as_ref().map(|s| s.identifier.as_str()),
+        Some("alice@acme.test")
+    );
+
+    client
+        .delete_tenant(pb::DeleteTenantRequest {
+            tenant: TENANT.into(),
+            confirm_tenant: TENANT.into(),
+        })
+        .await
+        .expect("deleted by an operator");
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async { !instance.audit.events("tenant.deleted").await.is_empty() },
+        "tenant.deleted reaches audit-log"
+    );
+    let deleted = instance.audit.events("tenant.deleted").await;
+    assert_eq!(
+        actor(&deleted[0]),
+        ("token-vault".to_owned(), "acme-agent".to_owned()),
+        "a tenant deletion names the operator"
     );
     let audited = format!("{events:?}{revoked:?}");
     assert!(

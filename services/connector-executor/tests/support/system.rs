@@ -181,6 +181,7 @@ impl System {
                 url: audit_db.url().to_owned(),
                 ..audit_log::DatabaseConfig::default()
             },
+            ..Default::default()
         };
         let audit = audit_log::AuditLogService::new(audit_config).expect("audit-log config");
         tokio::spawn(audit.run(audit_listener, shutdown.clone()));
