@@ -105,6 +105,25 @@ impl ConnectorExecutorApi {
         }
     }
 
+    /// Records a call the caller's tool permissions refuse (outcome DENIED), and the error.
+    fn refuse(
+        &self,
+        context: &CallContext,
+        action_name: &str,
+        denied: agentauth_grpc::Denied,
+        trail: Trail,
+    ) -> Error {
+        let error = Error::Denied(denied);
+        self.executor.record(
+            uuid::Uuid::now_v7(),
+            context,
+            action_name,
+            Err(&error),
+            trail,
+        );
+        error
+    }
+
     fn max_pages(&self, options: Option<&pb::ExecuteOptions>) -> u32 {
         let execution = &self.executor.execution;
         match options {
@@ -418,18 +437,24 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         caller
             .check_connection(&r.connection_name)
             .map_err(Error::from)?;
-        caller.check_tool(&r.tool_name).map_err(Error::from)?;
         required("tenant", &r.tenant)?;
         required("identifier", &r.identifier)?;
         required("tool_name", &r.tool_name)?;
-        self.executor.audit_ready()?;
-        let connection = self.executor.connections.get(&r.connection_name).await?;
         let account = AccountKey {
             tenant: r.tenant.clone(),
             connection: r.connection_name.clone(),
             identifier: r.identifier.clone(),
         };
         let context = self.context(&request, caller, account);
+        if let Err(denied) = caller.check_tool(&r.tool_name) {
+            let mut trail = Trail::default();
+            trail.set("tool", r.tool_name.as_str());
+            return Err(self
+                .refuse(&context, action::TOOL_EXECUTED, denied, trail)
+                .into());
+        }
+        self.executor.audit_ready()?;
+        let connection = self.executor.connections.get(&r.connection_name).await?;
         let call = ToolCall {
             tool_name: &r.tool_name,
             input_json: &r.input_json,
@@ -609,6 +634,35 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         required("tenant", &r.tenant)?;
         required("identifier", &r.identifier)?;
         let checked = crate::proxy::check(r, self.executor.proxy.max_request_bytes)?;
+        let account = AccountKey {
+            tenant: r.tenant.clone(),
+            connection: r.connection_name.clone(),
+            identifier: r.identifier.clone(),
+        };
+        let context = self.context(&request, caller, account);
+        let mut trail = Trail::default();
+        trail.set("method", r.method.as_str());
+        trail.set("path", r.path.as_str());
+        trail.set("route", pb::Route::Rest.as_str_name());
+        trail.set("input_digest", input_digest(&r.body));
+        // The request needs the permission of the generated tool of its spec operation, as
+        // an ExecuteTool of that tool would; a path that is no operation needs its own grant.
+        let permitted = match self.executor.catalogue.operation(&r.method, &r.path) {
+            Some(tool) => {
+                trail.set("tool", tool.name.as_str());
+                trail.set("operation", format!("{} {}", r.method, tool.route.path));
+                caller.check_tool(&tool.name)
+            }
+            None => {
+                trail.set("tool", crate::proxy::UNLISTED_OPERATION);
+                caller.check_tool_named(crate::proxy::UNLISTED_OPERATION)
+            }
+        };
+        if let Err(denied) = permitted {
+            return Err(self
+                .refuse(&context, action::PROXY_REQUEST, denied, trail)
+                .into());
+        }
         self.executor.audit_ready()?;
         let connection = self.executor.connections.get(&r.connection_name).await?;
         let Target::Rest { api_base_url } = &connection.target else {
@@ -618,19 +672,8 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             }
             .into());
         };
-        let account = AccountKey {
-            tenant: r.tenant.clone(),
-            connection: r.connection_name.clone(),
-            identifier: r.identifier.clone(),
-        };
-        let context = self.context(&request, caller, account);
         let id = uuid::Uuid::now_v7();
         let started = StdInstant::now();
-        let mut trail = Trail::default();
-        trail.set("method", r.method.as_str());
-        trail.set("path", r.path.as_str());
-        trail.set("route", pb::Route::Rest.as_str_name());
-        trail.set("input_digest", input_digest(&r.body));
         let result = match self.executor.rest_client(&connection, api_base_url) {
             Ok(client) => {
                 self.executor

@@ -13,6 +13,11 @@ use crate::Error;
 use crate::executor::{CallContext, DEFAULT_RETRY_AFTER, Executor, Trail};
 use crate::rate::Demand;
 
+/// The tool a `ProxyRequest` is checked as when its method and path are no operation of the
+/// spec: a caller may send such a request only if its `tools` name this explicitly (`"*"`
+/// does not).
+pub(crate) const UNLISTED_OPERATION: &str = "asana_proxy_unlisted_path";
+
 /// Request headers a caller may set.
 const ALLOWED_HEADERS: [&str; 4] = ["asana-enable", "asana-disable", "content-type", "accept"];
 

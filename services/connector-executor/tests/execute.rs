@@ -875,6 +875,103 @@ async fn proxy_requests_return_asanas_answer_as_it_is() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_request_needs_the_tool_permission_of_its_operation() {
+    let system = with_alice().await;
+    let (acme, _) = acme_and_launch(&system).await;
+    let created = call(
+        &system,
+        "asana_task_create",
+        json!({"workspace": acme, "name": "Keep me"}),
+    )
+    .await;
+    let gid = created["gid"].as_str().expect("gid").to_owned();
+    let mut read_only = system.executor_as(&system.read_only_agent);
+
+    let read = read_only
+        .proxy_request(proxy("GET", &format!("/tasks/{gid}")))
+        .await
+        .expect("asana_api_get_task is in its tool list")
+        .into_inner();
+    assert_eq!(read.status_code, 200);
+    let delete = read_only
+        .proxy_request(proxy("DELETE", &format!("/tasks/{gid}")))
+        .await
+        .expect_err("asana_api_delete_task is not");
+    assert_refused(
+        &delete,
+        Code::PermissionDenied,
+        "tool `asana_api_delete_task`",
+    );
+    let still_there = call(&system, "asana_task_get", json!({"task_gid": gid})).await;
+    assert_eq!(still_there["name"], "Keep me", "nothing reached Asana");
+    let executed = read_only
+        .execute_tool(pb::ExecuteToolRequest {
+            tenant: TENANT.into(),
+            connection_name: "asana-pat".into(),
+            identifier: "alice".into(),
+            tool_name: "asana_task_delete".into(),
+            input_json: json!({"task_gid": gid}).to_string(),
+            options: None,
+        })
+        .await
+        .expect_err("the same caller cannot delete through ExecuteTool either");
+    assert_eq!(executed.code(), Code::PermissionDenied);
+
+    // A path that is no operation of the spec needs the explicit grant: `"*"` is not one.
+    let unlisted = system
+        .executor()
+        .proxy_request(proxy("PATCH", &format!("/tasks/{gid}")))
+        .await
+        .expect_err("PATCH is no Asana operation");
+    assert_refused(
+        &unlisted,
+        Code::PermissionDenied,
+        "asana_proxy_unlisted_path",
+    );
+    let granted = read_only
+        .proxy_request(proxy("GET", "/no/such/operation"))
+        .await
+        .expect("the read-only agent names asana_proxy_unlisted_path")
+        .into_inner();
+    assert_eq!(granted.status_code, 404, "Asana's own answer");
+
+    let mut audited = Vec::new();
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            audited = events_of(&system, "proxy.request").await;
+            audited.len() >= 4
+        },
+        "every proxy request, refused or not, is audited"
+    );
+    let by_outcome = |outcome: audit_pb::Outcome| {
+        audited
+            .iter()
+            .filter(|e| e.outcome == outcome as i32)
+            .map(details)
+            .collect::<Vec<_>>()
+    };
+    let denied = by_outcome(audit_pb::Outcome::Denied);
+    assert!(
+        denied.iter().any(|d| d["tool"] == "asana_api_delete_task"
+            && d["operation"] == "DELETE /tasks/{task_gid}"),
+        "{denied:?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|d| d["tool"] == "asana_proxy_unlisted_path"),
+        "{denied:?}"
+    );
+    let ran = by_outcome(audit_pb::Outcome::Success);
+    assert!(
+        ran.iter()
+            .any(|d| d["tool"] == "asana_api_get_task" && d["operation"] == "GET /tasks/{task_gid}"),
+        "{ran:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_tools_filters_pages_and_describes_every_tool() {
     let system = with_alice().await;
     let all = list_all(&system, on_pat(None, "")).await;

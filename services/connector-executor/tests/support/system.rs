@@ -29,6 +29,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub const TENANT: &str = "acme";
+/// The tools `System::read_only_agent` may use.
+pub const READ_ONLY_TOOLS: [&str; 3] = [
+    "asana_task_get",
+    "asana_api_get_task",
+    "asana_proxy_unlisted_path",
+];
 pub const OTHER_TENANT: &str = "globex";
 
 /// How to start the system.
@@ -81,6 +87,9 @@ pub struct System {
     pub agent: ApiKey,
     /// A key bound to tenant `globex` only.
     pub other_tenant_agent: ApiKey,
+    /// An agent of tenant `acme` that may use only the tools in [`READ_ONLY_TOOLS`], through
+    /// ExecuteTool and ProxyRequest.
+    pub read_only_agent: ApiKey,
     /// audit-log's operator key.
     pub operator: ApiKey,
     /// connector-executor's key for token-vault.
@@ -158,6 +167,7 @@ impl System {
 
         let (agent, other_tenant_agent, operator) =
             (ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
+        let read_only_agent = ApiKey::generate();
         let (executor_key, vault_key) = (ApiKey::generate(), ApiKey::generate());
         let key_file = |key: &ApiKey| {
             let mut file = tempfile::NamedTempFile::new().expect("key file");
@@ -351,6 +361,13 @@ key_sha256 = "{other_hash}"
 tenants = ["{OTHER_TENANT}"]
 roles = ["executor", "proxy"]
 
+[[server.callers]]
+name = "read-only-agent"
+key_sha256 = "{read_only_hash}"
+tenants = ["{TENANT}"]
+tools = {read_only_tools:?}
+roles = ["executor", "proxy"]
+
 [token_vault]
 url = "{vault_url}"
 api_key_file = "{executor_key_path}"
@@ -359,6 +376,8 @@ api_key_file = "{executor_key_path}"
 {extra}"#,
             agent_hash = agent.hash(),
             other_hash = other_tenant_agent.hash(),
+            read_only_hash = read_only_agent.hash(),
+            read_only_tools = READ_ONLY_TOOLS,
             executor_key_path = executor_key_file.path().display(),
             extra = options.executor_toml,
         );
@@ -384,6 +403,7 @@ api_key_file = "{executor_key_path}"
             audit_url,
             agent,
             other_tenant_agent,
+            read_only_agent,
             operator,
             executor_key,
             control_key,
