@@ -96,8 +96,8 @@ EXPECTED_INTERNAL_EDGES = {
 # no entry carries no RPC yet (schema-watcher lists upstream tools with its drift issue).
 EDGE_NEEDS = {
     ("connector-executor", "token-vault"): {
-        "GetAccessToken", "ReportRejectedToken", "CreateAuthorizationLink",
-        "GetConnection", "ListConnections",
+        "GetAccessToken", "ReportRejectedToken", "WatchAccountChanges",
+        "CreateAuthorizationLink", "GetConnection", "ListConnections",
     },
     ("connector-executor", "audit-log"): {"Append"},
     ("token-vault", "audit-log"): {"Append"},
@@ -108,6 +108,7 @@ EDGE_NEEDS = {
 RESERVED_RPCS = {
     ("token-vault", "GetAccessToken"): {"connector-executor"},
     ("token-vault", "ReportRejectedToken"): {"connector-executor"},
+    ("token-vault", "WatchAccountChanges"): {"connector-executor"},
     ("audit-log", "Append"): {"connector-executor", "token-vault", "schema-watcher"},
 }
 # ... and as ports each service may reach outside it (DNS 53, OTLP 4317, PostgreSQL 5432,

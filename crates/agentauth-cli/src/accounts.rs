@@ -28,6 +28,10 @@ pub enum Command {
         /// against Asana first); for connections that do not use OAuth.
         #[arg(long)]
         token_stdin: bool,
+        /// Let the consent connect another Asana user than the one the account acts as now
+        /// (without it such a consent is refused).
+        #[arg(long, conflicts_with = "token_stdin")]
+        replace_user: bool,
     },
     /// Shows each connection's state for one user and, where broken, the link that fixes it.
     Status {
@@ -135,6 +139,7 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
             identifier,
             return_url,
             token_stdin: false,
+            replace_user,
         } => {
             let link = client
                 .create_authorization_link(pb::CreateAuthorizationLinkRequest {
@@ -142,6 +147,7 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
                     connection_name: connection,
                     identifier,
                     return_url,
+                    replace_user,
                 })
                 .await
                 .map_err(status_error)?

@@ -339,6 +339,7 @@ scopes = ["default"]
 redirect_url = "http://127.0.0.1:50060/oauth/callback"
 authorize_url = "{sandbox_url}/-/oauth_authorize"
 token_url = "{sandbox_url}/-/oauth_token"
+revoke_url = "{sandbox_url}/-/oauth_revoke"
 resource = "{sandbox_url}/v2/mcp"
 mcp_url = "{sandbox_url}/v2/mcp"
 

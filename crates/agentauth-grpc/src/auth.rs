@@ -181,6 +181,15 @@ impl Caller {
             .ok_or_else(|| Status::internal("request reached a handler without authentication"))
     }
 
+    /// The authenticated caller of `request`, to keep beyond the request (a stream's).
+    pub fn shared<T>(request: &Request<T>) -> Result<Arc<Self>, Status> {
+        request
+            .extensions()
+            .get::<Arc<Self>>()
+            .cloned()
+            .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+    }
+
     /// The configured name of the caller.
     pub fn name(&self) -> &str {
         &self.name

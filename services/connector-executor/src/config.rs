@@ -10,6 +10,7 @@ use agentauth_grpc::ServerConfig;
 use serde::Deserialize;
 
 use crate::mcp::McpConfig;
+use crate::tokens::CacheConfig;
 
 /// connector-executor's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +35,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// MCP sessions with upstream servers.
     pub mcp: McpConfig,
+    /// The cache of access tokens: its bounds, and how long a token is trusted while
+    /// token-vault's stream of account changes is down.
+    pub token_cache: CacheConfig,
 }
 
 /// `[token_vault]`.
@@ -42,12 +46,16 @@ pub struct Config {
 pub struct TokenVaultConfig {
     /// token-vault's gRPC URL.
     pub url: String,
-    /// The file holding this service's API key for token-vault (a caller named in its
-    /// `token_readers`).
+    /// The file holding this service's API key for token-vault (a caller with its `executor`
+    /// role).
     pub api_key_file: Option<PathBuf>,
     /// How long the connection list is reused before it is read again.
     #[serde(with = "humantime_serde")]
     pub connections_ttl: Duration,
+    /// How long the stream of account changes may stay silent before it counts as down and
+    /// is opened again (token-vault sends a message at least every `[changes] heartbeat`).
+    #[serde(with = "humantime_serde")]
+    pub changes_silence: Duration,
 }
 
 impl Default for TokenVaultConfig {
@@ -56,6 +64,7 @@ impl Default for TokenVaultConfig {
             url: "http://127.0.0.1:50051".to_owned(),
             api_key_file: None,
             connections_ttl: Duration::from_secs(60),
+            changes_silence: Duration::from_secs(30),
         }
     }
 }

@@ -34,7 +34,7 @@ pub(crate) const SERVICE: &str = "connector-executor";
 pub(crate) struct Executor {
     pub catalogue: Catalogue,
     pub connections: Connections,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
     pub limiter: Limiter,
     pub mcp: McpClients,
     pub validators: Validators,
@@ -91,7 +91,11 @@ impl Executor {
         Ok(Self {
             catalogue,
             connections: Connections::new(token_vault.clone(), config.token_vault.connections_ttl),
-            tokens: Tokens::new(token_vault.clone(), config.execution.token_margin),
+            tokens: Arc::new(Tokens::new(
+                token_vault.clone(),
+                config.execution.token_margin,
+                config.token_cache.clone(),
+            )),
             limiter: Limiter::new(config.limits.clone()),
             mcp,
             validators: Validators::default(),
@@ -233,6 +237,7 @@ impl Executor {
                     connection_name: account.connection.clone(),
                     identifier: account.identifier.clone(),
                     return_url: None,
+                    replace_user: false,
                 })
                 .await
                 .ok()

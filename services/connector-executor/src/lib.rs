@@ -130,6 +130,13 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             executor::Executor::new(&config, TokenVaultClient::new(channel), audit, mcp)
                 .map_err(anyhow::Error::msg)?,
         );
+        let mcp_sessions = executor.mcp.clone();
+        let following = tokio::spawn(tokens::follow(
+            executor.tokens.clone(),
+            move |accounts| mcp_sessions.close(accounts),
+            config.token_vault.changes_silence,
+            shutdown.clone(),
+        ));
         let api = Api {
             routes: tonic::service::Routes::new(ConnectorExecutorServer::new(
                 api::ConnectorExecutorApi {
@@ -138,9 +145,15 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             )),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
-        self.server
-            .serve(listener, api, AlwaysReady, shutdown)
-            .await?;
+        let served = self
+            .server
+            .serve(listener, api, AlwaysReady, shutdown.clone())
+            .await;
+        shutdown.cancel();
+        if let Err(error) = following.await {
+            tracing::warn!(%error, "following token-vault's account changes panicked");
+        }
+        served?;
         executor.audit.shutdown(self.shutdown_grace).await;
         Ok(())
     }

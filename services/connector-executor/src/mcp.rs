@@ -480,6 +480,19 @@ impl McpClients {
         Ok(session)
     }
 
+    /// Closes the sessions of `accounts` (by account id): their credentials changed.
+    pub(crate) fn close(&self, accounts: &[String]) {
+        let mut all = lock(&self.inner.accounts);
+        for account in accounts {
+            if let Some(slot) = all.slots.remove(account) {
+                // A call still holding the session finishes on it; nothing new will.
+                if let Ok(mut session) = slot.session.try_lock() {
+                    *session = None;
+                }
+            }
+        }
+    }
+
     /// Forgets the account's session if it is still `session`.
     async fn discard(&self, account_id: &str, session: &Arc<Session>) {
         let slot = self.slot(account_id);

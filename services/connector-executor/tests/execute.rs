@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use agentauth_proto::audit::v1 as audit_pb;
 use agentauth_proto::executor::v1 as pb;
+use agentauth_proto::vault::v1 as vault_pb;
 use agentauth_testkit::prism;
 use anyhow::Context as _;
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
@@ -1516,4 +1517,153 @@ async fn no_token_leaks_into_answers_errors_logs_or_audit_events() {
         }
     }
     agentauth_testkit::logs::assert_logs_hold_none_of(&secrets);
+}
+
+/// The user each replica's call acts as: `Ok(email)`, or the error's code and reason.
+async fn who_on_each_replica(
+    system: &System,
+    connection: &str,
+    identifier: &str,
+) -> Vec<Result<String, (Code, String)>> {
+    let mut answers = Vec::new();
+    for replica in 0..system.executor_urls.len() {
+        let tool = if connection == "asana-mcp" {
+            "get_me"
+        } else {
+            "asana_api_get_user"
+        };
+        let input = if connection == "asana-mcp" {
+            json!({})
+        } else {
+            json!({"user_gid": "me"})
+        };
+        let answer = system
+            .executor_replica(replica)
+            .execute_tool(pb::ExecuteToolRequest {
+                tenant: TENANT.into(),
+                connection_name: connection.into(),
+                identifier: identifier.into(),
+                tool_name: tool.into(),
+                input_json: input.to_string(),
+                options: None,
+            })
+            .await;
+        answers.push(match answer {
+            Ok(response) => {
+                let output: Value =
+                    serde_json::from_str(&response.into_inner().output_json).expect("json");
+                Ok(output["email"]
+                    .as_str()
+                    .or_else(|| output["structuredContent"]["email"].as_str())
+                    .map_or_else(|| output.to_string(), str::to_owned))
+            }
+            Err(status) => Err((
+                status.code(),
+                status
+                    .get_details_error_info()
+                    .map(|i| i.reason)
+                    .unwrap_or_default(),
+            )),
+        });
+    }
+    answers
+}
+
+/// Waits until every replica answers AUTH_REQUIRED for the account; how long that took.
+async fn auth_required_everywhere(system: &System, connection: &str, identifier: &str) -> Duration {
+    let started = std::time::Instant::now();
+    let required = Err((Code::FailedPrecondition, "AUTH_REQUIRED".to_owned()));
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            who_on_each_replica(system, connection, identifier)
+                .await
+                .iter()
+                .all(|answer| *answer == required)
+        },
+        "every replica refuses {connection}/{identifier} once it is revoked"
+    );
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_on_every_replica_at_once() {
+    let system = System::start(Options {
+        executor_replicas: 3,
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    system.connect_oauth("asana", "alice").await;
+    system.connect_oauth("asana-mcp", "alice").await;
+    let disconnect = |connection: &'static str| {
+        let mut vault = system.vault();
+        async move {
+            vault
+                .disconnect_account(vault_pb::DisconnectAccountRequest {
+                    tenant: TENANT.into(),
+                    connection_name: connection.into(),
+                    identifier: "alice".into(),
+                    reason: "left the company".into(),
+                })
+                .await
+                .expect("disconnected")
+                .into_inner()
+        }
+    };
+    for connection in ["asana-pat", "asana", "asana-mcp"] {
+        // Every replica caches the account's token (and, for MCP, opens a session).
+        for answer in who_on_each_replica(&system, connection, "alice").await {
+            assert_eq!(answer, Ok("alice@acme.test".to_owned()), "{connection}");
+        }
+        let token = system.access_token(connection, "alice").await;
+        let disconnected = disconnect(connection).await;
+        assert_eq!(
+            disconnected.revoked_upstream,
+            connection != "asana-pat",
+            "{connection}: every OAuth grant is revoked at the provider, MCP's too"
+        );
+        let took = auth_required_everywhere(&system, connection, "alice").await;
+        assert!(
+            took < Duration::from_secs(5),
+            "{connection}: {took:?} until every replica refused"
+        );
+        if connection != "asana-pat" {
+            assert_eq!(
+                system.sandbox.tokens().info(&token)["active"],
+                false,
+                "{connection}: the grant is gone at the provider"
+            );
+        }
+    }
+
+    // A credential replaced by another is used at once, everywhere.
+    system.connect_pat("bob", BOB_PAT).await;
+    for answer in who_on_each_replica(&system, "asana-pat", "bob").await {
+        assert_eq!(answer, Ok("bob@side.test".to_owned()));
+    }
+    system.connect_pat("bob", ALICE_PAT).await;
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(5),
+        async {
+            who_on_each_replica(&system, "asana-pat", "bob")
+                .await
+                .iter()
+                .all(|answer| *answer == Ok("alice@acme.test".to_owned()))
+        },
+        "every replica uses the replacing PAT"
+    );
+
+    // Deleting the tenant stops every account of it on every replica.
+    let deleted = system
+        .vault()
+        .delete_tenant(vault_pb::DeleteTenantRequest {
+            tenant: TENANT.into(),
+            confirm_tenant: TENANT.into(),
+        })
+        .await
+        .expect("deleted");
+    assert_eq!(deleted.into_inner().accounts_deleted, 4);
+    let took = auth_required_everywhere(&system, "asana-pat", "bob").await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }

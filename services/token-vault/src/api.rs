@@ -32,6 +32,8 @@ pub(crate) struct TokenVaultApi {
     pub refresher: Arc<Refresher>,
     /// `GetAccessToken` refreshes tokens expiring within this margin first.
     pub refresh_margin: std::time::Duration,
+    /// The account change log, for `WatchAccountChanges`.
+    pub changes: Arc<crate::changes::Changes>,
 }
 
 /// The longest tenant, connection name or identifier accepted.
@@ -531,6 +533,19 @@ const MAX_PAGE: usize = 1_000;
 
 #[tonic::async_trait]
 impl pb::token_vault_server::TokenVault for TokenVaultApi {
+    type WatchAccountChangesStream = tonic::codegen::BoxStream<pb::WatchAccountChangesResponse>;
+
+    async fn watch_account_changes(
+        &self,
+        request: Request<pb::WatchAccountChangesRequest>,
+    ) -> Result<Response<Self::WatchAccountChangesStream>, Status> {
+        let caller = Caller::shared(&request)?;
+        let after = request.get_ref().after_sequence;
+        Ok(Response::new(Box::pin(
+            self.changes.clone().stream(caller, after),
+        )))
+    }
+
     async fn create_authorization_link(
         &self,
         request: Request<pb::CreateAuthorizationLinkRequest>,
@@ -546,6 +561,7 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
                 &r.tenant,
                 &r.identifier,
                 r.return_url.as_deref(),
+                r.replace_user,
             )
             .await
             .inspect_err(|error| {
@@ -665,7 +681,7 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             let link = if needs_consent {
                 Some(
                     self.oauth
-                        .create_link(connection, &r.tenant, &r.identifier, None)
+                        .create_link(connection, &r.tenant, &r.identifier, None, false)
                         .await
                         .inspect_err(|error| {
                             warn!(%error, "creating a reauthorization link failed");

@@ -55,6 +55,10 @@ pub enum Error {
         identifier: String,
         link: Option<String>,
     },
+    /// An OAuth consent signed in as another Asana user than the account's, without a link
+    /// that allows replacing it. Reported on the callback page, never over gRPC.
+    #[error("the consent connected another Asana user than the account's")]
+    UserMismatch,
     /// A dependency failed transiently; the caller should retry after `retry_after`.
     #[error("{dependency} is unavailable: {reason}; retry later")]
     RetryLater {
@@ -102,7 +106,9 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
-            Error::WrongAuthMethod { .. } => Status::failed_precondition(error.to_string()),
+            Error::WrongAuthMethod { .. } | Error::UserMismatch => {
+                Status::failed_precondition(error.to_string())
+            }
             Error::AccountNotFound { .. } => Status::not_found(error.to_string()),
             Error::Conflict { .. } => Status::aborted(error.to_string()),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),

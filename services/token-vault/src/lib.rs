@@ -5,6 +5,7 @@
 
 mod api;
 mod audit;
+mod changes;
 mod connections;
 mod error;
 mod oauth;
@@ -51,6 +52,10 @@ pub struct Config {
     /// `refresh_margin` within which `GetAccessToken` and the sweeper refresh a token first,
     /// and the sweeper's `sweep_interval` (±20% jitter) and `sweep_concurrency`.
     pub oauth: oauth::Config,
+    /// The account change log's stream (`WatchAccountChanges`): `poll_interval` for changes
+    /// made on other replicas, `heartbeat`, and `retention` of changes for subscribers that
+    /// reconnect.
+    pub changes: changes::Config,
 }
 
 /// token-vault's RPCs and roles. Access tokens leave only through `executor` (the role of
@@ -69,14 +74,16 @@ pub const POLICY: Policy = Policy {
         "DeleteTenant",
         "GetConnection",
         "ListConnections",
+        "WatchAccountChanges",
     ],
     roles: &[
         Role {
             name: "executor",
-            purpose: "connector-executor: tokens for the calls it runs, connections, re-authorization links",
+            purpose: "connector-executor: tokens for the calls it runs, account changes, connections, re-authorization links",
             rpcs: &[
                 "GetAccessToken",
                 "ReportRejectedToken",
+                "WatchAccountChanges",
                 "CreateAuthorizationLink",
                 "GetConnection",
                 "ListConnections",
@@ -137,6 +144,7 @@ pub struct TokenVaultService {
     audit_url: String,
     connections: Arc<connections::Registry>,
     oauth: oauth::Config,
+    changes: changes::Config,
     /// The OAuth callback's listener when one was handed over; else `oauth.http_listen` is bound.
     callback_listener: Option<TcpListener>,
 }
@@ -171,6 +179,7 @@ impl TokenVaultService {
             audit_url,
             connections: Arc::new(connections),
             oauth: config.oauth,
+            changes: config.changes,
             callback_listener: None,
         })
     }
@@ -269,8 +278,11 @@ impl agentauth_launch::Service for TokenVaultService {
             interval: self.oauth.sweep_interval,
             margin: self.oauth.refresh_margin,
             concurrency: self.oauth.sweep_concurrency,
+            change_retention: self.changes.retention,
         });
         let sweeping = tokio::spawn(sweeper.run(shutdown.clone()));
+        let changes = changes::Changes::new(self.records.clone(), self.changes.clone());
+        let tailing = tokio::spawn(changes.clone().tail(shutdown.clone()));
         let api = Api {
             routes: tonic::service::Routes::new(TokenVaultServer::new(api::TokenVaultApi {
                 connections: self.connections.clone(),
@@ -281,6 +293,7 @@ impl agentauth_launch::Service for TokenVaultService {
                 refresher,
                 refresh_margin: self.oauth.refresh_margin,
                 oauth,
+                changes,
             })),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
@@ -296,6 +309,9 @@ impl agentauth_launch::Service for TokenVaultService {
         shutdown.cancel();
         if let Err(error) = sweeping.await {
             tracing::warn!(%error, "the sweeper panicked");
+        }
+        if let Err(error) = tailing.await {
+            tracing::warn!(%error, "the account change tailer panicked");
         }
         let callbacks = callbacks
             .await

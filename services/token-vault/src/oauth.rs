@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentauth_audit::action;
+use agentauth_audit::{Event, Outcome, Subject, action};
 use axum::Router;
 use axum::extract::{Query, State as AxumState};
 use axum::http::{StatusCode, header};
@@ -33,7 +33,7 @@ use crate::Error;
 use crate::api::{account_event, identify};
 use crate::audit::Audit;
 use crate::connections::{Auth, Connection, Kind, Registry};
-use crate::records::{Granted, PendingState, Store};
+use crate::records::{Granted, PendingState, State, Store};
 use crate::secrets::{Location, Secret, Secrets, Token};
 
 /// The path of the callback on the HTTP listener.
@@ -154,6 +154,7 @@ impl Flow {
         tenant: &str,
         identifier: &str,
         return_url: Option<&str>,
+        replace_user: bool,
     ) -> Result<Link, Error> {
         if connection.auth != Auth::Oauth {
             return Err(Error::WrongAuthMethod {
@@ -206,6 +207,7 @@ impl Flow {
                 verifier_ciphertext,
                 return_url,
                 expires_at,
+                replace_user,
             })
             .await?;
         Ok(Link {
@@ -317,6 +319,21 @@ impl Flow {
                 );
                 unavailable()
             }
+            Err(Error::UserMismatch) => {
+                info!(
+                    connection = connection_name,
+                    "an OAuth consent signed in as another Asana user than the account's"
+                );
+                page(
+                    StatusCode::CONFLICT,
+                    "Another Asana user",
+                    &format!(
+                        "You signed in to Asana as another user than the one {} is connected as for {}, so nothing was changed. Sign in as that user, or ask the application for a link that replaces the connected user.",
+                        escape(connection_name),
+                        escape(&pending.identifier)
+                    ),
+                )
+            }
             Err(error) => {
                 warn!(connection = connection_name, %error, "an OAuth connect failed");
                 page(
@@ -368,6 +385,43 @@ impl Flow {
                 (user.gid, user.name)
             }
         };
+        let refresh_token = granted.refresh_token.map(Token::new);
+        let existing = self
+            .records
+            .get(&pending.tenant, &connection.name, &pending.identifier)
+            .await?;
+        let replaced_user = existing
+            .filter(|a| a.state != State::Revoked && !a.asana_user_gid.is_empty())
+            .map(|a| a.asana_user_gid)
+            .filter(|current| *current != gid);
+        if let Some(current) = &replaced_user
+            && !pending.replace_user
+        {
+            // Not this account's Asana user: the fresh grant is revoked, nothing is stored.
+            let grant = refresh_token.as_ref().unwrap_or(&access_token);
+            if let Err(error) = self.revoke(connection, grant).await {
+                warn!(%error, "revoking a refused consent's grant failed");
+            }
+            let mut event = Event::new(
+                pending.tenant.as_str(),
+                crate::audit::SERVICE,
+                action::CREDENTIAL_GRANTED,
+                Outcome::Denied,
+            );
+            event.subject = Subject {
+                connection_name: Some(connection.name.clone()),
+                identifier: Some(pending.identifier.clone()),
+                asana_user_gid: Some(current.clone()),
+            };
+            event
+                .details
+                .insert("reason".into(), "asana_user_mismatch".into());
+            event
+                .details
+                .insert("consented_asana_user_gid".into(), gid.into());
+            self.audit.record(event);
+            return Err(Error::UserMismatch);
+        }
         let expires_at = granted
             .expires_in
             .and_then(|s| TimeDelta::try_seconds(s.try_into().ok()?))
@@ -383,7 +437,7 @@ impl Flow {
         };
         let secret = Secret {
             access_token,
-            refresh_token: granted.refresh_token.map(Token::new),
+            refresh_token,
             expires_at,
             scopes: scopes.clone(),
         };
@@ -405,6 +459,11 @@ impl Flow {
             .await?;
         let mut event = account_event(&account, action::CREDENTIAL_GRANTED);
         event.details.insert("auth_method".into(), "oauth".into());
+        if let Some(previous) = replaced_user {
+            event
+                .details
+                .insert("replaced_asana_user_gid".into(), previous.into());
+        }
         self.audit.record(event);
         Ok(account)
     }

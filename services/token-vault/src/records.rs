@@ -150,6 +150,8 @@ pub struct PendingState {
     pub verifier_ciphertext: String,
     pub return_url: Option<String>,
     pub expires_at: DateTime<Utc>,
+    /// Whether the consent may connect another Asana user than the account's current one.
+    pub replace_user: bool,
 }
 
 /// Which accounts `list` selects, after which account id, and how many.
@@ -171,6 +173,9 @@ const COLUMNS: &str = "account_id, tenant, connection_name, identifier, state, s
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Signalled after each commit that logged a change, so this replica's followers hear of
+    /// it at once (other replicas' by polling).
+    changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -202,23 +207,31 @@ impl Store {
                 })
             })
             .connect_lazy(&config.url)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            changed: std::sync::Arc::default(),
+        })
     }
 
     /// Brings the schema up to date.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let (accounts, oauth_states, leases, failures) = match self.backend {
+        let (accounts, oauth_states, leases, failures, changes, replace_user) = match self.backend {
             Backend::Postgres => (
                 include_str!("../migrations/postgres/0001_accounts.sql"),
                 include_str!("../migrations/postgres/0002_oauth_states.sql"),
                 include_str!("../migrations/postgres/0003_refresh_leases.sql"),
                 include_str!("../migrations/postgres/0004_refresh_failures.sql"),
+                include_str!("../migrations/postgres/0005_account_changes.sql"),
+                include_str!("../migrations/postgres/0006_consent_replaces_user.sql"),
             ),
             Backend::Sqlite => (
                 include_str!("../migrations/sqlite/0001_accounts.sql"),
                 include_str!("../migrations/sqlite/0002_oauth_states.sql"),
                 include_str!("../migrations/sqlite/0003_refresh_leases.sql"),
                 include_str!("../migrations/sqlite/0004_refresh_failures.sql"),
+                include_str!("../migrations/sqlite/0005_account_changes.sql"),
+                include_str!("../migrations/sqlite/0006_consent_replaces_user.sql"),
             ),
         };
         let migration = |version, description: &str, sql: &'static str| {
@@ -235,6 +248,8 @@ impl Store {
             migration(2, "oauth states", oauth_states),
             migration(3, "refresh leases", leases),
             migration(4, "refresh failures", failures),
+            migration(5, "account changes", changes),
+            migration(6, "consent replaces user", replace_user),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -251,10 +266,11 @@ impl Store {
         add(&mut args, pending.return_url.clone());
         add(&mut args, Utc::now().timestamp_micros());
         add(&mut args, pending.expires_at.timestamp_micros());
+        add(&mut args, i64::from(pending.replace_user));
         sqlx::query_with(
             "INSERT INTO oauth_states (state_sha256, tenant, connection_name, identifier, \
-             verifier_ciphertext, return_url, created_at_us, expires_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             verifier_ciphertext, return_url, created_at_us, expires_at_us, replace_user) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             args,
         )
         .execute(&self.pool)
@@ -287,7 +303,7 @@ impl Store {
         add(&mut args, state_sha256.to_owned());
         let row = sqlx::query_with(
             "SELECT state_sha256, tenant, connection_name, identifier, verifier_ciphertext, \
-             return_url, expires_at_us FROM oauth_states WHERE state_sha256 = $1",
+             return_url, expires_at_us, replace_user FROM oauth_states WHERE state_sha256 = $1",
             args,
         )
         .fetch_one(&self.pool)
@@ -300,6 +316,7 @@ impl Store {
             verifier_ciphertext: row.try_get("verifier_ciphertext")?,
             return_url: row.try_get("return_url")?,
             expires_at: time(row.try_get("expires_at_us")?)?,
+            replace_user: row.try_get::<i64, _>("replace_user")? != 0,
         }))
     }
 
@@ -310,7 +327,10 @@ impl Store {
     }
 
     /// Records `granted` as the account's ACTIVE credential (creating the account if needed),
-    /// unless the record already names a newer version of a live credential.
+    /// unless the record already names a newer version of a live credential, and logs the
+    /// replaced credential. An account reconnected after a disconnect gets a new account id:
+    /// its credential versions start again, so nothing about the old credential (a cached
+    /// token, an MCP session, an audit row's account and version) can stand for the new one.
     pub async fn grant(&self, granted: &Granted<'_>) -> Result<Account, Error> {
         let now = Utc::now().timestamp_micros();
         let mut args = AnyArguments::default();
@@ -330,6 +350,8 @@ impl Store {
             "INSERT INTO accounts ({COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9, $10, $11, $12, $12, $12, 0, NULL) \
              ON CONFLICT (tenant, connection_name, identifier) DO UPDATE SET \
+             account_id = CASE WHEN accounts.state = 'REVOKED' THEN excluded.account_id \
+             ELSE accounts.account_id END, \
              state = excluded.state, state_reason = excluded.state_reason, \
              auth_method = excluded.auth_method, asana_user_gid = excluded.asana_user_gid, \
              asana_user_name = excluded.asana_user_name, \
@@ -341,9 +363,25 @@ impl Store {
              WHERE accounts.credential_version < excluded.credential_version \
              OR accounts.state = 'REVOKED'"
         );
-        sqlx::query_with(AssertSqlSafe(sql), args)
-            .execute(&self.pool)
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 1 {
+            log_change(
+                &mut tx,
+                &NewChange {
+                    tenant: granted.tenant,
+                    connection_name: granted.connection_name,
+                    identifier: granted.identifier,
+                    kind: ChangeKind::CredentialReplaced,
+                    credential_version: granted.credential_version,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.changed.notify_one();
         self.get(granted.tenant, granted.connection_name, granted.identifier)
             .await?
             .ok_or_else(|| Error::Corrupt("an account vanished while it was granted".into()))
@@ -418,7 +456,8 @@ impl Store {
         rows.iter().map(account).collect()
     }
 
-    /// Moves an account to `state`, and returns it.
+    /// Moves an account to `state` (logging a change to REVOKED or NEEDS_REAUTH), and returns
+    /// it.
     pub async fn set_state(
         &self,
         account_id: &str,
@@ -430,13 +469,19 @@ impl Store {
         add(&mut args, reason.to_owned());
         add(&mut args, Utc::now().timestamp_micros());
         add(&mut args, account_id.to_owned());
-        sqlx::query_with(
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query_with(
             "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3 \
              WHERE account_id = $4",
             args,
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            log_state_change(&mut tx, account_id, state).await?;
+        }
+        tx.commit().await?;
+        self.changed.notify_one();
         let mut args = AnyArguments::default();
         add(&mut args, account_id.to_owned());
         let sql = format!("SELECT {COLUMNS} FROM accounts WHERE account_id = $1");
@@ -501,13 +546,19 @@ impl Store {
         add(&mut args, Utc::now().timestamp_micros());
         add(&mut args, account_id.to_owned());
         add(&mut args, version_i64(credential_version)?);
-        sqlx::query_with(
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query_with(
             "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3 \
              WHERE account_id = $4 AND credential_version = $5 AND state <> 'REVOKED'",
             args,
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            log_state_change(&mut tx, account_id, state).await?;
+        }
+        tx.commit().await?;
+        self.changed.notify_one();
         self.by_id(account_id).await
     }
 
@@ -610,21 +661,229 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes every account and pending consent of `tenant`; returns how many accounts there
-    /// were.
+    /// Deletes every account and pending consent of `tenant`, and logs the deletion; returns
+    /// how many accounts there were.
     pub async fn delete_tenant(&self, tenant: &str) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
         let mut args = AnyArguments::default();
         add(&mut args, tenant.to_owned());
         sqlx::query_with("DELETE FROM oauth_states WHERE tenant = $1", args)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         let mut args = AnyArguments::default();
         add(&mut args, tenant.to_owned());
         let done = sqlx::query_with("DELETE FROM accounts WHERE tenant = $1", args)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        log_change(
+            &mut tx,
+            &NewChange {
+                tenant,
+                connection_name: "",
+                identifier: "",
+                kind: ChangeKind::TenantDeleted,
+                credential_version: 0,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.changed.notify_one();
         Ok(done.rows_affected())
     }
+
+    /// Up to `limit` changes after `after`, in sequence order.
+    pub async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
+        let mut args = AnyArguments::default();
+        add(&mut args, version_i64(after)?);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query_with(
+            AssertSqlSafe(format!(
+                "SELECT sequence, tenant, connection_name, identifier, kind, \
+                 credential_version, changed_at_us FROM account_changes WHERE sequence > $1 \
+                 ORDER BY sequence LIMIT {limit}"
+            )),
+            args,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change).collect()
+    }
+
+    /// The change log's extent: the oldest sequence it still holds (none when it holds
+    /// nothing) and the newest ever assigned.
+    pub async fn change_extent(&self) -> Result<(Option<u64>, u64), Error> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(sequence) FROM account_changes), \
+             (SELECT sequence FROM account_change_head WHERE id = 1)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<i64> = row.try_get(0)?;
+        let head: i64 = row.try_get(1)?;
+        let unsigned =
+            |n: i64| u64::try_from(n).map_err(|_| Error::Corrupt(format!("change sequence {n}")));
+        Ok((oldest.map(unsigned).transpose()?, unsigned(head)?))
+    }
+
+    /// Forgets changes made before `changes_before` and pending consents that expired before
+    /// `states_expired_before`; how many of each.
+    pub async fn prune(
+        &self,
+        changes_before: DateTime<Utc>,
+        states_expired_before: DateTime<Utc>,
+    ) -> Result<(u64, u64), Error> {
+        let changes = sqlx::query("DELETE FROM account_changes WHERE changed_at_us < $1")
+            .bind(changes_before.timestamp_micros())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let states = sqlx::query("DELETE FROM oauth_states WHERE expires_at_us < $1")
+            .bind(states_expired_before.timestamp_micros())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok((changes, states))
+    }
+
+    /// Resolves once a change has been committed through this store since it last resolved
+    /// (for the one task that follows the log on this replica).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// What happened to an account, as the change log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    CredentialReplaced,
+    NeedsReauth,
+    Revoked,
+    TenantDeleted,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::CredentialReplaced => "credential_replaced",
+            Self::NeedsReauth => "needs_reauth",
+            Self::Revoked => "revoked",
+            Self::TenantDeleted => "tenant_deleted",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            Self::CredentialReplaced,
+            Self::NeedsReauth,
+            Self::Revoked,
+            Self::TenantDeleted,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+/// One entry of the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub sequence: u64,
+    pub tenant: String,
+    /// Empty for a tenant's deletion, as is `identifier`.
+    pub connection_name: String,
+    pub identifier: String,
+    pub kind: ChangeKind,
+    pub credential_version: u64,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A change about to be logged.
+struct NewChange<'a> {
+    tenant: &'a str,
+    connection_name: &'a str,
+    identifier: &'a str,
+    kind: ChangeKind,
+    credential_version: u64,
+}
+
+/// Appends `change` to the log inside `tx`: the head row's lock, held until `tx` ends,
+/// orders every writer, so sequences commit in order and without gaps.
+async fn log_change(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    change: &NewChange<'_>,
+) -> Result<(), Error> {
+    let row = sqlx::query(
+        "UPDATE account_change_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let sequence: i64 = row.try_get(0)?;
+    let mut args = AnyArguments::default();
+    add(&mut args, sequence);
+    add(&mut args, change.tenant.to_owned());
+    add(&mut args, change.connection_name.to_owned());
+    add(&mut args, change.identifier.to_owned());
+    add(&mut args, change.kind.as_str());
+    add(&mut args, version_i64(change.credential_version)?);
+    add(&mut args, Utc::now().timestamp_micros());
+    sqlx::query_with(
+        "INSERT INTO account_changes (sequence, tenant, connection_name, identifier, kind, \
+         credential_version, changed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        args,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Logs an account's move to REVOKED or NEEDS_REAUTH (other states make nothing stale).
+async fn log_state_change(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    account_id: &str,
+    state: State,
+) -> Result<(), Error> {
+    let kind = match state {
+        State::Revoked => ChangeKind::Revoked,
+        State::NeedsReauth => ChangeKind::NeedsReauth,
+        State::Pending | State::Active | State::Expired => return Ok(()),
+    };
+    let mut args = AnyArguments::default();
+    add(&mut args, account_id.to_owned());
+    let row = sqlx::query_with(
+        "SELECT tenant, connection_name, identifier FROM accounts WHERE account_id = $1",
+        args,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let (tenant, connection_name, identifier): (String, String, String) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    log_change(
+        tx,
+        &NewChange {
+            tenant: &tenant,
+            connection_name: &connection_name,
+            identifier: &identifier,
+            kind,
+            credential_version: 0,
+        },
+    )
+    .await
+}
+
+fn change(row: &AnyRow) -> Result<Change, Error> {
+    let kind: String = row.try_get("kind")?;
+    let unsigned = |column: &str| -> Result<u64, Error> {
+        let n: i64 = row.try_get(column)?;
+        u64::try_from(n).map_err(|_| Error::Corrupt(format!("{column} {n}")))
+    };
+    Ok(Change {
+        sequence: unsigned("sequence")?,
+        tenant: row.try_get("tenant")?,
+        connection_name: row.try_get("connection_name")?,
+        identifier: row.try_get("identifier")?,
+        kind: ChangeKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("change {kind}")))?,
+        credential_version: unsigned("credential_version")?,
+        changed_at: time(row.try_get("changed_at_us")?)?,
+    })
 }
 
 fn add<'q, T>(args: &mut AnyArguments, value: T)

@@ -371,7 +371,13 @@ impl Refresher {
         let link = if connection.auth == Auth::Oauth {
             match self
                 .oauth
-                .create_link(connection, &account.tenant, &account.identifier, None)
+                .create_link(
+                    connection,
+                    &account.tenant,
+                    &account.identifier,
+                    None,
+                    false,
+                )
                 .await
             {
                 Ok(link) => Some(link.url),

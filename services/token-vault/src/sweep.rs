@@ -39,6 +39,8 @@ pub struct Sweeper {
     pub interval: Duration,
     pub margin: Duration,
     pub concurrency: usize,
+    /// How long the account change log keeps a change.
+    pub change_retention: Duration,
 }
 
 /// `interval` scaled by a random factor in [0.8, 1.2).
@@ -80,8 +82,25 @@ impl Sweeper {
         }
     }
 
-    /// One sweep: refreshes every due account, a bounded number at a time.
+    /// One sweep: forgets changes past their retention and consents that expired unused, then
+    /// refreshes every due account, a bounded number at a time.
     async fn sweep(self: Arc<Self>) {
+        let now = Utc::now();
+        let retention = TimeDelta::from_std(self.change_retention).unwrap_or(TimeDelta::MAX);
+        match self
+            .records
+            .prune(now.checked_sub_signed(retention).unwrap_or(now), now)
+            .await
+        {
+            Ok((changes, states)) if changes + states > 0 => {
+                debug!(
+                    changes,
+                    states, "the sweeper pruned old changes and expired consents"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "the sweeper cannot prune old changes and consents"),
+        }
         let before = Utc::now() + TimeDelta::from_std(self.margin).unwrap_or(TimeDelta::MAX);
         let due = match self.records.expiring(before, BATCH).await {
             Ok(due) => due,

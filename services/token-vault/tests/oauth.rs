@@ -279,12 +279,24 @@ api_base_url = "{api}"
         identifier: &str,
         return_url: Option<&str>,
     ) -> Result<pb::CreateAuthorizationLinkResponse, tonic::Status> {
+        self.link_replacing(connection, identifier, return_url, false)
+            .await
+    }
+
+    async fn link_replacing(
+        &self,
+        connection: &str,
+        identifier: &str,
+        return_url: Option<&str>,
+        replace_user: bool,
+    ) -> Result<pb::CreateAuthorizationLinkResponse, tonic::Status> {
         self.client()
             .create_authorization_link(pb::CreateAuthorizationLinkRequest {
                 tenant: TENANT.into(),
                 connection_name: connection.into(),
                 identifier: identifier.into(),
                 return_url: return_url.map(str::to_owned),
+                replace_user,
             })
             .await
             .map(tonic::Response::into_inner)
@@ -848,5 +860,80 @@ async fn refresh_and_disconnect_are_audited_with_the_account_and_version() {
     assert!(
         !audited.contains(&refreshed.access_token),
         "no token in an audit row"
+    );
+}
+
+#[tokio::test]
+async fn a_consent_as_another_asana_user_is_refused_unless_the_link_replaces_it() {
+    let instance = Instance::start("sqlite", true, "10m").await;
+    let api = format!("{}/api/1.0", instance.sandbox_url);
+    let alice = asana_me(&api, ALICE_PAT).await.expect("alice");
+    let bob = asana_me(&api, BOB_PAT).await.expect("bob");
+    let consent_as = |url: String, user: &str| {
+        let url = format!("{url}&sandbox_user={user}");
+        async move { callback(&consent(&url).await).await }
+    };
+    let link = instance
+        .link("asana", "user_42", None)
+        .await
+        .expect("link")
+        .authorization_url;
+    let (status, _, page) = consent_as(link, &alice.0).await;
+    assert_eq!(status, 200, "{page}");
+    let connected = instance.account("asana", "user_42").await.expect("account");
+    assert_eq!(connected.asana_user_gid, alice.0);
+
+    // Somebody else opens the next link of user_42 and signs in as bob.
+    let link = instance
+        .link("asana", "user_42", None)
+        .await
+        .expect("link")
+        .authorization_url;
+    let (status, _, page) = consent_as(link, &bob.0).await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("nothing was changed"), "{page}");
+    let kept = instance.account("asana", "user_42").await.expect("account");
+    assert_eq!(
+        kept.asana_user_gid, alice.0,
+        "the account still acts as alice"
+    );
+    assert_eq!(kept.credential_version, connected.credential_version);
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            instance
+                .audit
+                .events("credential.granted")
+                .await
+                .iter()
+                .any(|e| e.outcome == audit_pb::Outcome::Denied as i32)
+        },
+        "the refused consent is audited"
+    );
+
+    // A link made to replace the user may.
+    let link = instance
+        .link_replacing("asana", "user_42", None, true)
+        .await
+        .expect("link")
+        .authorization_url;
+    let (status, _, page) = consent_as(link, &bob.0).await;
+    assert_eq!(status, 200, "{page}");
+    let replaced = instance.account("asana", "user_42").await.expect("account");
+    assert_eq!(replaced.asana_user_gid, bob.0);
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            instance
+                .audit
+                .events("credential.granted")
+                .await
+                .iter()
+                .any(|e| {
+                    e.details_json
+                        .contains(&format!("\"replaced_asana_user_gid\":\"{}\"", alice.0))
+                })
+        },
+        "the replacement is audited with the user it replaced"
     );
 }

@@ -562,7 +562,7 @@ async fn disconnecting_revokes_the_grant_at_asana_and_destroys_the_credential() 
         .into_inner();
     assert!(disconnected.revoked_upstream);
     assert_eq!(
-        disconnected.account.expect("account").state,
+        disconnected.account.as_ref().expect("account").state,
         pb::AccountState::Revoked as i32
     );
     assert_eq!(
@@ -596,6 +596,14 @@ async fn disconnecting_revokes_the_grant_at_asana_and_destroys_the_credential() 
         denied.get_details_error_info().expect("ErrorInfo").reason,
         "AUTH_REQUIRED"
     );
+    // Connected again, the account is a new one: its versions start over, so nothing about
+    // the old credential (its account and version in audit rows, a cached token, an MCP
+    // session) can stand for the new one.
+    let old_account = disconnected.account.expect("account").account_id;
+    setup.connect_alice().await;
+    let reconnected = setup.account("asana").await;
+    assert_eq!(reconnected.state, pb::AccountState::Active as i32);
+    assert_ne!(reconnected.account_id, old_account);
     assert_logs_hold_none_of(&[access_token, refresh_token, setup.client_secret.clone()]);
 }
 
@@ -623,4 +631,156 @@ async fn deleting_a_tenant_revokes_its_grants_at_asana_first() {
         assert_eq!((status, error.as_str()), (400, "invalid_grant"));
     }
     assert_logs_hold_none_of(&[alice_refresh, bob_refresh]);
+}
+
+/// The next message of `stream` within five seconds.
+async fn next_change(
+    stream: &mut tonic::Streaming<pb::WatchAccountChangesResponse>,
+) -> pb::WatchAccountChangesResponse {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a message within 5 s")
+        .expect("the stream is healthy")
+        .expect("the stream goes on")
+}
+
+/// Messages of `stream` until one carries a change; that change.
+async fn next_real_change(
+    stream: &mut tonic::Streaming<pb::WatchAccountChangesResponse>,
+) -> pb::AccountChange {
+    loop {
+        let message = next_change(stream).await;
+        assert!(!message.reset);
+        if let Some(change) = message.changes.into_iter().next() {
+            return change;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_streams_account_changes_in_order_and_resumes_from_a_cursor() {
+    let setup = start("sqlite", 2).await;
+    let watch = |replica: usize, after: Option<u64>| {
+        let mut client = setup.client(replica, &setup.reader);
+        async move {
+            client
+                .watch_account_changes(pb::WatchAccountChangesRequest {
+                    after_sequence: after,
+                })
+                .await
+                .expect("the executor role may watch")
+                .into_inner()
+        }
+    };
+    // A stream on replica 1 hears of what happens through replica 0.
+    let mut stream = watch(1, None).await;
+    let first = next_change(&mut stream).await;
+    assert!(first.changes.is_empty() && !first.reset);
+    let start = first.cursor;
+
+    setup.connect_alice().await;
+    let granted = next_real_change(&mut stream).await;
+    assert_eq!(
+        (
+            granted.kind(),
+            granted.tenant.as_str(),
+            granted.connection_name.as_str(),
+            granted.identifier.as_str()
+        ),
+        (
+            pb::AccountChangeKind::CredentialReplaced,
+            TENANT,
+            "asana",
+            ALICE
+        )
+    );
+    assert_eq!(granted.sequence, start + 1);
+    assert!(granted.credential_version >= 1);
+
+    // Asana revokes the grant: the next token request finds out, the account needs a consent.
+    let (_, refresh_token) = setup.stored().await;
+    reqwest::Client::new()
+        .post(format!("{}/-/oauth_revoke", setup.sandbox_url))
+        .form(&[
+            ("client_id", "test-rest-app"),
+            ("client_secret", setup.client_secret.as_str()),
+            ("token", refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("sandbox answers");
+    setup
+        .get_token(0, &setup.reader, Some(Duration::from_secs(2 * 3600)))
+        .await
+        .expect_err("the grant is gone");
+    let needs = next_real_change(&mut stream).await;
+    assert_eq!(needs.kind(), pb::AccountChangeKind::NeedsReauth);
+    assert_eq!(needs.sequence, start + 2);
+
+    setup
+        .client(0, &setup.operator)
+        .disconnect_account(pb::DisconnectAccountRequest {
+            tenant: TENANT.into(),
+            connection_name: "asana".into(),
+            identifier: ALICE.into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("disconnected");
+    let revoked = next_real_change(&mut stream).await;
+    assert_eq!(revoked.kind(), pb::AccountChangeKind::Revoked);
+
+    setup
+        .client(0, &setup.operator)
+        .delete_tenant(pb::DeleteTenantRequest {
+            tenant: TENANT.into(),
+            confirm_tenant: TENANT.into(),
+        })
+        .await
+        .expect("deleted");
+    let deleted = next_real_change(&mut stream).await;
+    assert_eq!(
+        (deleted.kind(), deleted.identifier.as_str()),
+        (pb::AccountChangeKind::TenantDeleted, "")
+    );
+    assert_eq!(deleted.sequence, start + 4, "in order, without gaps");
+
+    // A subscriber that comes back with its cursor gets what it missed, on any replica.
+    let mut resumed = watch(0, Some(start + 1)).await;
+    let replay: Vec<u64> = next_change(&mut resumed)
+        .await
+        .changes
+        .iter()
+        .map(|c| c.sequence)
+        .collect();
+    assert_eq!(replay, [start + 2, start + 3, start + 4]);
+    // One from another log (a cursor this log never issued) must start over.
+    let mut unknown = watch(1, Some(start + 1000)).await;
+    let reset = next_change(&mut unknown).await;
+    assert!(reset.reset, "a cursor ahead of the log is a reset");
+    assert_eq!(reset.cursor, start + 4);
+
+    // Only their tenants' changes reach a subscriber, and only callers with the executor role
+    // watch.
+    let mut other = setup
+        .client(0, &setup.other_tenant_reader)
+        .watch_account_changes(pb::WatchAccountChangesRequest {
+            after_sequence: Some(start),
+        })
+        .await
+        .expect("globex's executor may watch")
+        .into_inner();
+    let nothing = next_change(&mut other).await;
+    assert!(nothing.changes.is_empty(), "{:?}", nothing.changes);
+    assert_eq!(
+        nothing.cursor,
+        start + 4,
+        "yet its cursor moves past acme's changes"
+    );
+    let denied = setup
+        .client(0, &setup.agent)
+        .watch_account_changes(pb::WatchAccountChangesRequest::default())
+        .await
+        .expect_err("onboarding does not include WatchAccountChanges");
+    assert_eq!(denied.code(), Code::PermissionDenied);
 }

@@ -59,6 +59,8 @@ pub struct Options {
     /// How long connector-executor's audit emitter lets a batch fill (short, so tests see
     /// events soon).
     pub audit_flush_interval: Duration,
+    /// How many connector-executor replicas serve (all on the one token-vault).
+    pub executor_replicas: usize,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
             sandbox_listener: None,
             sandbox_limits: asana_sandbox::LimitConfig::default(),
             audit_flush_interval: Duration::from_millis(20),
+            executor_replicas: 1,
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct System {
     pub sandbox: Sandbox,
     pub sandbox_url: String,
     pub executor_url: String,
+    /// Every connector-executor replica's URL (the first is `executor_url`).
+    pub executor_urls: Vec<String>,
     pub vault_url: String,
     pub audit_url: String,
     /// An agent's key: tenant `acme`, every connection and tool.
@@ -307,6 +312,7 @@ scopes = ["default"]
 redirect_url = "{redirect}"
 authorize_url = "{sandbox_url}/-/oauth_authorize"
 token_url = "{sandbox_url}/-/oauth_token"
+revoke_url = "{sandbox_url}/-/oauth_revoke"
 resource = "{sandbox_url}/v2/mcp"
 mcp_url = "{sandbox_url}/v2/mcp"
 {peer}"#,
@@ -332,21 +338,23 @@ mcp_url = "{sandbox_url}/v2/mcp"
         let (vault_listener, vault_url) = listener().await;
         tokio::spawn(token_vault.run(vault_listener, shutdown.clone()));
 
-        // connector-executor.
+        // connector-executor, each replica with its own audit spool.
         let executor_key_file = key_file(&executor_key);
-        let executor_spool = tempfile::tempdir().expect("spool");
-        let audit_section = if options.audit {
-            format!(
-                "[audit]\nurl = \"{audit_url}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\nflush_interval = \"{}ms\"\n",
-                executor_key_file.path().display(),
-                executor_spool.path().display(),
-                options.audit_flush_interval.as_millis()
-            )
-        } else {
-            String::new()
-        };
-        let executor_toml = format!(
-            r#"[server]
+        let mut executor_urls = Vec::new();
+        for _ in 0..options.executor_replicas.max(1) {
+            let executor_spool = tempfile::tempdir().expect("spool");
+            let audit_section = if options.audit {
+                format!(
+                    "[audit]\nurl = \"{audit_url}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\nflush_interval = \"{}ms\"\n",
+                    executor_key_file.path().display(),
+                    executor_spool.path().display(),
+                    options.audit_flush_interval.as_millis()
+                )
+            } else {
+                String::new()
+            };
+            let executor_toml = format!(
+                r#"[server]
 readiness_interval = "100ms"
 
 [[server.callers]]
@@ -374,31 +382,36 @@ api_key_file = "{executor_key_path}"
 
 {audit_section}
 {extra}"#,
-            agent_hash = agent.hash(),
-            other_hash = other_tenant_agent.hash(),
-            read_only_hash = read_only_agent.hash(),
-            read_only_tools = READ_ONLY_TOOLS,
-            executor_key_path = executor_key_file.path().display(),
-            extra = options.executor_toml,
-        );
-        let executor_config: connector_executor::Config =
-            figment::Figment::from(Toml::string(&executor_toml))
-                .extract()
-                .expect("connector-executor config");
-        let executor =
-            connector_executor::ConnectorExecutorService::new(executor_config).expect("executor");
-        let (executor_listener, executor_url) = listener().await;
-        tokio::spawn(executor.run(executor_listener, shutdown.clone()));
+                agent_hash = agent.hash(),
+                other_hash = other_tenant_agent.hash(),
+                read_only_hash = read_only_agent.hash(),
+                read_only_tools = READ_ONLY_TOOLS,
+                executor_key_path = executor_key_file.path().display(),
+                extra = options.executor_toml,
+            );
+            let executor_config: connector_executor::Config =
+                figment::Figment::from(Toml::string(&executor_toml))
+                    .extract()
+                    .expect("connector-executor config");
+            let executor = connector_executor::ConnectorExecutorService::new(executor_config)
+                .expect("executor");
+            let (executor_listener, executor_url) = listener().await;
+            tokio::spawn(executor.run(executor_listener, shutdown.clone()));
+            executor_urls.push(executor_url);
+            dirs.push(executor_spool);
+        }
+        let executor_url = executor_urls[0].clone();
 
-        for url in [&audit_url, &vault_url, &executor_url] {
+        for url in [&audit_url, &vault_url].into_iter().chain(&executor_urls) {
             serving(url).await;
         }
         files.extend([vault_key_file, executor_key_file]);
-        dirs.extend([audit_spool, executor_spool]);
+        dirs.push(audit_spool);
         Self {
             sandbox,
             sandbox_url,
             executor_url,
+            executor_urls,
             vault_url,
             audit_url,
             agent,
@@ -420,6 +433,16 @@ api_key_file = "{executor_key_path}"
 
     pub fn executor_as(&self, key: &ApiKey) -> ConnectorExecutorClient<AuthenticatedChannel> {
         ConnectorExecutorClient::new(channel(&self.executor_url, Some(key)).expect("channel"))
+    }
+
+    /// The agent's client of the `replica`th connector-executor.
+    pub fn executor_replica(
+        &self,
+        replica: usize,
+    ) -> ConnectorExecutorClient<AuthenticatedChannel> {
+        ConnectorExecutorClient::new(
+            channel(&self.executor_urls[replica], Some(&self.agent)).expect("channel"),
+        )
     }
 
     pub fn vault(&self) -> TokenVaultClient<AuthenticatedChannel> {
@@ -460,6 +483,7 @@ api_key_file = "{executor_key_path}"
                 connection_name: connection.into(),
                 identifier: identifier.into(),
                 return_url: None,
+                replace_user: false,
             })
             .await
             .expect("link")

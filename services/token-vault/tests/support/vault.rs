@@ -39,6 +39,8 @@ pub struct Setup {
     pub agent: ApiKey,
     /// An operator's key for tenant `acme` (role `operator`).
     pub operator: ApiKey,
+    /// A token reader (role `executor`) bound to tenant `globex` only.
+    pub other_tenant_reader: ApiKey,
     /// Every replica's configuration.
     pub config_text: String,
     /// The OAuth app's client secret, as registered at the sandbox.
@@ -99,6 +101,7 @@ impl Setup {
 
         let (reader, agent, operator) =
             (ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
+        let other_tenant_reader = ApiKey::generate();
         let config_text = format!(
             r#"[server]
 readiness_interval = "100ms"
@@ -120,6 +123,12 @@ name = "operator"
 key_sha256 = "{operator_hash}"
 tenants = ["{TENANT}"]
 roles = ["operator"]
+
+[[server.callers]]
+name = "globex-executor"
+key_sha256 = "{other_reader_hash}"
+tenants = ["globex"]
+roles = ["executor"]
 
 [vault]
 addr = "{vault_addr}"
@@ -155,6 +164,7 @@ api_base_url = "{sandbox_url}/api/1.0"
             reader_hash = reader.hash(),
             agent_hash = agent.hash(),
             operator_hash = operator.hash(),
+            other_reader_hash = other_tenant_reader.hash(),
             vault_addr = vault.addr(),
             db_url = db.url(),
         );
@@ -181,6 +191,7 @@ api_base_url = "{sandbox_url}/api/1.0"
             reader,
             agent,
             operator,
+            other_tenant_reader,
             config_text,
             client_secret,
             shutdown,
@@ -205,6 +216,7 @@ api_base_url = "{sandbox_url}/api/1.0"
                 connection_name: "asana".into(),
                 identifier: identifier.into(),
                 return_url: None,
+                replace_user: false,
             })
             .await
             .expect("link")
