@@ -98,9 +98,11 @@ impl Client {
                 .map_err(|e| invalid(format!("{name}: {e}")))?;
             headers.insert(HeaderName::from_static(name), value);
         }
+        // No redirects: one to another host would carry the bearer token there.
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(config.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| invalid(format!("http client: {e}")))?;
         Ok(Self {
@@ -237,16 +239,16 @@ impl Client {
                 .filter_map(AsanaChange::parse)
                 .collect();
             self.record_changes(&changes);
-            let mut body = Vec::new();
-            while let Some(chunk) = answer.chunk().await.map_err(unavailable)? {
-                if body.len() + chunk.len() > max_body {
+            let body = match read_capped(&mut answer, max_body).await {
+                Ok(body) => body,
+                Err(Capped::TooLong) => {
                     return Err(Error::InvalidResponse {
                         status: status.as_u16(),
                         reason: format!("the body exceeds {max_body} bytes"),
                     });
                 }
-                body.extend_from_slice(&chunk);
-            }
+                Err(Capped::Transport(error)) => return Err(unavailable(error)),
+            };
             Ok(RawResponse {
                 status,
                 headers,
@@ -356,7 +358,7 @@ impl Client {
         if let Some(data) = &request.data {
             builder = builder.json(&json!({ "data": data }));
         }
-        let answer = builder.send().await.map_err(transport_failure)?;
+        let mut answer = builder.send().await.map_err(transport_failure)?;
         let status = answer.status();
         let headers = answer.headers();
         let asana_change: Vec<AsanaChange> = headers
@@ -375,7 +377,17 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = answer.bytes().await.map_err(transport_failure)?;
+        let max_body = self.inner.config.max_response_bytes;
+        let body = match read_capped(&mut answer, max_body).await {
+            Ok(body) => body,
+            Err(Capped::TooLong) => {
+                return Err(Failure::Final(Error::InvalidResponse {
+                    status: status.as_u16(),
+                    reason: format!("the body exceeds {max_body} bytes"),
+                }));
+            }
+            Err(Capped::Transport(error)) => return Err(transport_failure(error)),
+        };
         if status.is_success() {
             let envelope: Envelope200<T> = if body.is_empty() {
                 serde_json::from_value(json!({ "data": null }))
@@ -576,6 +588,30 @@ impl<T: DeserializeOwned> Pages<'_, T> {
         }
         all.ok_or_else(|| Error::InvalidRequest("a page bound of 0 fetches nothing".to_owned()))
     }
+}
+
+/// Why a body was not read whole.
+enum Capped {
+    TooLong,
+    Transport(reqwest::Error),
+}
+
+/// The body of `answer`, read chunk by chunk and never past `max` bytes.
+async fn read_capped(answer: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, Capped> {
+    if answer
+        .content_length()
+        .is_some_and(|length| length > max as u64)
+    {
+        return Err(Capped::TooLong);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(Capped::Transport)? {
+        if body.len() + chunk.len() > max {
+            return Err(Capped::TooLong);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub struct Config {
     /// caller that paces requests per token itself (connector-executor) turns this off and
     /// gets [`Error::RateLimited`](crate::Error::RateLimited) at once.
     pub retry_rate_limited: bool,
+    /// The largest response body read; a longer one fails with
+    /// [`Error::InvalidResponse`](crate::Error::InvalidResponse) and is not read further.
+    pub max_response_bytes: usize,
     /// Changes opted into on every request (`Asana-Enable`).
     pub asana_enable: Vec<String>,
     /// Changes opted out of on every request (`Asana-Disable`).
@@ -44,6 +47,7 @@ impl Default for Config {
             backoff_cap: Duration::from_secs(30),
             max_retry_wait: Duration::from_secs(60),
             retry_rate_limited: true,
+            max_response_bytes: 16 * 1024 * 1024,
             asana_enable: Vec::new(),
             asana_disable: Vec::new(),
             user_agent: concat!("agentauth-asana-client/", env!("CARGO_PKG_VERSION")).to_owned(),

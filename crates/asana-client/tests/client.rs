@@ -508,3 +508,86 @@ async fn asana_change_is_captured_counted_and_enable_disable_sent() -> Result<()
     assert_eq!(counts.get("new_enum_values"), Some(&2));
     Ok(())
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_the_token_stays_with_asana() -> Result<()> {
+    // Where a redirect would send the request: it records every Authorization it sees.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorder = seen.clone();
+    let elsewhere = Router::new().fallback(move |headers: HeaderMap| {
+        let recorder = recorder.clone();
+        async move {
+            let authorization = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            recorder.lock().expect("lock").push(authorization);
+            axum::Json(json!({"data": {"gid": "stolen"}}))
+        }
+    });
+    let (other, _stop_other) = serve(elsewhere).await?;
+    let target = format!("{other}/users/me");
+    let asana = Router::new().route(
+        "/api/1.0/users/me",
+        get(move || {
+            let target = target.clone();
+            async move { (StatusCode::FOUND, [("Location", target)]).into_response() }
+        }),
+    );
+    let (base, _stop) = serve(asana).await?;
+    let client = Client::new(fast_config(base.clone()))?;
+    let error = client
+        .get::<Value>(&alice(), "/users/me", &[])
+        .await
+        .expect_err("a redirect is not followed");
+    assert!(
+        matches!(error, Error::Api { status: 302, .. }),
+        "a clear error: {error}"
+    );
+    let raw = client
+        .send_raw(
+            &alice(),
+            asana_client::RawRequest {
+                method: reqwest::Method::GET,
+                path: "/users/me".into(),
+                query: Vec::new(),
+                headers: reqwest::header::HeaderMap::new(),
+                body: bytes::Bytes::new(),
+            },
+            1024,
+        )
+        .await?;
+    assert_eq!(raw.status, 302, "the proxy returns the redirect as it is");
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing reached the other host"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_response_body_past_the_limit_is_refused_unread() -> Result<()> {
+    let huge = "x".repeat(64 * 1024);
+    let router = Router::new().route(
+        "/api/1.0/users/me",
+        get(move || {
+            let huge = huge.clone();
+            async move { axum::Json(json!({"data": {"gid": "1", "padding": huge}})) }
+        }),
+    );
+    let (base, _stop) = serve(router).await?;
+    let client = Client::new(Config {
+        max_response_bytes: 16 * 1024,
+        ..fast_config(base)
+    })?;
+    let error = client
+        .get::<Value>(&alice(), "/users/me", &[])
+        .await
+        .expect_err("64 KiB is over the 16 KiB limit");
+    assert!(
+        matches!(&error, Error::InvalidResponse { reason, .. } if reason.contains("exceeds 16384 bytes")),
+        "{error}"
+    );
+    Ok(())
+}

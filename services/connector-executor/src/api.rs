@@ -454,7 +454,11 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                 .into());
         }
         self.executor.audit_ready()?;
-        let connection = self.executor.connections.get(&r.connection_name).await?;
+        let connection = self
+            .executor
+            .connections
+            .get(caller, &r.connection_name)
+            .await?;
         let call = ToolCall {
             tool_name: &r.tool_name,
             input_json: &r.input_json,
@@ -485,7 +489,11 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             .into());
         }
         self.executor.audit_ready()?;
-        let connection = self.executor.connections.get(&r.connection_name).await?;
+        let connection = self
+            .executor
+            .connections
+            .get(caller, &r.connection_name)
+            .await?;
         let account = AccountKey {
             tenant: r.tenant.clone(),
             connection: r.connection_name.clone(),
@@ -549,7 +557,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             caller.check_connection(name).map_err(Error::from)?;
         }
         let connections = match &r.connection_name {
-            Some(name) => vec![self.executor.connections.get(name).await?],
+            Some(name) => vec![self.executor.connections.get(caller, name).await?],
             None => self
                 .executor
                 .connections
@@ -664,7 +672,11 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                 .into());
         }
         self.executor.audit_ready()?;
-        let connection = self.executor.connections.get(&r.connection_name).await?;
+        let connection = self
+            .executor
+            .connections
+            .get(caller, &r.connection_name)
+            .await?;
         let Target::Rest { api_base_url } = &connection.target else {
             return Err(Error::WrongKind {
                 connection: connection.name.clone(),

@@ -83,6 +83,8 @@ pub struct AsanaConfig {
     pub backoff_base: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_cap: Duration,
+    /// The largest answer read from Asana for a tool call; a longer one is an error.
+    pub max_response_bytes: usize,
 }
 
 impl Default for AsanaConfig {
@@ -93,6 +95,7 @@ impl Default for AsanaConfig {
             max_retries: 2,
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(5),
+            max_response_bytes: defaults.max_response_bytes,
         }
     }
 }

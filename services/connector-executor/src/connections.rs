@@ -74,15 +74,24 @@ impl Connections {
         Ok(snapshot.by_name.values().cloned().collect())
     }
 
-    /// The connection named exactly `name`.
-    pub(crate) async fn get(&self, name: &str) -> Result<Arc<Connection>, Error> {
+    /// The connection named exactly `name`; when there is none, the error suggests only close
+    /// names that `caller` may use.
+    pub(crate) async fn get(
+        &self,
+        caller: &agentauth_grpc::Caller,
+        name: &str,
+    ) -> Result<Arc<Connection>, Error> {
         let snapshot = self.fresh(self.ttl).await?;
         if let Some(connection) = snapshot.by_name.get(name) {
             return Ok(connection.clone());
         }
         let snapshot = self.fresh(MIN_REREAD).await?;
         snapshot.by_name.get(name).cloned().ok_or_else(|| {
-            let names = snapshot.by_name.keys().map(String::as_str);
+            let names = snapshot
+                .by_name
+                .keys()
+                .map(String::as_str)
+                .filter(|n| caller.check_connection(n).is_ok());
             Error::UnknownConnection {
                 name: name.to_owned(),
                 suggestions: asana_tools::close_matches(name, names)

@@ -179,6 +179,7 @@ impl Executor {
             backoff_cap: self.asana.backoff_cap,
             max_retry_wait: self.asana.timeout,
             retry_rate_limited: false,
+            max_response_bytes: self.asana.max_response_bytes,
             asana_enable: settings.asana_enable.clone(),
             asana_disable: settings.asana_disable.clone(),
             ..asana_client::Config::default()

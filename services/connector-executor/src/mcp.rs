@@ -20,7 +20,10 @@
 //!   that has closed (the worker is gone, or the response stream ended without a reply) makes
 //!   this module open a new session and retry the call once; a second failure is `Unavailable`.
 //! - `tools/list` follows `nextCursor` to the last page and is cached per session, refreshed
-//!   after the server sends `notifications/tools/list_changed`.
+//!   after the server sends `notifications/tools/list_changed`. It reads at most `max_pages`
+//!   pages and `max_tools` tools; a server that keeps paging past them is `Unavailable`.
+//! - A message (one JSON answer or one SSE event) longer than `max_message_bytes` is refused
+//!   unread; redirects are never followed (one to another host would carry the token).
 //! - Every request (each `initialize`, each page, each call) is bounded by `request_timeout`.
 //!
 //! # Error mapping ([`McpError`])
@@ -79,6 +82,12 @@ pub struct McpConfig {
     /// Sessions unused this long are closed.
     #[serde(with = "humantime_serde")]
     pub idle_session_ttl: Duration,
+    /// The most `tools/list` pages read for one listing.
+    pub max_pages: usize,
+    /// The most tools one listing may hold.
+    pub max_tools: usize,
+    /// The longest message accepted from a server: one JSON answer or one SSE event.
+    pub max_message_bytes: usize,
 }
 
 impl Default for McpConfig {
@@ -86,6 +95,9 @@ impl Default for McpConfig {
         Self {
             request_timeout: Duration::from_secs(30),
             idle_session_ttl: Duration::from_secs(600),
+            max_pages: 50,
+            max_tools: 2_000,
+            max_message_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -161,6 +173,8 @@ pub(crate) struct McpClients {
 #[derive(Debug)]
 struct Inner {
     config: McpConfig,
+    /// Shared by every session: one connection pool, no redirects.
+    http: reqwest::Client,
     accounts: Mutex<Accounts>,
 }
 
@@ -238,12 +252,16 @@ impl Session {
         url: &str,
         token: &Token,
         credential_version: u64,
-        timeout: Duration,
+        config: &McpConfig,
+        http: &reqwest::Client,
     ) -> Result<Self, McpError> {
-        let config = StreamableHttpClientTransportConfig::with_uri(url)
+        let timeout = config.request_timeout;
+        let transport_config = StreamableHttpClientTransportConfig::with_uri(url)
             .auth_header(token.expose())
-            .reinit_on_expired_session(true);
-        let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+            .reinit_on_expired_session(true)
+            .max_json_response_size(config.max_message_bytes)
+            .max_sse_event_size(config.max_message_bytes);
+        let transport = StreamableHttpClientTransport::with_client(http.clone(), transport_config);
         let tools_changed = Arc::new(AtomicBool::new(false));
         let handler = Handler {
             tools_changed: tools_changed.clone(),
@@ -278,8 +296,9 @@ impl Session {
     async fn list_tools(
         &self,
         token: &Token,
-        timeout: Duration,
+        config: &McpConfig,
     ) -> Result<Arc<[UpstreamTool]>, Failure> {
+        let timeout = config.request_timeout;
         let mut cached = self.tools.lock().await;
         let changed = self.tools_changed.swap(false, Ordering::AcqRel);
         if let Some(tools) = cached.as_ref().filter(|_| !changed) {
@@ -287,6 +306,7 @@ impl Session {
         }
         let mut tools = Vec::new();
         let mut cursor = None;
+        let mut pages = 0;
         loop {
             let params = PaginatedRequestParams::default().with_cursor(cursor);
             let page = tokio::time::timeout(timeout, self.service.peer().list_tools(Some(params)))
@@ -294,7 +314,22 @@ impl Session {
                 .map_err(|_| timed_out("tools/list", timeout))?
                 .map_err(|error| service_failure(error, token))?;
             tools.extend(page.tools.into_iter().map(UpstreamTool::from));
+            pages += 1;
+            if tools.len() > config.max_tools {
+                return Err(McpError::Unavailable(format!(
+                    "the server lists more than {} tools",
+                    config.max_tools
+                ))
+                .into());
+            }
             match page.next_cursor {
+                Some(_) if pages >= config.max_pages => {
+                    return Err(McpError::Unavailable(format!(
+                        "the server's tools/list goes on past {} pages",
+                        config.max_pages
+                    ))
+                    .into());
+                }
                 Some(next) => cursor = Some(next),
                 None => break,
             }
@@ -335,9 +370,14 @@ impl Session {
 
 impl McpClients {
     pub(crate) fn new(config: McpConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|error| panic!("the MCP HTTP client cannot be built: {error}"));
         Self {
             inner: Arc::new(Inner {
                 config,
+                http,
                 accounts: Mutex::new(Accounts {
                     slots: HashMap::new(),
                     last_sweep: Instant::now(),
@@ -353,9 +393,9 @@ impl McpClients {
         url: &str,
         token: &Token,
     ) -> Result<Arc<[UpstreamTool]>, McpError> {
-        let timeout = self.inner.config.request_timeout;
+        let config = &self.inner.config;
         self.with_session(key, url, token, |session| async move {
-            session.list_tools(token, timeout).await
+            session.list_tools(token, config).await
         })
         .await
     }
@@ -469,7 +509,7 @@ impl McpClients {
         // Drop the old session before opening the next: it closes once its calls finish.
         *current = None;
         let session = Arc::new(
-            Session::open(url, token, key.credential_version, config.request_timeout).await?,
+            Session::open(url, token, key.credential_version, config, &self.inner.http).await?,
         );
         tracing::debug!(
             account_id = %key.account_id,
@@ -665,6 +705,7 @@ mod tests {
         McpConfig {
             request_timeout,
             idle_session_ttl,
+            ..McpConfig::default()
         }
     }
 
@@ -819,6 +860,91 @@ mod tests {
         assert!(
             Arc::ptr_eq(&tools, &again),
             "the list is cached per session"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_listing_past_its_bounds_and_an_oversized_message_are_refused() -> Result<()> {
+        let upstream = Upstream::start().await?;
+        let grant = upstream.grant()?;
+        let bounded = |change: fn(&mut McpConfig)| {
+            let mut config = McpConfig::default();
+            change(&mut config);
+            McpClients::new(config)
+        };
+        let few_pages = bounded(|c| c.max_pages = 2);
+        let error = few_pages
+            .list_tools(&key("acct", 1), &upstream.url, &grant.token)
+            .await
+            .expect_err("the sandbox lists its tools in more than 2 pages of 4");
+        assert!(
+            matches!(&error, McpError::Unavailable(m) if m.contains("past 2 pages")),
+            "{error}"
+        );
+        let few_tools = bounded(|c| c.max_tools = 5);
+        let error = few_tools
+            .list_tools(&key("acct", 1), &upstream.url, &grant.token)
+            .await
+            .expect_err("more than 5 tools");
+        assert!(
+            matches!(&error, McpError::Unavailable(m) if m.contains("more than 5 tools")),
+            "{error}"
+        );
+        let small = bounded(|c| c.max_message_bytes = 512);
+        let refused = small
+            .list_tools(&key("acct", 1), &upstream.url, &grant.token)
+            .await;
+        assert!(
+            refused.is_err(),
+            "a page of four tools with their schemas is longer than 512 bytes"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_redirecting_server_never_receives_the_token_elsewhere() -> Result<()> {
+        let upstream = Upstream::start().await?;
+        let grant = upstream.grant()?;
+        let serve = |router: axum::Router| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}/v2/mcp", listener.local_addr()?);
+            let stop = CancellationToken::new();
+            let stopped = stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped.cancelled_owned())
+                    .await
+            });
+            anyhow::Ok((url, stop.drop_guard()))
+        };
+        // Where the redirect points: it counts whatever reaches it.
+        let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reached.clone();
+        let (elsewhere, _stop_elsewhere) = serve(axum::Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::NOT_FOUND }
+        }))
+        .await?;
+        let (url, _stop) = serve(axum::Router::new().fallback(move || {
+            let elsewhere = elsewhere.clone();
+            async move {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [("Location", elsewhere)],
+                )
+            }
+        }))
+        .await?;
+        let clients = McpClients::new(McpConfig::default());
+        let error = get_me(&clients, &key("acct", 1), &url, &grant.token)
+            .await
+            .expect_err("a redirect is not followed");
+        assert!(!error.to_string().contains(grant.token.expose()), "{error}");
+        assert_eq!(
+            reached.load(Ordering::SeqCst),
+            0,
+            "nothing reached the redirect's target"
         );
         Ok(())
     }

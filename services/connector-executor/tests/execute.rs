@@ -1667,3 +1667,26 @@ async fn revocation_takes_effect_on_every_replica_at_once() {
     let took = auth_required_everywhere(&system, "asana-pat", "bob").await;
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_connection_suggests_only_names_the_caller_may_use() {
+    let system = System::start(Options::default()).await;
+    let missing = system
+        .executor_as(&system.narrow_agent)
+        .execute_tool(pb::ExecuteToolRequest {
+            tenant: TENANT.into(),
+            connection_name: "asana-pats".into(),
+            identifier: "alice".into(),
+            tool_name: "asana_task_get".into(),
+            input_json: "{}".into(),
+            options: None,
+        })
+        .await
+        .expect_err("no such connection");
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(
+        missing.message().ends_with("did you mean `asana-pat`?"),
+        "asana-mcp is close too, but this caller may not use it: {}",
+        missing.message()
+    );
+}

@@ -445,11 +445,8 @@ pub(crate) async fn identify(
             )));
         }
     }
-    let me: Me = response.json().await.map_err(|e| {
-        Error::Internal(format!(
-            "asana's /users/me answer is not a user: {}",
-            e.without_url()
-        ))
+    let me: Me = crate::oauth::read_json(response).await.map_err(|reason| {
+        Error::Internal(format!("asana's /users/me answer is not a user: {reason}"))
     })?;
     if me.data.gid.is_empty() {
         return Err(Error::Internal(

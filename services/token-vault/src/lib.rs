@@ -229,8 +229,10 @@ impl agentauth_launch::Service for TokenVaultService {
                 () = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
             }
         }
+        // No redirects: one to another host would carry a token or client secret there.
         let http = reqwest::Client::builder()
             .timeout(ASANA_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| anyhow::anyhow!("cannot create the HTTP client: {e}"))?;
         let oauth = Arc::new(oauth::Flow {

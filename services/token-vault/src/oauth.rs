@@ -503,8 +503,7 @@ impl Flow {
         }
         if !status.is_success() {
             // Only the standard error code is reported: the body could echo what was sent.
-            let error = response
-                .json::<OAuthErrorBody>()
+            let error = read_json::<OAuthErrorBody>(response)
                 .await
                 .map(|b| b.error)
                 .unwrap_or_default();
@@ -517,8 +516,10 @@ impl Flow {
                 "the token endpoint refused the code exchange: HTTP {status} {error}"
             )));
         }
-        let granted: TokenResponse = response.json().await.map_err(|_| {
-            Error::Internal("the token endpoint's answer is not a token response".into())
+        let granted: TokenResponse = read_json(response).await.map_err(|reason| {
+            Error::Internal(format!(
+                "the token endpoint's answer is not a token response: {reason}"
+            ))
         })?;
         if granted.access_token.is_empty() {
             return Err(Error::Internal(
@@ -565,8 +566,7 @@ impl Flow {
             )));
         }
         if !status.is_success() {
-            let error = response
-                .json::<OAuthErrorBody>()
+            let error = read_json::<OAuthErrorBody>(response)
                 .await
                 .map(|b| b.error)
                 .unwrap_or_default();
@@ -582,8 +582,10 @@ impl Flow {
                 "the token endpoint refused a refresh: HTTP {status} {error}"
             ))));
         }
-        let granted: TokenResponse = response.json().await.map_err(|_| {
-            RefreshFailure::Transient("the token endpoint's answer is not a token response".into())
+        let granted: TokenResponse = read_json(response).await.map_err(|reason| {
+            RefreshFailure::Transient(format!(
+                "the token endpoint's answer is not a token response: {reason}"
+            ))
         })?;
         if granted.access_token.is_empty() {
             return Err(RefreshFailure::Other(Error::Internal(
@@ -781,6 +783,39 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// The longest answer read from Asana's OAuth and user endpoints: a token response or a user
+/// is a few hundred bytes.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// `response`'s JSON body, read no further than [`MAX_ANSWER_BYTES`]; why not, without
+/// quoting the body (it could hold a token).
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    mut response: reqwest::Response,
+) -> Result<T, String> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(format!(
+            "the answer is longer than {MAX_ANSWER_BYTES} bytes"
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!(
+                "the answer is longer than {MAX_ANSWER_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("not the expected JSON ({e})"))
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ impl Vault {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| anyhow::anyhow!("cannot create the HTTP client: {e}"))?;
         Ok(Self {

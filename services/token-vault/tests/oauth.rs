@@ -204,6 +204,7 @@ flush_interval = "20ms"
 [oauth]
 return_url_allowlist = ["{RETURN_PREFIX}"]
 link_lifetime = "{link_lifetime}"
+sweep_interval = "200ms"
 
 [[connections]]
 name = "asana"
@@ -693,6 +694,16 @@ async fn an_expired_state_is_refused() {
     assert_eq!(
         instance.account("asana", "dave@acme.test").await,
         Err(Code::NotFound)
+    );
+    // The sweeper forgets expired consents, used or not.
+    instance
+        .link("asana", "dave@acme.test", None)
+        .await
+        .expect("another link");
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async { instance.oauth_state_rows().await.is_empty() },
+        "expired pending consents are deleted"
     );
 }
 

@@ -755,3 +755,62 @@ async fn vault_unreachable_is_unavailable() {
     assert!(!status.message().contains(ALICE_PAT));
     assert_logs_hold_no_token();
 }
+
+#[tokio::test]
+async fn a_redirect_from_asana_is_not_followed_with_the_token() {
+    // Where the redirect points: it counts what reaches it.
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    let serve = |router: axum::Router| async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await
+        });
+        (format!("http://{address}/api/1.0"), stop)
+    };
+    let (elsewhere, _stop_elsewhere) = serve(axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { axum::Json(serde_json::json!({"data": {"gid": "1", "name": "stolen"}})) }
+    }))
+    .await;
+    let (api, redirecting) = serve(axum::Router::new().fallback(move || {
+        let target = format!("{elsewhere}/users/me");
+        async move { (axum::http::StatusCode::FOUND, [("Location", target)]) }
+    }))
+    .await;
+    let db = Db::create("sqlite").await;
+    let keys = Keys::new();
+    let instance = Instance::start(
+        Setup {
+            db_url: db.url(),
+            vault_addr: openbao::shared().addr(),
+            asana_api: &api,
+            keys: &keys,
+        },
+        redirecting,
+        true,
+    )
+    .await;
+    let refused = instance
+        .client(&keys.acme)
+        .put_credential(put("acme", "asana-pat", "alice", ALICE_PAT))
+        .await
+        .expect_err("a PAT whose check was redirected is not stored");
+    assert_eq!(refused.code(), Code::Internal, "{refused:?}");
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing, least of all the PAT, reached the redirect's target"
+    );
+    let missing = instance
+        .client(&keys.acme)
+        .get_account(get("acme", "asana-pat", "alice"))
+        .await
+        .expect_err("nothing was stored");
+    assert_eq!(missing.code(), Code::NotFound);
+}

@@ -95,6 +95,9 @@ pub struct System {
     /// An agent of tenant `acme` that may use only the tools in [`READ_ONLY_TOOLS`], through
     /// ExecuteTool and ProxyRequest.
     pub read_only_agent: ApiKey,
+    /// An agent of tenant `acme` bound to the connections `asana-pat` and `asana-pats` (which
+    /// does not exist).
+    pub narrow_agent: ApiKey,
     /// audit-log's operator key.
     pub operator: ApiKey,
     /// connector-executor's key for token-vault.
@@ -173,6 +176,7 @@ impl System {
         let (agent, other_tenant_agent, operator) =
             (ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
         let read_only_agent = ApiKey::generate();
+        let narrow_agent = ApiKey::generate();
         let (executor_key, vault_key) = (ApiKey::generate(), ApiKey::generate());
         let key_file = |key: &ApiKey| {
             let mut file = tempfile::NamedTempFile::new().expect("key file");
@@ -370,6 +374,13 @@ tenants = ["{OTHER_TENANT}"]
 roles = ["executor", "proxy"]
 
 [[server.callers]]
+name = "narrow-agent"
+key_sha256 = "{narrow_hash}"
+tenants = ["{TENANT}"]
+connections = ["asana-pat", "asana-pats"]
+roles = ["executor"]
+
+[[server.callers]]
 name = "read-only-agent"
 key_sha256 = "{read_only_hash}"
 tenants = ["{TENANT}"]
@@ -385,6 +396,7 @@ api_key_file = "{executor_key_path}"
                 agent_hash = agent.hash(),
                 other_hash = other_tenant_agent.hash(),
                 read_only_hash = read_only_agent.hash(),
+                narrow_hash = narrow_agent.hash(),
                 read_only_tools = READ_ONLY_TOOLS,
                 executor_key_path = executor_key_file.path().display(),
                 extra = options.executor_toml,
@@ -417,6 +429,7 @@ api_key_file = "{executor_key_path}"
             agent,
             other_tenant_agent,
             read_only_agent,
+            narrow_agent,
             operator,
             executor_key,
             control_key,
