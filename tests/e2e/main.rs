@@ -5,5 +5,6 @@ mod binaries;
 mod cli;
 mod dev;
 mod grpc_peer;
+mod matrix;
 mod otlp;
 mod vault;
