@@ -451,4 +451,101 @@ mod tests {
         assert_eq!(recorded.sequence, 1);
         assert_eq!(recorded.hash, vec![2; 32]);
     }
+
+    mod untrusted {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                Just("acme".to_owned()),
+                Just("tool.executed".to_owned()),
+                Just("{\"a\": 1}".to_owned()),
+                Just(Uuid::now_v7().to_string()),
+                any::<String>(),
+            ]
+        }
+
+        fn timestamp() -> impl Strategy<Value = Option<prost_types::Timestamp>> {
+            proptest::option::of(
+                (any::<i64>(), any::<i32>())
+                    .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+            )
+        }
+
+        fn event() -> impl Strategy<Value = pb::Event> {
+            (
+                (text(), text(), any::<u64>(), timestamp(), timestamp()),
+                (
+                    proptest::option::of((text(), text())),
+                    proptest::option::of((text(), text(), text())),
+                    proptest::option::of((text(), any::<u64>())),
+                ),
+                (text(), any::<i32>(), text(), text()),
+                (
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                ),
+            )
+                .prop_map(
+                    |(
+                        (event_id, tenant, sequence, occurred_at, recorded_at),
+                        (actor, subject, credential),
+                        (action, outcome, details_json, trace_id),
+                        (prev_hash, hash),
+                    )| pb::Event {
+                        event_id,
+                        tenant,
+                        sequence,
+                        occurred_at,
+                        recorded_at,
+                        actor: actor.map(|(service, identifier)| pb::Actor {
+                            service,
+                            identifier,
+                        }),
+                        subject: subject.map(|(connection_name, identifier, asana_user_gid)| {
+                            pb::Subject {
+                                connection_name,
+                                identifier,
+                                asana_user_gid,
+                            }
+                        }),
+                        credential: credential.map(|(account_id, version)| pb::Credential {
+                            account_id,
+                            version,
+                        }),
+                        action,
+                        outcome,
+                        details_json,
+                        trace_id,
+                        prev_hash,
+                        hash,
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// What a caller appends is untrusted: any event either converts (and then converts
+            /// back to the same content) or names the field that is wrong.
+            #[test]
+            fn any_wire_event_is_accepted_whole_or_refused_by_field(wire in event()) {
+                match Event::try_from(wire.clone()) {
+                    Ok(event) => {
+                        let again = pb::Event::from(event);
+                        prop_assert_eq!(again.event_id, wire.event_id);
+                        prop_assert_eq!(again.tenant, wire.tenant);
+                        prop_assert_eq!(again.action, wire.action);
+                    }
+                    Err(invalid) => {
+                        prop_assert!(!invalid.field.is_empty());
+                        prop_assert!(!invalid.description.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1394,4 +1394,70 @@ mod tests {
         assert!(held_session(&clients, "other").is_none());
         Ok(())
     }
+
+    mod untrusted {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                    proptest::collection::btree_map(any::<String>(), inner, 0..3)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Tool definitions as a server might send them: the known fields with any values.
+        fn tool() -> impl Strategy<Value = Value> {
+            (
+                any::<String>(),
+                proptest::option::of(json()),
+                proptest::option::of(json()),
+                proptest::option::of(json()),
+                proptest::option::of(json()),
+                proptest::option::of(json()),
+            )
+                .prop_map(|(name, title, description, input, output, annotations)| {
+                    let mut tool = Map::new();
+                    tool.insert("name".into(), name.into());
+                    for (key, value) in [
+                        ("title", title),
+                        ("description", description),
+                        ("inputSchema", input),
+                        ("outputSchema", output),
+                        ("annotations", annotations),
+                    ] {
+                        if let Some(value) = value {
+                            tool.insert(key.into(), value);
+                        }
+                    }
+                    Value::Object(tool)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever a server lists, a tool that parses becomes an `UpstreamTool` with its
+            /// name and an object schema; one that does not parse is an error, never a panic.
+            #[test]
+            fn any_listed_tool_converts_or_is_refused(definition in tool()) {
+                if let Ok(parsed) = serde_json::from_value::<Tool>(definition.clone()) {
+                    let name = parsed.name.to_string();
+                    let upstream = UpstreamTool::from(parsed);
+                    prop_assert_eq!(upstream.name, name);
+                    prop_assert!(upstream.input_schema.is_object());
+                }
+            }
+        }
+    }
 }

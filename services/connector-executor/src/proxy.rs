@@ -212,3 +212,112 @@ pub(crate) fn response_headers(headers: &HeaderMap) -> Vec<pb::Header> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn request(
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> pb::ProxyRequestRequest {
+        pb::ProxyRequestRequest {
+            tenant: "acme".into(),
+            connection_name: "asana".into(),
+            identifier: "alice".into(),
+            method,
+            path,
+            query: Vec::new(),
+            body,
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| pb::Header { name, value })
+                .collect(),
+        }
+    }
+
+    /// Paths built from pieces that attacks on a proxy combine.
+    fn paths() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/".to_owned()),
+            Just("..".to_owned()),
+            Just(".".to_owned()),
+            Just("%2e".to_owned()),
+            Just("%2F".to_owned()),
+            Just("%5c".to_owned()),
+            Just("\\".to_owned()),
+            Just("?".to_owned()),
+            Just("#".to_owned()),
+            Just("//evil.example".to_owned()),
+            Just("http://evil.example".to_owned()),
+            Just("tasks".to_owned()),
+            Just("1201".to_owned()),
+            "[a-zA-Z0-9_%~:@ -]{0,8}",
+            any::<String>(),
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever a caller sends, the check answers (no panic) with a request that stays
+        /// under the API base, or with INVALID_ARGUMENT naming the field.
+        #[test]
+        fn the_check_never_lets_a_request_leave_the_api_base(
+            method in prop_oneof![
+                Just("GET".to_owned()),
+                Just("POST".to_owned()),
+                Just("DELETE".to_owned()),
+                Just("PATCH".to_owned()),
+                any::<String>(),
+            ],
+            path in paths(),
+            headers in proptest::collection::vec((any::<String>(), any::<String>()), 0..4),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            match check(&request(method, path.clone(), headers, body), 32) {
+                Ok(checked) => {
+                    let lower = checked.request.path.to_ascii_lowercase();
+                    prop_assert!(checked.request.path.starts_with('/'), "{path:?}");
+                    prop_assert!(!checked.request.path.starts_with("//"), "{path:?}");
+                    for bad in ["..", "%2e", "%2f", "%5c", "\\", "?", "#", "://"] {
+                        prop_assert!(!lower.contains(bad), "{bad} in {path:?}");
+                    }
+                    prop_assert!(!checked.request.headers.contains_key("authorization"));
+                    prop_assert!(checked.request.body.len() <= 32);
+                }
+                Err(Error::InvalidArgument { field, .. }) => {
+                    prop_assert!(["method", "path", "headers", "body"].contains(&field));
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Resolving any method and path to a spec operation never panics, and what it finds
+        /// has that method.
+        #[test]
+        fn resolving_any_request_to_an_operation_is_total(
+            method in prop_oneof![Just("GET".to_owned()), Just("DELETE".to_owned()), any::<String>()],
+            path in paths(),
+        ) {
+            let catalogue = catalogue();
+            if let Some(tool) = catalogue.operation(&method, &path) {
+                prop_assert_eq!(format!("{:?}", tool.route.method).to_uppercase(), method);
+            }
+        }
+    }
+
+    fn catalogue() -> &'static asana_tools::Catalogue {
+        static CATALOGUE: std::sync::OnceLock<asana_tools::Catalogue> = std::sync::OnceLock::new();
+        CATALOGUE.get_or_init(|| asana_tools::Catalogue::new().expect("catalogue"))
+    }
+}

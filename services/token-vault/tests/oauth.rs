@@ -119,6 +119,8 @@ struct Instance {
     /// The sandbox's base URL (its REST API is under `/api/1.0`).
     sandbox_url: String,
     sandbox: Sandbox,
+    /// token-vault's OAuth callback, `http://…/oauth/callback`.
+    callback_url: String,
     config_text: String,
     key: ApiKey,
     db_url: String,
@@ -259,6 +261,7 @@ api_base_url = "{api}"
         Self {
             grpc: format!("http://{address}"),
             sandbox_url,
+            callback_url: redirect.clone(),
             sandbox,
             config_text,
             key,
@@ -946,5 +949,69 @@ async fn a_consent_as_another_asana_user_is_refused_unless_the_link_replaces_it(
                 })
         },
         "the replacement is audited with the user it replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_callback_query_is_refused_clearly_and_changes_nothing() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let instance = Instance::start("sqlite", true, "10m").await;
+    instance
+        .link("asana", "alice@acme.test", None)
+        .await
+        .expect("a pending consent that must survive");
+    let pending = instance.oauth_state_rows().await;
+    let value = prop_oneof![
+        Just("<script>alert(1)</script>".to_owned()),
+        Just("access_denied".to_owned()),
+        Just("%00%ff".to_owned()),
+        any::<String>(),
+    ];
+    let key = prop_oneof![
+        Just("state".to_owned()),
+        Just("code".to_owned()),
+        Just("error".to_owned()),
+        Just("error_description".to_owned()),
+        any::<String>(),
+    ];
+    let queries = proptest::collection::vec((key, value), 0..5);
+    let http = reqwest::Client::new();
+    let runtime = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(Config::with_cases(128));
+    tokio::task::block_in_place(|| {
+        runner
+            .run(&queries, |pairs| {
+                let mut url = reqwest::Url::parse(&instance.callback_url).expect("url");
+                url.query_pairs_mut().extend_pairs(&pairs);
+                let (status, page) = runtime.block_on(async {
+                    let response = http
+                        .get(url.clone())
+                        .send()
+                        .await
+                        .expect("callback answers");
+                    (
+                        response.status().as_u16(),
+                        response.text().await.expect("body"),
+                    )
+                });
+                prop_assert!(status == 400, "{status} for {url}: {page}");
+                prop_assert!(
+                    !page.contains("<script>"),
+                    "an input was reflected unescaped"
+                );
+                Ok(())
+            })
+            .expect("every query is refused with a clear page");
+    });
+    assert_eq!(
+        instance.oauth_state_rows().await,
+        pending,
+        "no state was used up or added"
+    );
+    assert_eq!(
+        instance.account("asana", "alice@acme.test").await,
+        Err(Code::NotFound)
     );
 }
