@@ -97,7 +97,7 @@ EXPECTED_INTERNAL_EDGES = {
 EDGE_NEEDS = {
     ("connector-executor", "token-vault"): {
         "GetAccessToken", "ReportRejectedToken", "WatchAccountChanges",
-        "CreateAuthorizationLink", "GetConnection", "ListConnections",
+        "GetConnection", "ListConnections",
     },
     ("connector-executor", "audit-log"): {"Append"},
     ("token-vault", "audit-log"): {"Append"},

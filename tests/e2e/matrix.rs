@@ -72,7 +72,8 @@ fn rows() -> Vec<Row> {
         ..row(service, rpc, request, right, tenant_scoped)
     };
     vec![
-        // token-vault: nobody has connected, and the PAT connection's Asana is unreachable.
+        // token-vault: nobody has connected (a token reader is told AUTH_REQUIRED with what to
+        // do), and the PAT connection's Asana is unreachable.
         row(
             VAULT,
             "CreateAuthorizationLink",
@@ -112,7 +113,7 @@ fn rows() -> Vec<Row> {
                     min_valid_for: None,
                 })
             },
-            Code::NotFound,
+            Code::FailedPrecondition,
             true,
         ),
         row(
@@ -127,7 +128,7 @@ fn rows() -> Vec<Row> {
                     asana_request_id: String::new(),
                 })
             },
-            Code::NotFound,
+            Code::FailedPrecondition,
             true,
         ),
         row(

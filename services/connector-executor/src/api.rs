@@ -166,29 +166,19 @@ impl ConnectorExecutorApi {
             "latency_ms",
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
         );
-        self.conclude(id, context, connection, route, result, trail)
-            .await
+        self.conclude(id, context, route, result, trail).await
     }
 
-    /// Ends one tool call: a token refusal explained (AUTH_REQUIRED with a link), the audit
-    /// event recorded, the answer built.
+    /// Ends one tool call: the audit event recorded, the answer built.
     async fn conclude(
         &self,
         id: uuid::Uuid,
         context: &CallContext,
-        connection: &Connection,
         route: pb::Route,
         result: Result<Output, Error>,
         mut trail: Trail,
     ) -> Result<pb::ExecuteToolResponse, Error> {
         trail.set("route", route.as_str_name());
-        let result = match result {
-            Err(error) => Err(self
-                .executor
-                .explain_token_error(connection, &context.account, error)
-                .await),
-            ok => ok,
-        };
         let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
         self.executor.record(
             id,
@@ -325,10 +315,7 @@ impl ConnectorExecutorApi {
                     trail: &trail,
                     elapsed,
                 };
-                results[*index] = Some(
-                    self.finish_packed(context, connection, item, packed, result)
-                        .await,
-                );
+                results[*index] = Some(self.finish_packed(context, item, packed, result).await);
             }
         }
         let singles = items
@@ -359,7 +346,6 @@ impl ConnectorExecutorApi {
     async fn finish_packed(
         &self,
         context: &CallContext,
-        connection: &Connection,
         item: &pb::BatchItem,
         packed: Packed<'_>,
         result: Result<Output, Error>,
@@ -390,7 +376,7 @@ impl ConnectorExecutorApi {
             trail.set("status", *status);
         }
         item_result(
-            self.conclude(id, context, connection, pb::Route::Rest, result, trail)
+            self.conclude(id, context, pb::Route::Rest, result, trail)
                 .await,
         )
     }
@@ -698,13 +684,6 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             "latency_ms",
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
         );
-        let result = match result {
-            Err(error) => Err(self
-                .executor
-                .explain_token_error(&connection, &context.account, error)
-                .await),
-            ok => ok,
-        };
         let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
         self.executor.record(
             id,

@@ -32,8 +32,16 @@ pub(crate) enum Target {
 pub(crate) struct Connection {
     pub name: String,
     pub target: Target,
-    /// Whether a new consent is an OAuth link (otherwise a token is stored with PutCredential).
-    pub oauth: bool,
+    /// How a user (re)connects: an OAuth link, or a token stored with PutCredential.
+    pub auth: Auth,
+}
+
+/// How a connection's credentials are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Auth {
+    Oauth,
+    Pat,
+    ServiceAccount,
 }
 
 #[derive(Debug, Default)]
@@ -153,7 +161,12 @@ impl Connections {
 
 impl Connection {
     fn from_wire(wire: pb::Connection) -> Option<Self> {
-        let oauth = wire.auth_method() == pb::AuthMethod::Oauth;
+        let auth = match wire.auth_method() {
+            pb::AuthMethod::Oauth => Auth::Oauth,
+            pb::AuthMethod::Pat => Auth::Pat,
+            pb::AuthMethod::ServiceAccount => Auth::ServiceAccount,
+            pb::AuthMethod::Unspecified => return None,
+        };
         let target = match wire.kind() {
             pb::ConnectionKind::Rest => Target::Rest {
                 api_base_url: wire.api_base_url,
@@ -162,7 +175,7 @@ impl Connection {
             pb::ConnectionKind::Unspecified => return None,
         };
         Some(Self {
-            oauth,
+            auth,
             name: wire.name,
             target,
         })

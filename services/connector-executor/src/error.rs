@@ -45,18 +45,8 @@ pub enum Error {
         connection: String,
         reason: &'static str,
     },
-    /// The end user must (re)connect; `link` does it for OAuth connections.
-    #[error(
-        "the account of `{identifier}` on connection `{connection}` needs a new consent{}",
-        if link.is_some() { "; open the link in the details" } else { "; store a new token with token-vault's PutCredential" }
-    )]
-    AuthRequired {
-        connection: String,
-        identifier: String,
-        link: Option<String>,
-    },
-    /// A status from token-vault, passed through with its details (e.g. AUTH_REQUIRED with
-    /// its link).
+    /// A status from token-vault, passed through with its details: AUTH_REQUIRED (an account
+    /// never connected, revoked or needing a new consent) with the `Help` link that fixes it.
     #[error("token-vault: {}", .0.message())]
     TokenVault(Status),
     /// A rate limit, this side's or Asana's: retry after `retry_after`.
@@ -121,7 +111,6 @@ impl Error {
             Self::UnknownTool { .. } => "TOOL_NOT_FOUND".to_owned(),
             Self::InvalidInput(_) | Self::InvalidArgument { .. } => "INVALID_INPUT".to_owned(),
             Self::WrongKind { .. } => "WRONG_CONNECTION_KIND".to_owned(),
-            Self::AuthRequired { .. } => "AUTH_REQUIRED".to_owned(),
             Self::TokenVault(status) => status
                 .get_details_error_info()
                 .map(|info| info.reason)
@@ -182,22 +171,6 @@ impl From<Error> for Status {
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
             Error::WrongKind { .. } => Status::failed_precondition(error.to_string()),
-            Error::AuthRequired {
-                ref connection,
-                ref identifier,
-                ref link,
-            } => {
-                let metadata = HashMap::from([
-                    ("connection".to_owned(), connection.clone()),
-                    ("identifier".to_owned(), identifier.clone()),
-                ]);
-                let mut details =
-                    ErrorDetails::with_error_info("AUTH_REQUIRED", ERROR_DOMAIN, metadata);
-                if let Some(link) = link {
-                    details.add_help_link("Connect the Asana account", link.clone());
-                }
-                Status::with_error_details(Code::FailedPrecondition, error.to_string(), details)
-            }
             Error::TokenVault(status) => status,
             Error::RateLimited { retry_after, .. } => Status::with_error_details(
                 Code::ResourceExhausted,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use agentauth_audit::{CredentialRef, Event, Outcome, Sink, Subject};
 use agentauth_grpc::client::AuthenticatedChannel;
-use agentauth_proto::vault::v1 as vault;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
 use asana_tools::Catalogue;
 use serde_json::{Map, Value, json};
@@ -47,7 +46,6 @@ pub(crate) struct Executor {
     rest_clients: Mutex<HashMap<String, asana_client::Client>>,
     /// The upstream tool list last seen on each MCP connection.
     upstream_seen: Mutex<HashMap<String, Arc<[UpstreamTool]>>>,
-    token_vault: TokenVaultClient<AuthenticatedChannel>,
 }
 
 /// Who a call acts as and for whom.
@@ -107,7 +105,6 @@ impl Executor {
             default_settings: ConnectionSettings::default(),
             rest_clients: Mutex::new(HashMap::new()),
             upstream_seen: Mutex::new(HashMap::new()),
-            token_vault,
         })
     }
 
@@ -213,43 +210,6 @@ impl Executor {
                 dependency: "audit-log",
                 reason: "the audit emitter takes no events".to_owned(),
             })
-        }
-    }
-
-    /// Turns a token-vault refusal that means "the user must connect" into AUTH_REQUIRED with
-    /// a fresh link where the connection uses OAuth.
-    pub(crate) async fn explain_token_error(
-        &self,
-        connection: &Connection,
-        account: &AccountKey,
-        error: Error,
-    ) -> Error {
-        let Error::TokenVault(status) = &error else {
-            return error;
-        };
-        if status.code() != tonic::Code::NotFound {
-            return error;
-        }
-        let link = if connection.oauth {
-            self.token_vault
-                .clone()
-                .create_authorization_link(vault::CreateAuthorizationLinkRequest {
-                    tenant: account.tenant.clone(),
-                    connection_name: account.connection.clone(),
-                    identifier: account.identifier.clone(),
-                    return_url: None,
-                    replace_user: false,
-                })
-                .await
-                .ok()
-                .map(|r| r.into_inner().authorization_url)
-        } else {
-            None
-        };
-        Error::AuthRequired {
-            connection: account.connection.clone(),
-            identifier: account.identifier.clone(),
-            link,
         }
     }
 

@@ -95,7 +95,7 @@ async fn an_oauth_token_that_expires_between_calls_is_refreshed_transparently() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_account_that_must_connect_gets_auth_required_with_a_link_where_oauth_gives_one() {
+async fn an_account_that_must_connect_gets_auth_required_with_what_fixes_it() {
     let system = System::start(Options::default()).await;
     let authorize = format!("{}/-/oauth_authorize", system.sandbox_url);
     let me = json!({"user_gid": "me"});
@@ -127,7 +127,16 @@ async fn an_account_that_must_connect_gets_auth_required_with_a_link_where_oauth
         .await
         .expect_err("no PAT stored");
     assert_auth_required(&pat, "asana-pat");
-    assert_eq!(help_link(&pat), None, "a PAT is stored, not linked");
+    let help = pat.get_details_help().expect("Help");
+    assert_eq!(
+        help.links[0].url, "https://developers.asana.com/docs/personal-access-token",
+        "where to make a new PAT"
+    );
+    assert!(
+        help.links[0].description.contains("PutCredential"),
+        "and how to store it: {}",
+        help.links[0].description
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,13 +181,37 @@ impl TokenVaultApi {
         Ok(account)
     }
 
+    /// The account a token reader asks a token of; one that never connected (or whose
+    /// secret is gone) needs a credential: AUTH_REQUIRED with what to do, as for a revoked one.
+    async fn token_account(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        connection_name: &str,
+        identifier: &str,
+    ) -> Result<(&Connection, Account), Error> {
+        match self
+            .account(caller, tenant, connection_name, identifier)
+            .await
+        {
+            Err(Error::AccountNotFound { .. }) => {
+                let connection = self.authorise(caller, tenant, connection_name)?;
+                Err(self
+                    .refresher
+                    .auth_required(connection, tenant, identifier)
+                    .await)
+            }
+            found => found,
+        }
+    }
+
     async fn access_token(
         &self,
         caller: &Caller,
         r: &pb::GetAccessTokenRequest,
     ) -> Result<Current, Error> {
         let (connection, account) = self
-            .account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .token_account(caller, &r.tenant, &r.connection_name, &r.identifier)
             .await?;
         let min_valid_for = match r.min_valid_for {
             None => std::time::Duration::ZERO,
@@ -218,7 +242,7 @@ impl TokenVaultApi {
         r: &pb::ReportRejectedTokenRequest,
     ) -> Result<Current, Error> {
         let (connection, account) = self
-            .account(caller, &r.tenant, &r.connection_name, &r.identifier)
+            .token_account(caller, &r.tenant, &r.connection_name, &r.identifier)
             .await?;
         info!(
             account = %account.account_id,

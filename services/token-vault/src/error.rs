@@ -45,15 +45,12 @@ pub enum Error {
         dependency: &'static str,
         reason: String,
     },
-    /// The end user must consent again; `link` (when the connection uses OAuth) does it.
-    #[error(
-        "the account of `{identifier}` on connection `{connection}` needs a new consent{}",
-        if link.is_some() { "; open the link in the details" } else { "; store a new token with PutCredential" }
-    )]
+    /// The end user must consent again, or supply a new token; `fix` says how.
+    #[error("the account of `{identifier}` on connection `{connection}` {}", fix.needs())]
     AuthRequired {
         connection: String,
         identifier: String,
-        link: Option<String>,
+        fix: Fix,
     },
     /// An OAuth consent signed in as another Asana user than the account's, without a link
     /// that allows replacing it. Reported on the callback page, never over gRPC.
@@ -69,6 +66,44 @@ pub enum Error {
     /// Something this service relies on answered in a way it never should.
     #[error("{0}")]
     Internal(String),
+}
+
+/// How the user fixes an account that needs a new credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fix {
+    /// Open this authorization link.
+    Consent(String),
+    /// Create a new token of this kind in Asana and store it with PutCredential.
+    NewToken(crate::connections::Auth),
+}
+
+impl Fix {
+    fn needs(&self) -> &'static str {
+        match self {
+            Self::Consent(_) => "needs a new consent; open the link in the details",
+            Self::NewToken(_) => {
+                "needs a new token; store one with PutCredential (the details say how)"
+            }
+        }
+    }
+
+    /// The `Help` link that does it.
+    fn help(&self) -> (&'static str, String) {
+        use crate::connections::Auth;
+        match self {
+            Self::Consent(link) => ("Connect the Asana account again", link.clone()),
+            Self::NewToken(Auth::ServiceAccount) => (
+                "Create a new service account token in Asana's admin console and store it \
+                 with PutCredential (agentauth accounts connect --token-stdin)",
+                "https://help.asana.com/s/article/service-accounts".to_owned(),
+            ),
+            Self::NewToken(_) => (
+                "Create a new personal access token in Asana and store it with PutCredential \
+                 (agentauth accounts connect --token-stdin)",
+                "https://developers.asana.com/docs/personal-access-token".to_owned(),
+            ),
+        }
+    }
 }
 
 impl From<crate::records::Error> for Error {
@@ -114,15 +149,14 @@ impl From<Error> for Status {
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),
             Error::AuthRequired {
                 ref connection,
-                ref link,
+                ref fix,
                 ..
             } => {
                 let metadata = HashMap::from([("connection".to_owned(), connection.clone())]);
                 let mut details =
                     ErrorDetails::with_error_info("AUTH_REQUIRED", ERROR_DOMAIN, metadata);
-                if let Some(link) = link {
-                    details.add_help_link("Connect the Asana account again", link.clone());
-                }
+                let (description, url) = fix.help();
+                details.add_help_link(description, url);
                 Status::with_error_details(Code::FailedPrecondition, error.to_string(), details)
             }
             Error::RetryLater { retry_after, .. } => Status::with_error_details(

@@ -79,12 +79,11 @@ pub const POLICY: Policy = Policy {
     roles: &[
         Role {
             name: "executor",
-            purpose: "connector-executor: tokens for the calls it runs, account changes, connections, re-authorization links",
+            purpose: "connector-executor: tokens for the calls it runs, account changes, connections",
             rpcs: &[
                 "GetAccessToken",
                 "ReportRejectedToken",
                 "WatchAccountChanges",
-                "CreateAuthorizationLink",
                 "GetConnection",
                 "ListConnections",
             ],

@@ -24,6 +24,7 @@ use crate::Error;
 use crate::api::account_event;
 use crate::audit::Audit;
 use crate::connections::{Auth, Connection};
+use crate::error::Fix;
 use crate::oauth::{Flow, RefreshFailure};
 use crate::records::{Account, State, Store};
 use crate::secrets::{Location, Secret, Secrets};
@@ -79,7 +80,9 @@ impl Refresher {
         rejected: Option<u64>,
     ) -> Result<Current, Error> {
         if matches!(account.state, State::NeedsReauth | State::Revoked) {
-            return Err(self.auth_required(connection, &account).await);
+            return Err(self
+                .auth_required(connection, &account.tenant, &account.identifier)
+                .await);
         }
         let (secret, version) = self.read(&account).await?;
         let stale = match rejected {
@@ -204,7 +207,9 @@ impl Refresher {
                 .await?;
             match record {
                 Some(record) if matches!(record.state, State::NeedsReauth | State::Revoked) => {
-                    return Err(self.auth_required(connection, &record).await);
+                    return Err(self
+                        .auth_required(connection, &record.tenant, &record.identifier)
+                        .await);
                 }
                 Some(record) if record.state == State::Expired && record.updated_at >= started => {
                     return Err(Error::RetryLater {
@@ -240,7 +245,9 @@ impl Refresher {
             .await?
             .unwrap_or_else(|| account.clone());
         if matches!(record.state, State::NeedsReauth | State::Revoked) {
-            return Err(self.auth_required(connection, &record).await);
+            return Err(self
+                .auth_required(connection, &record.tenant, &record.identifier)
+                .await);
         }
         let Some(refresh_token) = secret.refresh_token.clone() else {
             return Err(self
@@ -363,36 +370,38 @@ impl Refresher {
             self.audit.record(event);
             info!(account = %account.account_id, reason, "account needs a new consent");
         }
-        self.auth_required(connection, &updated).await
+        self.auth_required(connection, &updated.tenant, &updated.identifier)
+            .await
     }
 
-    /// FAILED_PRECONDITION AUTH_REQUIRED, with a fresh authorization link for OAuth.
-    async fn auth_required(&self, connection: &Connection, account: &Account) -> Error {
-        let link = if connection.auth == Auth::Oauth {
+    /// FAILED_PRECONDITION AUTH_REQUIRED for the account of `identifier` in `tenant` on
+    /// `connection` (connected or not), with a fresh authorization link for OAuth and what to
+    /// do for a token.
+    pub async fn auth_required(
+        &self,
+        connection: &Connection,
+        tenant: &str,
+        identifier: &str,
+    ) -> Error {
+        let fix = if connection.auth == Auth::Oauth {
             match self
                 .oauth
-                .create_link(
-                    connection,
-                    &account.tenant,
-                    &account.identifier,
-                    None,
-                    false,
-                )
+                .create_link(connection, tenant, identifier, None, false)
                 .await
             {
-                Ok(link) => Some(link.url),
+                Ok(link) => Fix::Consent(link.url),
                 Err(error) => {
                     warn!(%error, "creating a reauthorization link failed");
                     return error;
                 }
             }
         } else {
-            None
+            Fix::NewToken(connection.auth)
         };
         Error::AuthRequired {
-            connection: account.connection_name.clone(),
-            identifier: account.identifier.clone(),
-            link,
+            connection: connection.name.clone(),
+            identifier: identifier.to_owned(),
+            fix,
         }
     }
 }
