@@ -190,6 +190,13 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         listed_text.contains("asana-pat\tasana_task_create\tcurated\twrite"),
         "{listed_text}"
     );
+    // The MCP connection lists its upstream tools before any user has called it.
+    let mcp_tools = cli_as("operator", &["tools", "list", "--connection", "asana-mcp"])
+        .output()
+        .expect("tools list");
+    let mcp_text = String::from_utf8_lossy(&mcp_tools.stdout);
+    assert!(mcp_tools.status.success(), "{mcp_tools:?}");
+    assert!(mcp_text.contains("asana-mcp\tget_me\t"), "{mcp_text}");
     let executed = cli(&[
         "exec",
         "asana_api_get_user",

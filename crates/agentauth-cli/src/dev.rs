@@ -123,7 +123,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 keys: &keys,
                 own_callers: &own_callers,
             };
-            start_all(&args, &data, vault, &addresses, &configs, &mut started).await
+            start_all(&args, &data, vault, &addresses, &configs, &mut started).await?;
+            let agent = &keys.iter().find(|(name, _)| *name == "agent").expect("the agent's key").1;
+            connect_tool_lister(addresses[0], agent, sandbox).await
         } => result,
         () = agentauth_grpc::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
     };
@@ -278,6 +280,10 @@ fn service_config(
                     .join("connector-executor")
                     .display(),
             );
+            let _ = write!(
+                config,
+                "\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n"
+            );
         }
         "audit-log" => {
             let _ = write!(
@@ -289,6 +295,63 @@ fn service_config(
         _ => {}
     }
     config
+}
+
+/// The account whose MCP session `ListTools` on `asana-mcp` reads before any user's call:
+/// connected at every start, consenting as the sandbox's first seeded user.
+const TOOL_LISTER_TENANT: &str = "agentauth-dev";
+const TOOL_LISTER: &str = "mcp-tool-lister";
+
+/// Connects the tool lister's `asana-mcp` account: a link from token-vault (as the agent, an
+/// onboarding caller), the sandbox's consent form answered with Allow, the callback followed.
+async fn connect_tool_lister(
+    token_vault: SocketAddr,
+    agent: &ApiKey,
+    sandbox: SocketAddr,
+) -> anyhow::Result<()> {
+    use agentauth_proto::vault::v1 as pb;
+    let channel = agentauth_grpc::client::channel(&format!("http://{token_vault}"), Some(agent))?;
+    let link = pb::token_vault_client::TokenVaultClient::new(channel)
+        .create_authorization_link(pb::CreateAuthorizationLinkRequest {
+            tenant: TOOL_LISTER_TENANT.into(),
+            connection_name: "asana-mcp".into(),
+            identifier: TOOL_LISTER.into(),
+            return_url: None,
+            replace_user: true,
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot link the MCP tool lister: {}", status.message()))?
+        .into_inner()
+        .authorization_url;
+    let url = reqwest::Url::parse(&link)?;
+    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    form.push(("decision".into(), "allow".into()));
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let consent = browser
+        .post(format!("http://{sandbox}/-/oauth_authorize"))
+        .form(&form)
+        .send()
+        .await?;
+    let callback = consent
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the sandbox did not approve the MCP tool lister (HTTP {})",
+                consent.status()
+            )
+        })?
+        .to_owned();
+    let connected = browser.get(&callback).send().await?;
+    anyhow::ensure!(
+        connected.status().is_success(),
+        "token-vault did not connect the MCP tool lister (HTTP {})",
+        connected.status()
+    );
+    Ok(())
 }
 
 /// Where token-vault serves its OAuth callback in development: the sandbox's seeded apps
