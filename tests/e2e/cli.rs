@@ -89,3 +89,75 @@ async fn audit_query_export_and_verify() {
     assert!(!status.success());
     assert!(stderr.contains("API key is needed"), "{stderr}");
 }
+
+#[tokio::test]
+async fn keys_generate_grants_only_what_it_is_told_and_the_entry_admits_the_key() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(agentauth_testkit::process::binary("agentauth"))
+            .args(["keys", "generate"])
+            .args(args)
+            .output()
+            .expect("agentauth runs")
+    };
+    let missing = run(&["--name", "dashboard"]);
+    assert!(
+        !missing.status.success(),
+        "a tenant and a role are required"
+    );
+    let printed = run(&[
+        "--name",
+        "dashboard",
+        "--tenant",
+        "acme",
+        "--role",
+        "reader",
+    ]);
+    assert!(printed.status.success(), "{printed:?}");
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("tenants = [\"acme\"]"), "{text}");
+    assert!(text.contains("roles = [\"reader\"]"), "{text}");
+    assert!(
+        text.contains("connections = []") && text.contains("tools = []"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\"*\"]"),
+        "nothing is granted for every tenant, connection or tool: {text}"
+    );
+
+    // The printed key and entry, put in audit-log's configuration, admit the key as a reader.
+    let mut lines = text.lines();
+    let key = lines
+        .by_ref()
+        .find_map(|l| l.trim().strip_prefix("aak_").map(|k| format!("aak_{k}")))
+        .expect("the key");
+    let entry: String = text
+        .lines()
+        .skip_while(|l| !l.contains("[[server.callers]]"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    let config = format!("[server]\nreadiness_interval = \"100ms\"\n\n{entry}");
+    let process = agentauth_testkit::process::ServiceProcess::start("audit-log", &config, &[])
+        .expect("audit-log with the printed entry");
+    wait_serving(process.address(), "", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", process.log()));
+    let mut client =
+        AuditLogClient::new(channel(&process.url(), Some(&ApiKey::new(&key))).expect("channel"));
+    client
+        .verify_chain(pb::VerifyChainRequest {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a reader verifies");
+    let status = client
+        .verify_chain(pb::VerifyChainRequest {
+            tenant: "globex".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("only its tenant");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+}

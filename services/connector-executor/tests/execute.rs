@@ -1538,20 +1538,11 @@ async fn who_on_each_replica(
             json!({"user_gid": "me"})
         };
         let answer = system
-            .executor_replica(replica)
-            .execute_tool(pb::ExecuteToolRequest {
-                tenant: TENANT.into(),
-                connection_name: connection.into(),
-                identifier: identifier.into(),
-                tool_name: tool.into(),
-                input_json: input.to_string(),
-                options: None,
-            })
+            .execute_on(replica, connection, identifier, tool, input)
             .await;
         answers.push(match answer {
             Ok(response) => {
-                let output: Value =
-                    serde_json::from_str(&response.into_inner().output_json).expect("json");
+                let output: Value = serde_json::from_str(&response.output_json).expect("json");
                 Ok(output["email"]
                     .as_str()
                     .or_else(|| output["structuredContent"]["email"].as_str())

@@ -121,6 +121,21 @@ impl Setup {
     }
 
     /// Whether `token` works on the sandbox's REST API.
+    /// Revokes the grant of `refresh_token` at the sandbox, as a user deauthorizing the app.
+    async fn revoke_at_asana(&self, refresh_token: &str) {
+        let revoked = reqwest::Client::new()
+            .post(format!("{}/-/oauth_revoke", self.sandbox_url))
+            .form(&[
+                ("client_id", "test-rest-app"),
+                ("client_secret", self.client_secret.as_str()),
+                ("token", refresh_token),
+            ])
+            .send()
+            .await
+            .expect("sandbox answers");
+        assert!(revoked.status().is_success(), "{}", revoked.status());
+    }
+
     async fn works(&self, token: &str) -> bool {
         reqwest::Client::new()
             .get(format!("{}/api/1.0/users/me", self.sandbox_url))
@@ -291,17 +306,7 @@ async fn revocation_at_asana_leads_to_needs_reauth_with_a_link() {
     let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
     let (access_token, refresh_token) = setup.stored().await;
-    let revoked = reqwest::Client::new()
-        .post(format!("{}/-/oauth_revoke", setup.sandbox_url))
-        .form(&[
-            ("client_id", "test-rest-app"),
-            ("client_secret", setup.client_secret.as_str()),
-            ("token", refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .expect("sandbox answers");
-    assert!(revoked.status().is_success(), "{}", revoked.status());
+    setup.revoke_at_asana(&refresh_token).await;
     assert!(!setup.works(&access_token).await);
 
     let status = setup
@@ -699,16 +704,7 @@ async fn every_replica_streams_account_changes_in_order_and_resumes_from_a_curso
 
     // Asana revokes the grant: the next token request finds out, the account needs a consent.
     let (_, refresh_token) = setup.stored().await;
-    reqwest::Client::new()
-        .post(format!("{}/-/oauth_revoke", setup.sandbox_url))
-        .form(&[
-            ("client_id", "test-rest-app"),
-            ("client_secret", setup.client_secret.as_str()),
-            ("token", refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .expect("sandbox answers");
+    setup.revoke_at_asana(&refresh_token).await;
     setup
         .get_token(0, &setup.reader, Some(Duration::from_secs(2 * 3600)))
         .await

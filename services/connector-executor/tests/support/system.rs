@@ -513,7 +513,20 @@ api_key_file = "{executor_key_path}"
         tool: &str,
         input: serde_json::Value,
     ) -> Result<pb::ExecuteToolResponse, tonic::Status> {
-        self.executor()
+        self.execute_on(0, connection, identifier, tool, input)
+            .await
+    }
+
+    /// ExecuteTool as the agent, tenant `acme`, on the `replica`th connector-executor.
+    pub async fn execute_on(
+        &self,
+        replica: usize,
+        connection: &str,
+        identifier: &str,
+        tool: &str,
+        input: serde_json::Value,
+    ) -> Result<pb::ExecuteToolResponse, tonic::Status> {
+        self.executor_replica(replica)
             .execute_tool(pb::ExecuteToolRequest {
                 tenant: TENANT.into(),
                 connection_name: connection.into(),
