@@ -141,7 +141,7 @@ pub struct AsanaChange {
 }
 
 impl AsanaChange {
-    pub(crate) fn parse(header: &str) -> Option<Self> {
+    pub fn parse(header: &str) -> Option<Self> {
         let mut name = None;
         let mut info = None;
         let mut affected = None;

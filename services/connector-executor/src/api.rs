@@ -13,9 +13,10 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::connections::{Connection, Target};
-use crate::executor::{CallContext, Executor, Trail};
+use crate::executor::{CallContext, Executor};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
 use crate::tokens::AccountKey;
+use crate::trail::{ProxyRequested, ToolExecuted, Trail, millis};
 
 /// The most tools one ListTools page returns.
 const MAX_PAGE_SIZE: usize = 500;
@@ -106,12 +107,12 @@ impl ConnectorExecutorApi {
     }
 
     /// Records a call the caller's tool permissions refuse (outcome DENIED), and the error.
-    fn refuse(
+    fn refuse<D: serde::Serialize>(
         &self,
         context: &CallContext,
         action_name: &str,
         denied: agentauth_grpc::Denied,
-        trail: Trail,
+        kind: &D,
     ) -> Error {
         let error = Error::Denied(denied);
         self.executor.record(
@@ -119,7 +120,8 @@ impl ConnectorExecutorApi {
             context,
             action_name,
             Err(&error),
-            trail,
+            kind,
+            &Trail::default(),
         );
         error
     }
@@ -146,11 +148,6 @@ impl ConnectorExecutorApi {
         let id = uuid::Uuid::now_v7();
         let started = StdInstant::now();
         let mut trail = Trail::default();
-        trail.set("tool", call.tool_name);
-        trail.set("input_digest", input_digest(call.input_json.as_bytes()));
-        if let Some(batch_id) = batch_id {
-            trail.set("batch_id", batch_id);
-        }
         let (route, result) = match &connection.target {
             Target::Rest { api_base_url } => (
                 pb::Route::Rest,
@@ -162,29 +159,34 @@ impl ConnectorExecutorApi {
                 self.execute_mcp(context, url, &call, &mut trail).await,
             ),
         };
-        trail.set(
-            "latency_ms",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
-        );
-        self.conclude(id, context, route, result, trail).await
+        let executed = ToolExecuted {
+            tool: call.tool_name,
+            route: Some(route.as_str_name()),
+            input_digest: input_digest(call.input_json.as_bytes()),
+            batch_id,
+            packed: false,
+            latency_ms: Some(millis(started.elapsed())),
+        };
+        self.conclude(id, context, route, result, &executed, &trail)
     }
 
     /// Ends one tool call: the audit event recorded, the answer built.
-    async fn conclude(
+    fn conclude(
         &self,
         id: uuid::Uuid,
         context: &CallContext,
         route: pb::Route,
         result: Result<Output, Error>,
-        mut trail: Trail,
+        executed: &ToolExecuted<'_>,
+        trail: &Trail,
     ) -> Result<pb::ExecuteToolResponse, Error> {
-        trail.set("route", route.as_str_name());
-        let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
+        let credential_version = trail.credential_version();
         self.executor.record(
             id,
             context,
             action::TOOL_EXECUTED,
             result.as_ref().map(|o| o.is_error),
+            executed,
             trail,
         );
         let output = result?;
@@ -315,7 +317,7 @@ impl ConnectorExecutorApi {
                     trail: &trail,
                     elapsed,
                 };
-                results[*index] = Some(self.finish_packed(context, item, packed, result).await);
+                results[*index] = Some(self.finish_packed(context, item, packed, result));
             }
         }
         let singles = items
@@ -342,43 +344,39 @@ impl ConnectorExecutorApi {
         results.into_iter().flatten().collect()
     }
 
-    /// Audits one packed item and turns it into its result.
-    async fn finish_packed(
+    /// Audits one packed item and turns it into its result: the `/batch` request's exchange,
+    /// with the item's own status.
+    fn finish_packed(
         &self,
         context: &CallContext,
         item: &pb::BatchItem,
         packed: Packed<'_>,
         result: Result<Output, Error>,
     ) -> pb::BatchItemResult {
-        let Packed {
-            batch_id,
-            trail: batch_trail,
-            elapsed,
-        } = packed;
-        let id = uuid::Uuid::now_v7();
-        let mut trail = Trail {
-            details: batch_trail.details.clone(),
-            credential: batch_trail.credential.clone(),
-        };
-        trail.set("tool", item.tool_name.as_str());
-        trail.set("input_digest", input_digest(item.input_json.as_bytes()));
-        trail.set("batch_id", batch_id);
-        trail.set("packed", true);
-        trail.set(
-            "latency_ms",
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
-        );
+        let mut trail = packed.trail.clone();
         if let Ok(Output {
             status: Some(status),
             ..
         }) = &result
         {
-            trail.set("status", *status);
+            trail.status = Some(*status);
         }
-        item_result(
-            self.conclude(id, context, pb::Route::Rest, result, trail)
-                .await,
-        )
+        let executed = ToolExecuted {
+            tool: &item.tool_name,
+            route: Some(pb::Route::Rest.as_str_name()),
+            input_digest: input_digest(item.input_json.as_bytes()),
+            batch_id: Some(packed.batch_id),
+            packed: true,
+            latency_ms: Some(millis(packed.elapsed)),
+        };
+        item_result(self.conclude(
+            uuid::Uuid::now_v7(),
+            context,
+            pb::Route::Rest,
+            result,
+            &executed,
+            &trail,
+        ))
     }
 }
 
@@ -433,10 +431,16 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         };
         let context = self.context(&request, caller, account);
         if let Err(denied) = caller.check_tool(&r.tool_name) {
-            let mut trail = Trail::default();
-            trail.set("tool", r.tool_name.as_str());
+            let refused = ToolExecuted {
+                tool: &r.tool_name,
+                route: None,
+                input_digest: input_digest(r.input_json.as_bytes()),
+                batch_id: None,
+                packed: false,
+                latency_ms: None,
+            };
             return Err(self
-                .refuse(&context, action::TOOL_EXECUTED, denied, trail)
+                .refuse(&context, action::TOOL_EXECUTED, denied, &refused)
                 .into());
         }
         self.executor.audit_ready()?;
@@ -634,27 +638,25 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             identifier: r.identifier.clone(),
         };
         let context = self.context(&request, caller, account);
-        let mut trail = Trail::default();
-        trail.set("method", r.method.as_str());
-        trail.set("path", r.path.as_str());
-        trail.set("route", pb::Route::Rest.as_str_name());
-        trail.set("input_digest", input_digest(&r.body));
         // The request needs the permission of the generated tool of its spec operation, as
         // an ExecuteTool of that tool would; a path that is no operation needs its own grant.
-        let permitted = match self.executor.catalogue.operation(&r.method, &r.path) {
-            Some(tool) => {
-                trail.set("tool", tool.name.as_str());
-                trail.set("operation", format!("{} {}", r.method, tool.route.path));
-                caller.check_tool(&tool.name)
-            }
-            None => {
-                trail.set("tool", crate::proxy::UNLISTED_OPERATION);
-                caller.check_tool_named(crate::proxy::UNLISTED_OPERATION)
-            }
+        let operation = self.executor.catalogue.operation(&r.method, &r.path);
+        let mut requested = ProxyRequested {
+            method: &r.method,
+            path: &r.path,
+            tool: operation.map_or(crate::proxy::UNLISTED_OPERATION, |t| t.name.as_str()),
+            operation: operation.map(|t| format!("{} {}", r.method, t.route.path)),
+            route: pb::Route::Rest.as_str_name(),
+            input_digest: input_digest(&r.body),
+            latency_ms: None,
+        };
+        let permitted = match operation {
+            Some(tool) => caller.check_tool(&tool.name),
+            None => caller.check_tool_named(crate::proxy::UNLISTED_OPERATION),
         };
         if let Err(denied) = permitted {
             return Err(self
-                .refuse(&context, action::PROXY_REQUEST, denied, trail)
+                .refuse(&context, action::PROXY_REQUEST, denied, &requested)
                 .into());
         }
         self.executor.audit_ready()?;
@@ -672,25 +674,24 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         };
         let id = uuid::Uuid::now_v7();
         let started = StdInstant::now();
+        let mut trail = Trail::default();
         let result = match self.executor.rest_client(&connection, api_base_url) {
             Ok(client) => {
                 self.executor
-                    .run_proxy(&context, &client, checked, &mut trail)
+                    .run_proxy(&context, &client, &checked, &mut trail)
                     .await
             }
             Err(error) => Err(error),
         };
-        trail.set(
-            "latency_ms",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
-        );
-        let credential_version = trail.credential.as_ref().map_or(0, |c| c.1);
+        requested.latency_ms = Some(millis(started.elapsed()));
+        let credential_version = trail.credential_version();
         self.executor.record(
             id,
             &context,
             action::PROXY_REQUEST,
             result.as_ref().map(|a| a.status.as_u16() >= 400),
-            trail,
+            &requested,
+            &trail,
         );
         let answer = result?;
         Ok(Response::new(pb::ProxyRequestResponse {

@@ -1,29 +1,24 @@
-//! The executor: everything an RPC needs to run a call as an account, shared by ExecuteTool,
-//! ExecuteBatch and ProxyRequest.
-//!
-//! A call is: resolve the connection, take a token (cached, one fetch per account), take the
-//! token's rate slots, send, and on a 401 report the token and retry once with the new one.
-//! Each call ends in one audit event naming the credential version that executed it.
+//! The executor's shared state: what every call needs to run as an account (connections,
+//! tokens, the limiter, REST clients, MCP sessions, the audit sink), and the one place a call's
+//! audit event is recorded. How a call is sent is `pipeline`; what it sends is `rest`,
+//! `upstream` and `proxy`, which use this module and are used only by `api`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use agentauth_audit::{CredentialRef, Event, Outcome, Sink, Subject};
 use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
 use asana_tools::Catalogue;
-use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::Error;
 use crate::config::{AsanaConfig, Config, ConnectionSettings, ExecutionConfig, ProxyConfig};
 use crate::connections::{Connection, Connections};
-use crate::mcp::McpClients;
-use crate::mcp::UpstreamTool;
+use crate::mcp::{McpClients, UpstreamTool, Validators};
 use crate::rate::{Demand, Exhausted, Limiter, Permit};
-use crate::tokens::{AccessToken, AccountKey, Tokens};
-use crate::upstream::Validators;
+use crate::tokens::{AccountKey, Tokens};
+use crate::trail::{Details, Ending, Trail};
 
 /// The service name in audit events.
 pub(crate) const SERVICE: &str = "connector-executor";
@@ -55,27 +50,6 @@ pub(crate) struct CallContext {
     /// The caller's configured name.
     pub caller: String,
     pub deadline: Instant,
-}
-
-/// What an audit event of a call records besides its outcome.
-#[derive(Debug, Default)]
-pub(crate) struct Trail {
-    pub details: Map<String, Value>,
-    pub credential: Option<(String, u64, String)>,
-}
-
-impl Trail {
-    pub(crate) fn set(&mut self, key: &str, value: impl Into<Value>) {
-        self.details.insert(key.to_owned(), value.into());
-    }
-
-    pub(crate) fn used(&mut self, token: &AccessToken) {
-        self.credential = Some((
-            token.account_id.clone(),
-            token.version,
-            token.asana_user_gid.clone(),
-        ));
-    }
 }
 
 impl Executor {
@@ -116,36 +90,13 @@ impl Executor {
             .insert(connection.to_owned(), tools.clone());
     }
 
-    /// The upstream tools of an MCP connection for `ListTools`: the list last seen, or the one
-    /// its `list_tools_as` account's session gives.
-    pub(crate) async fn upstream_catalogue(
-        &self,
-        connection: &Connection,
-        url: &str,
-        caller: &str,
-    ) -> Result<Arc<[UpstreamTool]>, Error> {
-        let seen = self
-            .upstream_seen
+    /// The upstream tool list last seen on the MCP connection `connection`.
+    pub(crate) fn upstream_seen(&self, connection: &str) -> Option<Arc<[UpstreamTool]>> {
+        self.upstream_seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&connection.name)
-            .cloned();
-        if let Some(tools) = seen {
-            return Ok(tools);
-        }
-        let Some(probe) = &self.settings(&connection.name).list_tools_as else {
-            return Ok(Arc::from([]));
-        };
-        let context = CallContext {
-            account: AccountKey {
-                tenant: probe.tenant.clone(),
-                connection: connection.name.clone(),
-                identifier: probe.identifier.clone(),
-            },
-            caller: caller.to_owned(),
-            deadline: Instant::now() + self.limiter.max_wait(),
-        };
-        self.upstream_tools(&context, url).await
+            .get(connection)
+            .cloned()
     }
 
     pub(crate) fn settings(&self, connection: &str) -> &ConnectionSettings {
@@ -213,33 +164,28 @@ impl Executor {
         }
     }
 
-    /// Records one call's audit event.
-    pub(crate) fn record(
+    /// Records one call's audit event: `kind`'s details (`ToolExecuted`, `ProxyRequested`),
+    /// the exchange's facts in `trail`, and how it ended: `Ok(is_error)` when Asana answered,
+    /// or the error.
+    pub(crate) fn record<D: serde::Serialize>(
         &self,
         id: uuid::Uuid,
         context: &CallContext,
         action_name: &str,
         result: Result<bool, &Error>,
-        trail: Trail,
+        kind: &D,
+        trail: &Trail,
     ) {
-        let mut event = Event::new(
-            &context.account.tenant,
-            SERVICE,
-            action_name,
-            Outcome::Success,
-        );
-        event.id = id;
-        event.actor.identifier = Some(context.caller.clone());
-        let mut details = trail.details;
-        event.outcome = match result {
+        let mut ending = Ending::default();
+        let outcome = match result {
             Ok(false) => Outcome::Success,
             Ok(true) => {
-                details.insert("is_error".to_owned(), json!(true));
+                ending.is_error = true;
                 Outcome::Failure
             }
             Err(error) => {
-                details.insert("error".to_owned(), json!(error.audit_text()));
-                details.insert("error_reason".to_owned(), json!(error.reason()));
+                ending.error = Some(error.audit_text());
+                ending.error_reason = Some(error.reason());
                 if matches!(error, Error::Denied(_) | Error::RateLimited { .. }) {
                     Outcome::Denied
                 } else {
@@ -247,23 +193,30 @@ impl Executor {
                 }
             }
         };
-        let (credential, asana_user_gid) = match trail.credential {
-            Some((account_id, version, user)) => (
-                Some(CredentialRef {
-                    account_id,
-                    version,
-                }),
-                Some(user),
-            ),
-            None => (None, None),
-        };
+        let mut event = Event::new(&context.account.tenant, SERVICE, action_name, outcome);
+        event.id = id;
+        event.actor.identifier = Some(context.caller.clone());
         event.subject = Subject {
             connection_name: Some(context.account.connection.clone()),
             identifier: Some(context.account.identifier.clone()),
-            asana_user_gid: asana_user_gid.filter(|gid| !gid.is_empty()),
+            asana_user_gid: trail
+                .credential
+                .as_ref()
+                .map(|c| c.asana_user_gid.clone())
+                .filter(|gid| !gid.is_empty()),
         };
-        event.credential = credential;
-        event.details = details;
+        event.credential = trail.credential.as_ref().map(|c| CredentialRef {
+            account_id: c.account_id.clone(),
+            version: c.version,
+        });
+        // One serialization of the typed details; it cannot fail for these plain structs.
+        if let Ok(serde_json::Value::Object(details)) = serde_json::to_value(Details {
+            kind,
+            trail,
+            ending,
+        }) {
+            event.details = details;
+        }
         self.audit.record(event);
     }
 }
@@ -275,6 +228,3 @@ pub(crate) fn rate_limited(exhausted: Exhausted) -> Error {
         retry_after: exhausted.retry_after,
     }
 }
-
-/// Asana's `Retry-After` when it sent none: long enough for in-flight requests to finish.
-pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);

@@ -11,10 +11,12 @@ mod connections;
 mod error;
 mod executor;
 mod mcp;
+mod pipeline;
 mod proxy;
 mod rate;
 mod rest;
 mod tokens;
+mod trail;
 mod upstream;
 
 use std::net::SocketAddr;

@@ -52,6 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use asana_client::Token;
+use asana_tools::Validator;
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, ErrorCode, ErrorData, Implementation,
     PaginatedRequestParams, ProtocolVersion, Tool,
@@ -99,6 +100,37 @@ impl Default for McpConfig {
             max_tools: 2_000,
             max_message_bytes: 4 * 1024 * 1024,
         }
+    }
+}
+
+/// Compiled input schemas of upstream tools, by (server URL, tool name); recompiled when the
+/// server changes a tool's schema.
+#[derive(Debug, Default)]
+pub(crate) struct Validators {
+    by_tool: Mutex<HashMap<(String, String), Compiled>>,
+}
+
+/// A schema and its compiled validator.
+type Compiled = (Value, Arc<Validator>);
+
+impl Validators {
+    /// The compiled input schema of `tool` as the server at `url` lists it now.
+    pub(crate) fn get(&self, url: &str, tool: &UpstreamTool) -> Result<Arc<Validator>, McpError> {
+        let key = (url.to_owned(), tool.name.clone());
+        let mut by_tool = lock(&self.by_tool);
+        if let Some((schema, validator)) = by_tool.get(&key)
+            && *schema == tool.input_schema
+        {
+            return Ok(validator.clone());
+        }
+        let validator = Arc::new(Validator::new(&tool.input_schema).map_err(|e| {
+            McpError::Unavailable(format!(
+                "tool `{}` declares an unusable input schema: {e}",
+                tool.name
+            ))
+        })?);
+        by_tool.insert(key, (tool.input_schema.clone(), validator.clone()));
+        Ok(validator)
     }
 }
 

@@ -3,15 +3,18 @@
 //! fetched, so a refused request reaches neither token-vault nor Asana.
 
 use agentauth_proto::executor::v1 as pb;
-use asana_client::{RawRequest, RawResponse};
+use asana_client::{AsanaChange, RawRequest, RawResponse};
 use asana_tools::RateClass;
 use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::Error;
-use crate::executor::{CallContext, DEFAULT_RETRY_AFTER, Executor, Trail};
+use crate::executor::{CallContext, Executor};
+use crate::pipeline::{Attempt, Sender};
 use crate::rate::Demand;
+use crate::tokens::AccessToken;
+use crate::trail::Trail;
 
 /// The tool a `ProxyRequest` is checked as when its method and path are no operation of the
 /// spec: a caller may send such a request only if its `tools` name this explicitly (`"*"`
@@ -129,73 +132,86 @@ pub(crate) fn check(r: &pb::ProxyRequestRequest, max_body: usize) -> Result<Chec
     })
 }
 
+/// A checked request sent as it is: Asana's status, 401 and 429 included, is the answer.
+struct Proxied<'a> {
+    client: &'a asana_client::Client,
+    checked: &'a Checked,
+    max_response_bytes: usize,
+}
+
+impl Sender for Proxied<'_> {
+    type Output = RawResponse;
+
+    fn demand(&self) -> Demand {
+        Demand::of(self.checked.class)
+    }
+
+    /// One attempt: a 429 is returned to the caller (the token still backs off).
+    fn repeatable(&self) -> bool {
+        false
+    }
+
+    async fn send(
+        &self,
+        token: &AccessToken,
+        trail: &mut Trail,
+    ) -> Result<Attempt<RawResponse>, Error> {
+        let answer = self
+            .client
+            .send_raw(
+                &token.token,
+                self.checked.request.clone(),
+                self.max_response_bytes,
+            )
+            .await
+            .map_err(|e| match e {
+                asana_client::Error::InvalidRequest(reason) => Error::InvalidArgument {
+                    field: "path",
+                    description: reason,
+                },
+                other => Error::Unavailable {
+                    dependency: "asana",
+                    reason: other.to_string(),
+                },
+            })?;
+        let header = |name| answer.headers.get(name).and_then(|v| v.to_str().ok());
+        trail.answered(answer.status.as_u16(), header("x-request-id"));
+        let changes: Vec<AsanaChange> = answer
+            .headers
+            .get_all("asana-change")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(AsanaChange::parse)
+            .collect();
+        trail.changes(changes.iter().map(|c| c.name.as_str()));
+        Ok(match answer.status.as_u16() {
+            401 => Attempt::Rejected { last: Ok(answer) },
+            429 => Attempt::RateLimited {
+                retry_after: header(reqwest::header::RETRY_AFTER.as_str())
+                    .and_then(|v| v.trim().parse().ok())
+                    .map(std::time::Duration::from_secs),
+                last: Ok(answer),
+            },
+            _ => Attempt::Answer(answer),
+        })
+    }
+}
+
 impl Executor {
     /// Sends a checked request as the account; Asana's status is returned as it is.
     pub(crate) async fn run_proxy(
         &self,
         context: &CallContext,
         client: &asana_client::Client,
-        checked: Checked,
+        checked: &Checked,
         trail: &mut Trail,
     ) -> Result<RawResponse, Error> {
-        let mut token = self.tokens.get(&context.account).await?;
-        let mut retried = false;
-        loop {
-            trail.used(&token);
-            let permit = self.admit(context, Demand::of(checked.class)).await?;
-            let answer = client
-                .send_raw(
-                    &token.token,
-                    checked.request.clone(),
-                    self.proxy.max_response_bytes,
-                )
-                .await
-                .map_err(|e| match e {
-                    asana_client::Error::InvalidRequest(reason) => Error::InvalidArgument {
-                        field: "path",
-                        description: reason,
-                    },
-                    other => Error::Unavailable {
-                        dependency: "asana",
-                        reason: other.to_string(),
-                    },
-                })?;
-            if let Some(id) = answer
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-            {
-                trail.set("asana_request_id", id);
-            }
-            trail.set("status", answer.status.as_u16());
-            let changes: Vec<&str> = answer
-                .headers
-                .get_all("asana-change")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            if !changes.is_empty() {
-                trail.set("asana_change", changes);
-            }
-            match answer.status.as_u16() {
-                401 if !retried => {
-                    drop(permit);
-                    token = self.tokens.rejected(&context.account, &token, None).await?;
-                    retried = true;
-                }
-                429 => {
-                    let retry_after = answer
-                        .headers
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse().ok())
-                        .map_or(DEFAULT_RETRY_AFTER, std::time::Duration::from_secs);
-                    permit.back_off(retry_after);
-                    return Ok(answer);
-                }
-                _ => return Ok(answer),
-            }
-        }
+        let proxied = Proxied {
+            client,
+            checked,
+            max_response_bytes: self.proxy.max_response_bytes,
+        };
+        self.run_as(context, &proxied, trail).await
     }
 }
 

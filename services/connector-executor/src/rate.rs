@@ -66,6 +66,13 @@ pub(crate) struct Demand {
 }
 
 impl Demand {
+    /// No slots: a request that only waits out the token's back-off.
+    pub(crate) const NONE: Self = Self {
+        reads: 0,
+        writes: 0,
+        searches: 0,
+    };
+
     pub(crate) fn of(class: RateClass) -> Self {
         match class {
             RateClass::Read => Self {
@@ -173,35 +180,6 @@ impl Limiter {
         });
         buckets.insert(key.clone(), bucket.clone());
         bucket
-    }
-
-    /// A 429 to a request sent without a permit (e.g. an MCP session's `tools/list`): every
-    /// request of `key` waits `retry_after` (from now).
-    pub(crate) fn back_off(&self, key: &BucketKey, retry_after: Duration) {
-        self.bucket(key).back_off(retry_after);
-    }
-
-    /// Waits out `key`'s back-off, or fails at once when it lasts beyond `deadline`; for
-    /// requests sent without a permit (an MCP session's handshake and `tools/list`).
-    pub(crate) async fn wait_back_off(
-        &self,
-        key: &BucketKey,
-        deadline: Instant,
-    ) -> Result<(), Exhausted> {
-        let until = lock(&self.bucket(key).windows).backoff_until;
-        match until {
-            Some(until) if until > deadline => Err(Exhausted {
-                retry_after: until
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(100)),
-                limit: Limit::BackingOff,
-            }),
-            Some(until) => {
-                tokio::time::sleep_until(until).await;
-                Ok(())
-            }
-            None => Ok(()),
-        }
     }
 
     /// Waits until `demand` may be sent for `key` within `per_minute`, or fails at once when it
@@ -517,19 +495,26 @@ mod tests {
             .expect("the back-off ends within the deadline");
         assert_eq!(waiting.elapsed(), 5 * SECOND);
 
-        limiter.back_off(&alice, 3 * SECOND);
-        let error = limiter
-            .wait_back_off(&alice, Instant::now() + SECOND)
+        // A request that takes no slots (an MCP session's tools/list) waits out the back-off
+        // too.
+        let permit = limiter
+            .acquire(&alice, read(), 150, Instant::now())
             .await
-            .expect_err("a permit-less request backs off too");
+            .expect("free again");
+        permit.back_off(3 * SECOND);
+        drop(permit);
+        let error = limiter
+            .acquire(&alice, Demand::NONE, 150, Instant::now() + SECOND)
+            .await
+            .expect_err("backing off beyond the deadline");
         assert_eq!(error, refused(Limit::BackingOff, 3 * SECOND));
         limiter
-            .wait_back_off(&key("bob"), Instant::now())
+            .acquire(&key("bob"), Demand::NONE, 150, Instant::now())
             .await
             .expect("bob is not backing off");
         let waiting = Instant::now();
         limiter
-            .wait_back_off(&alice, waiting + 10 * SECOND)
+            .acquire(&alice, Demand::NONE, 150, waiting + 10 * SECOND)
             .await
             .expect("within the deadline");
         assert_eq!(waiting.elapsed(), 3 * SECOND);

@@ -1,5 +1,5 @@
-//! REST dispatch: a prepared tool call ([`HttpCall`]) sent as the account, within its rate
-//! budget, with one retry on a rejected token; several calls packed into Asana's `/batch`.
+//! REST dispatch: a prepared tool call ([`HttpCall`]) as one request or its pages, and several
+//! calls packed into Asana's `/batch`, each sent through the pipeline.
 //!
 //! Asana's 4xx about the request (a bad field value, an object the user cannot see) become
 //! `is_error` outputs an LLM can read; a rejected token, a rate limit and an outage are errors.
@@ -12,8 +12,11 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::executor::{CallContext, DEFAULT_RETRY_AFTER, Executor, Trail};
+use crate::executor::{CallContext, Executor};
+use crate::pipeline::{Attempt, DEFAULT_RETRY_AFTER, Sender};
 use crate::rate::Demand;
+use crate::tokens::AccessToken;
+use crate::trail::Trail;
 
 /// Asana's answer to one call, as the caller sees it.
 #[derive(Debug, Clone)]
@@ -34,6 +37,59 @@ pub(crate) const BATCH_ACTIONS: usize = 10;
 /// The page size auto-pagination asks for when the call names none.
 const PAGE_SIZE: &str = "100";
 
+/// One REST request, as Asana's API answers it: `T` is the `data` it is read as. A `/batch`
+/// request is one too, taking a slot per action and never sent twice.
+struct Page<'a, T> {
+    client: &'a Client,
+    request: &'a Request,
+    demand: Demand,
+    repeatable: bool,
+    data: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'a, T> Page<'a, T> {
+    fn new(client: &'a Client, request: &'a Request, class: RateClass) -> Self {
+        Self {
+            client,
+            request,
+            demand: Demand::of(class),
+            repeatable: class != RateClass::Write,
+            data: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send> Sender for Page<'_, T> {
+    /// The page, or the tool-level failure (Asana's 4xx about the request) for the model.
+    type Output = Result<Response<T>, Output>;
+
+    fn demand(&self) -> Demand {
+        self.demand
+    }
+
+    fn repeatable(&self) -> bool {
+        self.repeatable
+    }
+
+    async fn send(
+        &self,
+        token: &AccessToken,
+        trail: &mut Trail,
+    ) -> Result<Attempt<Self::Output>, Error> {
+        match self
+            .client
+            .send::<T>(&token.token, self.request.clone())
+            .await
+        {
+            Ok(response) => {
+                trail.answered(response.status.as_u16(), response.request_id.as_deref());
+                Ok(Attempt::Answer(Ok(response)))
+            }
+            Err(error) => failed(error, trail),
+        }
+    }
+}
+
 impl Executor {
     /// Sends `call`, following `next_page` up to `max_pages` pages when `max_pages > 1`.
     ///
@@ -50,13 +106,17 @@ impl Executor {
         let mut request = to_request(call);
         if max_pages <= 1 {
             let page = match self
-                .send::<Box<RawValue>>(context, client, call.class, &request, trail)
+                .run_as(
+                    context,
+                    &Page::<Box<RawValue>>::new(client, &request, call.class),
+                    trail,
+                )
                 .await?
             {
                 Ok(page) => page,
                 Err(failure) => return Ok(failure),
             };
-            note_changes(&page, &mut Vec::new(), trail);
+            trail.changes(page.asana_change.iter().map(|c| c.name.as_str()));
             return Ok(Output {
                 output: Box::<str>::from(page.data).into(),
                 is_error: false,
@@ -71,17 +131,20 @@ impl Executor {
         }
         let mut pages = 0;
         let mut items = Vec::new();
-        let mut changes = Vec::new();
         loop {
             let page = match self
-                .send::<Value>(context, client, call.class, &request, trail)
+                .run_as(
+                    context,
+                    &Page::<Value>::new(client, &request, call.class),
+                    trail,
+                )
                 .await?
             {
                 Ok(page) => page,
                 Err(failure) => return Ok(failure),
             };
             pages += 1;
-            note_changes(&page, &mut changes, trail);
+            trail.changes(page.asana_change.iter().map(|c| c.name.as_str()));
             match page.data {
                 Value::Array(list) => items.extend(list),
                 other => items.push(other),
@@ -104,51 +167,6 @@ impl Executor {
         }
     }
 
-    /// One request within the budget, retried once with a new token after a 401. The inner
-    /// `Err` is a tool-level failure (Asana's 4xx about the request) for the caller's model.
-    async fn send<T: DeserializeOwned>(
-        &self,
-        context: &CallContext,
-        client: &Client,
-        class: RateClass,
-        request: &Request,
-        trail: &mut Trail,
-    ) -> Result<Result<Response<T>, Output>, Error> {
-        let mut token = self.tokens.get(&context.account).await?;
-        let mut retried = false;
-        loop {
-            trail.used(&token);
-            let permit = self.admit(context, Demand::of(class)).await?;
-            let answer = client.send::<T>(&token.token, request.clone()).await;
-            match answer {
-                Ok(response) => {
-                    if let Some(id) = &response.request_id {
-                        trail.set("asana_request_id", id.clone());
-                    }
-                    trail.set("status", response.status.as_u16());
-                    return Ok(Ok(response));
-                }
-                Err(asana_client::Error::Unauthorized { .. }) if !retried => {
-                    drop(permit);
-                    token = self.tokens.rejected(&context.account, &token, None).await?;
-                    retried = true;
-                }
-                Err(asana_client::Error::RateLimited { retry_after, .. }) => {
-                    permit.back_off(retry_after.unwrap_or(DEFAULT_RETRY_AFTER));
-                    trail.set("status", 429);
-                    drop(permit);
-                    if !request_is_repeatable(class) {
-                        return Err(Error::RateLimited {
-                            limit: "Asana's rate limit",
-                            retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
-                        });
-                    }
-                }
-                Err(error) => return tool_failure(error, trail).map(Err),
-            }
-        }
-    }
-
     /// Sends up to [`BATCH_ACTIONS`] calls as one `/batch` request; one result per call, in
     /// order. The whole batch fails only for what fails every action (token, limits, outage).
     pub(crate) async fn run_batch(
@@ -159,47 +177,22 @@ impl Executor {
         trail: &mut Trail,
     ) -> Result<Vec<Output>, Error> {
         let actions: Vec<Value> = calls.iter().map(|call| batch_action(call)).collect();
-        let mut demand = Demand {
-            reads: 0,
-            writes: 0,
-            searches: 0,
-        };
+        let mut demand = Demand::NONE;
         for call in calls {
             demand.add(Demand::of(call.class));
         }
         let request = Request::post("/batch", json!({ "actions": actions }));
-        let mut token = self.tokens.get(&context.account).await?;
-        let mut retried = false;
-        let response = loop {
-            trail.used(&token);
-            let permit = self.admit(context, demand).await?;
-            match client
-                .send::<Vec<BatchResult>>(&token.token, request.clone())
-                .await
-            {
-                Ok(response) => break response,
-                Err(asana_client::Error::Unauthorized { .. }) if !retried => {
-                    drop(permit);
-                    token = self.tokens.rejected(&context.account, &token, None).await?;
-                    retried = true;
-                }
-                Err(asana_client::Error::RateLimited { retry_after, .. }) => {
-                    let retry_after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-                    permit.back_off(retry_after);
-                    return Err(Error::RateLimited {
-                        limit: "Asana's rate limit",
-                        retry_after,
-                    });
-                }
-                Err(error) => {
-                    let failure = tool_failure(error, trail)?;
-                    return Ok(vec![failure; calls.len()]);
-                }
-            }
+        let batch = Page::<Vec<BatchResult>> {
+            client,
+            request: &request,
+            demand,
+            repeatable: false,
+            data: std::marker::PhantomData,
         };
-        if let Some(id) = &response.request_id {
-            trail.set("asana_request_id", id.clone());
-        }
+        let response = match self.run_as(context, &batch, trail).await? {
+            Ok(response) => response,
+            Err(failure) => return Ok(vec![failure; calls.len()]),
+        };
         if response.data.len() != calls.len() {
             return Err(Error::Unavailable {
                 dependency: "asana",
@@ -261,36 +254,55 @@ impl BatchResult {
     }
 }
 
-/// Whether a rate-limited request may be sent again after the wait: reads only (a write that
-/// got 429 was not carried out, but the caller decides whether to repeat it).
-fn request_is_repeatable(class: RateClass) -> bool {
-    class != RateClass::Write
+/// A failed exchange as a [`Page`] answers it: a tool-level failure is their `Err`.
+fn failed<T>(
+    error: asana_client::Error,
+    trail: &mut Trail,
+) -> Result<Attempt<Result<T, Output>>, Error> {
+    rest_failure(error, trail).map(|attempt| match attempt {
+        Attempt::Answer(failure) => Attempt::Answer(Err(failure)),
+        Attempt::Rejected { last } => Attempt::Rejected {
+            last: last.map(Err),
+        },
+        Attempt::RateLimited { retry_after, last } => Attempt::RateLimited {
+            retry_after,
+            last: last.map(Err),
+        },
+    })
 }
 
-/// A client error as the caller sees it: Asana's 4xx about the request is an `is_error`
-/// output; everything else is an RPC error.
-fn tool_failure(error: asana_client::Error, trail: &mut Trail) -> Result<Output, Error> {
+/// A failed REST exchange as the pipeline reads it: a rejected token and a rate limit are its
+/// to handle; Asana's 4xx about the request is an `is_error` output for the model; anything
+/// else is the call's error.
+fn rest_failure(error: asana_client::Error, trail: &mut Trail) -> Result<Attempt<Output>, Error> {
     use asana_client::Error as E;
     let (status, errors) = match error {
         E::Api { status, errors } => (status, errors),
         E::NotFound { errors } => (404, errors),
         E::PaymentRequired { errors } => (402, errors),
         E::Unauthorized { .. } => {
-            return Err(Error::Unavailable {
-                dependency: "asana",
-                reason: "Asana rejected the refreshed token too".to_owned(),
+            trail.answered(401, None);
+            return Ok(Attempt::Rejected {
+                last: Err(Error::Unavailable {
+                    dependency: "asana",
+                    reason: "Asana rejected the refreshed token too".to_owned(),
+                }),
+            });
+        }
+        E::RateLimited { retry_after, .. } => {
+            trail.answered(429, None);
+            return Ok(Attempt::RateLimited {
+                retry_after,
+                last: Err(Error::RateLimited {
+                    limit: "Asana's rate limit",
+                    retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+                }),
             });
         }
         E::InvalidRequest(reason) => {
             return Err(Error::InvalidArgument {
                 field: "input_json",
                 description: reason,
-            });
-        }
-        E::RateLimited { retry_after, .. } => {
-            return Err(Error::RateLimited {
-                limit: "Asana's rate limit",
-                retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
             });
         }
         E::Unavailable { .. } | E::InvalidResponse { .. } | E::InvalidConfig(_) => {
@@ -300,19 +312,19 @@ fn tool_failure(error: asana_client::Error, trail: &mut Trail) -> Result<Output,
             });
         }
     };
-    trail.set("status", status);
+    trail.answered(status, None);
     let errors: Vec<Value> = errors
         .into_iter()
         .map(|e| json!({ "message": e.message, "help": e.help, "phrase": e.phrase }))
         .collect();
-    Ok(Output {
+    Ok(Attempt::Answer(Output {
         output: json!({ "error": { "status": status, "errors": errors } }).to_string(),
         is_error: true,
         next_page: None,
         request_id: None,
         pages: 0,
         status: Some(status),
-    })
+    }))
 }
 
 /// The client request of a prepared call.
@@ -384,12 +396,4 @@ pub(crate) fn batchable(call: &HttpCall) -> bool {
             .query
             .iter()
             .all(|(name, _)| matches!(name.as_str(), "opt_fields" | "limit" | "offset"))
-}
-
-/// Records the `Asana-Change` names seen so far in the call's audit details.
-fn note_changes<T>(page: &Response<T>, seen: &mut Vec<String>, trail: &mut Trail) {
-    seen.extend(page.asana_change.iter().map(|c| c.name.clone()));
-    if !seen.is_empty() {
-        trail.set("asana_change", seen.clone());
-    }
 }

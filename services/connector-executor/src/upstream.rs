@@ -1,51 +1,128 @@
 //! Tool calls on `mcp` connections: the upstream server's own tools, called in the account's
-//! session, with the input checked against the tool's schema before anything is sent.
+//! session through the pipeline, with the input checked against the tool's schema before
+//! anything is sent.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
-use asana_tools::{RateClass, Validator};
+use asana_tools::RateClass;
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 use crate::Error;
-use crate::executor::{CallContext, DEFAULT_RETRY_AFTER, Executor, Trail, rate_limited};
-use crate::mcp::{McpError, SessionKey, UpstreamTool};
+use crate::connections::Connection;
+use crate::executor::{CallContext, Executor};
+use crate::mcp::{McpClients, McpError, SessionKey, UpstreamTool};
+use crate::pipeline::{Attempt, DEFAULT_RETRY_AFTER, Sender};
 use crate::rate::Demand;
 use crate::rest::Output;
-use crate::tokens::AccessToken;
+use crate::tokens::{AccessToken, AccountKey};
+use crate::trail::Trail;
 
-/// Compiled input schemas of upstream tools, by (server URL, tool name); recompiled when the
-/// server changes a tool's schema.
-#[derive(Debug, Default)]
-pub(crate) struct Validators {
-    by_tool: Mutex<HashMap<(String, String), Compiled>>,
+/// `tools/list` of the account's session (cached per session by [`McpClients`]).
+struct ListTools<'a> {
+    mcp: &'a McpClients,
+    url: &'a str,
 }
 
-/// A schema and its compiled validator.
-type Compiled = (Value, Arc<Validator>);
+impl Sender for ListTools<'_> {
+    type Output = Arc<[UpstreamTool]>;
 
-impl Validators {
-    fn get(&self, url: &str, tool: &UpstreamTool) -> Result<Arc<Validator>, Error> {
-        let key = (url.to_owned(), tool.name.clone());
-        let mut by_tool = self.by_tool.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((schema, validator)) = by_tool.get(&key)
-            && *schema == tool.input_schema
+    /// Sent without slots of its own: it only waits out the token's back-off (a known gap in
+    /// rate accounting, see ARCHITECTURE.md).
+    fn demand(&self) -> Demand {
+        Demand::NONE
+    }
+
+    fn repeatable(&self) -> bool {
+        false
+    }
+
+    async fn send(
+        &self,
+        token: &AccessToken,
+        _trail: &mut Trail,
+    ) -> Result<Attempt<Self::Output>, Error> {
+        match self
+            .mcp
+            .list_tools(&session(token), self.url, &token.token)
+            .await
         {
-            return Ok(validator.clone());
+            Ok(tools) => Ok(Attempt::Answer(tools)),
+            Err(error) => mcp_attempt(error),
         }
-        let validator =
-            Arc::new(
-                Validator::new(&tool.input_schema).map_err(|e| Error::Unavailable {
-                    dependency: "mcp server",
-                    reason: format!(
-                        "tool `{}` declares an unusable input schema: {e}",
-                        tool.name
-                    ),
-                })?,
-            );
-        by_tool.insert(key, (tool.input_schema.clone(), validator.clone()));
-        Ok(validator)
+    }
+}
+
+/// `tools/call` of one tool in the account's session.
+struct CallTool<'a> {
+    mcp: &'a McpClients,
+    url: &'a str,
+    name: &'a str,
+    arguments: &'a Map<String, Value>,
+    class: RateClass,
+}
+
+impl Sender for CallTool<'_> {
+    type Output = Output;
+
+    fn demand(&self) -> Demand {
+        Demand::of(self.class)
+    }
+
+    fn repeatable(&self) -> bool {
+        false
+    }
+
+    async fn send(&self, token: &AccessToken, trail: &mut Trail) -> Result<Attempt<Output>, Error> {
+        let called = self
+            .mcp
+            .call_tool(
+                &session(token),
+                self.url,
+                &token.token,
+                self.name,
+                self.arguments.clone(),
+            )
+            .await;
+        match called {
+            Ok(result) => {
+                trail.answered(200, None);
+                Ok(Attempt::Answer(Output {
+                    output: result.output.to_string(),
+                    is_error: result.is_error,
+                    next_page: None,
+                    request_id: None,
+                    pages: 1,
+                    status: None,
+                }))
+            }
+            // A JSON-RPC error about the call (arguments the server refused) is an output the
+            // model can read.
+            Err(McpError::Protocol(message)) => Ok(Attempt::Answer(Output {
+                output: json!({ "error": { "tool": self.name, "message": message } }).to_string(),
+                is_error: true,
+                next_page: None,
+                request_id: None,
+                pages: 1,
+                status: None,
+            })),
+            Err(error) => mcp_attempt(error),
+        }
+    }
+}
+
+/// A failed MCP exchange as the pipeline reads it: a rejected token and a rate limit are its
+/// to handle, anything else is the call's error.
+fn mcp_attempt<T>(error: McpError) -> Result<Attempt<T>, Error> {
+    match error {
+        McpError::Unauthorized => Ok(Attempt::Rejected {
+            last: Err(upstream_error(McpError::Unauthorized)),
+        }),
+        McpError::RateLimited { retry_after } => Ok(Attempt::RateLimited {
+            retry_after,
+            last: Err(upstream_error(McpError::RateLimited { retry_after })),
+        }),
+        other => Err(upstream_error(other)),
     }
 }
 
@@ -59,74 +136,36 @@ impl Executor {
         arguments: Map<String, Value>,
         trail: &mut Trail,
     ) -> Result<Output, Error> {
-        self.limiter
-            .wait_back_off(&context.account, context.deadline)
-            .await
-            .map_err(rate_limited)?;
-        let mut token = self.tokens.get(&context.account).await?;
-        let mut retried = false;
-        loop {
-            trail.used(&token);
-            let tools = self
-                .session_tools(context, url, &mut token, &mut retried)
-                .await;
-            trail.used(&token);
-            let tools = tools?;
-            let key = session(&token);
-            let Some(tool) = tools.iter().find(|t| t.name == name) else {
-                let names = tools.iter().map(|t| t.name.as_str());
-                return Err(Error::UnknownTool {
-                    connection: context.account.connection.clone(),
-                    name: name.to_owned(),
-                    suggestions: asana_tools::close_matches(name, names)
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect(),
-                });
-            };
-            let input = Value::Object(arguments.clone());
-            self.validators
-                .get(url, tool)?
-                .validate(&input)
-                .map_err(Error::InvalidInput)?;
-            let class = if tool.read_only {
-                RateClass::Read
-            } else {
-                RateClass::Write
-            };
-            let permit = self.admit(context, Demand::of(class)).await?;
-            match self
-                .mcp
-                .call_tool(&key, url, &token.token, name, arguments.clone())
-                .await
-            {
-                Err(McpError::Unauthorized) if !retried => {
-                    drop(permit);
-                    token = self.tokens.rejected(&context.account, &token, None).await?;
-                    retried = true;
-                }
-                Err(McpError::RateLimited { retry_after }) => {
-                    let retry_after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-                    permit.back_off(retry_after);
-                    return Err(Error::RateLimited {
-                        limit: "the MCP server's rate limit",
-                        retry_after,
-                    });
-                }
-                Err(error) => return mcp_failure(error, name),
-                Ok(result) => {
-                    trail.set("status", 200);
-                    return Ok(Output {
-                        output: result.output.to_string(),
-                        is_error: result.is_error,
-                        next_page: None,
-                        request_id: None,
-                        pages: 1,
-                        status: None,
-                    });
-                }
-            }
-        }
+        let tools = self.upstream_tools(context, url, trail).await?;
+        let Some(tool) = tools.iter().find(|t| t.name == name) else {
+            let names = tools.iter().map(|t| t.name.as_str());
+            return Err(Error::UnknownTool {
+                connection: context.account.connection.clone(),
+                name: name.to_owned(),
+                suggestions: asana_tools::close_matches(name, names)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            });
+        };
+        self.validators
+            .get(url, tool)
+            .map_err(upstream_error)?
+            .validate(&Value::Object(arguments.clone()))
+            .map_err(Error::InvalidInput)?;
+        let class = if tool.read_only {
+            RateClass::Read
+        } else {
+            RateClass::Write
+        };
+        let call = CallTool {
+            mcp: &self.mcp,
+            url,
+            name,
+            arguments: &arguments,
+            class,
+        };
+        self.run_as(context, &call, trail).await
     }
 
     /// The upstream tools as the account's session lists them.
@@ -134,56 +173,42 @@ impl Executor {
         &self,
         context: &CallContext,
         url: &str,
+        trail: &mut Trail,
     ) -> Result<Arc<[UpstreamTool]>, Error> {
-        self.limiter
-            .wait_back_off(&context.account, context.deadline)
-            .await
-            .map_err(rate_limited)?;
-        let mut token = self.tokens.get(&context.account).await?;
-        self.session_tools(context, url, &mut token, &mut false)
-            .await
+        let list = ListTools {
+            mcp: &self.mcp,
+            url,
+        };
+        let tools = self.run_as(context, &list, trail).await?;
+        self.saw_upstream_tools(&context.account.connection, &tools);
+        Ok(tools)
     }
 
-    /// The tools the session of `token` lists. A rejected token is reported and replaced in
-    /// `token` once, unless `retried` says that one retry is spent (and then it is).
-    async fn session_tools(
+    /// The upstream tools of an MCP connection for `ListTools`: the list last seen, or the one
+    /// its `list_tools_as` account's session gives.
+    pub(crate) async fn upstream_catalogue(
         &self,
-        context: &CallContext,
+        connection: &Connection,
         url: &str,
-        token: &mut Arc<AccessToken>,
-        retried: &mut bool,
+        caller: &str,
     ) -> Result<Arc<[UpstreamTool]>, Error> {
-        loop {
-            match self
-                .mcp
-                .list_tools(&session(token), url, &token.token)
-                .await
-            {
-                Err(McpError::Unauthorized) if !*retried => {
-                    *token = self.tokens.rejected(&context.account, token, None).await?;
-                    *retried = true;
-                }
-                Err(McpError::RateLimited { retry_after }) => {
-                    return Err(self.mcp_backed_off(context, retry_after));
-                }
-                Err(error) => return Err(upstream_error(error)),
-                Ok(tools) => {
-                    self.saw_upstream_tools(&context.account.connection, &tools);
-                    return Ok(tools);
-                }
-            }
+        if let Some(tools) = self.upstream_seen(&connection.name) {
+            return Ok(tools);
         }
-    }
-
-    /// The MCP server answered 429 to a request sent without a permit (`tools/list`): the
-    /// whole token waits out its `Retry-After`, as after a 429 to a tool call.
-    fn mcp_backed_off(&self, context: &CallContext, retry_after: Option<Duration>) -> Error {
-        let retry_after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-        self.limiter.back_off(&context.account, retry_after);
-        Error::RateLimited {
-            limit: "the MCP server's rate limit",
-            retry_after,
-        }
+        let Some(probe) = &self.settings(&connection.name).list_tools_as else {
+            return Ok(Arc::from([]));
+        };
+        let context = CallContext {
+            account: AccountKey {
+                tenant: probe.tenant.clone(),
+                connection: connection.name.clone(),
+                identifier: probe.identifier.clone(),
+            },
+            caller: caller.to_owned(),
+            deadline: Instant::now() + self.limiter.max_wait(),
+        };
+        self.upstream_tools(&context, url, &mut Trail::default())
+            .await
     }
 }
 
@@ -191,22 +216,6 @@ fn session(token: &AccessToken) -> SessionKey {
     SessionKey {
         account_id: token.account_id.clone(),
         credential_version: token.version,
-    }
-}
-
-/// An upstream failure as the caller sees it: a JSON-RPC error about the call (arguments the
-/// server refused) is an `is_error` output the model can read.
-fn mcp_failure(error: McpError, name: &str) -> Result<Output, Error> {
-    match error {
-        McpError::Protocol(message) => Ok(Output {
-            output: json!({ "error": { "tool": name, "message": message } }).to_string(),
-            is_error: true,
-            next_page: None,
-            request_id: None,
-            pages: 1,
-            status: None,
-        }),
-        other => Err(upstream_error(other)),
     }
 }
 

@@ -1,0 +1,124 @@
+//! What a call's audit event records: typed, one struct per event kind ([`ToolExecuted`],
+//! [`ProxyRequested`]), with the exchange's facts ([`Trail`]) and how the call ended, written
+//! into the event's details by one serialization. Renaming a field is a compile error here, not
+//! a silent gap in compliance data.
+
+use serde::Serialize;
+
+use crate::tokens::AccessToken;
+
+/// The credential a call was sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Used {
+    pub account_id: String,
+    pub version: u64,
+    pub asana_user_gid: String,
+}
+
+/// The facts of a call's exchange with Asana, noted by the pipeline and the senders.
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct Trail {
+    /// The credential of the last attempt.
+    #[serde(skip)]
+    pub credential: Option<Used>,
+    /// Asana's HTTP status of the last answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asana_request_id: Option<String>,
+    /// The `Asana-Change` names Asana announced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub asana_change: Vec<String>,
+}
+
+impl Trail {
+    pub(crate) fn used(&mut self, token: &AccessToken) {
+        self.credential = Some(Used {
+            account_id: token.account_id.clone(),
+            version: token.version,
+            asana_user_gid: token.asana_user_gid.clone(),
+        });
+    }
+
+    /// Asana answered with `status` (and, when it sent one, its request id).
+    pub(crate) fn answered(&mut self, status: u16, request_id: Option<&str>) {
+        self.status = Some(status);
+        if let Some(id) = request_id {
+            self.asana_request_id = Some(id.to_owned());
+        }
+    }
+
+    /// Asana announced the changes `names`.
+    pub(crate) fn changes<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.asana_change
+            .extend(names.into_iter().map(str::to_owned));
+    }
+
+    /// The credential version that sent the last attempt, 0 when none was sent.
+    pub(crate) fn credential_version(&self) -> u64 {
+        self.credential.as_ref().map_or(0, |c| c.version)
+    }
+}
+
+/// `tool.executed`: one tool call of ExecuteTool or ExecuteBatch.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ToolExecuted<'a> {
+    pub tool: &'a str,
+    /// `REST` or `MCP`; absent when the call was refused before its connection was known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'static str>,
+    /// `sha256:<hex>` of the input as sent: enough to match two calls, not to read one.
+    pub input_digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<&'a str>,
+    /// Sent inside one of Asana's `/batch` requests.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub packed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// `proxy.request`: one ProxyRequest.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProxyRequested<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The generated tool of the spec operation the request resolved to (or
+    /// `asana_proxy_unlisted_path`): the permission it needed.
+    pub tool: &'a str,
+    /// The operation, as `METHOD /path/{template}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    pub route: &'static str,
+    pub input_digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// How a call ended, besides its outcome.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Ending {
+    /// Asana answered, and its answer says the request failed (an `is_error` output).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+}
+
+/// An event kind's details with the exchange and the ending, as they are serialized.
+#[derive(Debug, Serialize)]
+pub(crate) struct Details<'a, D: Serialize> {
+    #[serde(flatten)]
+    pub kind: &'a D,
+    #[serde(flatten)]
+    pub trail: &'a Trail,
+    #[serde(flatten)]
+    pub ending: Ending,
+}
+
+/// Milliseconds, with microsecond precision, of `elapsed`.
+pub(crate) fn millis(elapsed: std::time::Duration) -> f64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0
+}
