@@ -20,10 +20,13 @@
 //!   UNAUTHENTICATED). It is appended to `<spool_dir>/dead-letter` and logged at error level with
 //!   its size (never its content); the events behind it go on.
 //!
-//! Nothing is dropped silently. A full queue makes `emit` return [`EmitError::QueueFull`]. When
-//! the spool reaches `spool_max_bytes` (or cannot be written), the batch that did not fit stays in
-//! memory, the queue stops draining and `emit` returns [`EmitError::SpoolFull`] until replay has
-//! freed space. A service checks [`Emitter::is_healthy`] to refuse work rather than act unaudited.
+//! Nothing is dropped. [`Emitter::record`], what services use, waits for room in the queue
+//! (backpressure on whoever records) and fails only once the emitter is shut down; the
+//! non-blocking [`Emitter::emit`] refuses instead, with [`EmitError::QueueFull`]. When the spool
+//! reaches `spool_max_bytes` (or cannot be written), the batch that did not fit stays in memory,
+//! the queue stops draining (so `record` waits and `emit` returns [`EmitError::SpoolFull`])
+//! until replay has freed space. A service checks [`Emitter::is_healthy`] to refuse work rather
+//! than act unaudited, and reports itself unready while [`Emitter::keeps_up`] is false.
 //!
 //! # Spool format
 //!
@@ -314,6 +317,32 @@ impl Emitter {
             })?;
         Shared::count(&shared.emitted, 1);
         Ok(())
+    }
+
+    /// Queues `event` for audit-log, waiting while the queue is full (the worker is spooling
+    /// slowly, or the spool is full and replay has not freed space yet): backpressure, never a
+    /// dropped event. Fails only for an invalid event or once the emitter is shut down.
+    pub async fn record(&self, event: Event) -> Result<(), EmitError> {
+        if self.inner.shared.state() == State::Closed {
+            return Err(EmitError::Closed);
+        }
+        let wire = pb::Event::from(event);
+        Event::check_wire(&wire)?;
+        self.inner
+            .queue
+            .send(Message::Event(Box::new(wire)))
+            .await
+            .map_err(|_| EmitError::Closed)?;
+        Shared::count(&self.inner.shared.emitted, 1);
+        Ok(())
+    }
+
+    /// Whether the emitter keeps up with what is recorded: it takes events (see
+    /// [`Emitter::is_healthy`]) and at least a tenth of its queue is free. A service reports
+    /// itself unready while it does not, so its load balancer sends new calls elsewhere.
+    pub fn keeps_up(&self) -> bool {
+        let queue = &self.inner.queue;
+        self.is_healthy() && queue.capacity() * 10 >= queue.max_capacity()
     }
 
     /// Waits until every event emitted before this call is acknowledged by audit-log, spooled or

@@ -71,13 +71,23 @@ impl Sink {
         }
     }
 
-    /// Records `event`. What it describes already happened, so a refusal is logged loudly
-    /// rather than returned.
-    pub fn record(&self, event: Event) {
+    /// False while auditing is on and the emitter does not keep up (see
+    /// [`Emitter::keeps_up`]): the service is then not ready.
+    pub fn keeps_up(&self) -> bool {
+        match self {
+            Self::Disabled => true,
+            Self::Enabled(emitter) => emitter.keeps_up(),
+        }
+    }
+
+    /// Records `event`, waiting for room in the emitter's queue rather than dropping it. What
+    /// it describes already happened, so a failure (the emitter is shut down, the event is
+    /// malformed) is logged loudly rather than returned.
+    pub async fn record(&self, event: Event) {
         if let Self::Enabled(emitter) = self
-            && let Err(error) = emitter.emit(event)
+            && let Err(error) = emitter.record(event).await
         {
-            tracing::error!(%error, "an audit event was not accepted");
+            tracing::error!(%error, "an audit event was not recorded");
         }
     }
 

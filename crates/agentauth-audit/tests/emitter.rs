@@ -490,6 +490,65 @@ async fn a_full_spool_refuses_new_events_and_loses_none() {
     emitter.shutdown(Duration::from_secs(1)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_waits_for_room_instead_of_dropping_while_audit_log_stalls() {
+    let peer = Peer::start().await;
+    peer.set_mode(Mode::Hang);
+    let dir = TempDir::new().expect("temp dir");
+    let config = EmitterConfig {
+        queue_capacity: 8,
+        batch_size: 4,
+        spool_max_bytes: 2_000,
+        request_timeout: Duration::from_millis(300),
+        ..peer.config(&dir)
+    };
+    let emitter = Emitter::start(config).expect("start");
+
+    // Far more events than the queue and the spool hold, recorded while audit-log hangs.
+    let recording: Vec<_> = (0..200)
+        .map(|n| {
+            let emitter = emitter.clone();
+            let event = event(n);
+            let id = event.id;
+            tokio::spawn(async move {
+                emitter
+                    .record(event)
+                    .await
+                    .expect("recorded, never refused");
+                id
+            })
+        })
+        .collect();
+    assert_eventually!(
+        WITHIN,
+        async { emitter.state() == State::SpoolFull },
+        "the spool fills while audit-log hangs"
+    );
+    assert!(!emitter.keeps_up(), "a service reports itself unready now");
+    assert!(
+        recording.iter().any(|task| !task.is_finished()),
+        "recorders wait for room instead of dropping their events"
+    );
+
+    peer.set_mode(Mode::Accept);
+    let mut ids = Vec::new();
+    for task in recording {
+        ids.push(task.await.expect("task"));
+    }
+    assert_eventually!(
+        WITHIN,
+        async { peer.delivered().len() == ids.len() },
+        "every recorded event reaches audit-log"
+    );
+    let delivered: HashSet<String> = peer.delivered().into_iter().collect();
+    assert!(
+        strings(&ids).iter().all(|id| delivered.contains(id)),
+        "none was lost"
+    );
+    assert_eventually!(WITHIN, async { emitter.keeps_up() }, "keeps up again");
+    emitter.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn refused_batches_go_to_the_dead_letter_file_and_later_events_go_on() {
     let peer = Peer::start().await;

@@ -107,7 +107,7 @@ impl ConnectorExecutorApi {
     }
 
     /// Records a call the caller's tool permissions refuse (outcome DENIED), and the error.
-    fn refuse<D: serde::Serialize>(
+    async fn refuse<D: serde::Serialize>(
         &self,
         context: &CallContext,
         action_name: &str,
@@ -115,14 +115,16 @@ impl ConnectorExecutorApi {
         kind: &D,
     ) -> Error {
         let error = Error::Denied(denied);
-        self.executor.record(
-            uuid::Uuid::now_v7(),
-            context,
-            action_name,
-            Err(&error),
-            kind,
-            &Trail::default(),
-        );
+        self.executor
+            .record(
+                uuid::Uuid::now_v7(),
+                context,
+                action_name,
+                Err(&error),
+                kind,
+                &Trail::default(),
+            )
+            .await;
         error
     }
 
@@ -168,10 +170,11 @@ impl ConnectorExecutorApi {
             latency_ms: Some(millis(started.elapsed())),
         };
         self.conclude(id, context, route, result, &executed, &trail)
+            .await
     }
 
     /// Ends one tool call: the audit event recorded, the answer built.
-    fn conclude(
+    async fn conclude(
         &self,
         id: uuid::Uuid,
         context: &CallContext,
@@ -181,14 +184,16 @@ impl ConnectorExecutorApi {
         trail: &Trail,
     ) -> Result<pb::ExecuteToolResponse, Error> {
         let credential_version = trail.credential_version();
-        self.executor.record(
-            id,
-            context,
-            action::TOOL_EXECUTED,
-            result.as_ref().map(|o| o.is_error),
-            executed,
-            trail,
-        );
+        self.executor
+            .record(
+                id,
+                context,
+                action::TOOL_EXECUTED,
+                result.as_ref().map(|o| o.is_error),
+                executed,
+                trail,
+            )
+            .await;
         let output = result?;
         Ok(pb::ExecuteToolResponse {
             execution_id: id.to_string(),
@@ -317,7 +322,7 @@ impl ConnectorExecutorApi {
                     trail: &trail,
                     elapsed,
                 };
-                results[*index] = Some(self.finish_packed(context, item, packed, result));
+                results[*index] = Some(self.finish_packed(context, item, packed, result).await);
             }
         }
         let singles = items
@@ -346,7 +351,7 @@ impl ConnectorExecutorApi {
 
     /// Audits one packed item and turns it into its result: the `/batch` request's exchange,
     /// with the item's own status.
-    fn finish_packed(
+    async fn finish_packed(
         &self,
         context: &CallContext,
         item: &pb::BatchItem,
@@ -369,14 +374,17 @@ impl ConnectorExecutorApi {
             packed: true,
             latency_ms: Some(millis(packed.elapsed)),
         };
-        item_result(self.conclude(
-            uuid::Uuid::now_v7(),
-            context,
-            pb::Route::Rest,
-            result,
-            &executed,
-            &trail,
-        ))
+        item_result(
+            self.conclude(
+                uuid::Uuid::now_v7(),
+                context,
+                pb::Route::Rest,
+                result,
+                &executed,
+                &trail,
+            )
+            .await,
+        )
     }
 }
 
@@ -441,6 +449,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             };
             return Err(self
                 .refuse(&context, action::TOOL_EXECUTED, denied, &refused)
+                .await
                 .into());
         }
         self.executor.audit_ready()?;
@@ -657,6 +666,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         if let Err(denied) = permitted {
             return Err(self
                 .refuse(&context, action::PROXY_REQUEST, denied, &requested)
+                .await
                 .into());
         }
         self.executor.audit_ready()?;
@@ -685,14 +695,16 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         };
         requested.latency_ms = Some(millis(started.elapsed()));
         let credential_version = trail.credential_version();
-        self.executor.record(
-            id,
-            &context,
-            action::PROXY_REQUEST,
-            result.as_ref().map(|a| a.status.as_u16() >= 400),
-            &requested,
-            &trail,
-        );
+        self.executor
+            .record(
+                id,
+                &context,
+                action::PROXY_REQUEST,
+                result.as_ref().map(|a| a.status.as_u16() >= 400),
+                &requested,
+                &trail,
+            )
+            .await;
         let answer = result?;
         Ok(Response::new(pb::ProxyRequestResponse {
             status_code: u32::from(answer.status.as_u16()),

@@ -166,8 +166,9 @@ impl Executor {
 
     /// Records one call's audit event: `kind`'s details (`ToolExecuted`, `ProxyRequested`),
     /// the exchange's facts in `trail`, and how it ended: `Ok(is_error)` when Asana answered,
-    /// or the error.
-    pub(crate) fn record<D: serde::Serialize>(
+    /// or the error. Waits for room in the emitter's queue: the call's answer waits for its
+    /// record, which is never dropped.
+    pub(crate) async fn record<D: serde::Serialize>(
         &self,
         id: uuid::Uuid,
         context: &CallContext,
@@ -217,7 +218,7 @@ impl Executor {
         }) {
             event.details = details;
         }
-        self.audit.record(event);
+        self.audit.record(event).await;
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_audit::Sink;
-use agentauth_grpc::{AlwaysReady, Api, ApiKey, Policy, Role, Server};
+use agentauth_grpc::{Api, ApiKey, Policy, Readiness, Role, Server};
 use agentauth_proto::executor::v1::connector_executor_server::{
     ConnectorExecutorServer, SERVICE_NAME,
 };
@@ -149,7 +149,12 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         };
         let served = self
             .server
-            .serve(listener, api, AlwaysReady, shutdown.clone())
+            .serve(
+                listener,
+                api,
+                AuditKeepsUp(executor.clone()),
+                shutdown.clone(),
+            )
             .await;
         shutdown.cancel();
         if let Err(error) = following.await {
@@ -158,5 +163,19 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         served?;
         executor.audit.shutdown(self.shutdown_grace).await;
         Ok(())
+    }
+}
+
+/// Ready while every call can be audited: the emitter takes events and keeps up with them
+/// (token-vault and Asana are per call, and answer for themselves).
+struct AuditKeepsUp(Arc<executor::Executor>);
+
+impl Readiness for AuditKeepsUp {
+    async fn check(&self) -> Result<(), String> {
+        if self.0.audit.keeps_up() {
+            Ok(())
+        } else {
+            Err("the audit emitter does not keep up (its queue is nearly full or its spool is full)".to_owned())
+        }
     }
 }

@@ -171,7 +171,8 @@ impl TokenVaultApi {
             })
             .await?;
         self.audit
-            .record(event(caller, &account, action::CREDENTIAL_GRANTED));
+            .record(event(caller, &account, action::CREDENTIAL_GRANTED))
+            .await;
         info!(
             account = %account.account_id,
             credential_version = account.credential_version,
@@ -392,7 +393,7 @@ impl TokenVaultApi {
             let reason: String = r.reason.chars().take(1024).collect();
             revoked.details.insert("reason".into(), reason.into());
         }
-        self.audit.record(revoked);
+        self.audit.record(revoked).await;
         info!(account = %account.account_id, revoked_upstream, "account disconnected");
         Ok((account, revoked_upstream))
     }
@@ -780,7 +781,7 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             "grants_revoked_upstream".into(),
             grants_revoked_upstream.into(),
         );
-        self.audit.record(event);
+        self.audit.record(event).await;
         info!(
             accounts_deleted,
             grants_revoked_upstream, "tenant deleted and its encryption key destroyed"

@@ -301,6 +301,7 @@ impl agentauth_launch::Service for TokenVaultService {
         let dependencies = Dependencies {
             vault: self.vault,
             records: self.records,
+            audit: self.audit.clone(),
         };
         let served = self
             .server
@@ -324,15 +325,19 @@ impl agentauth_launch::Service for TokenVaultService {
     }
 }
 
-/// Ready while Vault is unsealed and the database answers.
+/// Ready while Vault is unsealed, the database answers and the audit emitter keeps up.
 struct Dependencies {
     vault: vault::Vault,
     records: records::Store,
+    audit: Arc<audit::Audit>,
 }
 
 impl Readiness for Dependencies {
     async fn check(&self) -> Result<(), String> {
         self.vault.check().await?;
+        if !self.audit.keeps_up() {
+            return Err("the audit emitter does not keep up".to_owned());
+        }
         self.records
             .ping()
             .await

@@ -419,7 +419,7 @@ impl Flow {
             event
                 .details
                 .insert("consented_asana_user_gid".into(), gid.into());
-            self.audit.record(event);
+            self.audit.record(event).await;
             return Err(Error::UserMismatch);
         }
         let expires_at = granted
@@ -464,7 +464,7 @@ impl Flow {
                 .details
                 .insert("replaced_asana_user_gid".into(), previous.into());
         }
-        self.audit.record(event);
+        self.audit.record(event).await;
         Ok(account)
     }
 

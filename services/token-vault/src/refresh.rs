@@ -289,7 +289,7 @@ impl Refresher {
                 event
                     .details
                     .insert("previous_version".into(), version.into());
-                self.audit.record(event);
+                self.audit.record(event).await;
                 info!(
                     account = %account.account_id,
                     credential_version = written,
@@ -325,7 +325,7 @@ impl Refresher {
                         "refreshing failed transiently; retried with backoff",
                     )
                     .await?;
-                self.failed(&updated, &reason);
+                self.failed(&updated, &reason).await;
                 Err(Error::RetryLater {
                     dependency: "asana",
                     reason,
@@ -333,19 +333,19 @@ impl Refresher {
                 })
             }
             Err(RefreshFailure::Other(error)) => {
-                self.failed(&record, &error.to_string());
+                self.failed(&record, &error.to_string()).await;
                 Err(error)
             }
         }
     }
 
     /// Records a failed refresh.
-    fn failed(&self, account: &Account, reason: &str) {
+    async fn failed(&self, account: &Account, reason: &str) {
         warn!(account = %account.account_id, reason, "refreshing a credential failed");
         let mut event = account_event(account, action::CREDENTIAL_REFRESH_FAILED);
         event.outcome = Outcome::Failure;
         event.details.insert("reason".into(), reason.into());
-        self.audit.record(event);
+        self.audit.record(event).await;
     }
 
     /// Marks version `version` of `account` NEEDS_REAUTH and returns the AUTH_REQUIRED error.
@@ -367,7 +367,7 @@ impl Refresher {
         if updated.state == State::NeedsReauth && account.state != State::NeedsReauth {
             let mut event = account_event(&updated, action::CREDENTIAL_NEEDS_REAUTH);
             event.details.insert("reason".into(), reason.into());
-            self.audit.record(event);
+            self.audit.record(event).await;
             info!(account = %account.account_id, reason, "account needs a new consent");
         }
         self.auth_required(connection, &updated.tenant, &updated.identifier)
