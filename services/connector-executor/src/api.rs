@@ -1,4 +1,6 @@
-//! The `agentauth.executor.v1.ConnectorExecutor` gRPC API.
+//! The `agentauth.executor.v1.ConnectorExecutor` gRPC API: each request checked at the edge
+//! (`requests`), the caller's binding checked, the call run, the answer and its audit event
+//! made.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -14,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::connections::{Connection, Target};
 use crate::executor::{CallContext, Executor};
+use crate::requests::{self, Pages, ToolCall};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
 use crate::tokens::AccountKey;
 use crate::trail::{ProxyRequested, ToolExecuted, Trail, millis};
@@ -52,17 +55,6 @@ fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     })
 }
 
-fn required(field: &'static str, value: &str) -> Result<(), Error> {
-    if value.trim().is_empty() {
-        Err(Error::InvalidArgument {
-            field,
-            description: "is required".to_owned(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
 /// The tool input: a JSON object, `{}` when empty.
 fn parse_input(text: &str, max_bytes: usize) -> Result<Map<String, Value>, Error> {
     let invalid = |description: String| Error::InvalidArgument {
@@ -85,13 +77,6 @@ fn parse_input(text: &str, max_bytes: usize) -> Result<Map<String, Value>, Error
     }
 }
 
-/// One tool call of an RPC, before it runs.
-struct ToolCall<'a> {
-    tool_name: &'a str,
-    input_json: &'a str,
-    options: Option<&'a pb::ExecuteOptions>,
-}
-
 impl ConnectorExecutorApi {
     fn context<T>(
         &self,
@@ -104,6 +89,13 @@ impl ConnectorExecutorApi {
             caller: caller.name().to_owned(),
             deadline: deadline(request, self.executor.limiter.max_wait()),
         }
+    }
+
+    /// Whether `caller` may act for the account's tenant and use its connection.
+    fn check_account(&self, caller: &Caller, account: &AccountKey) -> Result<(), Error> {
+        caller.check_tenant(&account.tenant)?;
+        caller.check_connection(&account.connection)?;
+        Ok(())
     }
 
     /// Records a call the caller's tool permissions refuse (outcome DENIED), and the error.
@@ -128,14 +120,12 @@ impl ConnectorExecutorApi {
         error
     }
 
-    fn max_pages(&self, options: Option<&pb::ExecuteOptions>) -> u32 {
+    fn max_pages(&self, pages: Pages) -> u32 {
         let execution = &self.executor.execution;
-        match options {
-            Some(o) if o.auto_paginate => match o.max_pages {
-                0 => execution.default_max_pages,
-                n => n.min(execution.max_pages_cap),
-            },
-            _ => 1,
+        match pages {
+            Pages::One => 1,
+            Pages::Auto(None) => execution.default_max_pages,
+            Pages::Auto(Some(n)) => n.min(execution.max_pages_cap),
         }
     }
 
@@ -144,7 +134,7 @@ impl ConnectorExecutorApi {
         &self,
         context: &CallContext,
         connection: &Connection,
-        call: ToolCall<'_>,
+        call: &ToolCall,
         batch_id: Option<&str>,
     ) -> Result<pb::ExecuteToolResponse, Error> {
         let id = uuid::Uuid::now_v7();
@@ -153,16 +143,16 @@ impl ConnectorExecutorApi {
         let (route, result) = match &connection.target {
             Target::Rest { api_base_url } => (
                 pb::Route::Rest,
-                self.execute_rest(context, connection, api_base_url, &call, &mut trail)
+                self.execute_rest(context, connection, api_base_url, call, &mut trail)
                     .await,
             ),
             Target::Mcp { url } => (
                 pb::Route::Mcp,
-                self.execute_mcp(context, url, &call, &mut trail).await,
+                self.execute_mcp(context, url, call, &mut trail).await,
             ),
         };
         let executed = ToolExecuted {
-            tool: call.tool_name,
+            tool: &call.tool,
             route: Some(route.as_str_name()),
             input_digest: input_digest(call.input_json.as_bytes()),
             batch_id,
@@ -215,13 +205,13 @@ impl ConnectorExecutorApi {
         context: &CallContext,
         connection: &Connection,
         api_base_url: &str,
-        call: &ToolCall<'_>,
+        call: &ToolCall,
         trail: &mut Trail,
     ) -> Result<Output, Error> {
         let http = self.prepare(connection, call)?;
         let client = self.executor.rest_client(connection, api_base_url)?;
         let max_pages = if http.paginated {
-            self.max_pages(call.options)
+            self.max_pages(call.pages)
         } else {
             1
         };
@@ -234,21 +224,21 @@ impl ConnectorExecutorApi {
     fn prepare(
         &self,
         connection: &Connection,
-        call: &ToolCall<'_>,
+        call: &ToolCall,
     ) -> Result<asana_tools::HttpCall, Error> {
         let catalogue = &self.executor.catalogue;
         let tool = catalogue
-            .get(call.tool_name)
+            .get(&call.tool)
             .ok_or_else(|| Error::UnknownTool {
                 connection: connection.name.clone(),
-                name: call.tool_name.to_owned(),
+                name: call.tool.clone(),
                 suggestions: catalogue
-                    .close_names(call.tool_name)
+                    .close_names(&call.tool)
                     .into_iter()
                     .map(str::to_owned)
                     .collect(),
             })?;
-        let input = parse_input(call.input_json, self.executor.execution.max_input_bytes)?;
+        let input = parse_input(&call.input_json, self.executor.execution.max_input_bytes)?;
         tool.prepare(&Value::Object(input))
             .map_err(Error::InvalidInput)
     }
@@ -257,12 +247,12 @@ impl ConnectorExecutorApi {
         &self,
         context: &CallContext,
         url: &str,
-        call: &ToolCall<'_>,
+        call: &ToolCall,
         trail: &mut Trail,
     ) -> Result<Output, Error> {
-        let input = parse_input(call.input_json, self.executor.execution.max_input_bytes)?;
+        let input = parse_input(&call.input_json, self.executor.execution.max_input_bytes)?;
         self.executor
-            .run_mcp(context, url, call.tool_name, input, trail)
+            .run_mcp(context, url, &call.tool, input, trail)
             .await
     }
 
@@ -273,20 +263,16 @@ impl ConnectorExecutorApi {
         context: &CallContext,
         connection: &Connection,
         api_base_url: &str,
-        items: &[pb::BatchItem],
+        items: &[&ToolCall],
         batch_id: &str,
     ) -> Vec<pb::BatchItemResult> {
         let mut results: Vec<Option<pb::BatchItemResult>> = vec![None; items.len()];
         let mut packed = Vec::new();
-        for (index, item) in items.iter().enumerate() {
-            let call = ToolCall {
-                tool_name: &item.tool_name,
-                input_json: &item.input_json,
-                options: item.options.as_ref(),
-            };
-            let auto_paginate = item.options.as_ref().is_some_and(|o| o.auto_paginate);
-            match self.prepare(connection, &call) {
-                Ok(http) if !auto_paginate && batchable(&http) => packed.push((index, http)),
+        for (index, call) in items.iter().enumerate() {
+            match self.prepare(connection, call) {
+                Ok(http) if call.pages == Pages::One && batchable(&http) => {
+                    packed.push((index, http))
+                }
                 _ => {}
             }
         }
@@ -329,12 +315,7 @@ impl ConnectorExecutorApi {
             .iter()
             .enumerate()
             .filter(|(i, _)| results[*i].is_none())
-            .map(|(index, item)| async move {
-                let call = ToolCall {
-                    tool_name: &item.tool_name,
-                    input_json: &item.input_json,
-                    options: item.options.as_ref(),
-                };
+            .map(|(index, call)| async move {
                 (
                     index,
                     item_result(
@@ -354,7 +335,7 @@ impl ConnectorExecutorApi {
     async fn finish_packed(
         &self,
         context: &CallContext,
-        item: &pb::BatchItem,
+        item: &ToolCall,
         packed: Packed<'_>,
         result: Result<Output, Error>,
     ) -> pb::BatchItemResult {
@@ -367,7 +348,7 @@ impl ConnectorExecutorApi {
             trail.status = Some(*status);
         }
         let executed = ToolExecuted {
-            tool: &item.tool_name,
+            tool: &item.tool,
             route: Some(pb::Route::Rest.as_str_name()),
             input_digest: input_digest(item.input_json.as_bytes()),
             batch_id: Some(packed.batch_id),
@@ -424,25 +405,15 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         request: Request<pb::ExecuteToolRequest>,
     ) -> Result<Response<pb::ExecuteToolResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        required("tenant", &r.tenant)?;
-        required("identifier", &r.identifier)?;
-        required("tool_name", &r.tool_name)?;
-        let account = AccountKey {
-            tenant: r.tenant.clone(),
-            connection: r.connection_name.clone(),
-            identifier: r.identifier.clone(),
-        };
-        let context = self.context(&request, caller, account);
-        if let Err(denied) = caller.check_tool(&r.tool_name) {
+        let checked = requests::ExecuteTool::try_from(request.get_ref())?;
+        self.check_account(caller, &checked.account)?;
+        let context = self.context(&request, caller, checked.account);
+        let call = checked.call;
+        if let Err(denied) = caller.check_tool(&call.tool) {
             let refused = ToolExecuted {
-                tool: &r.tool_name,
+                tool: &call.tool,
                 route: None,
-                input_digest: input_digest(r.input_json.as_bytes()),
+                input_digest: input_digest(call.input_json.as_bytes()),
                 batch_id: None,
                 packed: false,
                 latency_ms: None,
@@ -456,14 +427,9 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let connection = self
             .executor
             .connections
-            .get(caller, &r.connection_name)
+            .get(caller, &context.account.connection)
             .await?;
-        let call = ToolCall {
-            tool_name: &r.tool_name,
-            input_json: &r.input_json,
-            options: r.options.as_ref(),
-        };
-        let response = self.execute(&context, &connection, call, None).await?;
+        let response = self.execute(&context, &connection, &call, None).await?;
         Ok(Response::new(response))
     }
 
@@ -472,18 +438,13 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         request: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        required("tenant", &r.tenant)?;
-        required("identifier", &r.identifier)?;
+        let checked = requests::ExecuteBatch::try_from(request.get_ref())?;
+        self.check_account(caller, &checked.account)?;
         let max = self.executor.execution.max_batch_items;
-        if r.items.is_empty() || r.items.len() > max {
+        if checked.items.len() > max {
             return Err(Error::InvalidArgument {
                 field: "items",
-                description: format!("must hold 1 to {max} items, not {}", r.items.len()),
+                description: format!("must hold 1 to {max} items, not {}", checked.items.len()),
             }
             .into());
         }
@@ -491,31 +452,26 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let connection = self
             .executor
             .connections
-            .get(caller, &r.connection_name)
+            .get(caller, &checked.account.connection)
             .await?;
-        let account = AccountKey {
-            tenant: r.tenant.clone(),
-            connection: r.connection_name.clone(),
-            identifier: r.identifier.clone(),
-        };
-        let context = self.context(&request, caller, account);
+        let context = self.context(&request, caller, checked.account);
         let batch_id = uuid::Uuid::now_v7().to_string();
-        let denied: Vec<Option<pb::BatchItemResult>> = r
+        let denied: Vec<Option<pb::BatchItemResult>> = checked
             .items
             .iter()
             .map(|item| {
                 caller
-                    .check_tool(&item.tool_name)
+                    .check_tool(&item.tool)
                     .err()
                     .map(|denied| batch_error(Error::Denied(denied)))
             })
             .collect();
-        let allowed: Vec<pb::BatchItem> = r
+        let allowed: Vec<&ToolCall> = checked
             .items
             .iter()
             .zip(&denied)
             .filter(|(_, d)| d.is_none())
-            .map(|(item, _)| item.clone())
+            .map(|(item, _)| item)
             .collect();
         let mut ran = match &connection.target {
             Target::Rest { api_base_url } => {
@@ -523,14 +479,9 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                     .await
             }
             Target::Mcp { .. } => {
-                let calls = allowed.iter().map(|item| {
-                    let call = ToolCall {
-                        tool_name: &item.tool_name,
-                        input_json: &item.input_json,
-                        options: item.options.as_ref(),
-                    };
-                    self.execute(&context, &connection, call, Some(&batch_id))
-                });
+                let calls = allowed
+                    .iter()
+                    .map(|call| self.execute(&context, &connection, call, Some(&batch_id)));
                 futures::future::join_all(calls)
                     .await
                     .into_iter()
@@ -551,11 +502,11 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let r = request.get_ref();
-        if let Some(name) = &r.connection_name {
+        let r = requests::ListTools::try_from(request.get_ref())?;
+        if let Some(name) = &r.connection {
             caller.check_connection(name).map_err(Error::from)?;
         }
-        let connections = match &r.connection_name {
+        let connections = match &r.connection {
             Some(name) => vec![self.executor.connections.get(caller, name).await?],
             None => self
                 .executor
@@ -568,27 +519,24 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         };
         let mut tools = Vec::new();
         for connection in &connections {
-            let source = r
-                .source
-                .map(|s| pb::ToolSource::try_from(s).unwrap_or_default());
             match &connection.target {
                 Target::Rest { .. } => {
                     for tool in self.executor.catalogue.tools() {
                         let wire = rest_tool(tool, &connection.name);
-                        if source.is_none_or(|s| s == wire.source()) {
+                        if r.source.is_none_or(|s| s == wire.source()) {
                             tools.push(wire);
                         }
                     }
                 }
                 Target::Mcp { url } => {
-                    if source.is_none_or(|s| s == pb::ToolSource::UpstreamMcp) {
+                    if r.source.is_none_or(|s| s == pb::ToolSource::UpstreamMcp) {
                         let upstream = match self
                             .executor
                             .upstream_catalogue(connection, url, caller.name())
                             .await
                         {
                             Ok(upstream) => upstream,
-                            Err(error) if r.connection_name.is_none() => {
+                            Err(error) if r.connection.is_none() => {
                                 tracing::warn!(connection = %connection.name, %error, "upstream tools not listed");
                                 continue;
                             }
@@ -599,20 +547,16 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                 }
             }
         }
-        tools.retain(|t| t.name.starts_with(&r.name_prefix) && caller.check_tool(&t.name).is_ok());
-        let start = if r.page_token.is_empty() {
-            0
-        } else {
-            r.page_token
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= tools.len())
-                .ok_or_else(|| Error::InvalidArgument {
-                    field: "page_token",
-                    description: "is not a token from a previous page".to_owned(),
-                })?
-        };
-        let size = match r.page_size as usize {
+        tools.retain(|t| t.name.starts_with(&r.prefix) && caller.check_tool(&t.name).is_ok());
+        let start = r.start;
+        if start > tools.len() {
+            return Err(Error::InvalidArgument {
+                field: "page_token",
+                description: "is not a token from a previous page".to_owned(),
+            }
+            .into());
+        }
+        let size = match r.size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
@@ -633,20 +577,10 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         request: Request<pb::ProxyRequestRequest>,
     ) -> Result<Response<pb::ProxyRequestResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
-        required("tenant", &r.tenant)?;
-        required("identifier", &r.identifier)?;
-        let checked = crate::proxy::check(r, self.executor.proxy.max_request_bytes)?;
-        let account = AccountKey {
-            tenant: r.tenant.clone(),
-            connection: r.connection_name.clone(),
-            identifier: r.identifier.clone(),
-        };
-        let context = self.context(&request, caller, account);
+        let r = requests::Proxy::try_from(request.get_ref())?;
+        self.check_account(caller, &r.account)?;
+        let checked = crate::proxy::check(&r, self.executor.proxy.max_request_bytes)?;
+        let context = self.context(&request, caller, r.account.clone());
         // The request needs the permission of the generated tool of its spec operation, as
         // an ExecuteTool of that tool would; a path that is no operation needs its own grant.
         let operation = self.executor.catalogue.operation(&r.method, &r.path);
@@ -673,7 +607,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let connection = self
             .executor
             .connections
-            .get(caller, &r.connection_name)
+            .get(caller, &context.account.connection)
             .await?;
         let Target::Rest { api_base_url } = &connection.target else {
             return Err(Error::WrongKind {
@@ -708,7 +642,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let answer = result?;
         Ok(Response::new(pb::ProxyRequestResponse {
             status_code: u32::from(answer.status.as_u16()),
-            headers: crate::proxy::response_headers(&answer.headers),
+            headers: response_headers(&answer.headers),
             body: answer.body.to_vec(),
             execution_id: id.to_string(),
             credential_version,
@@ -745,6 +679,20 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         }
         .into())
     }
+}
+
+/// Asana's response headers for the caller, minus hop-by-hop ones.
+fn response_headers(headers: &reqwest::header::HeaderMap) -> Vec<pb::Header> {
+    headers
+        .iter()
+        .filter(|(name, _)| !crate::proxy::HOP_BY_HOP.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some(pb::Header {
+                name: name.as_str().to_owned(),
+                value: value.to_str().ok()?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// A catalogue tool on the wire.

@@ -33,6 +33,9 @@ pub enum Error {
     /// The input does not match the tool's schema; nothing was sent to Asana.
     #[error("invalid input: {}", describe(.0))]
     InvalidInput(Vec<Violation>),
+    /// A request's fields are malformed (each one named); nothing was sent to Asana.
+    #[error("invalid request: {}", .0.iter().map(|(f, d)| format!("{f}: {d}")).collect::<Vec<_>>().join("; "))]
+    InvalidRequest(Vec<(String, String)>),
     /// A request field is malformed; nothing was sent to Asana.
     #[error("{field}: {description}")]
     InvalidArgument {
@@ -109,7 +112,9 @@ impl Error {
             Self::Denied(_) => "PERMISSION_DENIED".to_owned(),
             Self::UnknownConnection { .. } => "CONNECTION_NOT_FOUND".to_owned(),
             Self::UnknownTool { .. } => "TOOL_NOT_FOUND".to_owned(),
-            Self::InvalidInput(_) | Self::InvalidArgument { .. } => "INVALID_INPUT".to_owned(),
+            Self::InvalidInput(_) | Self::InvalidRequest(_) | Self::InvalidArgument { .. } => {
+                "INVALID_INPUT".to_owned()
+            }
             Self::WrongKind { .. } => "WRONG_CONNECTION_KIND".to_owned(),
             Self::TokenVault(status) => status
                 .get_details_error_info()
@@ -155,6 +160,17 @@ impl From<Error> for Status {
                 let violations = violations
                     .iter()
                     .map(|v| FieldViolation::new(field_path(&v.field), v.description.clone()))
+                    .collect::<Vec<_>>();
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    error.to_string(),
+                    ErrorDetails::with_bad_request(violations),
+                )
+            }
+            Error::InvalidRequest(ref violations) => {
+                let violations = violations
+                    .iter()
+                    .map(|(field, description)| FieldViolation::new(field, description))
                     .collect::<Vec<_>>();
                 Status::with_error_details(
                     Code::InvalidArgument,

@@ -14,6 +14,7 @@ mod mcp;
 mod pipeline;
 mod proxy;
 mod rate;
+mod requests;
 mod rest;
 mod tokens;
 mod trail;

@@ -2,10 +2,8 @@
 //! and audit layer as tools. Everything about the request is checked before a token is
 //! fetched, so a refused request reaches neither token-vault nor Asana.
 
-use agentauth_proto::executor::v1 as pb;
 use asana_client::{AsanaChange, RawRequest, RawResponse};
 use asana_tools::RateClass;
-use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -13,6 +11,7 @@ use crate::Error;
 use crate::executor::{CallContext, Executor};
 use crate::pipeline::{Attempt, Sender};
 use crate::rate::Demand;
+use crate::requests::Proxy;
 use crate::tokens::AccessToken;
 use crate::trail::Trail;
 
@@ -25,7 +24,7 @@ pub(crate) const UNLISTED_OPERATION: &str = "asana_proxy_unlisted_path";
 const ALLOWED_HEADERS: [&str; 4] = ["asana-enable", "asana-disable", "content-type", "accept"];
 
 /// Response headers that describe the hop, not the answer.
-const HOP_BY_HOP: [&str; 9] = [
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -45,7 +44,7 @@ pub(crate) struct Checked {
 }
 
 /// Checks method, path, headers and size; nothing is sent for a request that fails here.
-pub(crate) fn check(r: &pb::ProxyRequestRequest, max_body: usize) -> Result<Checked, Error> {
+pub(crate) fn check(r: &Proxy, max_body: usize) -> Result<Checked, Error> {
     let invalid =
         |field: &'static str, description: String| Error::InvalidArgument { field, description };
     let method = match r.method.as_str() {
@@ -83,19 +82,18 @@ pub(crate) fn check(r: &pb::ProxyRequestRequest, max_body: usize) -> Result<Chec
         return Err(invalid("body", "a GET carries no body".to_owned()));
     }
     let mut headers = HeaderMap::new();
-    for header in &r.headers {
-        let name = header.name.to_ascii_lowercase();
+    for (header_name, header_value) in &r.headers {
+        let name = header_name.to_ascii_lowercase();
         if !ALLOWED_HEADERS.contains(&name.as_str()) {
             return Err(invalid(
                 "headers",
                 format!(
-                    "header `{}` is not allowed (allowed: {})",
-                    header.name,
+                    "header `{header_name}` is not allowed (allowed: {})",
                     ALLOWED_HEADERS.join(", ")
                 ),
             ));
         }
-        let value = HeaderValue::from_str(&header.value)
+        let value = HeaderValue::from_str(header_value)
             .map_err(|_| invalid("headers", format!("header `{name}` has an invalid value")))?;
         headers.append(
             HeaderName::from_bytes(name.as_bytes())
@@ -120,13 +118,9 @@ pub(crate) fn check(r: &pb::ProxyRequestRequest, max_body: usize) -> Result<Chec
         request: RawRequest {
             method,
             path: r.path.clone(),
-            query: r
-                .query
-                .iter()
-                .map(|q| (q.name.clone(), q.value.clone()))
-                .collect(),
+            query: r.query.clone(),
             headers,
-            body: Bytes::from(r.body.clone()),
+            body: r.body.clone(),
         },
         class,
     })
@@ -215,20 +209,6 @@ impl Executor {
     }
 }
 
-/// The response headers a caller gets: Asana's, minus hop-by-hop ones.
-pub(crate) fn response_headers(headers: &HeaderMap) -> Vec<pb::Header> {
-    headers
-        .iter()
-        .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
-        .filter_map(|(name, value)| {
-            Some(pb::Header {
-                name: name.as_str().to_owned(),
-                value: value.to_str().ok()?.to_owned(),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -240,19 +220,18 @@ mod tests {
         path: String,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
-    ) -> pb::ProxyRequestRequest {
-        pb::ProxyRequestRequest {
-            tenant: "acme".into(),
-            connection_name: "asana".into(),
-            identifier: "alice".into(),
+    ) -> Proxy {
+        Proxy {
+            account: crate::tokens::AccountKey {
+                tenant: "acme".into(),
+                connection: "asana".into(),
+                identifier: "alice".into(),
+            },
             method,
             path,
             query: Vec::new(),
-            body,
-            headers: headers
-                .into_iter()
-                .map(|(name, value)| pb::Header { name, value })
-                .collect(),
+            headers,
+            body: body.into(),
         }
     }
 
