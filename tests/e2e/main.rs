@@ -4,6 +4,7 @@ mod audit;
 mod binaries;
 mod cli;
 mod dev;
+mod durability;
 mod grpc_peer;
 mod matrix;
 mod otlp;

@@ -87,6 +87,20 @@ pub struct EmitterConfig {
     /// How long one `Append` may take before audit-log counts as unreachable.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// `async`: events wait in memory for their batch (a crash loses the ones not yet
+    /// delivered or spooled). `sync`: each event is also written to a journal in `spool_dir`
+    /// and synced to disk before `record` returns (calls recorded together share one sync),
+    /// so a crash loses no event whose call was answered.
+    pub durability: Durability,
+}
+
+/// See [`EmitterConfig::durability`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Async,
+    Sync,
 }
 
 impl Default for EmitterConfig {
@@ -100,6 +114,7 @@ impl Default for EmitterConfig {
             queue_capacity: 10_000,
             spool_max_bytes: 256 * 1024 * 1024,
             request_timeout: Duration::from_secs(5),
+            durability: Durability::Async,
         }
     }
 }
@@ -157,6 +172,10 @@ pub enum EmitError {
     Closed,
     #[error("invalid audit event: {0}")]
     Invalid(#[from] InvalidEvent),
+    /// `durability = "sync"` and the journal could not be written: the event waits in memory
+    /// only (a crash would lose it).
+    #[error("the audit journal cannot be written")]
+    NotDurable,
 }
 
 /// Where new events go now.
@@ -195,6 +214,7 @@ pub struct Emitter {
 #[derive(Debug)]
 struct Inner {
     queue: mpsc::Sender<Message>,
+    durability: Durability,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -208,7 +228,8 @@ impl Drop for Inner {
 
 #[derive(Debug)]
 pub(crate) enum Message {
-    Event(Box<pb::Event>),
+    /// An event, and who waits for it to be in the journal (`durability = "sync"`).
+    Event(Box<pb::Event>, Option<oneshot::Sender<()>>),
     /// Answered once every event queued before it is delivered, spooled or dead-lettered.
     Flush(oneshot::Sender<()>),
 }
@@ -218,6 +239,8 @@ pub(crate) enum Message {
 pub(crate) struct Shared {
     state: AtomicU8,
     closed: AtomicBool,
+    /// The last journal write failed (`durability = "sync"`).
+    pub(crate) journal_failing: AtomicBool,
     emitted: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) spooled: AtomicU64,
@@ -289,6 +312,7 @@ impl Emitter {
         Ok(Self {
             inner: Arc::new(Inner {
                 queue,
+                durability: config.durability,
                 shared,
                 cancel,
                 task: Mutex::new(Some(task)),
@@ -310,7 +334,7 @@ impl Emitter {
         Event::check_wire(&wire)?;
         self.inner
             .queue
-            .try_send(Message::Event(Box::new(wire)))
+            .try_send(Message::Event(Box::new(wire), None))
             .map_err(|error| match error {
                 TrySendError::Full(_) => EmitError::QueueFull,
                 TrySendError::Closed(_) => EmitError::Closed,
@@ -321,20 +345,32 @@ impl Emitter {
 
     /// Queues `event` for audit-log, waiting while the queue is full (the worker is spooling
     /// slowly, or the spool is full and replay has not freed space yet): backpressure, never a
-    /// dropped event. Fails only for an invalid event or once the emitter is shut down.
+    /// dropped event; with `durability = "sync"`, also until the event is in the journal on
+    /// disk. Fails for an invalid event, once the emitter is shut down, or when the journal
+    /// cannot be written.
     pub async fn record(&self, event: Event) -> Result<(), EmitError> {
         if self.inner.shared.state() == State::Closed {
             return Err(EmitError::Closed);
         }
         let wire = pb::Event::from(event);
         Event::check_wire(&wire)?;
+        let (journaled, durable) = match self.inner.durability {
+            Durability::Async => (None, None),
+            Durability::Sync => {
+                let (done, durable) = oneshot::channel();
+                (Some(done), Some(durable))
+            }
+        };
         self.inner
             .queue
-            .send(Message::Event(Box::new(wire)))
+            .send(Message::Event(Box::new(wire), journaled))
             .await
             .map_err(|_| EmitError::Closed)?;
         Shared::count(&self.inner.shared.emitted, 1);
-        Ok(())
+        match durable {
+            Some(durable) => durable.await.map_err(|_| EmitError::NotDurable),
+            None => Ok(()),
+        }
     }
 
     /// Whether the emitter keeps up with what is recorded: it takes events (see
@@ -390,6 +426,7 @@ impl Emitter {
     /// spool takes them. A service that must not act unaudited refuses work while this is false.
     pub fn is_healthy(&self) -> bool {
         matches!(self.state(), State::Delivering | State::Spooling)
+            && !self.inner.shared.journal_failing.load(Ordering::Acquire)
     }
 
     /// Event counts since start.

@@ -13,7 +13,9 @@ mod sink;
 mod spool;
 mod worker;
 
-pub use emitter::{EmitError, Emitter, EmitterConfig, MAX_BATCH, StartError, State, Stats};
+pub use emitter::{
+    Durability, EmitError, Emitter, EmitterConfig, MAX_BATCH, StartError, State, Stats,
+};
 pub use event::{
     Actor, CredentialRef, Event, InvalidEvent, Outcome, Recorded, Subject, action, input_digest,
 };

@@ -16,6 +16,7 @@ const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 const SEGMENT_SUFFIX: &str = ".seg";
 const DEAD_LETTER: &str = "dead-letter";
 const LOCK: &str = "lock";
+const JOURNAL: &str = "journal";
 
 /// Why a batch was not spooled.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +212,34 @@ impl Spool {
         blocking(move || fs::remove_file(path)).await
     }
 
+    /// Moves what a crashed run left in its journal (`durability = "sync"`) to the spool, so it
+    /// is replayed before anything new, and empties the journal. Events of it that audit-log
+    /// already has are stored once: appends are idempotent by event id.
+    pub(crate) async fn recover_journal(&mut self) -> io::Result<usize> {
+        let path = self.dir.join(JOURNAL);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let read = path.clone();
+        let (batches, unreadable) = blocking(move || read_segment(&read)).await?;
+        if unreadable > 0 {
+            tracing::warn!(
+                bytes = unreadable,
+                "the audit journal ends in a torn record (a crash while writing it); skipping those bytes"
+            );
+        }
+        let mut events = 0;
+        for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+            events += batch.len();
+            self.append(&batch, true).await.map_err(|e| match e {
+                AppendError::Io(error) => error,
+                full @ AppendError::Full { .. } => io::Error::other(full),
+            })?;
+        }
+        blocking(move || File::create(path).and_then(|f| f.sync_all())).await?;
+        Ok(events)
+    }
+
     /// Appends a batch audit-log refused for good to the dead-letter file; returns its path.
     pub(crate) async fn dead_letter(&self, events: &[pb::Event]) -> io::Result<PathBuf> {
         let record = encode(events)?;
@@ -271,4 +300,50 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(io::Error::other)?
+}
+
+/// The write-ahead journal of `durability = "sync"`: every event is in it, synced to disk,
+/// before the service that recorded it answers, until the event is delivered or spooled.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    dir: PathBuf,
+    /// Whether the journal holds anything (so it must be emptied once that is settled).
+    dirty: bool,
+}
+
+impl Journal {
+    pub(crate) fn new(spool_dir: &Path) -> Self {
+        Self {
+            path: spool_dir.join(JOURNAL),
+            dir: spool_dir.to_owned(),
+            dirty: true,
+        }
+    }
+
+    /// Appends `events` as one record and syncs it: many waiting calls share one sync.
+    pub(crate) async fn append(&mut self, events: &[pb::Event]) -> io::Result<()> {
+        let record = encode(events)?;
+        let (path, dir) = (self.path.clone(), self.dir.clone());
+        let new = !path.exists();
+        blocking(move || append_record(&path, &dir, &record, new)).await?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Empties the journal: everything in it is delivered or spooled.
+    pub(crate) async fn clear(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        blocking(move || match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => file.set_len(0),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        })
+        .await?;
+        self.dirty = false;
+        Ok(())
+    }
 }

@@ -14,8 +14,8 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
-use crate::emitter::{EmitterConfig, Message, Shared, State};
-use crate::spool::Spool;
+use crate::emitter::{Durability, EmitterConfig, Message, Shared, State};
+use crate::spool::{Journal, Spool};
 
 /// A batch is sent once its events encode to this much, far below gRPC's 4 MiB message limit.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
@@ -121,6 +121,11 @@ pub(crate) struct Worker {
     batch: Batch,
     /// A batch the spool could not take; the queue is not read until it has a place.
     held: Option<Batch>,
+    /// `durability = "sync"`: the journal, how many events of the current batch are in it,
+    /// and who waits for the rest to be.
+    journal: Option<Journal>,
+    journaled: usize,
+    unjournaled: Vec<oneshot::Sender<()>>,
     retry: Backoff,
     batch_size: usize,
     flush_interval: Duration,
@@ -144,6 +149,10 @@ impl Worker {
             spool,
             batch: Batch::default(),
             held: None,
+            journal: (config.durability == Durability::Sync)
+                .then(|| Journal::new(&config.spool_dir)),
+            journaled: 0,
+            unjournaled: Vec::new(),
             retry: Backoff::new(),
             batch_size: config.batch_size,
             flush_interval: config.flush_interval,
@@ -152,14 +161,29 @@ impl Worker {
     }
 
     pub(crate) async fn run(mut self) {
+        match self.spool.recover_journal().await {
+            Ok(0) => {}
+            Ok(events) => {
+                tracing::info!(events, "replaying the audit journal a crashed run left");
+                self.shared.transition(State::Spooling);
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot move the audit journal to the spool; it is kept for the next start")
+            }
+        }
         loop {
             let due = self.batch.due;
             let retry = self.spooling().then_some(self.retry.next);
             tokio::select! {
                 () = self.cancel.cancelled() => break,
                 message = self.queue.recv(), if self.held.is_none() => match message {
-                    Some(Message::Event(event)) => {
+                    Some(Message::Event(event, waiter)) => {
                         self.batch.push(*event, self.flush_interval);
+                        self.unjournaled.extend(waiter);
+                        // Group commit: one journal sync for every event that is waiting now.
+                        if self.journal.is_some() && self.queue.is_empty() {
+                            self.journal_batch().await;
+                        }
                         if self.batch.is_full(self.batch_size) {
                             self.dispatch().await;
                         }
@@ -182,12 +206,72 @@ impl Worker {
         !self.spool.is_empty() || self.held.is_some()
     }
 
+    /// Writes the current batch's events not yet in the journal, and answers who waits for
+    /// them. When the journal cannot be written, they are answered too (the events stay in
+    /// memory and are delivered or spooled as usual) with the failure, and the emitter reports
+    /// itself unhealthy until a write succeeds.
+    async fn journal_batch(&mut self) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let fresh = &self.batch.events[self.journaled..];
+        let written = if fresh.is_empty() {
+            Ok(())
+        } else {
+            journal.append(fresh).await
+        };
+        let waiters = std::mem::take(&mut self.unjournaled);
+        match written {
+            Ok(()) => {
+                self.journaled = self.batch.events.len();
+                if self
+                    .shared
+                    .journal_failing
+                    .swap(false, std::sync::atomic::Ordering::AcqRel)
+                {
+                    tracing::info!("the audit journal is written again");
+                }
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
+            }
+            Err(error) => {
+                if !self
+                    .shared
+                    .journal_failing
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    tracing::error!(%error, "cannot write the audit journal; refusing new work until it can");
+                }
+                drop(waiters);
+            }
+        }
+    }
+
+    /// Empties the journal once nothing in it is unsettled.
+    async fn settle_journal(&mut self) {
+        let idle = self.batch.events.is_empty() && self.held.is_none();
+        if let Some(journal) = &mut self.journal
+            && idle
+            && let Err(error) = journal.clear().await
+        {
+            tracing::warn!(%error, "cannot empty the audit journal; a restart re-sends what it holds");
+        }
+    }
+
     /// Sends the current batch, or spools it behind the ones already waiting.
     async fn dispatch(&mut self) {
+        self.journal_batch().await;
+        self.journaled = 0;
         let batch = std::mem::take(&mut self.batch);
         if batch.events.is_empty() {
             return batch.settled();
         }
+        self.send_or_spool(batch).await;
+        self.settle_journal().await;
+    }
+
+    async fn send_or_spool(&mut self, batch: Batch) {
         if self.spooling() {
             return self.spool(batch).await;
         }
@@ -254,6 +338,7 @@ impl Worker {
         if !self.spooling() && self.shared.transition(State::Delivering) != State::Delivering {
             tracing::info!("audit spool drained; sending audit events directly again");
         }
+        self.settle_journal().await;
     }
 
     /// Whether the batch is settled (delivered or dead-lettered) and off the spool.
@@ -325,7 +410,10 @@ impl Worker {
         let mut current = std::mem::take(&mut self.batch);
         while let Ok(message) = self.queue.try_recv() {
             match message {
-                Message::Event(event) => current.push(*event, Duration::ZERO),
+                Message::Event(event, waiter) => {
+                    current.push(*event, Duration::ZERO);
+                    self.unjournaled.extend(waiter);
+                }
                 Message::Flush(waiter) => current.waiters.push(waiter),
             }
             if current.is_full(self.batch_size) {
@@ -348,6 +436,15 @@ impl Worker {
         }
         if spooled > 0 {
             tracing::info!(events = spooled, "spooled audit events left at shutdown");
+        }
+        // Everything is spooled: whoever still waited for the journal may go on.
+        for waiter in std::mem::take(&mut self.unjournaled) {
+            let _ = waiter.send(());
+        }
+        if let Some(journal) = &mut self.journal
+            && let Err(error) = journal.clear().await
+        {
+            tracing::warn!(%error, "cannot empty the audit journal; the next start re-sends what it holds");
         }
     }
 }

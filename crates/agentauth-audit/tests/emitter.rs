@@ -550,6 +550,58 @@ async fn record_waits_for_room_instead_of_dropping_while_audit_log_stalls() {
 }
 
 #[tokio::test]
+async fn with_sync_durability_record_returns_once_the_event_is_on_disk_and_a_crash_loses_none() {
+    let peer = Peer::start().await;
+    peer.set_mode(Mode::Hang);
+    let dir = TempDir::new().expect("temp dir");
+    let config = EmitterConfig {
+        durability: agentauth_audit::emitter::Durability::Sync,
+        flush_interval: Duration::from_secs(60),
+        ..peer.config(&dir)
+    };
+    let emitter = Emitter::start(config.clone()).expect("start");
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let event = event(n);
+        ids.push(event.id);
+        emitter.record(event).await.expect("journaled");
+    }
+    // What a crash right now leaves: the journal holds every recorded event, though none
+    // was delivered or spooled (the batch waits for its flush interval, audit-log hangs).
+    let journal = dir.path().join("spool/journal");
+    let journaled: Vec<String> = read_records(&journal).into_iter().flatten().collect();
+    assert_eq!(journaled, strings(&ids));
+    assert!(peer.delivered().is_empty() && segments(&config.spool_dir).is_empty());
+
+    // The next run on the directory replays the journal (here a copy, as the emitter of the
+    // "crashed" run still holds the directory's lock).
+    let next_dir = TempDir::new().expect("temp dir");
+    std::fs::create_dir_all(next_dir.path().join("spool")).expect("spool dir");
+    std::fs::copy(&journal, next_dir.path().join("spool/journal")).expect("copy");
+    peer.set_mode(Mode::Accept);
+    let next = Emitter::start(EmitterConfig {
+        durability: agentauth_audit::emitter::Durability::Async,
+        ..peer.config(&next_dir)
+    })
+    .expect("start");
+    assert_eventually!(
+        WITHIN,
+        async { peer.delivered().len() == ids.len() },
+        "the journal's events are delivered after a restart"
+    );
+    assert_eq!(peer.delivered(), strings(&ids), "in order");
+    assert_eventually!(
+        WITHIN,
+        async {
+            std::fs::metadata(next_dir.path().join("spool/journal")).is_ok_and(|m| m.len() == 0)
+        },
+        "and the journal is emptied"
+    );
+    next.shutdown(Duration::from_secs(1)).await;
+    emitter.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
 async fn refused_batches_go_to_the_dead_letter_file_and_later_events_go_on() {
     let peer = Peer::start().await;
     let dir = TempDir::new().expect("temp dir");
