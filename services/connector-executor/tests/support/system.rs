@@ -61,6 +61,8 @@ pub struct Options {
     pub audit_flush_interval: Duration,
     /// How many connector-executor replicas serve (all on the one token-vault).
     pub executor_replicas: usize,
+    /// connector-executor's `[audit] durability`: `async` or `sync`.
+    pub audit_durability: &'static str,
 }
 
 impl Default for Options {
@@ -75,6 +77,7 @@ impl Default for Options {
             sandbox_limits: asana_sandbox::LimitConfig::default(),
             audit_flush_interval: Duration::from_millis(20),
             executor_replicas: 1,
+            audit_durability: "async",
         }
     }
 }
