@@ -8,8 +8,10 @@
 //! Python SDK from `make tools`). The whole system runs in this process (token-vault, audit-log
 //! on SQLite, the sandbox), so every component shares the machine's cores: audit-log's own
 //! inserts and hashing are charged to the ExecuteTool path. `AGENTAUTH_BENCH_NO_AUDIT=1` runs
-//! connector-executor without its audit sink, to show that share. At the end the benchmark
-//! checks that audit-log recorded one event per call.
+//! connector-executor without its audit sink, to show that share;
+//! `AGENTAUTH_BENCH_AUDIT_DURABILITY=sync` with `[audit] durability = "sync"` (every event in
+//! the fsynced journal before the call is answered), to show what that costs. At the end the
+//! benchmark checks that audit-log recorded one event per call.
 
 #![allow(
     clippy::print_stdout,
@@ -155,6 +157,10 @@ fn main() {
 
 async fn run() {
     let auditing = std::env::var_os("AGENTAUTH_BENCH_NO_AUDIT").is_none();
+    let durability = match std::env::var("AGENTAUTH_BENCH_AUDIT_DURABILITY").as_deref() {
+        Ok("sync") => "sync",
+        _ => "async",
+    };
     let unlimited = asana_sandbox::LimitConfig {
         free_per_minute: 100_000_000,
         paid_per_minute: 100_000_000,
@@ -166,6 +172,7 @@ async fn run() {
         executor_toml: "[connections.asana-pat]\nrequests_per_minute = 100000000\n".to_owned(),
         sandbox_limits: unlimited,
         audit: auditing,
+        audit_durability: durability,
         // The emitter's default, as deployed.
         audit_flush_interval: Duration::from_millis(100),
         ..Options::default()
@@ -215,10 +222,12 @@ async fn run() {
     let sdk = python_sdk(&api_base, &gid);
 
     println!("connector-executor: asana_task_get via ExecuteTool vs the same GET sent directly");
-    let audit = if auditing {
-        "every call audited to audit-log on SQLite, in this process"
-    } else {
-        "audit sink off"
+    let audit = match (auditing, durability) {
+        (false, _) => "audit sink off",
+        (true, "sync") => {
+            "every call audited to audit-log on SQLite, in this process, durability = sync"
+        }
+        (true, _) => "every call audited to audit-log on SQLite, in this process",
     };
     println!(
         "(sandbox in-process, {audit}; {SAMPLES} sequential reads, then {CONCURRENCY} concurrent for {RUN:?})\n"

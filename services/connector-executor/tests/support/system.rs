@@ -352,10 +352,11 @@ mcp_url = "{sandbox_url}/v2/mcp"
             let executor_spool = tempfile::tempdir().expect("spool");
             let audit_section = if options.audit {
                 format!(
-                    "[audit]\nurl = \"{audit_url}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\nflush_interval = \"{}ms\"\n",
+                    "[audit]\nurl = \"{audit_url}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\nflush_interval = \"{}ms\"\ndurability = \"{}\"\n",
                     executor_key_file.path().display(),
                     executor_spool.path().display(),
-                    options.audit_flush_interval.as_millis()
+                    options.audit_flush_interval.as_millis(),
+                    options.audit_durability,
                 )
             } else {
                 String::new()
