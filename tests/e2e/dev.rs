@@ -8,16 +8,17 @@ use agentauth_testkit::process::binary;
 use agentauth_testkit::{openbao, wait_serving};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Six consecutive free ports: four services, OpenBao, the Asana sandbox.
-fn free_ports() -> (u16, u16, u16) {
+/// Seven consecutive free ports: four services, OpenBao, the Asana sandbox, token-vault's
+/// OAuth callback.
+fn free_ports() -> (u16, u16, u16, u16) {
     for base in (20_000u16..60_000).step_by(97) {
         let all_free =
-            (base..base + 6).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            (base..base + 7).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
-            return (base, base + 4, base + 5);
+            return (base, base + 4, base + 5, base + 6);
         }
     }
-    panic!("no six consecutive free ports");
+    panic!("no seven consecutive free ports");
 }
 
 /// Whether any process whose parent is `pid` has `needle` on its command line.
@@ -40,7 +41,7 @@ fn a_child_has_on_its_command_line(pid: u32, needle: &str) -> bool {
 #[tokio::test]
 async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (first, vault, sandbox) = free_ports();
+    let (first, vault, sandbox, callback) = free_ports();
     // A developer's own caller, admitted to audit-log as a reader.
     let own_key = agentauth_grpc::ApiKey::generate();
     std::fs::create_dir_all(data.path().join("callers")).expect("callers folder");
@@ -64,6 +65,8 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             &vault.to_string(),
             "--sandbox-port",
             &sandbox.to_string(),
+            "--callback-port",
+            &callback.to_string(),
         ])
         .arg("--bao")
         .arg(openbao::binary().expect("bao"))
@@ -256,7 +259,7 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         .expect("dev exits after Ctrl-C")
         .expect("wait");
     assert!(status.success(), "exit {status}");
-    for port in (first..first + 4).chain([vault, sandbox]) {
+    for port in (first..first + 4).chain([vault, sandbox, callback]) {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} is still held after dev stopped: something it started is still running"

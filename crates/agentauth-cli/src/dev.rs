@@ -39,6 +39,10 @@ pub struct Args {
     /// The Asana sandbox's port.
     #[arg(long, default_value_t = 50059)]
     sandbox_port: u16,
+    /// token-vault's OAuth callback port (the sandbox's seeded apps redirect to 50060; for
+    /// another port `dev` registers it with them).
+    #[arg(long, default_value_t = 50060)]
+    callback_port: u16,
     /// The OpenBao (or Vault) executable.
     #[arg(long, env = "AGENTAUTH_BAO", default_value = "bao")]
     bao: PathBuf,
@@ -98,10 +102,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let vault = SocketAddr::new(args.host, args.vault_port);
     let sandbox = SocketAddr::new(args.host, args.sandbox_port);
+    let callback = SocketAddr::new(args.host, args.callback_port);
     let addresses: Vec<SocketAddr> = (0..SERVICES.len() as u16)
         .map(|i| SocketAddr::new(args.host, args.first_port + i))
         .collect();
-    for address in [&vault, &sandbox].into_iter().chain(&addresses) {
+    for address in [&vault, &sandbox, &callback].into_iter().chain(&addresses) {
         std::net::TcpListener::bind(address).map_err(|e| {
             anyhow::anyhow!("{address} is not free ({e}); is another `make run` running?")
         })?;
@@ -119,9 +124,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = tokio::select! {
         result = async {
             start_sandbox(sandbox, &control_key, &data, &mut started).await?;
+            register_callback(sandbox, &control_key, callback).await?;
             let configs = Configs {
                 keys: &keys,
                 own_callers: &own_callers,
+                callback,
             };
             start_all(&args, &data, vault, &addresses, &configs, &mut started).await?;
             let agent = &keys.iter().find(|(name, _)| *name == "agent").expect("the agent's key").1;
@@ -172,6 +179,8 @@ struct Configs<'a> {
     keys: &'a [(&'a str, ApiKey)],
     /// Per service (in `SERVICES` order), the developer's own `[[server.callers]]` entries.
     own_callers: &'a [String],
+    /// Where token-vault serves its OAuth callback.
+    callback: SocketAddr,
 }
 
 async fn start_all(
@@ -260,12 +269,13 @@ fn service_config(
         "token-vault" => {
             let _ = write!(
                 config,
-                "\n[vault]\naddr = \"{vault_url}\"\n\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n\n[oauth]\nhttp_listen = \"{OAUTH_CALLBACK_LISTEN}\"\n{}",
+                "\n[vault]\naddr = \"{vault_url}\"\n\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n\n[oauth]\nhttp_listen = \"{}\"\n{}",
                 data.join("token-vault.db").display(),
                 addresses[2],
                 data.join("keys").join("token-vault.key").display(),
                 data.join("audit-spool").join("token-vault").display(),
-                sandbox_connections(sandbox_url),
+                configs.callback,
+                sandbox_connections(sandbox_url, &redirect_url(configs.callback)),
             );
         }
         "connector-executor" => {
@@ -354,9 +364,52 @@ async fn connect_tool_lister(
     Ok(())
 }
 
-/// Where token-vault serves its OAuth callback in development: the sandbox's seeded apps
-/// register `http://127.0.0.1:50060/oauth/callback` (`asana_sandbox::seed::REDIRECT_URI`).
-const OAUTH_CALLBACK_LISTEN: &str = "127.0.0.1:50060";
+/// The redirect URI of token-vault's OAuth callback on `callback`.
+fn redirect_url(callback: SocketAddr) -> String {
+    format!("http://{callback}/oauth/callback")
+}
+
+/// Lets the sandbox's seeded apps (which redirect to `asana_sandbox::seed::REDIRECT_URI`)
+/// redirect to token-vault's callback on `callback` too, when it is elsewhere.
+async fn register_callback(
+    sandbox: SocketAddr,
+    control_key: &ApiKey,
+    callback: SocketAddr,
+) -> anyhow::Result<()> {
+    let redirect = redirect_url(callback);
+    if redirect == asana_sandbox_seed_redirect() {
+        return Ok(());
+    }
+    let http = reqwest::Client::new();
+    for (client_id, kind, (_, _, secret)) in [
+        ("sandbox-rest-app", "rest", SANDBOX_APP_SECRETS[0]),
+        ("sandbox-mcp-app", "mcp", SANDBOX_APP_SECRETS[1]),
+    ] {
+        let registered = http
+            .post(format!("http://{sandbox}/_sandbox/apps"))
+            .header("X-Sandbox-Control-Key", control_key.expose())
+            .json(&serde_json::json!({
+                "client_id": client_id,
+                "client_secret": secret,
+                "name": client_id,
+                "kind": kind,
+                "redirect_uris": [asana_sandbox_seed_redirect(), redirect],
+            }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            registered.status().is_success(),
+            "the sandbox did not take the callback {redirect} for {client_id} (HTTP {})",
+            registered.status()
+        );
+    }
+    Ok(())
+}
+
+/// The redirect URI the sandbox's seeded apps register.
+fn asana_sandbox_seed_redirect() -> String {
+    redirect_url(SocketAddr::from(([127, 0, 0, 1], 50060)))
+}
 
 /// The sandbox's seeded OAuth app secrets (`asana_sandbox::seed::{REST,MCP}_CLIENT_SECRET`),
 /// written into OpenBao's KV v2 mount `secret` where [`sandbox_connections`]' `client_secret`
@@ -376,7 +429,7 @@ const SANDBOX_APP_SECRETS: &[(&str, &str, &str)] = &[
 
 /// The connections token-vault declares in development: the sandbox's REST app, MCP app and
 /// PATs. The OAuth apps' client secrets are read from OpenBao (see [`SANDBOX_APP_SECRETS`]).
-fn sandbox_connections(sandbox_url: &str) -> String {
+fn sandbox_connections(sandbox_url: &str, redirect: &str) -> String {
     format!(
         r#"
 [[connections]]
@@ -386,7 +439,7 @@ auth = "oauth"
 client_id = "sandbox-rest-app"
 client_secret = "vault:secret/data/agentauth/apps/asana#client_secret"
 scopes = ["default"]
-redirect_url = "http://127.0.0.1:50060/oauth/callback"
+redirect_url = "{redirect}"
 authorize_url = "{sandbox_url}/-/oauth_authorize"
 token_url = "{sandbox_url}/-/oauth_token"
 revoke_url = "{sandbox_url}/-/oauth_revoke"
@@ -399,7 +452,7 @@ auth = "oauth"
 client_id = "sandbox-mcp-app"
 client_secret = "vault:secret/data/agentauth/apps/asana-mcp#client_secret"
 scopes = ["default"]
-redirect_url = "http://127.0.0.1:50060/oauth/callback"
+redirect_url = "{redirect}"
 authorize_url = "{sandbox_url}/-/oauth_authorize"
 token_url = "{sandbox_url}/-/oauth_token"
 revoke_url = "{sandbox_url}/-/oauth_revoke"

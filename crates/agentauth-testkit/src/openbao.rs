@@ -6,7 +6,10 @@
 //! stop, for outage tests.
 //!
 //! Each server runs under a small shell watchdog that holds a pipe from this process: when the
-//! test process ends, however it ends, the pipe closes and the watchdog stops the server.
+//! test process ends, however it ends, the pipe closes and the watchdog stops the server. Each
+//! gets a root token of its own (by environment, not on its command line), and is used only
+//! once it answers with that token: a server that did not start, or another one answering on
+//! its port, is an error rather than a server some other test owns.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,8 +17,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-const ROOT_TOKEN: &str = "root";
 
 /// A running OpenBao dev server.
 #[derive(Debug)]
@@ -34,22 +35,32 @@ impl OpenBao {
     /// Starts a private dev server on `address` (to bring one back where its clients expect
     /// it; a dev server keeps nothing, so it comes back empty), with Transit enabled.
     pub fn start_on(address: std::net::SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with(
+            address,
+            &format!("test-root-{}", uuid::Uuid::new_v4().simple()),
+        )
+    }
+
+    /// Starts a private dev server on `address` whose root token is `token`: a server brought
+    /// back for clients that hold the token of the one it replaces.
+    pub fn start_with(address: std::net::SocketAddr, token: &str) -> anyhow::Result<Self> {
         let binary = binary()?;
+        let token = token.to_owned();
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(r#""$0" "$@" >/dev/null 2>&1 & server=$!; cat >/dev/null; kill $server; wait $server"#)
             .arg(&binary)
             .args(["server", "-dev", "-dev-no-store-token"])
-            .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
             .arg(format!("-dev-listen-address={address}"))
+            .env("VAULT_DEV_ROOT_TOKEN_ID", &token)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;
-        let server = Self {
+        let mut server = Self {
             addr: format!("http://{address}"),
-            token: ROOT_TOKEN.to_owned(),
+            token,
             watchdog: Some(watchdog),
         };
         server.wait_healthy(Duration::from_secs(20))?;
@@ -91,11 +102,36 @@ impl OpenBao {
         }
     }
 
-    fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
+    /// Waits until the server answers healthy and takes its token, checking all along that its
+    /// process still runs.
+    fn wait_healthy(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
+            if let Some(watchdog) = &mut self.watchdog
+                && let Some(status) = watchdog.try_wait()?
+            {
+                anyhow::bail!(
+                    "OpenBao at {} exited before it was healthy ({status})",
+                    self.addr
+                );
+            }
             match http(&self.addr, "GET", "/v1/sys/health", None, None) {
-                Ok((200, _)) => return Ok(()),
+                Ok((200, _)) => {
+                    let (status, _) = http(
+                        &self.addr,
+                        "GET",
+                        "/v1/auth/token/lookup-self",
+                        Some(&self.token),
+                        None,
+                    )?;
+                    anyhow::ensure!(
+                        status == 200,
+                        "the OpenBao answering at {} refuses this server's token (HTTP {status}): \
+                         another server holds the port",
+                        self.addr
+                    );
+                    return Ok(());
+                }
                 result if Instant::now() >= deadline => {
                     anyhow::bail!(
                         "OpenBao at {} not healthy within {within:?}: {result:?}",
@@ -134,7 +170,7 @@ impl Drop for OpenBao {
 pub fn shared() -> &'static OpenBao {
     static SHARED: OnceLock<OpenBao> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let server = match (
+        let mut server = match (
             std::env::var("AGENTAUTH_TEST_VAULT_ADDR"),
             std::env::var("AGENTAUTH_TEST_VAULT_TOKEN"),
         ) {

@@ -120,7 +120,7 @@ api_base_url = "{sandbox_url}/api/1.0"
     );
 
     // A dev server comes back empty: the service resumes, and the user re-stores the token.
-    let _vault = OpenBao::start_on(vault_address).expect("OpenBao again");
+    let _vault = OpenBao::start_with(vault_address, vault.token()).expect("OpenBao again");
     agentauth_testkit::wait_serving(address, "", Duration::from_secs(20))
         .await
         .expect("serving again once Vault answers");
