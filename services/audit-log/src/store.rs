@@ -333,11 +333,14 @@ impl Store {
                 .transpose()?;
         let checkpoint = self.latest_checkpoint(tenant).await?;
         let Some((head_sequence, head_hash)) = head else {
-            return Ok(Verification {
-                events_checked: 0,
-                broken: None,
-                checkpoint,
-            });
+            return Ok(self
+                .past_head(tenant, 0, checkpoint.clone())
+                .await?
+                .unwrap_or(Verification {
+                    events_checked: 0,
+                    broken: None,
+                    checkpoint,
+                }));
         };
         let floor = checkpoint.as_ref().map_or(1, |c| c.sequence + 1);
         let start = from.unwrap_or(floor).max(floor);
@@ -422,11 +425,42 @@ impl Store {
                 checkpoint,
             ));
         }
+        if end == head_sequence {
+            if let Some(forged) = self.past_head(tenant, checked, checkpoint.clone()).await? {
+                return Ok(forged);
+            }
+        }
         Ok(Verification {
             events_checked: checked,
             broken: None,
             checkpoint,
         })
+    }
+
+    /// The first of `tenant`'s events past its chain head, which only a write outside audit-log
+    /// leaves. One statement, so an append committing meanwhile moves the head it compares with.
+    async fn past_head(
+        &self,
+        tenant: &str,
+        checked: u64,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Option<Verification>, Error> {
+        let first: Option<i64> = sqlx::query(
+            "SELECT MIN(sequence) FROM audit_events WHERE tenant = $1 AND sequence > \
+             COALESCE((SELECT sequence FROM audit_chain_heads WHERE tenant = $1), 0)",
+        )
+        .bind(tenant.to_owned())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        Ok(first.map(|sequence| {
+            broken(
+                checked,
+                sequence,
+                "event is past the chain's head (written outside audit-log)",
+                checkpoint,
+            )
+        }))
     }
 
     /// Removes `tenant`'s events recorded before `before`: a prefix of the chain, ending in a

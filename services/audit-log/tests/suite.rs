@@ -452,6 +452,118 @@ async fn tampering_is_reported_with_its_sequence(backend: &str) {
     f.instance.stop().await;
 }
 
+async fn every_hashed_column_a_forged_tail_and_a_forged_checkpoint_are_caught(backend: &str) {
+    let f = fixture(backend).await;
+    let mut client = f.instance.client(&f.keys.acme);
+    let events: Vec<Event> = (0..20).map(|n| event("acme", n)).collect();
+    client.append(wire(&events)).await.expect("append");
+    assert!(verify(&mut client, "acme").await.ok);
+    // Each column a hash covers, changed on its own row: newest row first, so the first broken
+    // sequence verification reports is always the row just changed.
+    let changes = [
+        "event_id = event_id || '0'",
+        "occurred_at_us = occurred_at_us + 1",
+        "recorded_at_us = recorded_at_us + 1",
+        "actor_service = 'token-vault'",
+        "actor_identifier = 'someone-else'",
+        "connection_name = 'asana-other'",
+        "identifier = 'user_x'",
+        "asana_user_gid = '999'",
+        "account_id = 'acct-x'",
+        "credential_version = credential_version + 10",
+        "action = 'tool.hidden'",
+        "outcome = 'failure'",
+        "details = '{\"n\":999}'",
+        "trace_id = '0af7651916cd43dd8448eb211c80319c'",
+    ];
+    for (i, change) in changes.iter().enumerate().rev() {
+        let sequence = i + 3;
+        f.db.tamper(&format!(
+            "UPDATE audit_events SET {change} WHERE tenant = 'acme' AND sequence = {sequence}"
+        ))
+        .await;
+        let verified = verify(&mut client, "acme").await;
+        assert_eq!(
+            verified.first_broken_sequence,
+            Some(sequence as u64),
+            "{change}: {}",
+            verified.reason
+        );
+    }
+    f.instance.stop().await;
+
+    // A row appended behind the service's back, with a correct link and hash, is past the
+    // chain's head.
+    let g = fixture(backend).await;
+    let mut client = g.instance.client(&g.keys.acme);
+    client
+        .append(wire(&(0..3).map(|n| event("acme", n)).collect::<Vec<_>>()))
+        .await
+        .expect("append");
+    g.db.tamper(
+        "INSERT INTO audit_events SELECT tenant, sequence + 1, event_id || 'f', occurred_at_us, \
+         recorded_at_us, actor_service, actor_identifier, connection_name, identifier, \
+         asana_user_gid, account_id, credential_version, action, outcome, details, trace_id, \
+         hash, hash FROM audit_events WHERE tenant = 'acme' AND sequence = 3",
+    )
+    .await;
+    let forged = verify(&mut client, "acme").await;
+    assert!(!forged.ok, "a row past the head: {forged:?}");
+    assert_eq!(forged.first_broken_sequence, Some(4), "{}", forged.reason);
+    // And so is a row of a tenant that has no chain at all.
+    g.db.tamper(
+        "INSERT INTO audit_events SELECT 'globex', sequence, event_id || 'g', occurred_at_us, \
+         recorded_at_us, actor_service, actor_identifier, connection_name, identifier, \
+         asana_user_gid, account_id, credential_version, action, outcome, details, trace_id, \
+         prev_hash, hash FROM audit_events WHERE tenant = 'acme' AND sequence = 1",
+    )
+    .await;
+    let orphan = verify(&mut g.instance.client(&g.keys.operator), "globex").await;
+    assert_eq!(orphan.first_broken_sequence, Some(1), "{}", orphan.reason);
+    g.instance.stop().await;
+
+    // A checkpoint changed after a purge breaks the link to what remains.
+    let h = fixture(backend).await;
+    let mut client = h.instance.client(&h.keys.acme);
+    client
+        .append(wire(&(0..5).map(|n| event("acme", n)).collect::<Vec<_>>()))
+        .await
+        .expect("append");
+    let cut = agentauth_audit::event::wire_timestamp(chrono::Utc::now());
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(1),
+        async {
+            chrono::Utc::now().timestamp_micros()
+                > cut.seconds * 1_000_000 + i64::from(cut.nanos / 1000)
+        },
+        "the clock moves past the cut"
+    );
+    client
+        .append(wire(&(5..8).map(|n| event("acme", n)).collect::<Vec<_>>()))
+        .await
+        .expect("append");
+    h.instance
+        .client(&h.keys.operator)
+        .purge_before(pb::PurgeBeforeRequest {
+            tenant: "acme".into(),
+            before: Some(cut),
+        })
+        .await
+        .expect("purge");
+    assert!(verify(&mut client, "acme").await.ok);
+    h.db.tamper(&format!(
+        "UPDATE audit_checkpoints SET hash = {} WHERE tenant = 'acme'",
+        match h.db {
+            Db::Postgres(_) => "decode('00000000000000000000000000000000000000000000000000000000000000ff', 'hex')",
+            Db::Sqlite(_) => "X'00000000000000000000000000000000000000000000000000000000000000ff'",
+        }
+    ))
+    .await;
+    let broken = verify(&mut client, "acme").await;
+    assert_eq!(broken.first_broken_sequence, Some(6), "{}", broken.reason);
+    h.instance.stop().await;
+}
+
 async fn sql_updates_and_deletes_are_refused(backend: &str) {
     let f = fixture(backend).await;
     let mut client = f.instance.client(&f.keys.acme);
@@ -802,6 +914,7 @@ on_both_backends!(
     reappend_is_a_no_op,
     concurrent_appends_from_two_instances_form_one_gapless_chain,
     tampering_is_reported_with_its_sequence,
+    every_hashed_column_a_forged_tail_and_a_forged_checkpoint_are_caught,
     sql_updates_and_deletes_are_refused,
     purge_leaves_a_chain_that_still_verifies,
     malformed_requests_are_invalid_and_change_nothing,
