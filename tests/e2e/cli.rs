@@ -79,6 +79,25 @@ async fn audit_query_export_and_verify() {
     let (code, out) = agentauth(&["audit", "verify", "--tenant", "acme"], &key, &url).await;
     assert_eq!((code, out.trim()), (0, "ok: 12 events of `acme` verify"));
 
+    // The database's owner rewrites an event behind audit-log's back: verify exits 1 naming it.
+    let database = format!("sqlite://{}/audit-log.db", process.dir().display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&database)
+        .await
+        .expect("the audit database opens");
+    sqlx::raw_sql(
+        "DROP TRIGGER audit_events_no_update; \
+         UPDATE audit_events SET outcome = 'success' WHERE tenant = 'acme' AND sequence = 5",
+    )
+    .execute(&mut db)
+    .await
+    .expect("the owner can tamper");
+    let (code, out) = agentauth(&["audit", "verify", "--tenant", "acme"], &key, &url).await;
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.trim(),
+        "BROKEN at sequence 5: content does not match its hash (altered) (4 events verified before it)"
+    );
+
     let (code, out) = agentauth(&["audit", "verify", "--tenant", "globex"], &key, &url).await;
     assert_ne!(code, 0);
     assert!(out.contains("PermissionDenied"), "{out}");

@@ -554,7 +554,8 @@ async fn every_hashed_column_a_forged_tail_and_a_forged_checkpoint_are_caught(ba
     h.db.tamper(&format!(
         "UPDATE audit_checkpoints SET hash = {} WHERE tenant = 'acme'",
         match h.db {
-            Db::Postgres(_) => "decode('00000000000000000000000000000000000000000000000000000000000000ff', 'hex')",
+            Db::Postgres(_) =>
+                "decode('00000000000000000000000000000000000000000000000000000000000000ff', 'hex')",
             Db::Sqlite(_) => "X'00000000000000000000000000000000000000000000000000000000000000ff'",
         }
     ))
