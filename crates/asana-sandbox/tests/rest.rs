@@ -547,6 +547,19 @@ async fn subtasks_projects_dependencies_followers_and_tags_of_a_task() {
     assert_eq!(body["data"], json!({}));
     let (_, body) = h.get(&format!("/projects/{roadmap}/tasks")).await;
     assert!(names(&body).contains(&"Order catering".to_owned()));
+    let (status, body) = h.get(&format!("/tasks/{task}/projects")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), vec!["Launch plan", "Roadmap"]);
+    assert_eq!(keys(&body["data"][0]), vec!["gid", "name", "resource_type"]);
+    let bob = h
+        .call(
+            BOB_PAT,
+            Method::GET,
+            &format!("/tasks/{task}/projects"),
+            None,
+        )
+        .await;
+    assert_eq!(bob.status, 404, "Bob is not in Acme");
     h.post(
         &format!("/tasks/{task}/removeProject"),
         json!({"project": roadmap}),
@@ -699,6 +712,62 @@ async fn custom_field_values_are_checked_against_the_field() {
         .await;
     assert_eq!(status, 400, "names are unique in a workspace");
 
+    let options = format!("/custom_fields/{priority}/enum_options");
+    let (status, body) = h
+        .post(&options, json!({"name": "Urgent", "color": "red"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["data"]["name"], "Urgent");
+    assert_eq!(body["data"]["enabled"], true);
+    let urgent = text(&body["data"]["gid"]);
+    let (status, body) = h
+        .post(&options, json!({"name": "Critical", "insert_before": high}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = h
+        .post(
+            &options,
+            json!({"name": "Blocking", "insert_after": urgent}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, body) = h.get(&format!("/custom_fields/{priority}")).await;
+    let order: Vec<&str> = body["data"]["enum_options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert_eq!(order.first(), Some(&"Critical"), "{order:?}");
+    assert_eq!(order[order.len() - 2..], ["Urgent", "Blocking"]);
+    for (bad, why) in [
+        (json!({"name": ""}), "a name is required"),
+        (
+            json!({"name": "X", "insert_before": "777"}),
+            "the anchor is an option of the field",
+        ),
+        (
+            json!({"name": "X", "insert_before": high, "insert_after": urgent}),
+            "one anchor at most",
+        ),
+    ] {
+        let (status, body) = h.post(&options, bad).await;
+        assert_eq!(status, 400, "{why}: {body}");
+    }
+    let (status, _) = h
+        .post(
+            &format!("/custom_fields/{estimate}/enum_options"),
+            json!({"name": "X"}),
+        )
+        .await;
+    assert_eq!(status, 400, "a number field has no options");
+    let (_, body) = h.get(&format!("/custom_fields/{priority}")).await;
+    assert_eq!(
+        body["data"]["enum_options"].as_array().map(Vec::len),
+        Some(order.len()),
+        "refused requests add nothing"
+    );
+
     let (status, body) = h
         .put(
             &format!("/tasks/{task}"),
@@ -742,6 +811,15 @@ async fn custom_field_values_are_checked_against_the_field() {
             .map(|v| v["display_value"].clone())
     };
     assert_eq!(shown(&priority), Some(json!("High")));
+    let carried = values
+        .iter()
+        .find(|v| v["gid"] == priority.as_str())
+        .map(|v| v["enum_options"].as_array().map_or(0, Vec::len));
+    assert_eq!(
+        carried,
+        Some(order.len()),
+        "the task carries the new options"
+    );
     assert_eq!(shown(&estimate), Some(json!("2.5")));
     assert!(h.changes(&task).iter().any(|c| c.2 == "custom_fields"));
 
@@ -1527,6 +1605,42 @@ async fn users_of_a_workspace_or_a_team_are_listed_compact_and_paged() {
     assert_eq!(status, 400);
     let bob = h
         .call(BOB_PAT, Method::GET, &format!("/users?team={team}"), None)
+        .await;
+    assert_eq!(bob.status, 404, "Bob is not in Acme");
+
+    let (status, body) = h.get(&format!("/teams/{team}/users?limit=2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), vec!["Alice Example", "Carol Example"]);
+    let next = text(&body["next_page"]["path"]);
+    assert!(next.starts_with(&format!("/teams/{team}/users?")), "{next}");
+    let (_, body) = h.get(&next).await;
+    assert_eq!(names(&body), vec!["Acme Service Account"]);
+    let bob = h
+        .call(BOB_PAT, Method::GET, &format!("/teams/{team}/users"), None)
+        .await;
+    assert_eq!(bob.status, 404, "Bob is not in Acme");
+
+    let (status, body) = h.get(&format!("/workspaces/{acme}/users/me")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["name"], "Alice Example");
+    let (status, body) = h
+        .get(&format!("/workspaces/{acme}/users/carol@acme.test"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["name"], "Carol Example");
+    let bob_gid = h.gid("user", "Bob Example");
+    let (status, body) = h.get(&format!("/workspaces/{acme}/users/{bob_gid}")).await;
+    assert_eq!(status, 404, "Bob is not a user of Acme: {body}");
+    assert_eq!(message(&body), "user: Not a recognized ID");
+    let (status, _) = h.get(&format!("/workspaces/{side}/users/{bob_gid}")).await;
+    assert_eq!(status, 200, "Bob is a user of the side project");
+    let bob = h
+        .call(
+            BOB_PAT,
+            Method::GET,
+            &format!("/workspaces/{acme}/users/me"),
+            None,
+        )
         .await;
     assert_eq!(bob.status, 404, "Bob is not in Acme");
 }

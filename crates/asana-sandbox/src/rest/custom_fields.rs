@@ -12,13 +12,16 @@ use super::objects::{
     member_workspace, name_ref, object, ref_gids, required, string, user_workspaces, view, visible,
     with_options, workspace_of,
 };
-use super::{Caller, Params, body_data, page};
+use super::{Caller, Params, body_data, created, page};
 use crate::Sandbox;
 use crate::error::ApiError;
 use crate::world::World;
 
 /// The custom field types the sandbox knows.
 const TYPES: &[&str] = &["text", "number", "enum", "multi_enum", "date", "people"];
+
+/// The most enum options one field has in Asana.
+const MAX_ENUM_OPTIONS: usize = 500;
 
 /// The longest text value Asana accepts.
 const MAX_TEXT: usize = 1024;
@@ -28,6 +31,10 @@ pub fn routes() -> Router<Sandbox> {
     Router::new()
         .route("/custom_fields", post(create_field))
         .route("/custom_fields/{custom_field_gid}", get(get_field))
+        .route(
+            "/custom_fields/{custom_field_gid}/enum_options",
+            post(add_enum_option),
+        )
         .route(
             "/workspaces/{workspace_gid}/custom_fields",
             get(workspace_fields),
@@ -111,25 +118,112 @@ fn enum_options(world: &mut World, value: &Value) -> Result<Vec<Value>, ApiError
     let items = value
         .as_array()
         .ok_or_else(|| ApiError::bad_request("enum_options: Must be a list"))?;
-    let mut options = Vec::new();
-    for item in items {
-        let name = string(&item["name"], "enum_options.name")?;
-        if name.is_empty() {
-            return Err(ApiError::bad_request("enum_options.name: Missing input"));
-        }
-        let enabled = match &item["enabled"] {
-            Value::Null => true,
-            other => boolean(other, "enum_options.enabled")?,
-        };
-        options.push(json!({
-            "gid": world.new_gid(),
-            "resource_type": "enum_option",
-            "name": name,
-            "enabled": enabled,
-            "color": item["color"].as_str().unwrap_or("none"),
-        }));
+    if items.len() > MAX_ENUM_OPTIONS {
+        return Err(too_many_options());
     }
-    Ok(options)
+    items
+        .iter()
+        .map(|item| enum_option(world, item, "enum_options."))
+        .collect()
+}
+
+/// One enum option with a new gid; `prefix` names where it came from in errors.
+fn enum_option(world: &mut World, item: &Value, prefix: &str) -> Result<Value, ApiError> {
+    let name = string(&item["name"], &format!("{prefix}name"))?;
+    if name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{prefix}name: Missing input"
+        )));
+    }
+    let enabled = match &item["enabled"] {
+        Value::Null => true,
+        other => boolean(other, &format!("{prefix}enabled"))?,
+    };
+    Ok(json!({
+        "gid": world.new_gid(),
+        "resource_type": "enum_option",
+        "name": name,
+        "enabled": enabled,
+        "color": item["color"].as_str().unwrap_or("none"),
+    }))
+}
+
+fn too_many_options() -> ApiError {
+    ApiError::bad_request(format!(
+        "enum_options: A custom field has at most {MAX_ENUM_OPTIONS} enum options"
+    ))
+}
+
+/// `POST /custom_fields/{gid}/enum_options`: a new option at the end of an enum or multi-enum
+/// field's list, or before or after one of its options (`insert_before`, `insert_after`).
+/// Tasks carrying the field see the new list.
+async fn add_enum_option(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    Path(field_gid): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let input = body_data(&body)?;
+    let option = {
+        let mut world = sandbox.world();
+        let field = visible(&world, &caller, &field_gid, "custom_field", "custom_field")?;
+        if !matches!(field["type"].as_str(), Some("enum" | "multi_enum")) {
+            return Err(ApiError::bad_request(
+                "custom_field: Only enum and multi_enum fields have enum options",
+            ));
+        }
+        let mut options = field["enum_options"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if options.len() >= MAX_ENUM_OPTIONS {
+            return Err(too_many_options());
+        }
+        let position = match (input.get("insert_before"), input.get("insert_after")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "insert_before: Cannot be given with insert_after",
+                ));
+            }
+            (Some(anchor), None) => anchor_index(&options, anchor, "insert_before")?,
+            (None, Some(anchor)) => anchor_index(&options, anchor, "insert_after")? + 1,
+            (None, None) => options.len(),
+        };
+        let option = enum_option(&mut world, &Value::Object(input.clone()), "")?;
+        options.insert(position, option.clone());
+        let options = Value::Array(options);
+        if let Some(stored) = world.get_mut(&field_gid) {
+            stored["enum_options"] = options.clone();
+        }
+        let carriers: Vec<String> = world
+            .all("task", |t| {
+                t["custom_fields"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["gid"] == field_gid.as_str()))
+            })
+            .map(gid)
+            .collect();
+        for task_gid in carriers {
+            if let Some(entry) = world
+                .get_mut(&task_gid)
+                .and_then(|t| t["custom_fields"].as_array_mut())
+                .and_then(|e| e.iter_mut().find(|e| e["gid"] == field_gid.as_str()))
+            {
+                entry["enum_options"] = options.clone();
+            }
+        }
+        option
+    };
+    Ok(created(option))
+}
+
+/// Where the option `anchor` names is in `options`; 400 when it is not one of them.
+fn anchor_index(options: &[Value], anchor: &Value, field: &str) -> Result<usize, ApiError> {
+    let anchor = gid_of(anchor, field)?;
+    options
+        .iter()
+        .position(|o| o["gid"] == anchor.as_str())
+        .ok_or_else(|| ApiError::bad_request(format!("{field}: Not an enum option of this field")))
 }
 
 async fn create_field(

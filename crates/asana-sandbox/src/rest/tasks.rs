@@ -36,6 +36,7 @@ pub fn routes() -> Router<Sandbox> {
             "/tasks/{task_gid}/subtasks",
             get(list_subtasks).post(create_subtask),
         )
+        .route("/tasks/{task_gid}/projects", get(list_task_projects))
         .route("/tasks/{task_gid}/addProject", post(add_project))
         .route("/tasks/{task_gid}/removeProject", post(remove_project))
         .route("/tasks/{task_gid}/dependencies", get(list_dependencies))
@@ -1074,16 +1075,41 @@ async fn list_task_tags(
     Path(task_gid): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
+    task_refs(&sandbox, &caller, &task_gid, &params, "tags")
+}
+
+async fn list_task_projects(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    Path(task_gid): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    task_refs(&sandbox, &caller, &task_gid, &params, "projects")
+}
+
+/// A page of the objects the task's `field` refers to (`tags`, `projects`).
+fn task_refs(
+    sandbox: &Sandbox,
+    caller: &Caller,
+    task_gid: &str,
+    params: &Params,
+    field: &str,
+) -> Result<Response, ApiError> {
     let items: Vec<Value> = {
         let world = sandbox.world();
-        let task = task(&world, &caller, &task_gid)?;
-        ref_gids(&task, "tags")
+        let task = task(&world, caller, task_gid)?;
+        ref_gids(&task, field)
             .iter()
             .filter_map(|g| world.get(g))
-            .map(|t| view(&world, t, &params, compact))
+            .map(|o| view(&world, o, params, compact))
             .collect()
     };
-    page(&sandbox, items, &params, &format!("/tasks/{task_gid}/tags"))
+    page(
+        sandbox,
+        items,
+        params,
+        &format!("/tasks/{task_gid}/{field}"),
+    )
 }
 
 /// Adds or removes the tag in `data.tag`.

@@ -16,6 +16,7 @@ use crate::error::ApiError;
 pub fn routes() -> Router<Sandbox> {
     Router::new()
         .route("/teams/{team_gid}", get(get_team))
+        .route("/teams/{team_gid}/users", get(team_users))
         .route("/workspaces/{workspace_gid}/teams", get(workspace_teams))
         .route("/users/{user_gid}/teams", get(user_teams))
 }
@@ -28,6 +29,33 @@ async fn get_team(
 ) -> Result<Response, ApiError> {
     let team = visible(&sandbox.world(), &caller, &team_gid, "team", "team")?;
     Ok(full_record(&sandbox, &team, &params))
+}
+
+/// `GET /teams/{team_gid}/users`: the team's members, in gid order.
+async fn team_users(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    Path(team_gid): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let items: Vec<Value> = {
+        let world = sandbox.world();
+        visible(&world, &caller, &team_gid, "team", "team")?;
+        let members: Vec<String> = world
+            .all("team_membership", |m| m["team"]["gid"] == team_gid.as_str())
+            .filter_map(|m| m["user"]["gid"].as_str().map(str::to_owned))
+            .collect();
+        world
+            .all("user", |u| members.iter().any(|g| u["gid"] == g.as_str()))
+            .map(|u| view(&world, u, &params, compact))
+            .collect()
+    };
+    page(
+        &sandbox,
+        items,
+        &params,
+        &format!("/teams/{team_gid}/users"),
+    )
 }
 
 async fn workspace_teams(

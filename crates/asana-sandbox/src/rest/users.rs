@@ -18,6 +18,10 @@ pub fn routes() -> Router<Sandbox> {
         .route("/workspaces", get(list_workspaces))
         .route("/workspaces/{workspace_gid}", get(get_workspace))
         .route("/workspaces/{workspace_gid}/users", get(workspace_users))
+        .route(
+            "/workspaces/{workspace_gid}/users/{user_gid}",
+            get(workspace_user),
+        )
 }
 
 /// `me` and an email address name users too.
@@ -121,6 +125,25 @@ async fn get_workspace(
 ) -> Result<Response, ApiError> {
     let workspace = member_workspace(&sandbox, &caller, &gid)?;
     Ok(data(shape(&workspace, &params, Value::clone)))
+}
+
+/// `GET /workspaces/{workspace_gid}/users/{user_gid}`: a user of a workspace the caller
+/// belongs to (`me` and email addresses name users too); 404 for anyone else.
+async fn workspace_user(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    Path((workspace_gid, user)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    member_workspace(&sandbox, &caller, &workspace_gid)?;
+    let user = resolve_user(&sandbox, &caller, &user)?;
+    let member = user["workspaces"]
+        .as_array()
+        .is_some_and(|ws| ws.iter().any(|w| w["gid"] == workspace_gid.as_str()));
+    if !member {
+        return Err(ApiError::not_found("user: Not a recognized ID"));
+    }
+    Ok(data(shape(&user, &params, Value::clone)))
 }
 
 async fn workspace_users(

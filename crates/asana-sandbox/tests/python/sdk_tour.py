@@ -9,12 +9,12 @@ classifies each step:
 
 - ok: the SDK call succeeded (or failed with the status the step expects);
 - violation: Prism reported a violation (the details are in the step);
-- unimplemented: the sandbox answered its router's 404 `Not found` (no route for it yet);
+- unimplemented: the sandbox answered its router's 404 `Not found` (it has no such route);
 - error: anything else (an unexpected status, or an SDK-side failure).
 
-A step that does not succeed stops the rest of its family (later steps may need its result),
-except an unimplemented one whose result nothing needs.
-Prints one JSON document on stdout; exits 1 when any step is a violation or an error.
+A step that does not succeed stops the rest of its family (later steps may need its result).
+Prints one JSON document on stdout; exits 1 when any step is not ok: the sandbox implements
+every operation of the tour.
 
     sdk_tour.py --host http://127.0.0.1:4010 --token sandbox-pat-alice
 """
@@ -101,10 +101,8 @@ class Tour:
     def api(self, name):
         return getattr(asana, name)(self.client)
 
-    def step(self, name, call, expect=None, needed=False):
-        """Runs one SDK call and returns its result. Raises Stop after recording why not,
-        except for an unimplemented step whose result the family does not need (`needed`),
-        which returns None so the family goes on."""
+    def step(self, name, call, expect=None):
+        """Runs one SDK call and returns its result. Raises Stop after recording why not."""
         first = len(self.exchanges)
         record = {"family": self.family, "step": name}
         self.steps.append(record)
@@ -139,9 +137,7 @@ class Tour:
             message = ((body.get("errors") or [{}])[0] or {}).get("message")
             if error.status == 404 and message == "Not found":
                 record["outcome"] = "unimplemented"
-                if needed:
-                    raise Stop()
-                return None
+                raise Stop()
             if expect is not None and error.status == expect:
                 record["outcome"] = "ok"
                 record["expected_status"] = expect
@@ -183,11 +179,11 @@ def tour(t):
     state = {}
 
     def identity():
-        me = t.step("get me", lambda: users.get_user("me", {"opt_fields": "name,email,workspaces"}), needed=True)
+        me = t.step("get me", lambda: users.get_user("me", {"opt_fields": "name,email,workspaces"}))
         state["me"] = me["gid"]
         t.step("get user by gid", lambda: users.get_user(me["gid"], {}))
         found = t.step("list workspaces, one per page",
-                       lambda: workspaces.get_workspaces({"limit": 1}), needed=True)
+                       lambda: workspaces.get_workspaces({"limit": 1}))
         state["workspace"] = found[0]["gid"]
         t.step("get workspace", lambda: workspaces.get_workspace(state["workspace"], {}))
         t.step("list workspace users",
@@ -219,7 +215,7 @@ def tour(t):
         data = {"name": f"Tour {suffix}", "workspace": workspace, "notes": "from sdk_tour.py"}
         if "team" in state:
             data["team"] = state["team"]
-        project = t.step("create project", lambda: api.create_project({"data": data}, {}), needed=True)
+        project = t.step("create project", lambda: api.create_project({"data": data}, {}))
         state["project"] = project["gid"]
         t.step("get project", lambda: api.get_project(project["gid"], {}))
         t.step("update project",
@@ -234,14 +230,14 @@ def tour(t):
         api = t.api("SectionsApi")
         project = state["project"]
         section = t.step("create section", lambda: api.create_section_for_project(
-            project, {"body": {"data": {"name": "Doing"}}}), needed=True)
+            project, {"body": {"data": {"name": "Doing"}}}))
         state["section"] = section["gid"]
         t.step("list sections", lambda: api.get_sections_for_project(project, {}))
         t.step("get section", lambda: api.get_section(section["gid"], {}))
         t.step("rename section", lambda: api.update_section(
             section["gid"], {"body": {"data": {"name": "In progress"}}}))
         spare = t.step("create spare section", lambda: api.create_section_for_project(
-            project, {"body": {"data": {"name": "Spare"}}}), needed=True)
+            project, {"body": {"data": {"name": "Spare"}}}))
         t.step("delete spare section", lambda: api.delete_section(spare["gid"]))
 
     if "project" in state:
@@ -252,7 +248,7 @@ def tour(t):
         data = {"name": f"Tour task {suffix}", "notes": "n", "workspace": workspace}
         if "project" in state:
             data["projects"] = [state["project"]]
-        task = t.step("create task", lambda: api.create_task({"data": data}, {}), needed=True)
+        task = t.step("create task", lambda: api.create_task({"data": data}, {}))
         state["task"] = task["gid"]
         t.step("get task", lambda: api.get_task(
             task["gid"], {"opt_fields": "name,notes,assignee,projects,memberships.section"}))
@@ -260,7 +256,7 @@ def tour(t):
             {"data": {"completed": True, "due_on": "2030-01-31", "assignee": "me"}},
             task["gid"], {}))
         other = t.step("create second task",
-                       lambda: api.create_task({"data": {"name": "Blocker", "workspace": workspace}}, {}), needed=True)
+                       lambda: api.create_task({"data": {"name": "Blocker", "workspace": workspace}}, {}))
         state["other_task"] = other["gid"]
         if "project" in state:
             project = state["project"]
@@ -299,7 +295,7 @@ def tour(t):
         api = t.api("StoriesApi")
         task = state["task"]
         story = t.step("comment on task",
-                       lambda: api.create_story_for_task({"data": {"text": "Looks good"}}, task, {}), needed=True)
+                       lambda: api.create_story_for_task({"data": {"text": "Looks good"}}, task, {}))
         t.step("list stories", lambda: api.get_stories_for_task(task, {}))
         t.step("get story", lambda: api.get_story(story["gid"], {}))
         t.step("edit comment",
@@ -312,7 +308,7 @@ def tour(t):
     def tags():
         api = t.api("TagsApi")
         tag = t.step("create tag", lambda: api.create_tag(
-            {"data": {"name": f"tour-{suffix}", "workspace": workspace, "color": "dark-red"}}, {}), needed=True)
+            {"data": {"name": f"tour-{suffix}", "workspace": workspace, "color": "dark-red"}}, {}))
         t.step("get tag", lambda: api.get_tag(tag["gid"], {}))
         t.step("list tags", lambda: api.get_tags({"workspace": workspace}))
         t.step("list workspace tags", lambda: api.get_tags_for_workspace(workspace, {}))
@@ -334,7 +330,7 @@ def tour(t):
         field = t.step("create custom field", lambda: api.create_custom_field(
             {"data": {"name": f"Tour {suffix}", "workspace": workspace,
                       "resource_subtype": "enum",
-                      "enum_options": [{"name": "Low"}, {"name": "High"}]}}, {}), needed=True)
+                      "enum_options": [{"name": "Low"}, {"name": "High"}]}}, {}))
         t.step("get custom field", lambda: api.get_custom_field(field["gid"], {}))
         t.step("list workspace custom fields",
                lambda: api.get_custom_fields_for_workspace(workspace, {}))
@@ -348,7 +344,7 @@ def tour(t):
         project = state["project"]
         update = t.step("post status update", lambda: api.create_status_for_object(
             {"data": {"parent": project, "status_type": "on_track", "text": "All good",
-                      "title": "Week 1"}}, {}), needed=True)
+                      "title": "Week 1"}}, {}))
         t.step("list status updates", lambda: api.get_statuses_for_object(project, {}))
         t.step("get status update", lambda: api.get_status(update["gid"], {}))
         t.step("delete status update", lambda: api.delete_status(update["gid"]))
@@ -360,7 +356,7 @@ def tour(t):
         api = t.api("GoalsApi")
         t.step("list goals", lambda: api.get_goals({"workspace": workspace}))
         goal = t.step("create goal", lambda: api.create_goal(
-            {"data": {"name": f"Tour goal {suffix}", "workspace": workspace}}, {}), needed=True)
+            {"data": {"name": f"Tour goal {suffix}", "workspace": workspace}}, {}))
         t.step("get goal", lambda: api.get_goal(goal["gid"], {}))
         t.step("update goal", lambda: api.update_goal({"data": {"notes": "n"}}, goal["gid"], {}))
         t.step("delete goal", lambda: api.delete_goal(goal["gid"]))
@@ -371,7 +367,7 @@ def tour(t):
         api = t.api("PortfoliosApi")
         t.step("list portfolios", lambda: api.get_portfolios(workspace, {"owner": "me"}))
         portfolio = t.step("create portfolio", lambda: api.create_portfolio(
-            {"data": {"name": f"Tour {suffix}", "workspace": workspace}}, {}), needed=True)
+            {"data": {"name": f"Tour {suffix}", "workspace": workspace}}, {}))
         t.step("get portfolio", lambda: api.get_portfolio(portfolio["gid"], {}))
         if "project" in state:
             t.step("add portfolio item", lambda: api.add_item_for_portfolio(
@@ -387,7 +383,7 @@ def tour(t):
         api = t.api("TimeTrackingEntriesApi")
         task = state["task"]
         entry = t.step("track time", lambda: api.create_time_tracking_entry(
-            {"data": {"duration_minutes": 30, "entered_on": "2030-01-02"}}, task, {}), needed=True)
+            {"data": {"duration_minutes": 30, "entered_on": "2030-01-02"}}, task, {}))
         t.step("list task time entries", lambda: api.get_time_tracking_entries_for_task(task, {}))
         t.step("get time entry", lambda: api.get_time_tracking_entry(entry["gid"], {}))
         t.step("delete time entry", lambda: api.delete_time_tracking_entry(entry["gid"]))
@@ -401,7 +397,7 @@ def tour(t):
         t.step("list allocations", lambda: api.get_allocations({"parent": project}))
         allocation = t.step("allocate effort", lambda: api.create_allocation(
             {"data": {"assignee": "me", "parent": project, "start_date": "2030-01-01",
-                      "end_date": "2030-01-31", "effort": {"type": "hours", "value": 10}}}, {}), needed=True)
+                      "end_date": "2030-01-31", "effort": {"type": "hours", "value": 10}}}, {}))
         t.step("get allocation", lambda: api.get_allocation(allocation["gid"], {}))
         t.step("update allocation", lambda: api.update_allocation(
             {"data": {"effort": {"type": "hours", "value": 12}}}, allocation["gid"], {}))
@@ -469,7 +465,7 @@ def main():
     report = t.report()
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 1 if report["violations"] or report["errors"] else 0
+    return 1 if report["violations"] or report["errors"] or report["unimplemented"] else 0
 
 
 if __name__ == "__main__":
