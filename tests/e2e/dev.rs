@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentauth_testkit::process::binary;
 use agentauth_testkit::{openbao, wait_serving};
@@ -53,7 +53,6 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         ),
     )
     .expect("own callers");
-    let started_at = Instant::now();
     let mut dev = tokio::process::Command::new(binary("agentauth"))
         .arg("dev")
         .arg("--data-dir")
@@ -88,8 +87,6 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             break;
         }
     }
-    let elapsed = started_at.elapsed();
-    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
     assert!(
         printed
             .iter()

@@ -650,37 +650,27 @@ async fn emit_never_waits_while_audit_log_hangs() {
     let dir = TempDir::new().expect("temp dir");
     let config = EmitterConfig {
         queue_capacity: 100,
-        request_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(3),
         ..peer.config(&dir)
     };
     let emitter = Emitter::start(config).expect("start");
 
     let (mut accepted, mut queue_full) = (Vec::new(), 0);
-    let mut took = Vec::new();
     for n in 0..2000 {
         let event = event(n);
         let id = event.id;
-        let started = std::time::Instant::now();
-        let result = emitter.emit(event);
-        took.push(started.elapsed());
-        match result {
+        match emitter.emit(event) {
             Ok(()) => accepted.push(id),
             Err(EmitError::QueueFull) => queue_full += 1,
             Err(other) => panic!("unexpected refusal: {other}"),
         }
     }
-    // Waiting for audit-log would take the whole request_timeout (1 s). A loaded machine may
-    // preempt the thread in any call, so the tight bound is on 99% of calls (a few µs is usual)
-    // and the bound on the slowest is far below the timeout.
-    took.sort();
-    let (typical, slowest) = (took[took.len() * 99 / 100], took[took.len() - 1]);
-    assert!(
-        typical < Duration::from_millis(2),
-        "99% of emits within {typical:?}"
-    );
-    assert!(
-        slowest < Duration::from_millis(250),
-        "an emit took {slowest:?}"
+    // An emit that waited for audit-log would wait out a request_timeout, after which the
+    // hung batch is spooled: none has been, so no emit waited.
+    assert_eq!(
+        emitter.stats().spooled,
+        0,
+        "every emit returned before the first request timed out"
     );
     assert!(
         queue_full > 0,
@@ -714,13 +704,13 @@ async fn shutdown_is_bounded_by_its_grace_and_spools_what_is_left() {
     let emitter = Emitter::start(config.clone()).expect("start");
     let ids = emit(&emitter, 20);
 
-    let started = std::time::Instant::now();
-    emitter.shutdown(Duration::from_millis(200)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    // Bounded by the grace, not by the 30 s a hung request may take.
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        emitter.shutdown(Duration::from_millis(200)),
+    )
+    .await
+    .expect("shutdown returns long before the request times out");
     assert_eq!(emitter.stats().spooled, 20);
     assert_eq!(emitter.state(), State::Closed);
     assert!(matches!(emitter.emit(event(0)), Err(EmitError::Closed)));

@@ -2,7 +2,8 @@
 //!
 //! - [`openbao`]: one OpenBao dev server per test run, and a fresh path prefix per test.
 //! - [`database`]: a fresh PostgreSQL database or SQLite file per test.
-//! - [`free_port`], [`wait_serving`] and [`assert_eventually!`]: no sleeps, only deadlines.
+//! - [`free_port`], [`wait_serving`], [`eventually`] and [`assert_eventually!`]: no sleeps,
+//!   only deadlines.
 //! - [`logs`]: every log line of the test process, to scan for secrets.
 //! - [`process`]: a real binary, started with a config, stopped with a signal.
 //! - [`prism`]: Stoplight Prism checking traffic against Asana's OpenAPI spec.
@@ -38,6 +39,24 @@ macro_rules! assert_eventually {
             ::tokio::time::sleep(::std::time::Duration::from_millis(20)).await;
         }
     }};
+}
+
+/// Polls `probe` until it returns `Some`, and returns that; `None` once `within` has passed.
+/// [`assert_eventually!`] for a condition that yields what the test goes on with.
+pub async fn eventually<T, F>(within: Duration, mut probe: impl FnMut() -> F) -> Option<T>
+where
+    F: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = probe().await {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A loopback address with a port that was free a moment ago, for binaries that bind it

@@ -20,7 +20,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::vault::v1 as pb;
@@ -516,7 +518,7 @@ mod tests {
         assert_eq!(entries, 2, "two entries of about 110 bytes fit in 300");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn idle_entries_are_dropped() {
         let tokens = tokens(CacheConfig {
             idle: Duration::from_millis(20),
@@ -524,7 +526,7 @@ mod tests {
         });
         following(&tokens);
         tokens.store(&key("acme", "idle"), token("a", 1));
-        std::thread::sleep(Duration::from_millis(40));
+        tokio::time::advance(Duration::from_millis(40)).await;
         tokens.store(&key("acme", "new"), token("b", 1));
         assert_eq!(
             tokens.size().0,
@@ -565,7 +567,7 @@ mod tests {
         assert_eq!(tokens.size(), (0, 0));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn without_the_change_stream_old_entries_are_not_used() {
         let tokens = tokens(CacheConfig {
             ttl_without_changes: Duration::from_millis(20),
@@ -576,7 +578,7 @@ mod tests {
             tokens.cached(&key("acme", "alice"), None).is_some(),
             "young"
         );
-        std::thread::sleep(Duration::from_millis(40));
+        tokio::time::advance(Duration::from_millis(40)).await;
         assert!(
             tokens.cached(&key("acme", "alice"), None).is_none(),
             "too old to trust while no change can reach this cache"

