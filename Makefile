@@ -10,7 +10,7 @@ NODE_TOOLS := $(TOOLS)/node
 CARGO ?= cargo
 export AGENTAUTH_TOOLS_DIR := $(TOOLS)
 
-.PHONY: help run test tools build fmt lint proto-lint deploy-check cargo-test clean
+.PHONY: help run test tools build fmt lint proto-lint proto-landed deploy-check cargo-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -45,8 +45,13 @@ fmt: ## check formatting
 lint: ## clippy, warnings as errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-proto-lint: tools ## buf lint on the contracts
+proto-lint: tools ## buf lint on the contracts, and no breaking change against the last landed ones
 	cd proto && $(VENV)/bin/buf lint && $(VENV)/bin/buf build -o /dev/null
+	cd proto && $(VENV)/bin/buf breaking --against landed.binpb
+
+LANDED ?= HEAD
+proto-landed: tools ## record the contracts of commit LANDED (default HEAD) as proto/landed.binpb
+	cd proto && $(VENV)/bin/buf build '../.git#ref=$(LANDED),subdir=proto' --exclude-source-info -o landed.binpb
 
 deploy-check: tools build ## validate the Kubernetes manifests offline, and their configs against the binaries
 	TOOLS_DIR=$(TOOLS) AGENTAUTH_BIN_DIR=$(CURDIR)/target/debug deploy/check.sh
