@@ -63,7 +63,7 @@ async fn start(db: &str, key: &ApiKey) -> AuditLogClient<AuthenticatedChannel> {
         database: DatabaseConfig {
             url: db.to_owned(),
             max_connections: 16,
-            ..DatabaseConfig::default()
+            role: None,
         },
         ..Default::default()
     };

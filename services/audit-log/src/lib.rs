@@ -21,16 +21,32 @@ pub use api::MAX_BATCH;
 pub use error::Error;
 pub use store::Config as DatabaseConfig;
 
+/// The chain's schema, per backend.
+static MIGRATIONS: agentauth_db::Migrations = agentauth_db::Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
+
 /// audit-log's configuration.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The gRPC listener and its callers.
     pub server: ServerConfig,
     /// Where events are stored.
-    pub database: store::Config,
+    pub database: DatabaseConfig,
     /// What `Append` accepts.
     pub append: AppendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::new("sqlite://audit-log.db?mode=rwc"),
+            append: AppendConfig::default(),
+        }
+    }
 }
 
 /// `[append]`.
@@ -111,18 +127,13 @@ impl agentauth_launch::Service for AuditLogService {
 
     /// Brings the schema up to date (retrying while the database is unreachable), then serves.
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.store.migrate().await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?delay, "cannot migrate the audit database")
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
-            }
+        let migrated = self
+            .store
+            .database()
+            .migrate_until_done(&MIGRATIONS, "the audit database", &shutdown)
+            .await;
+        if !migrated {
+            return Ok(());
         }
         let api = api::AuditLogApi {
             store: self.store.clone(),
@@ -144,6 +155,6 @@ struct Database(store::Store);
 
 impl Readiness for Database {
     async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
+        self.0.database().ping().await.map_err(|e| e.to_string())
     }
 }

@@ -1,58 +1,24 @@
 //! The events table, its chain heads and checkpoints, on PostgreSQL or SQLite.
 //!
 //! One code path serves both backends through sqlx's `Any` driver: every statement is written
-//! in the SQL they share, with `$N` placeholders, and the few differences (session setup, the
-//! purge's permission to delete) branch on [`Backend`].
-
-use std::sync::Once;
-use std::time::Duration;
+//! in the SQL they share, with `$N` placeholders, and the few differences (the purge's
+//! permission to delete, placeholders in long statements) branch on [`Backend`].
 
 use agentauth_audit::Event;
+pub use agentauth_db::Config;
+use agentauth_db::{Backend, Database, bind, push_placeholder};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
-use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Executor, Row as _, SqlSafeStr};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Executor, Row as _};
 
 use crate::record::{GENESIS, Row};
-
-/// The `[database]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// `postgres://…` or `sqlite://path?mode=rwc`.
-    pub url: String,
-    /// The most connections the pool opens.
-    pub max_connections: u32,
-    /// PostgreSQL only: the role every connection switches to (see the migration's roles).
-    pub role: Option<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://audit-log.db?mode=rwc".to_owned(),
-            max_connections: 10,
-            role: None,
-        }
-    }
-}
-
-/// Which database the URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
 
 /// A database failure, kept apart from request errors so it maps to UNAVAILABLE or INTERNAL.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored event is corrupt: {0}")]
     Corrupt(String),
 }
@@ -118,8 +84,7 @@ pub struct Verification {
 /// The audit database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    db: Database,
     role: Option<String>,
 }
 
@@ -127,86 +92,20 @@ impl Store {
     /// A pool for `config` that connects on first use, so the service can start before its
     /// database does (and reports NOT_SERVING until it answers).
     pub fn connect_lazy(config: &Config) -> Result<Self, Error> {
-        static DRIVERS: Once = Once::new();
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
-        let backend =
-            if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:") {
-                Backend::Postgres
-            } else if config.url.starts_with("sqlite:") {
-                Backend::Sqlite
-            } else {
-                return Err(Error::Database(sqlx::Error::Configuration(
-                    "database.url must start with postgres:// or sqlite:".into(),
-                )));
-            };
-        if let Some(role) = &config.role {
-            let valid = backend == Backend::Postgres
-                && !role.is_empty()
-                && role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                return Err(Error::Database(sqlx::Error::Configuration(
-                    "database.role must be a plain PostgreSQL role name, and only for PostgreSQL"
-                        .into(),
-                )));
-            }
-        }
-        let setup = match (backend, &config.role) {
-            (Backend::Sqlite, _) => Some("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL;".to_owned()),
-            (Backend::Postgres, Some(role)) => Some(format!("SET ROLE {role}")),
-            (Backend::Postgres, None) => None,
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |connection, _| {
-                let setup = setup.clone();
-                Box::pin(async move {
-                    if let Some(setup) = setup {
-                        connection.execute(AssertSqlSafe(setup)).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_lazy(&config.url)?;
         Ok(Self {
-            pool,
-            backend,
+            db: Database::connect_lazy(config)?,
             role: config.role.clone(),
         })
     }
 
-    /// Brings the schema up to date.
-    pub async fn migrate(&self) -> Result<(), Error> {
-        let (version, sql) = match self.backend {
-            Backend::Postgres => (
-                1,
-                include_str!("../migrations/postgres/0001_audit_events.sql"),
-            ),
-            Backend::Sqlite => (
-                1,
-                include_str!("../migrations/sqlite/0001_audit_events.sql"),
-            ),
-        };
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            version,
-            "audit events".into(),
-            MigrationType::Simple,
-            AssertSqlSafe(sql).into_sql_str(),
-            false,
-        )]);
-        migrator.run(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// The database, to migrate and to check.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Appends one tenant's `events` to its chain, in order, skipping ids already recorded.
     pub async fn append(&self, tenant: &str, events: &[Event]) -> Result<Vec<Appended>, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.pool().begin().await?;
         let (mut sequence, mut prev_hash) = lock_head(&mut tx, tenant).await?;
 
         let mut known = std::collections::HashMap::new();
@@ -217,15 +116,15 @@ impl Store {
             let mut args = AnyArguments::default();
             for (i, event) in events.iter().enumerate() {
                 sql.push_str(if i == 0 { "(" } else { ", (" });
-                push_placeholder(&mut sql, self.backend, i + 1);
+                push_placeholder(&mut sql, self.db.backend(), i + 1);
                 sql.push(')');
-                add(&mut args, event.id.to_string());
+                bind(&mut args, event.id.to_string());
             }
-            add(&mut args, tenant.to_owned());
+            bind(&mut args, tenant.to_owned());
             sql.push_str(
                 ") SELECT sent.id, (SELECT e.sequence FROM audit_events e WHERE e.tenant = ",
             );
-            push_placeholder(&mut sql, self.backend, events.len() + 1);
+            push_placeholder(&mut sql, self.db.backend(), events.len() + 1);
             sql.push_str(" AND e.event_id = sent.id) FROM sent");
             let rows = sqlx::query_with(AssertSqlSafe(sql), args)
                 .fetch_all(&mut *tx)
@@ -260,7 +159,7 @@ impl Store {
             rows.push(row);
         }
         if !rows.is_empty() {
-            insert_rows(&mut tx, &rows, self.backend).await?;
+            insert_rows(&mut tx, &rows, self.db.backend()).await?;
             sqlx::query("UPDATE audit_chain_heads SET sequence = $2, hash = $3 WHERE tenant = $1")
                 .bind(tenant.to_owned())
                 .bind(sequence)
@@ -289,15 +188,15 @@ impl Store {
                 n + 1,
                 n + 2
             ));
-            add(&mut args, cursor.occurred_at_us);
-            add(&mut args, cursor.sequence);
+            bind(&mut args, cursor.occurred_at_us);
+            bind(&mut args, cursor.sequence);
         }
         // The limit is written into the statement, not bound: with a bound LIMIT, PostgreSQL's
         // generic plan cannot know the page is small and sorts the whole window instead of
         // walking the time index.
         sql.push_str(&format!(" ORDER BY occurred_at_us, sequence LIMIT {limit}"));
         let rows = sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool())
             .await?;
         rows.iter()
             .map(from_any)
@@ -312,7 +211,7 @@ impl Store {
     ) -> impl Stream<Item = Result<Row, Error>> + Send + 'static {
         let (mut sql, args) = select(filter);
         sql.push_str(" ORDER BY sequence");
-        let pool = self.pool.clone();
+        let pool = self.db.pool().clone();
         row_stream(pool, sql, args)
     }
 
@@ -327,7 +226,7 @@ impl Store {
         let head: Option<(i64, Vec<u8>)> =
             sqlx::query("SELECT sequence, hash FROM audit_chain_heads WHERE tenant = $1")
                 .bind(tenant.to_owned())
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.pool())
                 .await?
                 .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
                 .transpose()?;
@@ -354,7 +253,7 @@ impl Store {
                 sqlx::query("SELECT hash FROM audit_events WHERE tenant = $1 AND sequence = $2")
                     .bind(tenant.to_owned())
                     .bind(start - 1)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.db.pool())
                     .await?;
             match previous {
                 Some(row) => row.try_get(0)?,
@@ -370,13 +269,13 @@ impl Store {
         };
 
         let mut args = AnyArguments::default();
-        add(&mut args, tenant.to_owned());
-        add(&mut args, start);
-        add(&mut args, end);
+        bind(&mut args, tenant.to_owned());
+        bind(&mut args, start);
+        bind(&mut args, end);
         let sql = format!(
             "SELECT {COLUMNS} FROM audit_events WHERE tenant = $1 AND sequence >= $2 AND sequence <= $3 ORDER BY sequence"
         );
-        let mut rows = std::pin::pin!(row_stream(self.pool.clone(), sql, args));
+        let mut rows = std::pin::pin!(row_stream(self.db.pool().clone(), sql, args));
         let mut next = start;
         let mut checked = 0u64;
         while let Some(row) = rows.next().await {
@@ -425,10 +324,10 @@ impl Store {
                 checkpoint,
             ));
         }
-        if end == head_sequence {
-            if let Some(forged) = self.past_head(tenant, checked, checkpoint.clone()).await? {
-                return Ok(forged);
-            }
+        if end == head_sequence
+            && let Some(forged) = self.past_head(tenant, checked, checkpoint.clone()).await?
+        {
+            return Ok(forged);
         }
         Ok(Verification {
             events_checked: checked,
@@ -450,7 +349,7 @@ impl Store {
              COALESCE((SELECT sequence FROM audit_chain_heads WHERE tenant = $1), 0)",
         )
         .bind(tenant.to_owned())
-        .fetch_one(&self.pool)
+        .fetch_one(self.db.pool())
         .await?
         .try_get(0)?;
         Ok(first.map(|sequence| {
@@ -470,7 +369,7 @@ impl Store {
         tenant: &str,
         before: DateTime<Utc>,
     ) -> Result<(u64, Option<Checkpoint>), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.pool().begin().await?;
         lock_head(&mut tx, tenant).await?;
         let cut: Option<(i64, Vec<u8>)> = sqlx::query(
             "SELECT sequence, hash FROM audit_events WHERE tenant = $1 AND sequence = \
@@ -486,7 +385,7 @@ impl Store {
             tx.rollback().await?;
             return Ok((0, self.latest_checkpoint(tenant).await?));
         };
-        match self.backend {
+        match self.db.backend() {
             Backend::Postgres => {
                 tx.execute("SET LOCAL agentauth.audit_purge = 'on'").await?;
                 if self.role.is_some() {
@@ -503,7 +402,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if self.backend == Backend::Sqlite {
+        if self.db.backend() == Backend::Sqlite {
             tx.execute(SQLITE_DELETE_GUARD).await?;
         }
         let checkpoint = Checkpoint {
@@ -527,7 +426,7 @@ impl Store {
             "SELECT sequence, hash, created_at_us FROM audit_checkpoints WHERE tenant = $1 ORDER BY sequence DESC LIMIT 1",
         )
         .bind(tenant.to_owned())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.pool())
         .await?;
         Ok(row
             .map(|r| {
@@ -596,24 +495,24 @@ async fn insert_rows(
                 push_placeholder(&mut sql, backend, i * COLUMN_COUNT + c + 1);
             }
             sql.push(')');
-            add(&mut args, row.tenant.clone());
-            add(&mut args, row.sequence);
-            add(&mut args, row.event_id.clone());
-            add(&mut args, row.occurred_at_us);
-            add(&mut args, row.recorded_at_us);
-            add(&mut args, row.actor_service.clone());
-            add(&mut args, row.actor_identifier.clone());
-            add(&mut args, row.connection_name.clone());
-            add(&mut args, row.identifier.clone());
-            add(&mut args, row.asana_user_gid.clone());
-            add(&mut args, row.account_id.clone());
-            add(&mut args, row.credential_version);
-            add(&mut args, row.action.clone());
-            add(&mut args, row.outcome.clone());
-            add(&mut args, row.details.clone());
-            add(&mut args, row.trace_id.clone());
-            add(&mut args, row.prev_hash.clone());
-            add(&mut args, row.hash.clone());
+            bind(&mut args, row.tenant.clone());
+            bind(&mut args, row.sequence);
+            bind(&mut args, row.event_id.clone());
+            bind(&mut args, row.occurred_at_us);
+            bind(&mut args, row.recorded_at_us);
+            bind(&mut args, row.actor_service.clone());
+            bind(&mut args, row.actor_identifier.clone());
+            bind(&mut args, row.connection_name.clone());
+            bind(&mut args, row.identifier.clone());
+            bind(&mut args, row.asana_user_gid.clone());
+            bind(&mut args, row.account_id.clone());
+            bind(&mut args, row.credential_version);
+            bind(&mut args, row.action.clone());
+            bind(&mut args, row.outcome.clone());
+            bind(&mut args, row.details.clone());
+            bind(&mut args, row.trace_id.clone());
+            bind(&mut args, row.prev_hash.clone());
+            bind(&mut args, row.hash.clone());
         }
         sqlx::query_with(AssertSqlSafe(sql), args)
             .execute(&mut **tx)
@@ -622,36 +521,21 @@ async fn insert_rows(
     Ok(())
 }
 
-/// Appends the `n`-th (from 1) bind parameter of a statement built in order: `$n` on
-/// PostgreSQL, an anonymous `?` on SQLite. SQLite looks a named parameter up by a linear scan
-/// of the statement's names on every bind, so a statement of many `$n` costs the square of its
-/// size to bind (at 1,000 rows, more than everything else in an append); anonymous ones are
-/// bound by position.
-fn push_placeholder(sql: &mut String, backend: Backend, n: usize) {
-    match backend {
-        Backend::Postgres => {
-            sql.push('$');
-            sql.push_str(&n.to_string());
-        }
-        Backend::Sqlite => sql.push('?'),
-    }
-}
-
 /// `SELECT … WHERE …` for `filter`, with its arguments.
 fn select(filter: &Filter) -> (String, AnyArguments) {
     let mut sql = format!("SELECT {COLUMNS} FROM audit_events WHERE tenant = $1");
     let mut args = AnyArguments::default();
-    add(&mut args, filter.tenant.clone());
+    bind(&mut args, filter.tenant.clone());
     let condition = |sql: &mut String, args: &mut AnyArguments, clause: &str| {
         let n = args_len(args);
         sql.push_str(&format!(" AND {clause} ${n}"));
     };
     if let Some(start) = filter.start_us {
-        add(&mut args, start);
+        bind(&mut args, start);
         condition(&mut sql, &mut args, "occurred_at_us >=");
     }
     if let Some(end) = filter.end_us {
-        add(&mut args, end);
+        bind(&mut args, end);
         condition(&mut sql, &mut args, "occurred_at_us <");
     }
     for (column, value) in [
@@ -662,23 +546,15 @@ fn select(filter: &Filter) -> (String, AnyArguments) {
         ("account_id", &filter.account_id),
     ] {
         if let Some(value) = value {
-            add(&mut args, value.clone());
+            bind(&mut args, value.clone());
             condition(&mut sql, &mut args, &format!("{column} ="));
         }
     }
     if let Some(version) = filter.credential_version {
-        add(&mut args, version);
+        bind(&mut args, version);
         condition(&mut sql, &mut args, "credential_version =");
     }
     (sql, args)
-}
-
-fn add<'q, T>(args: &mut AnyArguments, value: T)
-where
-    T: 'q + sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send,
-{
-    // Encoding into Any's in-memory argument buffer cannot fail for these plain types.
-    let _ = args.add(value);
 }
 
 fn args_len(args: &AnyArguments) -> usize {

@@ -100,10 +100,7 @@ impl Instance {
                 callers,
                 ..ServerConfig::default()
             },
-            database: DatabaseConfig {
-                url: db_url.to_owned(),
-                ..DatabaseConfig::default()
-            },
+            database: DatabaseConfig::new(db_url),
             ..Default::default()
         };
         let service = AuditLogService::new(config).expect("valid config");

@@ -30,8 +30,14 @@ pub use error::Error;
 /// How long validating a token against Asana may take before Asana counts as unavailable.
 const ASANA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The accounts' schema, per backend.
+static MIGRATIONS: agentauth_db::Migrations = agentauth_db::Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
+
 /// token-vault's configuration.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The gRPC listener and its callers.
@@ -56,6 +62,20 @@ pub struct Config {
     /// made on other replicas, `heartbeat`, and `retention` of changes for subscribers that
     /// reconnect.
     pub changes: changes::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            vault: vault::Config::default(),
+            database: records::Config::new("sqlite://token-vault.db?mode=rwc"),
+            audit: audit::Config::default(),
+            connections: Vec::new(),
+            oauth: oauth::Config::default(),
+            changes: changes::Config::default(),
+        }
+    }
 }
 
 /// token-vault's RPCs and roles. Access tokens leave only through `executor` (the role of
@@ -215,18 +235,13 @@ impl agentauth_launch::Service for TokenVaultService {
     /// Brings the schema up to date (retrying while the database is unreachable), then serves.
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.audit.log_mode(&self.audit_url, "credential changes");
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.records.migrate().await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?delay, "cannot migrate the accounts database")
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
-            }
+        let migrated = self
+            .records
+            .database()
+            .migrate_until_done(&MIGRATIONS, "the accounts database", &shutdown)
+            .await;
+        if !migrated {
+            return Ok(());
         }
         // No redirects: one to another host would carry a token or client secret there.
         let http = reqwest::Client::builder()
@@ -339,6 +354,7 @@ impl Readiness for Dependencies {
             return Err("the audit emitter does not keep up".to_owned());
         }
         self.records
+            .database()
             .ping()
             .await
             .map_err(|e| format!("accounts database: {e}"))

@@ -4,50 +4,19 @@
 //! statement is in the SQL they share (`$N` placeholders, `ON CONFLICT … DO UPDATE`), times are
 //! microseconds since the epoch, and only the migrations differ per backend.
 
-use std::sync::Once;
-use std::time::Duration;
-
+pub use agentauth_db::Config;
+use agentauth_db::{Database, bind};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Executor, Row as _, SqlSafeStr};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, AssertSqlSafe, Row as _};
 
 use crate::connections::Auth;
-
-/// The `[database]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// `postgres://…` or `sqlite://path?mode=rwc`.
-    pub url: String,
-    /// The most connections the pool opens.
-    pub max_connections: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://token-vault.db?mode=rwc".to_owned(),
-            max_connections: 10,
-        }
-    }
-}
-
-/// Which database the URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Postgres,
-    Sqlite,
-}
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored account is corrupt: {0}")]
     Corrupt(String),
 }
@@ -171,8 +140,7 @@ const COLUMNS: &str = "account_id, tenant, connection_name, identifier, state, s
 /// The accounts database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    db: Database,
     /// Signalled after each commit that logged a change, so this replica's followers hear of
     /// it at once (other replicas' by polling).
     changed: std::sync::Arc<tokio::sync::Notify>,
@@ -181,99 +149,36 @@ pub struct Store {
 impl Store {
     /// A pool for `config` that connects on first use.
     pub fn connect_lazy(config: &Config) -> Result<Self, Error> {
-        static DRIVERS: Once = Once::new();
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
-        let backend =
-            if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:") {
-                Backend::Postgres
-            } else if config.url.starts_with("sqlite:") {
-                Backend::Sqlite
-            } else {
-                return Err(Error::Database(sqlx::Error::Configuration(
-                    "database.url must start with postgres:// or sqlite:".into(),
-                )));
-            };
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        connection
-                            .execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 30000;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_lazy(&config.url)?;
         Ok(Self {
-            pool,
-            backend,
+            db: Database::connect_lazy(config)?,
             changed: std::sync::Arc::default(),
         })
     }
 
-    /// Brings the schema up to date.
-    pub async fn migrate(&self) -> Result<(), Error> {
-        let (accounts, oauth_states, leases, failures, changes, replace_user) = match self.backend {
-            Backend::Postgres => (
-                include_str!("../migrations/postgres/0001_accounts.sql"),
-                include_str!("../migrations/postgres/0002_oauth_states.sql"),
-                include_str!("../migrations/postgres/0003_refresh_leases.sql"),
-                include_str!("../migrations/postgres/0004_refresh_failures.sql"),
-                include_str!("../migrations/postgres/0005_account_changes.sql"),
-                include_str!("../migrations/postgres/0006_consent_replaces_user.sql"),
-            ),
-            Backend::Sqlite => (
-                include_str!("../migrations/sqlite/0001_accounts.sql"),
-                include_str!("../migrations/sqlite/0002_oauth_states.sql"),
-                include_str!("../migrations/sqlite/0003_refresh_leases.sql"),
-                include_str!("../migrations/sqlite/0004_refresh_failures.sql"),
-                include_str!("../migrations/sqlite/0005_account_changes.sql"),
-                include_str!("../migrations/sqlite/0006_consent_replaces_user.sql"),
-            ),
-        };
-        let migration = |version, description: &str, sql: &'static str| {
-            Migration::new(
-                version,
-                description.to_owned().into(),
-                MigrationType::Simple,
-                AssertSqlSafe(sql).into_sql_str(),
-                false,
-            )
-        };
-        let migrator = Migrator::with_migrations(vec![
-            migration(1, "accounts", accounts),
-            migration(2, "oauth states", oauth_states),
-            migration(3, "refresh leases", leases),
-            migration(4, "refresh failures", failures),
-            migration(5, "account changes", changes),
-            migration(6, "consent replaces user", replace_user),
-        ]);
-        migrator.run(&self.pool).await?;
-        Ok(())
+    /// The database, to migrate and to check.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Records a pending consent.
     pub async fn insert_oauth_state(&self, pending: &PendingState) -> Result<(), Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, pending.state_sha256.clone());
-        add(&mut args, pending.tenant.clone());
-        add(&mut args, pending.connection_name.clone());
-        add(&mut args, pending.identifier.clone());
-        add(&mut args, pending.verifier_ciphertext.clone());
-        add(&mut args, pending.return_url.clone());
-        add(&mut args, Utc::now().timestamp_micros());
-        add(&mut args, pending.expires_at.timestamp_micros());
-        add(&mut args, i64::from(pending.replace_user));
+        bind(&mut args, pending.state_sha256.clone());
+        bind(&mut args, pending.tenant.clone());
+        bind(&mut args, pending.connection_name.clone());
+        bind(&mut args, pending.identifier.clone());
+        bind(&mut args, pending.verifier_ciphertext.clone());
+        bind(&mut args, pending.return_url.clone());
+        bind(&mut args, Utc::now().timestamp_micros());
+        bind(&mut args, pending.expires_at.timestamp_micros());
+        bind(&mut args, i64::from(pending.replace_user));
         sqlx::query_with(
             "INSERT INTO oauth_states (state_sha256, tenant, connection_name, identifier, \
              verifier_ciphertext, return_url, created_at_us, expires_at_us, replace_user) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             args,
         )
-        .execute(&self.pool)
+        .execute(self.db.pool())
         .await?;
         Ok(())
     }
@@ -287,26 +192,26 @@ impl Store {
     ) -> Result<Option<PendingState>, Error> {
         let now = Utc::now().timestamp_micros();
         let mut args = AnyArguments::default();
-        add(&mut args, now);
-        add(&mut args, state_sha256.to_owned());
+        bind(&mut args, now);
+        bind(&mut args, state_sha256.to_owned());
         let marked = sqlx::query_with(
             "UPDATE oauth_states SET used_at_us = $1 \
              WHERE state_sha256 = $2 AND used_at_us IS NULL AND expires_at_us > $1",
             args,
         )
-        .execute(&self.pool)
+        .execute(self.db.pool())
         .await?;
         if marked.rows_affected() != 1 {
             return Ok(None);
         }
         let mut args = AnyArguments::default();
-        add(&mut args, state_sha256.to_owned());
+        bind(&mut args, state_sha256.to_owned());
         let row = sqlx::query_with(
             "SELECT state_sha256, tenant, connection_name, identifier, verifier_ciphertext, \
              return_url, expires_at_us, replace_user FROM oauth_states WHERE state_sha256 = $1",
             args,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.db.pool())
         .await?;
         Ok(Some(PendingState {
             state_sha256: row.try_get("state_sha256")?,
@@ -320,12 +225,6 @@ impl Store {
         }))
     }
 
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Records `granted` as the account's ACTIVE credential (creating the account if needed),
     /// unless the record already names a newer version of a live credential, and logs the
     /// replaced credential. An account reconnected after a disconnect gets a new account id:
@@ -334,18 +233,18 @@ impl Store {
     pub async fn grant(&self, granted: &Granted<'_>) -> Result<Account, Error> {
         let now = Utc::now().timestamp_micros();
         let mut args = AnyArguments::default();
-        add(&mut args, uuid::Uuid::now_v7().to_string());
-        add(&mut args, granted.tenant.to_owned());
-        add(&mut args, granted.connection_name.to_owned());
-        add(&mut args, granted.identifier.to_owned());
-        add(&mut args, State::Active.as_str());
-        add(&mut args, auth_str(granted.auth_method));
-        add(&mut args, granted.asana_user_gid.to_owned());
-        add(&mut args, granted.asana_user_name.to_owned());
-        add(&mut args, version_i64(granted.credential_version)?);
-        add(&mut args, granted.expires_at.map(|t| t.timestamp_micros()));
-        add(&mut args, scopes_json(granted.scopes));
-        add(&mut args, now);
+        bind(&mut args, uuid::Uuid::now_v7().to_string());
+        bind(&mut args, granted.tenant.to_owned());
+        bind(&mut args, granted.connection_name.to_owned());
+        bind(&mut args, granted.identifier.to_owned());
+        bind(&mut args, State::Active.as_str());
+        bind(&mut args, auth_str(granted.auth_method));
+        bind(&mut args, granted.asana_user_gid.to_owned());
+        bind(&mut args, granted.asana_user_name.to_owned());
+        bind(&mut args, version_i64(granted.credential_version)?);
+        bind(&mut args, granted.expires_at.map(|t| t.timestamp_micros()));
+        bind(&mut args, scopes_json(granted.scopes));
+        bind(&mut args, now);
         let sql = format!(
             "INSERT INTO accounts ({COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9, $10, $11, $12, $12, $12, 0, NULL) \
@@ -363,7 +262,7 @@ impl Store {
              WHERE accounts.credential_version < excluded.credential_version \
              OR accounts.state = 'REVOKED'"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query_with(AssertSqlSafe(sql), args)
             .execute(&mut *tx)
             .await?;
@@ -395,15 +294,15 @@ impl Store {
         identifier: &str,
     ) -> Result<Option<Account>, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, tenant.to_owned());
-        add(&mut args, connection_name.to_owned());
-        add(&mut args, identifier.to_owned());
+        bind(&mut args, tenant.to_owned());
+        bind(&mut args, connection_name.to_owned());
+        bind(&mut args, identifier.to_owned());
         let sql = format!(
             "SELECT {COLUMNS} FROM accounts \
              WHERE tenant = $1 AND connection_name = $2 AND identifier = $3"
         );
         sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?
             .map(|row| account(&row))
             .transpose()
@@ -412,13 +311,13 @@ impl Store {
     /// One page of a tenant's accounts in account-id (creation) order.
     pub async fn list(&self, filter: &Filter<'_>) -> Result<Vec<Account>, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, filter.tenant.to_owned());
+        bind(&mut args, filter.tenant.to_owned());
         let mut sql = format!("SELECT {COLUMNS} FROM accounts WHERE tenant = $1");
         let mut n = 1;
         let mut condition = |sql: &mut String, column: &str, value: String| {
             n += 1;
             sql.push_str(&format!(" AND {column} ${n}"));
-            add(&mut args, value);
+            bind(&mut args, value);
         };
         if let Some(connection) = filter.connection_name {
             condition(&mut sql, "connection_name =", connection.to_owned());
@@ -432,7 +331,7 @@ impl Store {
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         sql.push_str(&format!(" ORDER BY account_id LIMIT {limit}"));
         let rows = sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(account).collect()
     }
@@ -444,14 +343,14 @@ impl Store {
         identifier: &str,
     ) -> Result<Vec<Account>, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, tenant.to_owned());
-        add(&mut args, identifier.to_owned());
+        bind(&mut args, tenant.to_owned());
+        bind(&mut args, identifier.to_owned());
         let sql = format!(
             "SELECT {COLUMNS} FROM accounts WHERE tenant = $1 AND identifier = $2 \
              ORDER BY connection_name"
         );
         let rows = sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(account).collect()
     }
@@ -465,11 +364,11 @@ impl Store {
         reason: &str,
     ) -> Result<Account, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, state.as_str());
-        add(&mut args, reason.to_owned());
-        add(&mut args, Utc::now().timestamp_micros());
-        add(&mut args, account_id.to_owned());
-        let mut tx = self.pool.begin().await?;
+        bind(&mut args, state.as_str());
+        bind(&mut args, reason.to_owned());
+        bind(&mut args, Utc::now().timestamp_micros());
+        bind(&mut args, account_id.to_owned());
+        let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query_with(
             "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3 \
              WHERE account_id = $4",
@@ -483,10 +382,10 @@ impl Store {
         tx.commit().await?;
         self.changed.notify_one();
         let mut args = AnyArguments::default();
-        add(&mut args, account_id.to_owned());
+        bind(&mut args, account_id.to_owned());
         let sql = format!("SELECT {COLUMNS} FROM accounts WHERE account_id = $1");
         let row = sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| Error::Corrupt("an account vanished while it changed state".into()))?;
         account(&row)
@@ -495,10 +394,10 @@ impl Store {
     /// The account with `account_id`.
     async fn by_id(&self, account_id: &str) -> Result<Account, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, account_id.to_owned());
+        bind(&mut args, account_id.to_owned());
         let sql = format!("SELECT {COLUMNS} FROM accounts WHERE account_id = $1");
         let row = sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| Error::Corrupt("an account vanished while it changed".into()))?;
         account(&row)
@@ -514,11 +413,11 @@ impl Store {
     ) -> Result<Account, Error> {
         let now = Utc::now().timestamp_micros();
         let mut args = AnyArguments::default();
-        add(&mut args, State::Active.as_str());
-        add(&mut args, version_i64(credential_version)?);
-        add(&mut args, expires_at.map(|t| t.timestamp_micros()));
-        add(&mut args, now);
-        add(&mut args, account_id.to_owned());
+        bind(&mut args, State::Active.as_str());
+        bind(&mut args, version_i64(credential_version)?);
+        bind(&mut args, expires_at.map(|t| t.timestamp_micros()));
+        bind(&mut args, now);
+        bind(&mut args, account_id.to_owned());
         sqlx::query_with(
             "UPDATE accounts SET state = $1, state_reason = '', credential_version = $2, \
              expires_at_us = $3, last_refreshed_at_us = $4, updated_at_us = $4, \
@@ -526,7 +425,7 @@ impl Store {
              WHERE account_id = $5 AND credential_version <= $2 AND state <> 'REVOKED'",
             args,
         )
-        .execute(&self.pool)
+        .execute(self.db.pool())
         .await?;
         self.by_id(account_id).await
     }
@@ -541,12 +440,12 @@ impl Store {
         reason: &str,
     ) -> Result<Account, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, state.as_str());
-        add(&mut args, reason.to_owned());
-        add(&mut args, Utc::now().timestamp_micros());
-        add(&mut args, account_id.to_owned());
-        add(&mut args, version_i64(credential_version)?);
-        let mut tx = self.pool.begin().await?;
+        bind(&mut args, state.as_str());
+        bind(&mut args, reason.to_owned());
+        bind(&mut args, Utc::now().timestamp_micros());
+        bind(&mut args, account_id.to_owned());
+        bind(&mut args, version_i64(credential_version)?);
+        let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query_with(
             "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3 \
              WHERE account_id = $4 AND credential_version = $5 AND state <> 'REVOKED'",
@@ -571,18 +470,18 @@ impl Store {
         reason: &str,
     ) -> Result<Account, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, State::Expired.as_str());
-        add(&mut args, reason.to_owned());
-        add(&mut args, Utc::now().timestamp_micros());
-        add(&mut args, account_id.to_owned());
-        add(&mut args, version_i64(credential_version)?);
+        bind(&mut args, State::Expired.as_str());
+        bind(&mut args, reason.to_owned());
+        bind(&mut args, Utc::now().timestamp_micros());
+        bind(&mut args, account_id.to_owned());
+        bind(&mut args, version_i64(credential_version)?);
         sqlx::query_with(
             "UPDATE accounts SET state = $1, state_reason = $2, updated_at_us = $3, \
              refresh_failures = refresh_failures + 1, refresh_failed_at_us = $3 \
              WHERE account_id = $4 AND credential_version = $5 AND state <> 'REVOKED'",
             args,
         )
-        .execute(&self.pool)
+        .execute(self.db.pool())
         .await?;
         self.by_id(account_id).await
     }
@@ -595,7 +494,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Account>, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, before.timestamp_micros());
+        bind(&mut args, before.timestamp_micros());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(
             "SELECT {COLUMNS} FROM accounts WHERE auth_method = 'oauth' \
@@ -603,7 +502,7 @@ impl Store {
              AND expires_at_us < $1 ORDER BY expires_at_us LIMIT {limit}"
         );
         let rows = sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(account).collect()
     }
@@ -617,10 +516,10 @@ impl Store {
         expires_at: DateTime<Utc>,
     ) -> Result<bool, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, account_id.to_owned());
-        add(&mut args, owner.to_owned());
-        add(&mut args, expires_at.timestamp_micros());
-        add(&mut args, Utc::now().timestamp_micros());
+        bind(&mut args, account_id.to_owned());
+        bind(&mut args, owner.to_owned());
+        bind(&mut args, expires_at.timestamp_micros());
+        bind(&mut args, Utc::now().timestamp_micros());
         let done = sqlx::query_with(
             "INSERT INTO refresh_leases (account_id, owner, expires_at_us) VALUES ($1, $2, $3) \
              ON CONFLICT (account_id) DO UPDATE SET owner = excluded.owner, \
@@ -628,7 +527,7 @@ impl Store {
              WHERE refresh_leases.expires_at_us <= $4",
             args,
         )
-        .execute(&self.pool)
+        .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -636,13 +535,13 @@ impl Store {
     /// Whether someone holds an unexpired refresh lease of `account_id`.
     pub async fn lease_held(&self, account_id: &str) -> Result<bool, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, account_id.to_owned());
-        add(&mut args, Utc::now().timestamp_micros());
+        bind(&mut args, account_id.to_owned());
+        bind(&mut args, Utc::now().timestamp_micros());
         let row = sqlx::query_with(
             "SELECT owner FROM refresh_leases WHERE account_id = $1 AND expires_at_us > $2",
             args,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.pool())
         .await?;
         Ok(row.is_some())
     }
@@ -650,13 +549,13 @@ impl Store {
     /// Releases the refresh lease of `account_id` if `owner` still holds it.
     pub async fn release_lease(&self, account_id: &str, owner: &str) -> Result<(), Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, account_id.to_owned());
-        add(&mut args, owner.to_owned());
+        bind(&mut args, account_id.to_owned());
+        bind(&mut args, owner.to_owned());
         sqlx::query_with(
             "DELETE FROM refresh_leases WHERE account_id = $1 AND owner = $2",
             args,
         )
-        .execute(&self.pool)
+        .execute(self.db.pool())
         .await?;
         Ok(())
     }
@@ -664,14 +563,14 @@ impl Store {
     /// Deletes every account and pending consent of `tenant`, and logs the deletion; returns
     /// how many accounts there were.
     pub async fn delete_tenant(&self, tenant: &str) -> Result<u64, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.pool().begin().await?;
         let mut args = AnyArguments::default();
-        add(&mut args, tenant.to_owned());
+        bind(&mut args, tenant.to_owned());
         sqlx::query_with("DELETE FROM oauth_states WHERE tenant = $1", args)
             .execute(&mut *tx)
             .await?;
         let mut args = AnyArguments::default();
-        add(&mut args, tenant.to_owned());
+        bind(&mut args, tenant.to_owned());
         let done = sqlx::query_with("DELETE FROM accounts WHERE tenant = $1", args)
             .execute(&mut *tx)
             .await?;
@@ -694,7 +593,7 @@ impl Store {
     /// Up to `limit` changes after `after`, in sequence order.
     pub async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
         let mut args = AnyArguments::default();
-        add(&mut args, version_i64(after)?);
+        bind(&mut args, version_i64(after)?);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = sqlx::query_with(
             AssertSqlSafe(format!(
@@ -704,7 +603,7 @@ impl Store {
             )),
             args,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(change).collect()
     }
@@ -716,7 +615,7 @@ impl Store {
             "SELECT (SELECT MIN(sequence) FROM account_changes), \
              (SELECT sequence FROM account_change_head WHERE id = 1)",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.db.pool())
         .await?;
         let oldest: Option<i64> = row.try_get(0)?;
         let head: i64 = row.try_get(1)?;
@@ -734,12 +633,12 @@ impl Store {
     ) -> Result<(u64, u64), Error> {
         let changes = sqlx::query("DELETE FROM account_changes WHERE changed_at_us < $1")
             .bind(changes_before.timestamp_micros())
-            .execute(&self.pool)
+            .execute(self.db.pool())
             .await?
             .rows_affected();
         let states = sqlx::query("DELETE FROM oauth_states WHERE expires_at_us < $1")
             .bind(states_expired_before.timestamp_micros())
-            .execute(&self.pool)
+            .execute(self.db.pool())
             .await?
             .rows_affected();
         Ok((changes, states))
@@ -818,13 +717,13 @@ async fn log_change(
     .await?;
     let sequence: i64 = row.try_get(0)?;
     let mut args = AnyArguments::default();
-    add(&mut args, sequence);
-    add(&mut args, change.tenant.to_owned());
-    add(&mut args, change.connection_name.to_owned());
-    add(&mut args, change.identifier.to_owned());
-    add(&mut args, change.kind.as_str());
-    add(&mut args, version_i64(change.credential_version)?);
-    add(&mut args, Utc::now().timestamp_micros());
+    bind(&mut args, sequence);
+    bind(&mut args, change.tenant.to_owned());
+    bind(&mut args, change.connection_name.to_owned());
+    bind(&mut args, change.identifier.to_owned());
+    bind(&mut args, change.kind.as_str());
+    bind(&mut args, version_i64(change.credential_version)?);
+    bind(&mut args, Utc::now().timestamp_micros());
     sqlx::query_with(
         "INSERT INTO account_changes (sequence, tenant, connection_name, identifier, kind, \
          credential_version, changed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -847,7 +746,7 @@ async fn log_state_change(
         State::Pending | State::Active | State::Expired => return Ok(()),
     };
     let mut args = AnyArguments::default();
-    add(&mut args, account_id.to_owned());
+    bind(&mut args, account_id.to_owned());
     let row = sqlx::query_with(
         "SELECT tenant, connection_name, identifier FROM accounts WHERE account_id = $1",
         args,
@@ -884,14 +783,6 @@ fn change(row: &AnyRow) -> Result<Change, Error> {
         credential_version: unsigned("credential_version")?,
         changed_at: time(row.try_get("changed_at_us")?)?,
     })
-}
-
-fn add<'q, T>(args: &mut AnyArguments, value: T)
-where
-    T: 'q + sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send,
-{
-    // Encoding into Any's in-memory argument buffer cannot fail for these plain types.
-    let _ = args.add(value);
 }
 
 fn version_i64(version: u64) -> Result<i64, Error> {

@@ -68,10 +68,7 @@ impl AuditLog {
                 ],
                 ..ServerConfig::default()
             },
-            database: audit_log::DatabaseConfig {
-                url: db.url().to_owned(),
-                ..audit_log::DatabaseConfig::default()
-            },
+            database: audit_log::DatabaseConfig::new(db.url()),
             ..Default::default()
         };
         let service = audit_log::AuditLogService::new(config).expect("audit-log config");

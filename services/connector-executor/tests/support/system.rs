@@ -199,10 +199,7 @@ impl System {
                 ],
                 ..ServerConfig::default()
             },
-            database: audit_log::DatabaseConfig {
-                url: audit_db.url().to_owned(),
-                ..audit_log::DatabaseConfig::default()
-            },
+            database: audit_log::DatabaseConfig::new(audit_db.url()),
             ..Default::default()
         };
         let audit = audit_log::AuditLogService::new(audit_config).expect("audit-log config");
