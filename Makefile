@@ -8,6 +8,9 @@ VENV := $(TOOLS)/venv
 PYTHON := $(VENV)/bin/python
 NODE_TOOLS := $(TOOLS)/node
 CARGO ?= cargo
+# cargo-nextest: the machine's if it has one, else this version built into .tools/.
+NEXTEST_VERSION := 0.9.143
+NEXTEST := $(or $(shell command -v cargo-nextest 2>/dev/null),$(TOOLS)/bin/cargo-nextest)
 export AGENTAUTH_TOOLS_DIR := $(TOOLS)
 
 .PHONY: help run test tools build fmt lint proto-lint proto-landed deploy-check cargo-test clean
@@ -36,6 +39,9 @@ $(NODE_TOOLS)/.installed: tests/node/package.json
 	@npm install --prefix $(NODE_TOOLS) --no-audit --no-fund --silent
 	@touch $@
 
+$(TOOLS)/bin/cargo-nextest:
+	$(CARGO) install cargo-nextest --version $(NEXTEST_VERSION) --locked --root $(TOOLS)
+
 build: ## build every binary
 	$(CARGO) build --workspace --bins --locked
 
@@ -56,8 +62,9 @@ proto-landed: tools ## record the contracts of commit LANDED (default HEAD) as p
 deploy-check: tools build ## validate the Kubernetes manifests offline, and their configs against the binaries
 	TOOLS_DIR=$(TOOLS) AGENTAUTH_BIN_DIR=$(CURDIR)/target/debug deploy/check.sh
 
-cargo-test: build ## run every Rust test (unit, integration, end to end)
-	$(CARGO) test --workspace --locked --no-fail-fast
+cargo-test: build $(NEXTEST) ## run every Rust test (unit, integration, end to end), each within its time limit (.config/nextest.toml)
+	$(NEXTEST) nextest run --workspace --locked
+	$(CARGO) test --workspace --locked --doc
 
 clean: ## remove build output, local tools and local data
 	rm -rf target $(TOOLS) .data
