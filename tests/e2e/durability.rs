@@ -115,12 +115,11 @@ url = "http://{audit_at}"
 api_key_file = "{audit_key}"
 spool_dir = "{spool}"
 
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "http://{sandbox_at}/api/1.0"
-"#,
+{connections}"#,
+            connections = agentauth_testkit::connections::pat(
+                "asana-pat",
+                &format!("http://{sandbox_at}/api/1.0")
+            ),
             executor = executor_to_vault.hash(),
             agent = agent.hash(),
             vault = openbao::shared().addr(),

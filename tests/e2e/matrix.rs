@@ -13,6 +13,7 @@ use agentauth_proto::audit::v1 as audit;
 use agentauth_proto::executor::v1 as executor;
 use agentauth_proto::vault::v1 as vault;
 use agentauth_proto::watcher::v1 as watcher;
+use agentauth_testkit::connections::OAuthApp;
 use agentauth_testkit::process::ServiceProcess;
 use agentauth_testkit::{free_port, health_status, openbao, wait_serving};
 use prost::Message;
@@ -649,6 +650,15 @@ async fn every_rpc_admits_exactly_the_callers_granted_it() {
     )
     .expect("audit-log");
     let prefix = openbao::fresh_prefix();
+    let app = OAuthApp {
+        asana: "http://127.0.0.1:1",
+        client_id: "matrix-app",
+        client_secret: &format!("vault:secret/data/{prefix}/app#client_secret"),
+        redirect_url: "http://127.0.0.1:1/oauth/callback",
+        revocable: false,
+    };
+    let connections = app.rest("asana", &dead_asana)
+        + &agentauth_testkit::connections::pat("asana-pat", &dead_asana);
     let token_vault = ServiceProcess::start_on(
         "token-vault",
         &format!(
@@ -673,24 +683,7 @@ url = "http://{audit_at}"
 api_key_file = "{audit_key}"
 spool_dir = "{spool}"
 
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "matrix-app"
-client_secret = "vault:secret/data/{prefix}/app#client_secret"
-scopes = ["default"]
-redirect_url = "http://127.0.0.1:1/oauth/callback"
-authorize_url = "http://127.0.0.1:1/-/oauth_authorize"
-token_url = "http://127.0.0.1:1/-/oauth_token"
-api_base_url = "{dead_asana}"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "{dead_asana}"
-"#,
+{connections}"#,
             executor_hash = executor_to_vault.hash(),
             callers = vault_keys.callers(),
             vault = openbao::shared().addr(),

@@ -6,43 +6,34 @@ use agentauth_grpc::ApiKey;
 use agentauth_grpc::client::channel;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::connections::OAuthApp;
 use agentauth_testkit::process::{ServiceProcess, run_to_exit};
 use agentauth_testkit::{openbao, wait_serving};
 use tonic::Code;
 
-const CONNECTIONS: &str = r#"
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "sandbox-rest-app"
-client_secret = "vault:secret/data/agentauth/apps/asana#client_secret"
-scopes = ["default"]
-redirect_url = "http://127.0.0.1:50060/oauth/callback"
-authorize_url = "http://127.0.0.1:50059/-/oauth_authorize"
-token_url = "http://127.0.0.1:50059/-/oauth_token"
-revoke_url = "http://127.0.0.1:50059/-/oauth_revoke"
-api_base_url = "http://127.0.0.1:50059/api/1.0"
+/// The connections of `agentauth dev`'s sandbox; the REST app's secret is `rest_secret`.
+fn connections(rest_secret: &str) -> String {
+    let sandbox = "http://127.0.0.1:50059";
+    let api = format!("{sandbox}/api/1.0");
+    let rest_app = OAuthApp {
+        asana: sandbox,
+        client_id: "sandbox-rest-app",
+        client_secret: rest_secret,
+        redirect_url: "http://127.0.0.1:50060/oauth/callback",
+        revocable: true,
+    };
+    let mcp_app = OAuthApp {
+        client_id: "sandbox-mcp-app",
+        client_secret: "vault:secret/data/agentauth/apps/asana-mcp#client_secret",
+        revocable: false,
+        ..rest_app
+    };
+    rest_app.rest("asana", &api)
+        + &mcp_app.mcp("asana-mcp", &format!("{sandbox}/v2/mcp"), None)
+        + &agentauth_testkit::connections::pat("asana-pat", &api)
+}
 
-[[connections]]
-name = "asana-mcp"
-kind = "mcp"
-auth = "oauth"
-client_id = "sandbox-mcp-app"
-client_secret = "vault:secret/data/agentauth/apps/asana-mcp#client_secret"
-scopes = ["default"]
-redirect_url = "http://127.0.0.1:50060/oauth/callback"
-authorize_url = "http://127.0.0.1:50059/-/oauth_authorize"
-token_url = "http://127.0.0.1:50059/-/oauth_token"
-resource = "http://127.0.0.1:50059/v2/mcp"
-mcp_url = "http://127.0.0.1:50059/v2/mcp"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "http://127.0.0.1:50059/api/1.0"
-"#;
+const REST_SECRET: &str = "vault:secret/data/agentauth/apps/asana#client_secret";
 
 fn config(key: &ApiKey, connections: &str) -> String {
     format!(
@@ -58,7 +49,7 @@ async fn connections_are_read_by_exact_name_with_close_names_on_a_miss() {
     let key = ApiKey::generate();
     let process = ServiceProcess::start(
         "token-vault",
-        &config(&key, CONNECTIONS),
+        &config(&key, &connections(REST_SECRET)),
         &[("VAULT_TOKEN", openbao::shared().token())],
     )
     .expect("start");
@@ -156,10 +147,7 @@ async fn an_inline_client_secret_is_refused_at_start() {
     let key = ApiKey::generate();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("token-vault.toml");
-    let inline = CONNECTIONS.replace(
-        "vault:secret/data/agentauth/apps/asana#client_secret",
-        "plain-secret-value",
-    );
+    let inline = connections("plain-secret-value");
     std::fs::write(&path, config(&key, &inline)).expect("write");
     let (status, stderr) = run_to_exit(
         "token-vault",

@@ -19,6 +19,7 @@ use agentauth_proto::audit::v1 as audit_pb;
 use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::connections::{self, OAuthApp};
 use agentauth_testkit::database::SqliteDatabase;
 use agentauth_testkit::openbao;
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
@@ -177,6 +178,22 @@ impl Instance {
         let audit = AuditLog::start(&shutdown).await;
         let key = ApiKey::generate();
         let api = format!("{sandbox_url}/api/1.0");
+        let rest_app = OAuthApp {
+            asana: &sandbox_url,
+            client_id: "test-rest-app",
+            client_secret: &format!("vault:secret/data/{prefix}/apps/asana#client_secret"),
+            redirect_url: &redirect,
+            revocable: false,
+        };
+        let mcp_secret_ref = format!("vault:secret/data/{prefix}/apps/asana-mcp#client_secret");
+        let mcp_app = OAuthApp {
+            client_id: "test-mcp-app",
+            client_secret: &mcp_secret_ref,
+            ..rest_app
+        };
+        let connections = rest_app.rest("asana", &api)
+            + &mcp_app.mcp("asana-mcp", &format!("{sandbox_url}/v2/mcp"), None)
+            + &connections::pat("asana-pat", &api);
         let config_text = format!(
             r#"[server]
 readiness_interval = "100ms"
@@ -205,37 +222,7 @@ return_url_allowlist = ["{RETURN_PREFIX}"]
 link_lifetime = "{link_lifetime}"
 sweep_interval = "200ms"
 
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "test-rest-app"
-client_secret = "vault:secret/data/{prefix}/apps/asana#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-api_base_url = "{api}"
-
-[[connections]]
-name = "asana-mcp"
-kind = "mcp"
-auth = "oauth"
-client_id = "test-mcp-app"
-client_secret = "vault:secret/data/{prefix}/apps/asana-mcp#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-resource = "{sandbox_url}/v2/mcp"
-mcp_url = "{sandbox_url}/v2/mcp"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "{api}"
-"#,
+{connections}"#,
             hash = key.hash(),
             vault_addr = vault.addr(),
             db_url = db.url(),

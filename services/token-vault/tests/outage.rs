@@ -68,16 +68,11 @@ addr = "{}"
 
 [database]
 url = "{}"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "{sandbox_url}/api/1.0"
-"#,
+{}"#,
         reader.hash(),
         vault.addr(),
-        db.url()
+        db.url(),
+        agentauth_testkit::connections::pat("asana-pat", &format!("{sandbox_url}/api/1.0")),
     )))
     .extract()
     .expect("valid config");

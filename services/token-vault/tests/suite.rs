@@ -4,6 +4,7 @@
 
 #[path = "support/db.rs"]
 mod db;
+use agentauth_testkit::connections::{self, OAuthApp};
 use agentauth_testkit::logs;
 
 use std::time::Duration;
@@ -107,6 +108,17 @@ fn config_text(setup: &Setup<'_>, prefix: &str) -> String {
     };
     let api = setup.asana_api;
     let dead = format!("http://{}/api/1.0", free_port());
+    let app = OAuthApp {
+        asana: api,
+        client_id: "sandbox-rest-app",
+        client_secret: "vault:secret/data/agentauth/apps/asana#client_secret",
+        redirect_url: "http://127.0.0.1:50060/oauth/callback",
+        revocable: false,
+    };
+    let connections = app.rest("asana", api)
+        + &connections::pat("asana-pat", api)
+        + &connections::service_account("asana-sa", api)
+        + &connections::pat("asana-down", &dead);
     format!(
         r#"[server]
 readiness_interval = "100ms"
@@ -118,36 +130,7 @@ path_prefix = "{prefix}"
 [database]
 url = "{}"
 
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "sandbox-rest-app"
-client_secret = "vault:secret/data/agentauth/apps/asana#client_secret"
-scopes = ["default"]
-redirect_url = "http://127.0.0.1:50060/oauth/callback"
-authorize_url = "{api}/-/oauth_authorize"
-token_url = "{api}/-/oauth_token"
-api_base_url = "{api}"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "{api}"
-
-[[connections]]
-name = "asana-sa"
-kind = "rest"
-auth = "service_account"
-api_base_url = "{api}"
-
-[[connections]]
-name = "asana-down"
-kind = "rest"
-auth = "pat"
-api_base_url = "{dead}"
-"#,
+{}"#,
         caller(
             "acme-agent",
             &setup.keys.acme,
@@ -168,6 +151,7 @@ api_base_url = "{dead}"
         ),
         setup.vault_addr,
         setup.db_url,
+        connections,
     )
 }
 

@@ -21,6 +21,7 @@ use agentauth_proto::executor::v1 as pb;
 use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
 use agentauth_proto::vault::v1 as vault_pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::connections::{self, OAuthApp};
 use agentauth_testkit::database::SqliteDatabase;
 use agentauth_testkit::openbao;
 use asana_sandbox::{App, AppKind, Sandbox};
@@ -228,28 +229,32 @@ impl System {
             write_client_secret(&prefix, app, secret).await;
         }
         let vault_db = SqliteDatabase::create().expect("sqlite");
-        let peer = options
-            .peer_mcp_url
-            .as_ref()
-            .map(|url| {
-                format!(
-                    r#"
-[[connections]]
-name = "peer-mcp"
-kind = "mcp"
-auth = "oauth"
-client_id = "test-mcp-app"
-client_secret = "vault:secret/data/{prefix}/apps/asana-mcp#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-resource = "{sandbox_url}/v2/mcp"
-mcp_url = "{url}"
-"#
-                )
-            })
-            .unwrap_or_default();
+        let api = format!("{sandbox_url}/api/1.0");
+        let mcp_url = format!("{sandbox_url}/v2/mcp");
+        let rest_app = OAuthApp {
+            asana: &sandbox_url,
+            client_id: "test-rest-app",
+            client_secret: &format!("vault:secret/data/{prefix}/apps/asana#client_secret"),
+            redirect_url: &redirect,
+            revocable: true,
+        };
+        let mcp_secret_ref = format!("vault:secret/data/{prefix}/apps/asana-mcp#client_secret");
+        let mcp_app = OAuthApp {
+            client_id: "test-mcp-app",
+            client_secret: &mcp_secret_ref,
+            ..rest_app
+        };
+        let pat_api = options.rest_api_base_url.clone().unwrap_or(api.clone());
+        let mut connections = rest_app.rest("asana", &api)
+            + &connections::pat("asana-pat", &pat_api)
+            + &mcp_app.mcp("asana-mcp", &mcp_url, None);
+        if let Some(peer) = &options.peer_mcp_url {
+            let peer_app = OAuthApp {
+                revocable: false,
+                ..mcp_app
+            };
+            connections += &peer_app.mcp("peer-mcp", peer, Some(&mcp_url));
+        }
         let audit_spool = tempfile::tempdir().expect("spool");
         let vault_key_file = key_file(&vault_key);
         let vault_toml = format!(
@@ -286,47 +291,10 @@ url = "{audit_url}"
 api_key_file = "{vault_key_path}"
 spool_dir = "{spool}"
 flush_interval = "20ms"
-
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "test-rest-app"
-client_secret = "vault:secret/data/{prefix}/apps/asana#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-revoke_url = "{sandbox_url}/-/oauth_revoke"
-api_base_url = "{sandbox_url}/api/1.0"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "{pat_api_base_url}"
-
-[[connections]]
-name = "asana-mcp"
-kind = "mcp"
-auth = "oauth"
-client_id = "test-mcp-app"
-client_secret = "vault:secret/data/{prefix}/apps/asana-mcp#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-revoke_url = "{sandbox_url}/-/oauth_revoke"
-resource = "{sandbox_url}/v2/mcp"
-mcp_url = "{sandbox_url}/v2/mcp"
-{peer}"#,
+{connections}"#,
             executor_hash = executor_key.hash(),
             agent_hash = agent.hash(),
             other_hash = other_tenant_agent.hash(),
-            pat_api_base_url = options
-                .rest_api_base_url
-                .clone()
-                .unwrap_or_else(|| format!("{sandbox_url}/api/1.0")),
             vault_addr = vault.addr(),
             vault_db = vault_db.url(),
             vault_key_path = vault_key_file.path().display(),

@@ -9,6 +9,7 @@ use agentauth_grpc::client::{AuthenticatedChannel, channel};
 use agentauth_launch::Service as _;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::connections::{self, OAuthApp};
 use agentauth_testkit::openbao;
 use asana_sandbox::{App, AppKind, Sandbox};
 use figment::providers::{Format as _, Toml};
@@ -102,6 +103,15 @@ impl Setup {
         let (reader, agent, operator) =
             (ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
         let other_tenant_reader = ApiKey::generate();
+        let api = format!("{sandbox_url}/api/1.0");
+        let app = OAuthApp {
+            asana: &sandbox_url,
+            client_id: "test-rest-app",
+            client_secret: &format!("vault:secret/data/{prefix}/apps/asana#client_secret"),
+            redirect_url: &redirect,
+            revocable: true,
+        };
+        let connections = app.rest("asana", &api) + &connections::pat("asana-pat", &api);
         let config_text = format!(
             r#"[server]
 readiness_interval = "100ms"
@@ -141,26 +151,7 @@ url = "{db_url}"
 refresh_margin = "5m"
 sweep_interval = "{sweep_interval}"
 sweep_concurrency = 2
-
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "test-rest-app"
-client_secret = "vault:secret/data/{prefix}/apps/asana#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-revoke_url = "{sandbox_url}/-/oauth_revoke"
-api_base_url = "{sandbox_url}/api/1.0"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "{sandbox_url}/api/1.0"
-"#,
+{connections}"#,
             reader_hash = reader.hash(),
             agent_hash = agent.hash(),
             operator_hash = operator.hash(),
