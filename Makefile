@@ -11,6 +11,9 @@ CARGO ?= cargo
 # cargo-nextest: the machine's if it has one, else this version built into .tools/.
 NEXTEST_VERSION := 0.9.143
 NEXTEST := $(or $(shell command -v cargo-nextest 2>/dev/null),$(TOOLS)/bin/cargo-nextest)
+# cargo-machete: no dependency a crate does not use.
+MACHETE_VERSION := 0.9.2
+MACHETE := $(TOOLS)/bin/cargo-machete
 export AGENTAUTH_TOOLS_DIR := $(TOOLS)
 
 .PHONY: help run test tools build fmt lint proto-lint proto-landed deploy-check cargo-test clean
@@ -42,14 +45,18 @@ $(NODE_TOOLS)/.installed: tests/node/package.json
 $(TOOLS)/bin/cargo-nextest:
 	$(CARGO) install cargo-nextest --version $(NEXTEST_VERSION) --locked --root $(TOOLS)
 
+$(MACHETE):
+	$(CARGO) install cargo-machete --version $(MACHETE_VERSION) --locked --root $(TOOLS)
+
 build: ## build every binary
 	$(CARGO) build --workspace --bins --locked
 
 fmt: ## check formatting
 	$(CARGO) fmt --all --check
 
-lint: ## clippy, warnings as errors
+lint: $(MACHETE) ## clippy, warnings as errors; no unused dependency
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(MACHETE)
 
 proto-lint: tools ## buf lint on the contracts, and no breaking change against the last landed ones
 	cd proto && $(VENV)/bin/buf lint && $(VENV)/bin/buf build -o /dev/null
