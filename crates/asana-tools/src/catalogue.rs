@@ -24,7 +24,7 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// Curated and generated tools, sorted by name. Fails on duplicate names or a curated schema
-    /// that does not compile (the generated schemas are compiled by `tests/generated.rs`; all
+    /// that does not compile (the generated schemas are compiled by `tests/integration/generated.rs`; all
     /// schemas are compiled lazily, on a tool's first [`Tool::prepare`]).
     pub fn new() -> Result<Catalogue, CatalogueError> {
         let curated = crate::curated::tools();

@@ -9,7 +9,7 @@
 //!   spec, `crates/asana-sandbox/spec/asana_oas.yaml` (provenance in its `SOURCE.md`). They are
 //!   checked in as `generated/rest_tools.json` and embedded; after replacing the spec,
 //!   regenerate them with `cargo run -p asana-tools --bin asana-tools-generate`
-//!   (`tests/generated.rs` fails while the file is stale).
+//!   (`tests/integration/generated.rs` fails while the file is stale).
 //!
 //! [`Catalogue`] holds both; [`Tool::prepare`] validates and binds one call; [`Validator`] and
 //! [`close_matches`] also serve tools of other origins (upstream MCP servers).

@@ -69,7 +69,7 @@ class Tour:
         def without_body(method, url, query_params=None, headers=None, **_):
             # The SDK sends `{}` as the body of every DELETE. The spec's DELETE operations
             # take no body, so Prism refuses that with 422 before the sandbox sees it (the
-            # sandbox, like Asana, accepts it: tests/spec.rs checks that). Sent without a
+            # sandbox, like Asana, accepts it: tests/integration/spec.rs checks that). Sent without a
             # body, the rest of the exchange is still checked.
             if query_params:
                 url += "?" + urlencode(query_params)

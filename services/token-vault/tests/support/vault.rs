@@ -1,4 +1,4 @@
-//! Shared by `tests/cli.rs`, `tests/chromium.rs` and `benches/access_token.rs`: an in-process
+//! Shared by the integration tests (`tests/integration/`) and `benches/access_token.rs`: an in-process
 //! Asana sandbox and `replicas` token-vault instances sharing one OpenBao prefix and one
 //! database (PostgreSQL or SQLite), with an `asana` OAuth connection and an `asana-pat` one.
 
@@ -21,12 +21,12 @@ pub const TENANT: &str = "acme";
 pub const ALICE: &str = "alice@acme.test";
 
 #[path = "db.rs"]
-mod db;
+pub mod db;
 
 pub use db::Db;
 
 #[path = "secrets.rs"]
-mod secrets;
+pub mod secrets;
 
 /// A sandbox and token-vault replicas sharing one Vault prefix and one database.
 pub struct Setup {

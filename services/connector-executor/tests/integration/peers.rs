@@ -2,19 +2,16 @@
 //! the sandbox's MCP server, an independent Python MCP server (the official `mcp` SDK) and an
 //! independent Python gRPC client (`grpcio`).
 
-#[path = "support/system.rs"]
-mod system;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::system::{Options, System, TENANT};
 use agentauth_proto::executor::v1 as pb;
 use agentauth_testkit::{tools_dir, workspace_root};
 use reqwest::Method;
 use serde_json::{Value, json};
-use system::{Options, System, TENANT};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 

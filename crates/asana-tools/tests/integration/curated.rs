@@ -2,8 +2,7 @@
 //! sandbox, directly and through Stoplight Prism (which checks each request and response
 //! against Asana's OpenAPI spec); and each schema refusing bad inputs with the field named.
 
-#[path = "support/cases.rs"]
-mod cases;
+use crate::cases;
 
 use std::collections::BTreeSet;
 
@@ -17,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use cases::{Failure, Outcome};
+use crate::cases::{Failure, Outcome};
 
 /// The sandbox on a loopback port, and a receiver that completes webhook handshakes.
 struct Running {

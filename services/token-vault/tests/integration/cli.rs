@@ -1,16 +1,12 @@
 //! The real `agentauth` binary's `accounts` commands against an in-process token-vault
 //! (OpenBao dev server, SQLite, in-process Asana sandbox).
 
-#[path = "support/vault.rs"]
-#[allow(dead_code, reason = "shared with other tests and the benchmark")]
-mod support;
-
 use std::process::Output;
 
+use crate::support::{ALICE, Setup, TENANT};
 use agentauth_grpc::ApiKey;
 use agentauth_proto::vault::v1 as pb;
 use asana_sandbox::seed::ALICE_PAT;
-use support::{ALICE, Setup, TENANT};
 
 /// Runs `agentauth --token-vault URL --key KEY accounts ARGS…` off the async runtime.
 async fn agentauth(url: &str, key: &ApiKey, args: &[&str]) -> Output {

@@ -2,15 +2,14 @@
 //! process (sandbox, OpenBao, token-vault, audit-log, connector-executor), through gRPC, as a
 //! caller sees it.
 
-#[path = "../../../crates/asana-tools/tests/support/cases.rs"]
+#[path = "../../../../crates/asana-tools/tests/support/cases.rs"]
 mod cases;
-#[path = "support/system.rs"]
-mod system;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::system::{OTHER_TENANT, Options, System, TENANT};
 use agentauth_proto::audit::v1 as audit_pb;
 use agentauth_proto::executor::v1 as pb;
 use agentauth_proto::vault::v1 as vault_pb;
@@ -18,7 +17,6 @@ use agentauth_testkit::prism;
 use anyhow::Context as _;
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
 use serde_json::{Value, json};
-use system::{OTHER_TENANT, Options, System, TENANT};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt as _;

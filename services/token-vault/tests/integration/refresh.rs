@@ -3,10 +3,6 @@
 //! who may ask. token-vault runs in-process (one or three instances sharing OpenBao and one
 //! database) against an in-process Asana sandbox.
 
-#[path = "support/vault.rs"]
-#[allow(dead_code, reason = "shared with other tests and the benchmark")]
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +16,7 @@ use token_vault::secrets::{Location, Secrets};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use support::{ALICE, Setup, TENANT};
+use crate::support::{ALICE, Setup, TENANT};
 
 /// One token-vault (or `replicas`) with the sweeper out of the way, logs captured.
 async fn start(backend: &str, replicas: usize) -> Setup {

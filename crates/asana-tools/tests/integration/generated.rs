@@ -13,7 +13,7 @@ fn spec() -> String {
 }
 
 fn checked_in() -> Vec<Tool> {
-    let text = include_str!("../generated/rest_tools.json");
+    let text = include_str!("../../generated/rest_tools.json");
     serde_json::from_str(text).expect("the generated tools parse")
 }
 
@@ -39,7 +39,7 @@ fn checked_in_file_is_up_to_date() {
     let tools = asana_tools::generate(&spec()).expect("the spec generates");
     let mut fresh = serde_json::to_string_pretty(&tools).expect("tools serialize");
     fresh.push('\n');
-    let stored = include_str!("../generated/rest_tools.json");
+    let stored = include_str!("../../generated/rest_tools.json");
     assert!(
         fresh == stored,
         "crates/asana-tools/generated/rest_tools.json is stale; regenerate it with `{REGENERATE}`"

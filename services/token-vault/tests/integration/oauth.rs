@@ -2,11 +2,8 @@
 //! against the OpenBao dev server, PostgreSQL or SQLite, and an in-process Asana sandbox whose
 //! OAuth apps redirect to this test's callback.
 
-#[path = "support/db.rs"]
-mod db;
+use crate::secrets;
 use agentauth_testkit::logs;
-#[path = "support/secrets.rs"]
-mod secrets;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -33,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use db::Db;
+use crate::db::Db;
 use logs::{assert_logs_hold_none_of, logs};
 
 const TENANT: &str = "acme";

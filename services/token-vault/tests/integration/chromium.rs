@@ -3,14 +3,10 @@
 //! clicks Allow, follows the redirect to token-vault's callback and lands on the success page;
 //! the account is then ACTIVE.
 
-#[path = "support/vault.rs"]
-#[allow(dead_code, reason = "shared with other tests and the benchmark")]
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::Setup;
 use agentauth_proto::vault::v1 as pb;
-use support::Setup;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

@@ -2,8 +2,6 @@
 //! in-process Asana sandbox. Every test has its own Vault path prefix (so its own tenant keys),
 //! its own database and its own sandbox.
 
-#[path = "support/db.rs"]
-mod db;
 use agentauth_testkit::connections::{self, OAuthApp};
 use agentauth_testkit::logs;
 
@@ -22,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use db::Db;
+use crate::db::Db;
 use logs::logs;
 
 const BAD_PAT: &str = "sandbox-pat-nobody-has-this-one";

@@ -1,17 +1,14 @@
 //! Asana's per-token limits held by connector-executor before a request leaves: the sandbox's
 //! counters for the token prove what Asana would have seen.
 
-#[path = "support/system.rs"]
-mod system;
-
 use std::time::{Duration, Instant};
 
+use crate::system::{Options, System, TENANT};
 use agentauth_proto::audit::v1 as audit_pb;
 use agentauth_proto::executor::v1 as pb;
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
 use asana_sandbox::{Fault, LimitConfig};
 use serde_json::{Value, json};
-use system::{Options, System, TENANT};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 

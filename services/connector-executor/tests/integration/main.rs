@@ -1,0 +1,8 @@
+//! connector-executor against the whole system: tool calls, limits, MCP peers.
+//! One test binary for the crate, so its tests share one build and one link.
+
+mod execute;
+mod limits;
+mod peers;
+#[path = "../support/system.rs"]
+mod system;
