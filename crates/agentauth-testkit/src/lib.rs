@@ -1,6 +1,7 @@
 //! Test infrastructure shared by every agentauth test level.
 //!
-//! - [`openbao`]: one OpenBao dev server per test run, and a fresh path prefix per test.
+//! - [`openbao`]: one OpenBao dev server per test process (shared by its tests), and a fresh
+//!   path prefix per test.
 //! - [`connections`]: token-vault's `[[connections]]` entries, written in one place.
 //! - [`database`]: a fresh PostgreSQL database or SQLite file per test.
 //! - [`free_port`], [`wait_serving`], [`eventually`] and [`assert_eventually!`]: no sleeps,
