@@ -41,6 +41,10 @@ impl Validator {
     /// property's full path; for an unknown property (`additionalProperties: false`) the field is
     /// that property's path; `""` only for the whole input (e.g. not an object).
     pub fn validate(&self, input: &Value) -> Result<(), Vec<Violation>> {
+        // The common case, a valid input, without building any error.
+        if self.compiled.is_valid(input) {
+            return Ok(());
+        }
         let mut violations = Vec::new();
         for error in self.compiled.iter_errors(input) {
             let path = dotted(error.instance_path());
