@@ -2,6 +2,7 @@
 //!
 //! - [`openbao`]: one OpenBao dev server per test process (shared by its tests), and a fresh
 //!   path prefix per test.
+//! - [`bench`]: percentiles and a process's CPU time, for the benchmarks.
 //! - [`connections`]: token-vault's `[[connections]]` entries, written in one place.
 //! - [`database`]: a fresh PostgreSQL database or SQLite file per test.
 //! - [`free_port`], [`wait_serving`], [`eventually`] and [`assert_eventually!`]: no sleeps,
@@ -10,6 +11,7 @@
 //! - [`process`]: a real binary, started with a config, stopped with a signal.
 //! - [`prism`]: Stoplight Prism checking traffic against Asana's OpenAPI spec.
 
+pub mod bench;
 pub mod connections;
 pub mod database;
 pub mod logs;

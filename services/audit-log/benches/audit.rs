@@ -16,6 +16,7 @@ use agentauth_grpc::{ApiKey, CallerConfig, ServerConfig};
 use agentauth_launch::Service as _;
 use agentauth_proto::audit::v1 as pb;
 use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
+use agentauth_testkit::bench::{Latencies, millis as ms};
 use agentauth_testkit::database::PostgresDatabase;
 use audit_log::{AuditLogService, Config, DatabaseConfig};
 use chrono::{TimeDelta, Utc};
@@ -147,14 +148,6 @@ async fn baseline_ingest(pool: &PgPool, total: usize) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() {
     let db = PostgresDatabase::create()
@@ -252,10 +245,8 @@ async fn main() {
         direct.push(started.elapsed());
         assert_eq!(rows.len(), 100);
     }
-    service.sort();
-    direct.sort();
-    let (p50, p99) = (percentile(&service, 0.5), percentile(&service, 0.99));
-    let (d50, d99) = (percentile(&direct, 0.5), percentile(&direct, 0.99));
+    let Latencies { p50, p99 } = Latencies::of(&mut service);
+    let Latencies { p50: d50, p99: d99 } = Latencies::of(&mut direct);
     println!(
         "query   one tenant, one-day window, 100 per page, over {STORED_EVENTS} events ({QUERIES} queries)"
     );

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_testkit::bench::{Latencies, millis};
 use support::{ALICE, Setup, TENANT};
 
 const RUN: Duration = Duration::from_secs(3);
@@ -36,11 +37,6 @@ struct Figures {
     per_second: f64,
     p50: Duration,
     p99: Duration,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 type Client = TokenVaultClient<AuthenticatedChannel>;
@@ -98,16 +94,16 @@ async fn measure(client: &Client, rpc: Rpc, concurrency: usize) -> Figures {
         latencies.extend(worker.await.expect("joined"));
     }
     let elapsed = started.elapsed();
-    latencies.sort();
+    let Latencies { p50, p99 } = Latencies::of(&mut latencies);
     Figures {
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
+        p50,
+        p99,
     }
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    format!("{:.2} ms", millis(d))
 }
 
 /// 200 concurrent `GetAccessToken` calls spread over the replicas; the total time.

@@ -1,0 +1,86 @@
+//! What the benchmarks share: latency percentiles and the CPU time a process has used.
+
+use std::time::Duration;
+
+/// Latency figures of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Latencies {
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+impl Latencies {
+    /// The percentiles of `samples` (sorted here); zero when there are none.
+    pub fn of(samples: &mut [Duration]) -> Self {
+        samples.sort_unstable();
+        Self {
+            p50: percentile(samples, 0.50),
+            p99: percentile(samples, 0.99),
+        }
+    }
+}
+
+/// The `p` (0 to 1) percentile of `sorted` by nearest rank; zero when it is empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// `d` in microseconds.
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// `d` in milliseconds.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The CPU time (user and system) process `pid` has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no command name"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat is short"))?
+            .parse()?)
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // Linux reports these in USER_HZ, 100 on every architecture it exports to user space.
+    Ok(Duration::from_millis(total * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let figures = Latencies::of(&mut samples);
+        assert_eq!(figures.p50, Duration::from_millis(51));
+        assert_eq!(figures.p99, Duration::from_millis(99));
+        assert_eq!(Latencies::of(&mut []).p99, Duration::ZERO);
+    }
+
+    #[test]
+    fn this_process_has_used_cpu() {
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let used = cpu_time(std::process::id()).expect("readable");
+        assert!(used >= Duration::from_millis(20), "{used:?}");
+    }
+}
