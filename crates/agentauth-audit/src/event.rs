@@ -130,8 +130,20 @@ impl Event {
         action: &str,
         outcome: Outcome,
     ) -> Self {
+        Self::with_id(Uuid::now_v7(), tenant, service, action, outcome)
+    }
+
+    /// A new event that happened now, with the UUIDv7 `id` its emitter already gave the fact
+    /// (e.g. the execution id a caller was answered with).
+    pub fn with_id(
+        id: Uuid,
+        tenant: impl Into<String>,
+        service: impl Into<String>,
+        action: &str,
+        outcome: Outcome,
+    ) -> Self {
         Self {
-            id: Uuid::now_v7(),
+            id,
             tenant: tenant.into(),
             occurred_at: Utc::now(),
             actor: Actor {

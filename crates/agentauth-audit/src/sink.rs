@@ -63,6 +63,11 @@ impl Sink {
         }
     }
 
+    /// Whether events are recorded at all: when not, callers skip building them.
+    pub fn is_enabled(&self) -> bool {
+        matches!(self, Self::Enabled(_))
+    }
+
     /// False while auditing is on and the emitter takes no events.
     pub fn is_healthy(&self) -> bool {
         match self {

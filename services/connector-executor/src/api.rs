@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use agentauth_audit::{action, input_digest};
+use agentauth_audit::action;
 use agentauth_grpc::Caller;
 use agentauth_proto::executor::v1 as pb;
 use serde_json::{Map, Value};
@@ -19,7 +19,7 @@ use crate::executor::{CallContext, Executor};
 use crate::requests::{self, Pages, ToolCall};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
 use crate::tokens::AccountKey;
-use crate::trail::{ProxyRequested, ToolExecuted, Trail, millis};
+use crate::trail::{InputDigest, ProxyRequested, ToolExecuted, Trail, millis};
 
 /// The most tools one ListTools page returns.
 const MAX_PAGE_SIZE: usize = 500;
@@ -154,7 +154,7 @@ impl ConnectorExecutorApi {
         let executed = ToolExecuted {
             tool: &call.tool,
             route: Some(route.as_str_name()),
-            input_digest: input_digest(call.input_json.as_bytes()),
+            input_digest: InputDigest(call.input_json.as_bytes()),
             batch_id,
             packed: false,
             latency_ms: Some(millis(started.elapsed())),
@@ -350,7 +350,7 @@ impl ConnectorExecutorApi {
         let executed = ToolExecuted {
             tool: &item.tool,
             route: Some(pb::Route::Rest.as_str_name()),
-            input_digest: input_digest(item.input_json.as_bytes()),
+            input_digest: InputDigest(item.input_json.as_bytes()),
             batch_id: Some(packed.batch_id),
             packed: true,
             latency_ms: Some(millis(packed.elapsed)),
@@ -413,7 +413,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             let refused = ToolExecuted {
                 tool: &call.tool,
                 route: None,
-                input_digest: input_digest(call.input_json.as_bytes()),
+                input_digest: InputDigest(call.input_json.as_bytes()),
                 batch_id: None,
                 packed: false,
                 latency_ms: None,
@@ -590,7 +590,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             tool: operation.map_or(crate::proxy::UNLISTED_OPERATION, |t| t.name.as_str()),
             operation: operation.map(|t| format!("{} {}", r.method, t.route.path)),
             route: pb::Route::Rest.as_str_name(),
-            input_digest: input_digest(&r.body),
+            input_digest: InputDigest(&r.body),
             latency_ms: None,
         };
         let permitted = match operation {

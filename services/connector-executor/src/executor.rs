@@ -16,7 +16,7 @@ use crate::Error;
 use crate::config::{AsanaConfig, Config, ConnectionSettings, ExecutionConfig, ProxyConfig};
 use crate::connections::{Connection, Connections};
 use crate::mcp::{McpClients, UpstreamTool, Validators};
-use crate::rate::{Demand, Exhausted, Limiter, Permit};
+use crate::rate::{Budget, Demand, Exhausted, Limiter, Permit};
 use crate::tokens::{AccountKey, Tokens};
 use crate::trail::{Details, Ending, Trail};
 
@@ -141,13 +141,14 @@ impl Executor {
     pub(crate) async fn admit(
         &self,
         context: &CallContext,
+        budget: &Budget,
         demand: Demand,
     ) -> Result<Permit, Error> {
         let per_minute = self
             .settings(&context.account.connection)
             .requests_per_minute;
         self.limiter
-            .acquire(&context.account, demand, per_minute, context.deadline)
+            .acquire(budget, demand, per_minute, context.deadline)
             .await
             .map_err(rate_limited)
     }
@@ -167,7 +168,7 @@ impl Executor {
     /// Records one call's audit event: `kind`'s details (`ToolExecuted`, `ProxyRequested`),
     /// the exchange's facts in `trail`, and how it ended: `Ok(is_error)` when Asana answered,
     /// or the error. Waits for room in the emitter's queue: the call's answer waits for its
-    /// record, which is never dropped.
+    /// record, which is never dropped. With auditing off nothing is built.
     pub(crate) async fn record<D: serde::Serialize>(
         &self,
         id: uuid::Uuid,
@@ -177,6 +178,9 @@ impl Executor {
         kind: &D,
         trail: &Trail,
     ) {
+        if !self.audit.is_enabled() {
+            return;
+        }
         let mut ending = Ending::default();
         let outcome = match result {
             Ok(false) => Outcome::Success,
@@ -194,8 +198,7 @@ impl Executor {
                 }
             }
         };
-        let mut event = Event::new(&context.account.tenant, SERVICE, action_name, outcome);
-        event.id = id;
+        let mut event = Event::with_id(id, &context.account.tenant, SERVICE, action_name, outcome);
         event.actor.identifier = Some(context.caller.clone());
         event.subject = Subject {
             connection_name: Some(context.account.connection.clone()),

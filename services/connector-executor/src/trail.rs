@@ -3,24 +3,18 @@
 //! into the event's details by one serialization. Renaming a field is a compile error here, not
 //! a silent gap in compliance data.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::tokens::AccessToken;
 
-/// The credential a call was sent with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Used {
-    pub account_id: String,
-    pub version: u64,
-    pub asana_user_gid: String,
-}
-
 /// The facts of a call's exchange with Asana, noted by the pipeline and the senders.
 #[derive(Debug, Default, Clone, Serialize)]
 pub(crate) struct Trail {
-    /// The credential of the last attempt.
+    /// The credential of the last attempt (shared with the token cache, not copied).
     #[serde(skip)]
-    pub credential: Option<Used>,
+    pub credential: Option<Arc<AccessToken>>,
     /// Asana's HTTP status of the last answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -32,12 +26,8 @@ pub(crate) struct Trail {
 }
 
 impl Trail {
-    pub(crate) fn used(&mut self, token: &AccessToken) {
-        self.credential = Some(Used {
-            account_id: token.account_id.clone(),
-            version: token.version,
-            asana_user_gid: token.asana_user_gid.clone(),
-        });
+    pub(crate) fn used(&mut self, token: &Arc<AccessToken>) {
+        self.credential = Some(token.clone());
     }
 
     /// Asana answered with `status` (and, when it sent one, its request id).
@@ -67,8 +57,7 @@ pub(crate) struct ToolExecuted<'a> {
     /// `REST` or `MCP`; absent when the call was refused before its connection was known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<&'static str>,
-    /// `sha256:<hex>` of the input as sent: enough to match two calls, not to read one.
-    pub input_digest: String,
+    pub input_digest: InputDigest<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<&'a str>,
     /// Sent inside one of Asana's `/batch` requests.
@@ -90,9 +79,20 @@ pub(crate) struct ProxyRequested<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     pub route: &'static str,
-    pub input_digest: String,
+    pub input_digest: InputDigest<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+}
+
+/// `sha256:<hex>` of a call's input as sent: enough to match two calls, not to read one.
+/// Computed when the event is serialized, so a call with auditing off never hashes its input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputDigest<'a>(pub &'a [u8]);
+
+impl Serialize for InputDigest<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&agentauth_audit::input_digest(self.0))
+    }
 }
 
 /// How a call ended, besides its outcome.
