@@ -218,12 +218,13 @@ impl Client {
         headers.remove(reqwest::header::AUTHORIZATION);
         let span =
             tracing::debug_span!("asana.request", method = %request.method, path = %request.path);
+        let authorization = token.authorization()?;
         async {
             let mut answer = self
                 .inner
                 .http
                 .request(request.method, url)
-                .bearer_auth(token.expose())
+                .header(reqwest::header::AUTHORIZATION, authorization)
                 .headers(self.inner.headers.clone())
                 .headers(headers)
                 .body(request.body)
@@ -348,13 +349,16 @@ impl Client {
         request: &Request,
         url: Url,
     ) -> Result<Response<T>, Failure> {
+        let authorization = token.authorization().map_err(Failure::Final)?;
         let mut builder = self
             .inner
             .http
             .request(request.method.clone(), url)
-            .bearer_auth(token.expose())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .headers(self.inner.headers.clone());
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !self.inner.headers.is_empty() {
+            builder = builder.headers(self.inner.headers.clone());
+        }
         if let Some(data) = &request.data {
             builder = builder.json(&json!({ "data": data }));
         }

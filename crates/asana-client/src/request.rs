@@ -1,5 +1,6 @@
 use std::fmt;
 
+use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -7,17 +8,38 @@ use serde_json::Value;
 use crate::Error;
 
 /// A bearer token. `Debug` prints `[redacted]`, and there is no `Display`.
+///
+/// Its `Authorization` header is built once, when the token is made, and marked sensitive (so
+/// HTTP/2 never indexes it): a cached token costs no formatting per request.
 #[derive(Clone)]
-pub struct Token(String);
+pub struct Token {
+    secret: String,
+    /// `Bearer <secret>`; `None` when the secret cannot be a header value.
+    header: Option<HeaderValue>,
+}
 
 impl Token {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let secret = value.into();
+        let header = HeaderValue::try_from(format!("Bearer {secret}"))
+            .ok()
+            .map(|mut header| {
+                header.set_sensitive(true);
+                header
+            });
+        Self { secret, header }
     }
 
     /// The secret itself, for the `Authorization` header only.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.secret
+    }
+
+    /// The `Authorization` header that sends it.
+    pub fn authorization(&self) -> Result<HeaderValue, Error> {
+        self.header.clone().ok_or_else(|| {
+            Error::InvalidRequest("the bearer token is not a valid header value".to_owned())
+        })
     }
 }
 
@@ -245,6 +267,19 @@ mod tests {
     fn token_debug_is_redacted() {
         let token = Token::new("secret-value");
         assert_eq!(format!("{token:?}"), "[redacted]");
+    }
+
+    #[test]
+    fn token_carries_its_sensitive_authorization_header() {
+        let header = Token::new("secret-value")
+            .authorization()
+            .expect("a valid header");
+        assert_eq!(header, "Bearer secret-value");
+        assert!(header.is_sensitive());
+        let refused = Token::new("line\nbreak")
+            .authorization()
+            .expect_err("no header");
+        assert!(!refused.to_string().contains("line"), "{refused}");
     }
 
     #[test]
