@@ -7,6 +7,7 @@
 //! - the token: the account's cached token, fetched from token-vault when needed;
 //! - the budget: the request's [`Demand`] of the account's rate slots, taken before it is sent
 //!   and held until it is answered, waited for until the call's deadline or refused at once;
+//!   the account's token and budget are each looked up once per call, not per attempt;
 //! - a rejected token (401): reported to token-vault and the request sent once more with the
 //!   token it returns, never twice;
 //! - a rate limit (429): the whole token backs off `Retry-After`; a request that is safe to
@@ -69,10 +70,11 @@ impl Executor {
         trail: &mut Trail,
     ) -> Result<S::Output, Error> {
         let mut token = self.tokens.get(&context.account).await?;
+        let budget = self.limiter.budget(&context.account);
         let mut retried = false;
         loop {
             trail.used(&token);
-            let permit = self.admit(context, sender.demand()).await?;
+            let permit = self.admit(context, &budget, sender.demand()).await?;
             match sender.send(&token, trail).await? {
                 Attempt::Answer(output) => return Ok(output),
                 Attempt::Rejected { last } => {

@@ -126,6 +126,10 @@ struct Windows {
     backoff_until: Option<Instant>,
 }
 
+/// One account's budget: its bucket, resolved once per call rather than per attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget(Arc<Bucket>);
+
 /// In-flight slots held while a request is out; dropping it frees them.
 #[derive(Debug)]
 pub(crate) struct Permit {
@@ -168,10 +172,11 @@ impl Limiter {
         self.config.max_wait
     }
 
-    fn bucket(&self, key: &BucketKey) -> Arc<Bucket> {
+    /// The account's budget, looked up once per call.
+    pub(crate) fn budget(&self, key: &BucketKey) -> Budget {
         let mut buckets = lock(&self.buckets);
         if let Some(bucket) = buckets.get(key) {
-            return bucket.clone();
+            return Budget(bucket.clone());
         }
         let bucket = Arc::new(Bucket {
             reads: Arc::new(Semaphore::new(self.config.reads_in_flight as usize)),
@@ -179,14 +184,14 @@ impl Limiter {
             windows: Mutex::new(Windows::default()),
         });
         buckets.insert(key.clone(), bucket.clone());
-        bucket
+        Budget(bucket)
     }
 
-    /// Waits until `demand` may be sent for `key` within `per_minute`, or fails at once when it
+    /// Waits until `demand` may be sent from `budget` within `per_minute`, or fails at once when it
     /// could not be before `deadline`.
     pub(crate) async fn acquire(
         &self,
-        key: &BucketKey,
+        budget: &Budget,
         demand: Demand,
         per_minute: u32,
         deadline: Instant,
@@ -207,7 +212,7 @@ impl Limiter {
         if demand.searches > self.config.search_per_minute {
             return Err(refuse(Limit::SearchPerMinute, MINUTE));
         }
-        let bucket = self.bucket(key);
+        let bucket = budget.0.clone();
         let slots = |semaphore: &Arc<Semaphore>, count: u32, limit| {
             let semaphore = semaphore.clone();
             async move {
@@ -340,43 +345,58 @@ mod tests {
         let start = Instant::now();
         for _ in 0..3 {
             limiter
-                .acquire(&key("alice"), read(), 3, start)
+                .acquire(&limiter.budget(&key("alice")), read(), 3, start)
                 .await
                 .expect("within the budget");
         }
         let error = limiter
-            .acquire(&key("alice"), read(), 3, start + 10 * SECOND)
+            .acquire(
+                &limiter.budget(&key("alice")),
+                read(),
+                3,
+                start + 10 * SECOND,
+            )
             .await
             .expect_err("a fourth request in the minute");
         assert_eq!(error, refused(Limit::PerMinute, 60 * SECOND));
         assert_eq!(Instant::now(), start, "refused without waiting");
         limiter
-            .acquire(&key("bob"), read(), 3, start)
+            .acquire(&limiter.budget(&key("bob")), read(), 3, start)
             .await
             .expect("another account has its own budget");
 
         tokio::time::advance(45 * SECOND).await;
         let error = limiter
-            .acquire(&key("alice"), read(), 3, Instant::now() + 10 * SECOND)
+            .acquire(
+                &limiter.budget(&key("alice")),
+                read(),
+                3,
+                Instant::now() + 10 * SECOND,
+            )
             .await
             .expect_err("still 15 s to go");
         assert_eq!(error, refused(Limit::PerMinute, 15 * SECOND));
 
         let waiting = Instant::now();
         limiter
-            .acquire(&key("alice"), read(), 3, waiting + 20 * SECOND)
+            .acquire(
+                &limiter.budget(&key("alice")),
+                read(),
+                3,
+                waiting + 20 * SECOND,
+            )
             .await
             .expect("the slot comes within the deadline");
         assert_eq!(waiting.elapsed(), 15 * SECOND, "waited for the slot");
         for _ in 0..2 {
             limiter
-                .acquire(&key("alice"), read(), 3, Instant::now())
+                .acquire(&limiter.budget(&key("alice")), read(), 3, Instant::now())
                 .await
                 .expect("the whole minute's requests left the window");
         }
         assert!(
             limiter
-                .acquire(&key("alice"), read(), 3, Instant::now())
+                .acquire(&limiter.budget(&key("alice")), read(), 3, Instant::now())
                 .await
                 .is_err()
         );
@@ -389,21 +409,21 @@ mod tests {
         let now = Instant::now();
         for _ in 0..2 {
             limiter
-                .acquire(&key("alice"), search, 3, now)
+                .acquire(&limiter.budget(&key("alice")), search, 3, now)
                 .await
                 .expect("two searches a minute");
         }
         let error = limiter
-            .acquire(&key("alice"), search, 3, now + 10 * SECOND)
+            .acquire(&limiter.budget(&key("alice")), search, 3, now + 10 * SECOND)
             .await
             .expect_err("a third search");
         assert_eq!(error, refused(Limit::SearchPerMinute, 60 * SECOND));
         limiter
-            .acquire(&key("alice"), read(), 3, now)
+            .acquire(&limiter.budget(&key("alice")), read(), 3, now)
             .await
             .expect("a plain read is not a search");
         let error = limiter
-            .acquire(&key("alice"), read(), 3, now)
+            .acquire(&limiter.budget(&key("alice")), read(), 3, now)
             .await
             .expect_err(
                 "two searches and a read spent the three; the refused search spent nothing",
@@ -415,7 +435,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn in_flight_slots_are_held_by_the_permit_and_freed_when_it_drops() {
         let limiter = limiter();
-        let alice = key("alice");
+        let alice = limiter.budget(&key("alice"));
         let first = limiter
             .acquire(&alice, read(), 150, Instant::now() + SECOND)
             .await
@@ -462,7 +482,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn back_off_makes_every_request_of_the_token_wait() {
         let limiter = limiter();
-        let alice = key("alice");
+        let alice = limiter.budget(&key("alice"));
         let permit = limiter
             .acquire(&alice, read(), 150, Instant::now())
             .await
@@ -485,7 +505,7 @@ mod tests {
             "a shorter Retry-After never shortens a longer one"
         );
         limiter
-            .acquire(&key("bob"), read(), 150, Instant::now())
+            .acquire(&limiter.budget(&key("bob")), read(), 150, Instant::now())
             .await
             .expect("another account does not wait");
         let waiting = Instant::now();
@@ -509,7 +529,12 @@ mod tests {
             .expect_err("backing off beyond the deadline");
         assert_eq!(error, refused(Limit::BackingOff, 3 * SECOND));
         limiter
-            .acquire(&key("bob"), Demand::NONE, 150, Instant::now())
+            .acquire(
+                &limiter.budget(&key("bob")),
+                Demand::NONE,
+                150,
+                Instant::now(),
+            )
             .await
             .expect("bob is not backing off");
         let waiting = Instant::now();
@@ -523,7 +548,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_demand_no_limit_can_ever_hold_is_refused_at_once() {
         let limiter = limiter();
-        let alice = key("alice");
+        let alice = limiter.budget(&key("alice"));
         let far = Instant::now() + 600 * SECOND;
         let demand = |reads, writes, searches| Demand {
             reads,
