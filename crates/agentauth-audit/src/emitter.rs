@@ -36,9 +36,10 @@
 //! bytes of an encoded `agentauth.audit.v1.AppendRequest`. A record is written and `fsync`ed (and
 //! a new file's directory too) before its batch counts as spooled. Protobuf rather than NDJSON:
 //! it is exactly what `Append` takes, so replay re-sends what was written without a second
-//! mapping, it is compact, and with the length prefix a record torn by a crash is detected (a
-//! reader stops at a record that is incomplete or does not decode, and logs how many bytes it
-//! skipped). A segment takes no more appends once it holds 4 MiB or replay has started on it, so
+//! mapping (each event is encoded once, where it is recorded, and those bytes are what the
+//! batch, the journal, the spool and `Append` carry: see `wire.rs`), it is compact, and with
+//! the length prefix a record torn by a crash is detected (a reader stops at a record that is
+//! incomplete or does not decode, and logs how many bytes it skipped). A segment takes no more appends once it holds 4 MiB or replay has started on it, so
 //! replay only reads files that no longer change, a bounded amount at a time, and re-sends each
 //! batch as it was formed (one bad batch never takes good ones with it). `dead-letter` is never
 //! replayed nor counted against `spool_max_bytes`; an operator inspects and removes it.
@@ -51,7 +52,6 @@ use std::time::Duration;
 
 use agentauth_grpc::ApiKey;
 use agentauth_proto::audit::v1 as pb;
-use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
 use serde::Deserialize;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -60,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, InvalidEvent};
 use crate::spool::Spool;
+use crate::wire::{AppendClient, Frame};
 use crate::worker::Worker;
 
 /// The most events audit-log takes in one `Append`.
@@ -229,7 +230,7 @@ impl Drop for Inner {
 #[derive(Debug)]
 pub(crate) enum Message {
     /// An event, and who waits for it to be in the journal (`durability = "sync"`).
-    Event(Box<pb::Event>, Option<oneshot::Sender<()>>),
+    Event(Frame, Option<oneshot::Sender<()>>),
     /// Answered once every event queued before it is delivered, spooled or dead-lettered.
     Flush(oneshot::Sender<()>),
 }
@@ -299,7 +300,7 @@ impl Emitter {
         }
         let (queue, receiver) = mpsc::channel(config.queue_capacity);
         let cancel = CancellationToken::new();
-        let client = AuditLogClient::new(channel);
+        let client = AppendClient::new(channel);
         let worker = Worker::new(
             &config,
             receiver,
@@ -334,7 +335,7 @@ impl Emitter {
         Event::check_wire(&wire)?;
         self.inner
             .queue
-            .try_send(Message::Event(Box::new(wire), None))
+            .try_send(Message::Event(Frame::of(&wire), None))
             .map_err(|error| match error {
                 TrySendError::Full(_) => EmitError::QueueFull,
                 TrySendError::Closed(_) => EmitError::Closed,
@@ -363,7 +364,7 @@ impl Emitter {
         };
         self.inner
             .queue
-            .send(Message::Event(Box::new(wire), journaled))
+            .send(Message::Event(Frame::of(&wire), journaled))
             .await
             .map_err(|_| EmitError::Closed)?;
         Shared::count(&self.inner.shared.emitted, 1);

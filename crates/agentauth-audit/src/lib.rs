@@ -11,6 +11,7 @@ pub mod event;
 pub mod export;
 mod sink;
 mod spool;
+mod wire;
 mod worker;
 
 pub use emitter::{

@@ -6,10 +6,8 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use agentauth_proto::audit::v1 as pb;
-use prost::Message as _;
-
 use crate::emitter::StartError;
+use crate::wire::Events;
 
 /// A segment takes no more appends once it holds this much, so replay reads a bounded amount.
 const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -45,7 +43,7 @@ pub(crate) struct Spool {
     active: Option<u64>,
     next_sequence: u64,
     /// The batches of the oldest segment not yet acknowledged, once it has been read.
-    loaded: Option<VecDeque<Vec<pb::Event>>>,
+    loaded: Option<VecDeque<Events>>,
     _lock: File,
 }
 
@@ -116,12 +114,8 @@ impl Spool {
 
     /// Appends one batch as a record and syncs it to disk. Refused when the spool would exceed
     /// its limit, unless it is empty (a batch must always fit somewhere) or `force` is set.
-    pub(crate) async fn append(
-        &mut self,
-        events: &[pb::Event],
-        force: bool,
-    ) -> Result<(), AppendError> {
-        let record = encode(events)?;
+    pub(crate) async fn append(&mut self, events: &Events, force: bool) -> Result<(), AppendError> {
+        let record = record(events.bytes())?;
         let len = record.len() as u64;
         if !force && self.bytes > 0 && self.bytes + len > self.max_bytes {
             return Err(AppendError::Full {
@@ -157,7 +151,7 @@ impl Spool {
     }
 
     /// The oldest batch not yet acknowledged, reading the oldest segment when needed.
-    pub(crate) async fn head(&mut self) -> io::Result<Option<Vec<pb::Event>>> {
+    pub(crate) async fn head(&mut self) -> io::Result<Option<Events>> {
         loop {
             if let Some(loaded) = &self.loaded {
                 match loaded.front() {
@@ -241,8 +235,8 @@ impl Spool {
     }
 
     /// Appends a batch audit-log refused for good to the dead-letter file; returns its path.
-    pub(crate) async fn dead_letter(&self, events: &[pb::Event]) -> io::Result<PathBuf> {
-        let record = encode(events)?;
+    pub(crate) async fn dead_letter(&self, events: &Events) -> io::Result<PathBuf> {
+        let record = record(events.bytes())?;
         let (path, dir) = (self.dir.join(DEAD_LETTER), self.dir.clone());
         let file = path.clone();
         blocking(move || append_record(&file, &dir, &record, !file.exists())).await?;
@@ -250,33 +244,26 @@ impl Spool {
     }
 }
 
-/// One record: a 4-byte big-endian length, then an encoded `AppendRequest`.
-fn encode(events: &[pb::Event]) -> io::Result<Vec<u8>> {
-    let body = pb::AppendRequest {
-        events: events.to_vec(),
-    }
-    .encode_to_vec();
+/// One record: a 4-byte big-endian length, then `body`, an encoded `AppendRequest`.
+fn record(body: &[u8]) -> io::Result<Vec<u8>> {
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut record = Vec::with_capacity(4 + body.len());
     record.extend_from_slice(&len.to_be_bytes());
-    record.extend_from_slice(&body);
+    record.extend_from_slice(body);
     Ok(record)
 }
 
 /// The batches of a segment, and how many bytes at its end could not be read.
-fn read_segment(path: &Path) -> io::Result<(Vec<Vec<pb::Event>>, usize)> {
+fn read_segment(path: &Path) -> io::Result<(Vec<Events>, usize)> {
     let bytes = fs::read(path)?;
     let mut rest = bytes.as_slice();
     let mut batches = Vec::new();
     while let Some((len, tail)) = rest.split_first_chunk::<4>() {
         let len = u32::from_be_bytes(*len) as usize;
-        let Some(request) = tail
-            .get(..len)
-            .and_then(|body| pb::AppendRequest::decode(body).ok())
-        else {
+        let Some(events) = tail.get(..len).and_then(Events::decode) else {
             break;
         };
-        batches.push(request.events);
+        batches.push(events);
         rest = &tail[len..];
     }
     Ok((batches, rest.len()))
@@ -321,9 +308,10 @@ impl Journal {
         }
     }
 
-    /// Appends `events` as one record and syncs it: many waiting calls share one sync.
-    pub(crate) async fn append(&mut self, events: &[pb::Event]) -> io::Result<()> {
-        let record = encode(events)?;
+    /// Appends `body`, encoded events, as one record and syncs it: many waiting calls share
+    /// one sync.
+    pub(crate) async fn append(&mut self, body: &[u8]) -> io::Result<()> {
+        let record = record(body)?;
         let (path, dir) = (self.path.clone(), self.dir.clone());
         let new = !path.exists();
         blocking(move || append_record(&path, &dir, &record, new)).await?;

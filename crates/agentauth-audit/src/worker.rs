@@ -5,10 +5,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentauth_grpc::client::AuthenticatedChannel;
-use agentauth_proto::audit::v1 as pb;
-use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
-use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +12,7 @@ use tonic::{Code, Status};
 
 use crate::emitter::{Durability, EmitterConfig, Message, Shared, State};
 use crate::spool::{Journal, Spool};
+use crate::wire::{AppendClient, Events, Frame};
 
 /// A batch is sent once its events encode to this much, far below gRPC's 4 MiB message limit.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
@@ -47,8 +44,7 @@ fn permanent(code: Code) -> bool {
 /// Events taken off the queue, waiting to be sent together.
 #[derive(Debug, Default)]
 struct Batch {
-    events: Vec<pb::Event>,
-    bytes: usize,
+    events: Events,
     /// Flushes answered once these events, and every one before them, are settled.
     waiters: Vec<oneshot::Sender<()>>,
     /// When it is sent even if not full.
@@ -56,14 +52,13 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, event: pb::Event, interval: Duration) {
+    fn push(&mut self, event: &Frame, interval: Duration) {
         self.due.get_or_insert_with(|| Instant::now() + interval);
-        self.bytes += event.encoded_len();
         self.events.push(event);
     }
 
     fn is_full(&self, size: usize) -> bool {
-        self.events.len() >= size || self.bytes >= MAX_BATCH_BYTES
+        self.events.len() >= size || self.events.bytes().len() >= MAX_BATCH_BYTES
     }
 
     /// Answers the flushes waiting for this batch.
@@ -116,13 +111,13 @@ pub(crate) struct Worker {
     queue: mpsc::Receiver<Message>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
-    client: AuditLogClient<AuthenticatedChannel>,
+    client: AppendClient,
     spool: Spool,
     batch: Batch,
     /// A batch the spool could not take; the queue is not read until it has a place.
     held: Option<Batch>,
-    /// `durability = "sync"`: the journal, how many events of the current batch are in it,
-    /// and who waits for the rest to be.
+    /// `durability = "sync"`: the journal, how many bytes of the current batch are in it, and
+    /// who waits for the rest to be.
     journal: Option<Journal>,
     journaled: usize,
     unjournaled: Vec<oneshot::Sender<()>>,
@@ -138,7 +133,7 @@ impl Worker {
         queue: mpsc::Receiver<Message>,
         shared: Arc<Shared>,
         cancel: CancellationToken,
-        client: AuditLogClient<AuthenticatedChannel>,
+        client: AppendClient,
         spool: Spool,
     ) -> Self {
         Self {
@@ -178,7 +173,7 @@ impl Worker {
                 () = self.cancel.cancelled() => break,
                 message = self.queue.recv(), if self.held.is_none() => match message {
                     Some(Message::Event(event, waiter)) => {
-                        self.batch.push(*event, self.flush_interval);
+                        self.batch.push(&event, self.flush_interval);
                         self.unjournaled.extend(waiter);
                         // Group commit: one journal sync for every event that is waiting now.
                         if self.journal.is_some() && self.queue.is_empty() {
@@ -214,7 +209,7 @@ impl Worker {
         let Some(journal) = &mut self.journal else {
             return;
         };
-        let fresh = &self.batch.events[self.journaled..];
+        let fresh = &self.batch.events.bytes()[self.journaled..];
         let written = if fresh.is_empty() {
             Ok(())
         } else {
@@ -223,7 +218,7 @@ impl Worker {
         let waiters = std::mem::take(&mut self.unjournaled);
         match written {
             Ok(()) => {
-                self.journaled = self.batch.events.len();
+                self.journaled = self.batch.events.bytes().len();
                 if self
                     .shared
                     .journal_failing
@@ -342,7 +337,7 @@ impl Worker {
     }
 
     /// Whether the batch is settled (delivered or dead-lettered) and off the spool.
-    async fn replay_batch(&mut self, events: Vec<pb::Event>) -> bool {
+    async fn replay_batch(&mut self, events: Events) -> bool {
         match self.send(&events).await {
             Ok(()) => Shared::count(&self.shared.delivered, events.len()),
             Err(status) if permanent(status.code()) => {
@@ -361,11 +356,8 @@ impl Worker {
         true
     }
 
-    async fn send(&mut self, events: &[pb::Event]) -> Result<(), Status> {
-        let request = pb::AppendRequest {
-            events: events.to_vec(),
-        };
-        let append = tokio::time::timeout(self.request_timeout, self.client.append(request));
+    async fn send(&mut self, events: &Events) -> Result<(), Status> {
+        let append = tokio::time::timeout(self.request_timeout, self.client.append(events));
         tokio::select! {
             answer = append => match answer {
                 Ok(Ok(_)) => Ok(()),
@@ -377,7 +369,7 @@ impl Worker {
     }
 
     /// Moves a batch audit-log refused for good to the dead-letter file; false if that failed.
-    async fn dead_letter(&mut self, events: &[pb::Event], status: &Status) -> bool {
+    async fn dead_letter(&mut self, events: &Events, status: &Status) -> bool {
         match self.spool.dead_letter(events).await {
             Ok(file) => {
                 Shared::count(&self.shared.dead_lettered, events.len());
@@ -411,7 +403,7 @@ impl Worker {
         while let Ok(message) = self.queue.try_recv() {
             match message {
                 Message::Event(event, waiter) => {
-                    current.push(*event, Duration::ZERO);
+                    current.push(&event, Duration::ZERO);
                     self.unjournaled.extend(waiter);
                 }
                 Message::Flush(waiter) => current.waiters.push(waiter),
