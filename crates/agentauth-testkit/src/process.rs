@@ -46,11 +46,22 @@ impl ServiceProcess {
         env: &[(&str, &str)],
         address: SocketAddr,
     ) -> anyhow::Result<Self> {
+        Self::start_program(&binary(name), config, env, address)
+    }
+
+    /// Like [`ServiceProcess::start_on`], for any program that takes `--config FILE` and
+    /// `--listen ADDR` (a benchmark re-running itself as a service, say).
+    pub fn start_program(
+        program: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        address: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new(binary(name))
+        let child = Command::new(program)
             .arg("--config")
             .arg(&config_path)
             .arg("--listen")

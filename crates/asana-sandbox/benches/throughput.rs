@@ -2,6 +2,10 @@
 //! baseline measured in the same run: a bare axum route answering the same JSON with no auth,
 //! limits, validation or lookup, served and driven the same way.
 //!
+//! It reads what connector-executor's benchmark reads directly, driven the same way: the first
+//! seeded task, 64 callers over one shared HTTP client, mimalloc (the sandbox binary's
+//! allocator), so that the two benchmarks' figures for this route can be compared.
+//!
 //! `cargo bench -p asana-sandbox --bench throughput`
 
 #![allow(
@@ -19,19 +23,21 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const CONNECTIONS: usize = 32;
+/// The allocator of the sandbox binary (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CALLERS: usize = 64;
 const RUN: Duration = Duration::from_secs(5);
 
-/// Requests per second over `RUN`, from `CONNECTIONS` keep-alive clients.
+/// Requests per second over `RUN`, from `CALLERS` callers sharing one keep-alive client.
 async fn drive(url: String, token: Option<&'static str>) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + RUN;
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .expect("client");
+    let client = reqwest::Client::new();
+    for _ in 0..CALLERS {
+        let client = client.clone();
         let url = url.clone();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -90,7 +96,7 @@ async fn main() {
     tokio::spawn(async move { axum::serve(bare, bare_router).await });
 
     println!(
-        "asana-sandbox benchmark: GET /api/1.0/tasks/{{gid}}, {CONNECTIONS} keep-alive connections, {RUN:?} each"
+        "asana-sandbox benchmark: GET /api/1.0/tasks/{{gid}} of the first seeded task, {CALLERS} callers on one client, {RUN:?} each"
     );
     let baseline = drive(format!("http://{bare_address}/api/1.0/tasks/{gid}"), None).await;
     let sandbox_rate = drive(
