@@ -1,6 +1,7 @@
 //! schema-watcher: polls the MCP server's `tools/list`, flags drift, pins approved tools.
 
 mod api;
+pub mod drift;
 mod error;
 
 use std::net::SocketAddr;
