@@ -17,8 +17,13 @@ pub(crate) struct Frame(Vec<u8>);
 
 impl Frame {
     pub(crate) fn of(event: &pb::Event) -> Self {
-        let mut bytes = Vec::with_capacity(event.encoded_len() + 8);
-        prost::encoding::message::encode(1, event, &mut bytes);
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        // The length once: `message::encode` would walk the event for it a second time.
+        let len = event.encoded_len();
+        let mut bytes = Vec::with_capacity(1 + encoded_len_varint(len as u64) + len);
+        encode_key(1, WireType::LengthDelimited, &mut bytes);
+        encode_varint(len as u64, &mut bytes);
+        event.encode_raw(&mut bytes);
         Self(bytes)
     }
 }
