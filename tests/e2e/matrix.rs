@@ -307,6 +307,30 @@ fn rows() -> Vec<Row> {
             Code::Unimplemented,
             true,
         ),
+        row(
+            EXECUTOR,
+            "ListUpstreamTools",
+            |_| {
+                boxed(executor::ListUpstreamToolsRequest {
+                    tenant: TENANT.into(),
+                    connection_name: "asana-pat".into(),
+                    identifier: "user_1".into(),
+                })
+            },
+            Code::FailedPrecondition,
+            true,
+        ),
+        stream(
+            EXECUTOR,
+            "WatchUpstreamChanges",
+            |_| {
+                boxed(executor::WatchUpstreamChangesRequest {
+                    connection_name: Some(String::new()),
+                })
+            },
+            Code::InvalidArgument,
+            false,
+        ),
         // audit-log.
         row(
             AUDIT,
@@ -382,24 +406,26 @@ fn rows() -> Vec<Row> {
             Code::Ok,
             true,
         ),
-        // schema-watcher: its capability has not landed; its RPCs name connections only.
+        // schema-watcher, watching nothing: its RPCs name connections only.
         row(
             WATCHER,
             "GetSnapshot",
             |_| {
                 boxed(watcher::GetSnapshotRequest {
                     connection_name: "asana-mcp".into(),
-                    ..Default::default()
+                    selector: Some(watcher::get_snapshot_request::Selector::Alias(
+                        watcher::SnapshotAlias::Latest.into(),
+                    )),
                 })
             },
-            Code::Unimplemented,
+            Code::NotFound,
             false,
         ),
         row(
             WATCHER,
             "ListDrift",
             |_| boxed(watcher::ListDriftRequest::default()),
-            Code::Unimplemented,
+            Code::Ok,
             false,
         ),
         row(
@@ -408,17 +434,23 @@ fn rows() -> Vec<Row> {
             |_| {
                 boxed(watcher::ApproveBaselineRequest {
                     connection_name: "asana-mcp".into(),
-                    ..Default::default()
+                    snapshot_id: "no-such-snapshot".into(),
+                    tool_names: Vec::new(),
                 })
             },
-            Code::Unimplemented,
+            Code::NotFound,
             false,
         ),
         stream(
             WATCHER,
             "WatchDrift",
-            |_| boxed(watcher::WatchDriftRequest::default()),
-            Code::Unimplemented,
+            |_| {
+                boxed(watcher::WatchDriftRequest {
+                    cursor: "not-a-cursor".into(),
+                    ..Default::default()
+                })
+            },
+            Code::InvalidArgument,
             false,
         ),
         row(
@@ -430,7 +462,7 @@ fn rows() -> Vec<Row> {
                     ..Default::default()
                 })
             },
-            Code::Unimplemented,
+            Code::Ok,
             false,
         ),
     ]
@@ -711,8 +743,9 @@ spool_dir = "{spool}"
     let schema_watcher = ServiceProcess::start_on(
         "schema-watcher",
         &format!(
-            "[server]\nreadiness_interval = \"100ms\"\n{}",
-            watcher_keys.callers()
+            "[server]\nreadiness_interval = \"100ms\"\n{}\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n",
+            watcher_keys.callers(),
+            dir.path().join("watcher.db").display(),
         ),
         &[],
         watcher_at,

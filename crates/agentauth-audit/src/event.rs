@@ -19,6 +19,8 @@ pub mod action {
     pub const PROXY_REQUEST: &str = "proxy.request";
     pub const DRIFT_DETECTED: &str = "drift.detected";
     pub const DRIFT_APPROVED: &str = "drift.approved";
+    pub const DRIFT_ALERT: &str = "drift.alert";
+    pub const TOOLS_LISTED: &str = "tools.listed";
     pub const MCP_SESSION_MINTED: &str = "mcp.session_minted";
     pub const WEBHOOK_RECEIVED: &str = "webhook.received";
 }

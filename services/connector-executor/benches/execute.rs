@@ -212,6 +212,23 @@ mod forwarder {
         ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
             Err(Status::unimplemented("the forwarder only reads"))
         }
+
+        async fn list_upstream_tools(
+            &self,
+            _: Request<pb::ListUpstreamToolsRequest>,
+        ) -> Result<Response<pb::ListUpstreamToolsResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
+        type WatchUpstreamChangesStream =
+            tonic::codegen::BoxStream<pb::WatchUpstreamChangesResponse>;
+
+        async fn watch_upstream_changes(
+            &self,
+            _: Request<pb::WatchUpstreamChangesRequest>,
+        ) -> Result<Response<Self::WatchUpstreamChangesStream>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
     }
 
     pub async fn serve() -> ExitCode {

@@ -16,10 +16,11 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::connections::{Connection, Target};
 use crate::executor::{CallContext, Executor};
+use crate::pins::Standing;
 use crate::requests::{self, Pages, ToolCall};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
 use crate::tokens::AccountKey;
-use crate::trail::{InputDigest, ProxyRequested, ToolExecuted, Trail, millis};
+use crate::trail::{InputDigest, ProxyRequested, ToolExecuted, ToolsListed, Trail, millis};
 
 /// The most tools one ListTools page returns.
 const MAX_PAGE_SIZE: usize = 500;
@@ -542,7 +543,17 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                             }
                             Err(error) => return Err(error.into()),
                         };
-                        tools.extend(upstream.iter().map(|t| mcp_tool(t, &connection.name)));
+                        let approvals = match self.executor.pins.approvals(&connection.name).await {
+                            Ok(approvals) => Some(approvals),
+                            Err(error) => {
+                                tracing::warn!(connection = %connection.name, %error, "drift standing of upstream tools not known");
+                                None
+                            }
+                        };
+                        tools.extend(upstream.iter().map(|t| {
+                            let standing = approvals.as_ref().map(|a| a.standing(t));
+                            mcp_tool(t, &connection.name, standing)
+                        }));
                     }
                 }
             }
@@ -649,6 +660,100 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         }))
     }
 
+    async fn list_upstream_tools(
+        &self,
+        request: Request<pb::ListUpstreamToolsRequest>,
+    ) -> Result<Response<pb::ListUpstreamToolsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let checked = requests::ListUpstreamTools::try_from(request.get_ref())?;
+        self.check_account(caller, &checked.account)?;
+        self.executor.audit_ready()?;
+        let context = self.context(&request, caller, checked.account);
+        let connection = self
+            .executor
+            .connections
+            .get(caller, &context.account.connection)
+            .await?;
+        let Target::Mcp { url } = &connection.target else {
+            return Err(Error::WrongKind {
+                connection: connection.name.clone(),
+                reason: "is a REST connection; ListUpstreamTools lists MCP connections only",
+            }
+            .into());
+        };
+        let started = StdInstant::now();
+        let mut trail = Trail::default();
+        let result = self
+            .executor
+            .upstream_tools_fresh(&context, url, &mut trail)
+            .await;
+        let listed = ToolsListed {
+            tools: result.as_ref().ok().map(|tools| tools.len()),
+            latency_ms: millis(started.elapsed()),
+        };
+        self.executor
+            .record(
+                uuid::Uuid::now_v7(),
+                &context,
+                action::TOOLS_LISTED,
+                result.as_ref().map(|_| false),
+                &listed,
+                &trail,
+            )
+            .await;
+        let tools = result?
+            .iter()
+            .map(|tool| pb::UpstreamTool {
+                name: tool.name.clone(),
+                definition_json: Value::Object(tool.definition.clone()).to_string(),
+                definition_hash: tool.hash.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListUpstreamToolsResponse {
+            tools,
+            credential_version: trail.credential_version(),
+        }))
+    }
+
+    type WatchUpstreamChangesStream = BoxStream<pb::WatchUpstreamChangesResponse>;
+
+    async fn watch_upstream_changes(
+        &self,
+        request: Request<pb::WatchUpstreamChangesRequest>,
+    ) -> Result<Response<Self::WatchUpstreamChangesStream>, Status> {
+        let caller = Caller::shared(&request)?;
+        let only = request.into_inner().connection_name;
+        if let Some(name) = &only {
+            if name.trim().is_empty() {
+                return Err(Error::InvalidArgument {
+                    field: "connection_name",
+                    description: "must name a connection when set".to_owned(),
+                }
+                .into());
+            }
+            caller.check_connection(name).map_err(Error::from)?;
+        }
+        let follow = UpstreamChanges {
+            executor: self.executor.clone(),
+            changes: self.executor.mcp.changes(),
+            caller,
+            only,
+            pending: Vec::new(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            follow,
+            |mut follow| async move {
+                let name = follow.next().await?;
+                Some((
+                    Ok(pb::WatchUpstreamChangesResponse {
+                        connection_name: name,
+                    }),
+                    follow,
+                ))
+            },
+        ))))
+    }
+
     async fn mint_mcp_session(
         &self,
         request: Request<pb::MintMcpSessionRequest>,
@@ -678,6 +783,49 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             rpc: "SubscribeEvents",
         }
         .into())
+    }
+}
+
+/// One `WatchUpstreamChanges` stream: the announced server URLs turned into the names of the
+/// MCP connections that reach them, those the caller may see (and asked for).
+struct UpstreamChanges {
+    executor: Arc<Executor>,
+    changes: tokio::sync::broadcast::Receiver<String>,
+    caller: Arc<Caller>,
+    only: Option<String>,
+    /// Connections of the last announcement not yet sent.
+    pending: Vec<String>,
+}
+
+impl UpstreamChanges {
+    /// The next connection to announce; `None` when the executor shuts down.
+    async fn next(&mut self) -> Option<String> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(name) = self.pending.pop() {
+                return Some(name);
+            }
+            let url = match self.changes.recv().await {
+                Ok(url) => url,
+                // Announcements missed: the follower polls anyway, so carry on.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            };
+            let connections = match self.executor.connections.all().await {
+                Ok(connections) => connections,
+                Err(error) => {
+                    tracing::warn!(%error, "an upstream tool list change cannot be named");
+                    continue;
+                }
+            };
+            self.pending = connections
+                .into_iter()
+                .filter(|c| matches!(&c.target, Target::Mcp { url: u } if *u == url))
+                .map(|c| c.name.clone())
+                .filter(|name| self.only.as_ref().is_none_or(|only| only == name))
+                .filter(|name| self.caller.check_connection(name).is_ok())
+                .collect();
+        }
     }
 }
 
@@ -715,11 +863,22 @@ fn rest_tool(tool: &asana_tools::Tool, connection: &str) -> pb::Tool {
         }
         .into(),
         connection_name: connection.to_owned(),
+        drift: pb::DriftStatus::Unspecified.into(),
     }
 }
 
 /// An upstream MCP tool on the wire.
-fn mcp_tool(tool: &crate::mcp::UpstreamTool, connection: &str) -> pb::Tool {
+fn mcp_tool(
+    tool: &crate::mcp::UpstreamTool,
+    connection: &str,
+    standing: Option<Standing>,
+) -> pb::Tool {
+    let drift = match standing {
+        None | Some(Standing::Unwatched) => pb::DriftStatus::Unspecified,
+        Some(Standing::Approved) => pb::DriftStatus::Approved,
+        Some(Standing::Drifted { pinned: true, .. }) => pb::DriftStatus::Blocked,
+        Some(Standing::Drifted { pinned: false, .. }) => pb::DriftStatus::Drifted,
+    };
     pb::Tool {
         name: tool.name.clone(),
         title: tool.title.clone().unwrap_or_default(),
@@ -738,5 +897,6 @@ fn mcp_tool(tool: &crate::mcp::UpstreamTool, connection: &str) -> pb::Tool {
         }),
         source: pb::ToolSource::UpstreamMcp.into(),
         connection_name: connection.to_owned(),
+        drift: drift.into(),
     }
 }

@@ -38,6 +38,19 @@ pub struct Config {
     /// The cache of access tokens: its bounds, and how long a token is trusted while
     /// token-vault's stream of account changes is down.
     pub token_cache: CacheConfig,
+    /// Drift pinning of MCP tools; absent means no pinning (said once at start).
+    pub schema_watcher: SchemaWatcherConfig,
+}
+
+/// `[schema_watcher]`: where the approved baselines of MCP connections come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaWatcherConfig {
+    /// schema-watcher's gRPC URL; without it no MCP tool is pinned.
+    pub url: Option<String>,
+    /// The file holding this service's API key for schema-watcher (a caller with its
+    /// `executor` role).
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// `[token_vault]`.

@@ -42,6 +42,16 @@ pub enum Error {
         field: &'static str,
         description: String,
     },
+    /// Drift pinning refuses the tool: its definition is not the approved one. Nothing was
+    /// sent to the MCP server.
+    #[error(
+        "tool `{tool}` of connection `{connection}` is blocked by drift pinning: {why}; an operator must approve its current definition"
+    )]
+    ToolDrifted {
+        connection: String,
+        tool: String,
+        why: &'static str,
+    },
     /// The RPC does not apply to this connection's kind.
     #[error("connection `{connection}` {reason}")]
     WrongKind {
@@ -116,6 +126,7 @@ impl Error {
                 "INVALID_INPUT".to_owned()
             }
             Self::WrongKind { .. } => "WRONG_CONNECTION_KIND".to_owned(),
+            Self::ToolDrifted { .. } => "TOOL_DRIFTED".to_owned(),
             Self::TokenVault(status) => status
                 .get_details_error_info()
                 .map(|info| info.reason)
@@ -187,6 +198,22 @@ impl From<Error> for Status {
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
             Error::WrongKind { .. } => Status::failed_precondition(error.to_string()),
+            Error::ToolDrifted {
+                ref connection,
+                ref tool,
+                ..
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                error.to_string(),
+                ErrorDetails::with_error_info(
+                    "TOOL_DRIFTED",
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("connection".to_owned(), connection.clone()),
+                        ("tool".to_owned(), tool.clone()),
+                    ]),
+                ),
+            ),
             Error::TokenVault(status) => status,
             Error::RateLimited { retry_after, .. } => Status::with_error_details(
                 Code::ResourceExhausted,

@@ -16,6 +16,7 @@ use crate::Error;
 use crate::config::{AsanaConfig, Config, ConnectionSettings, ExecutionConfig, ProxyConfig};
 use crate::connections::{Connection, Connections};
 use crate::mcp::{McpClients, UpstreamTool, Validators};
+use crate::pins::Pins;
 use crate::rate::{Budget, Demand, Exhausted, Limiter, Permit};
 use crate::tokens::{AccountKey, Tokens};
 use crate::trail::{Details, Ending, Trail};
@@ -31,6 +32,7 @@ pub(crate) struct Executor {
     pub tokens: Arc<Tokens>,
     pub limiter: Limiter,
     pub mcp: McpClients,
+    pub pins: Arc<Pins>,
     pub validators: Validators,
     pub audit: Sink,
     pub execution: ExecutionConfig,
@@ -58,6 +60,7 @@ impl Executor {
         token_vault: TokenVaultClient<AuthenticatedChannel>,
         audit: Sink,
         mcp: McpClients,
+        pins: Arc<Pins>,
     ) -> Result<Self, String> {
         let catalogue = Catalogue::new().map_err(|e| format!("tool catalogue: {e}"))?;
         Ok(Self {
@@ -70,6 +73,7 @@ impl Executor {
             )),
             limiter: Limiter::new(config.limits.clone()),
             mcp,
+            pins,
             validators: Validators::default(),
             audit,
             execution: config.execution.clone(),

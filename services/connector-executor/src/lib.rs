@@ -11,6 +11,7 @@ mod connections;
 mod error;
 mod executor;
 mod mcp;
+mod pins;
 mod pipeline;
 mod proxy;
 mod rate;
@@ -30,6 +31,7 @@ use agentauth_proto::executor::v1::connector_executor_server::{
     ConnectorExecutorServer, SERVICE_NAME,
 };
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_proto::watcher::v1::schema_watcher_client::SchemaWatcherClient;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +52,8 @@ pub const POLICY: Policy = Policy {
         "ProxyRequest",
         "MintMcpSession",
         "SubscribeEvents",
+        "ListUpstreamTools",
+        "WatchUpstreamChanges",
     ],
     roles: &[
         Role {
@@ -76,6 +80,11 @@ pub const POLICY: Policy = Policy {
             name: "events",
             purpose: "follow Asana webhook events",
             rpcs: &["SubscribeEvents"],
+        },
+        Role {
+            name: "watcher",
+            purpose: "schema-watcher: list upstream MCP tools as its probe accounts, hear of changes",
+            rpcs: &["ListUpstreamTools", "WatchUpstreamChanges"],
         },
     ],
 };
@@ -129,8 +138,10 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         let audit = Sink::start(config.audit.clone())?;
         audit.log_mode(&config.audit.emitter.url, "tool calls");
         let mcp = mcp::McpClients::new(config.mcp.clone());
+        let pins = Arc::new(pins::Pins::new(watcher_client(&config)?));
+        let pinning = tokio::spawn(pins.clone().follow(shutdown.clone()));
         let executor = Arc::new(
-            executor::Executor::new(&config, TokenVaultClient::new(channel), audit, mcp)
+            executor::Executor::new(&config, TokenVaultClient::new(channel), audit, mcp, pins)
                 .map_err(anyhow::Error::msg)?,
         );
         let mcp_sessions = executor.mcp.clone();
@@ -161,10 +172,35 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         if let Err(error) = following.await {
             tracing::warn!(%error, "following token-vault's account changes panicked");
         }
+        if let Err(error) = pinning.await {
+            tracing::warn!(%error, "following schema-watcher's drift panicked");
+        }
         served?;
         executor.audit.shutdown(self.shutdown_grace).await;
         Ok(())
     }
+}
+
+/// schema-watcher's client when `[schema_watcher] url` is set; without it nothing is pinned,
+/// which is said once.
+fn watcher_client(
+    config: &Config,
+) -> anyhow::Result<Option<SchemaWatcherClient<agentauth_grpc::client::AuthenticatedChannel>>> {
+    let settings = &config.schema_watcher;
+    let Some(url) = &settings.url else {
+        tracing::info!("no [schema_watcher] url: MCP tools are not pinned to approved definitions");
+        return Ok(None);
+    };
+    let key = settings
+        .api_key_file
+        .as_deref()
+        .map(|path| {
+            ApiKey::read_file(path)
+                .with_context(|| format!("schema_watcher.api_key_file {}", path.display()))
+        })
+        .transpose()?;
+    let channel = agentauth_grpc::client::channel(url, key.as_ref())?;
+    Ok(Some(SchemaWatcherClient::new(channel)))
 }
 
 /// Ready while every call can be audited: the emitter takes events and keeps up with them

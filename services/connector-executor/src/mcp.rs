@@ -65,11 +65,14 @@ use rmcp::transport::streamable_http_client::{
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::broadcast;
 
 /// The JSON-RPC error code the sandbox (and our guess at Asana) uses for a rate limit.
 const RATE_LIMITED: i32 = 429;
 /// The `data` key rmcp marks a response stream that closed before its reply with.
 const TRANSPORT_CLOSED_MARKER: &str = "io.modelcontextprotocol/transportClosed";
+/// How many `list_changed` announcements wait for a slow follower before it skips them.
+const CHANGES_BACKLOG: usize = 64;
 /// The longest gap between sweeps for idle sessions.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -141,10 +144,15 @@ pub(crate) struct SessionKey {
     pub credential_version: u64,
 }
 
-/// One tool of the upstream `tools/list`, with its annotations resolved to MCP's defaults.
+/// One tool of the upstream `tools/list`, with its annotations resolved to MCP's defaults, and
+/// its whole definition as listed with that definition's canonical hash (what drift pinning
+/// compares with the approved one).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct UpstreamTool {
     pub name: String,
+    pub definition: Map<String, Value>,
+    /// `sha256:<hex>` of the canonical definition ([`mcp_drift::definition_hash`]).
+    pub hash: String,
     pub title: Option<String>,
     pub description: String,
     pub input_schema: Value,
@@ -157,8 +165,17 @@ pub(crate) struct UpstreamTool {
 
 impl From<Tool> for UpstreamTool {
     fn from(tool: Tool) -> Self {
+        let definition = match serde_json::to_value(&tool) {
+            Ok(Value::Object(definition)) => definition,
+            _ => Map::new(),
+        };
+        // A JSON value always canonicalizes; were it not to, the empty hash matches no
+        // approved definition, so a pinned connection refuses the tool.
+        let hash = mcp_drift::definition_hash(&definition).unwrap_or_default();
         let annotations = tool.annotations.unwrap_or_default();
         Self {
+            definition,
+            hash,
             title: tool.title.or(annotations.title),
             description: tool.description.map(String::from).unwrap_or_default(),
             input_schema: Value::Object(tool.input_schema.as_ref().clone()),
@@ -207,6 +224,8 @@ struct Inner {
     config: McpConfig,
     /// Shared by every session: one connection pool, no redirects.
     http: reqwest::Client,
+    /// Announces the URL of a server that sent `notifications/tools/list_changed`.
+    changes: broadcast::Sender<String>,
     accounts: Mutex<Accounts>,
 }
 
@@ -226,11 +245,16 @@ struct Slot {
 #[derive(Debug)]
 struct Handler {
     tools_changed: Arc<AtomicBool>,
+    /// The server's URL, announced to [`McpClients::changes`] on `list_changed`.
+    url: String,
+    changes: broadcast::Sender<String>,
 }
 
 impl ClientHandler for Handler {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.tools_changed.store(true, Ordering::Release);
+        // Nobody following the changes is not an error.
+        let _ = self.changes.send(self.url.clone());
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -284,19 +308,22 @@ impl Session {
         url: &str,
         token: &Token,
         credential_version: u64,
-        config: &McpConfig,
-        http: &reqwest::Client,
+        inner: &Inner,
     ) -> Result<Self, McpError> {
+        let config = &inner.config;
         let timeout = config.request_timeout;
         let transport_config = StreamableHttpClientTransportConfig::with_uri(url)
             .auth_header(token.expose())
             .reinit_on_expired_session(true)
             .max_json_response_size(config.max_message_bytes)
             .max_sse_event_size(config.max_message_bytes);
-        let transport = StreamableHttpClientTransport::with_client(http.clone(), transport_config);
+        let transport =
+            StreamableHttpClientTransport::with_client(inner.http.clone(), transport_config);
         let tools_changed = Arc::new(AtomicBool::new(false));
         let handler = Handler {
             tools_changed: tools_changed.clone(),
+            url: url.to_owned(),
+            changes: inner.changes.clone(),
         };
         let service = tokio::time::timeout(timeout, handler.serve(transport))
             .await
@@ -325,15 +352,18 @@ impl Session {
         *lock(&self.last_used) = Instant::now();
     }
 
+    /// The session's tool list: the cached one unless the server announced a change or the
+    /// caller asks for a `fresh` read (which then becomes the cached one).
     async fn list_tools(
         &self,
         token: &Token,
         config: &McpConfig,
+        fresh: bool,
     ) -> Result<Arc<[UpstreamTool]>, Failure> {
         let timeout = config.request_timeout;
         let mut cached = self.tools.lock().await;
         let changed = self.tools_changed.swap(false, Ordering::AcqRel);
-        if let Some(tools) = cached.as_ref().filter(|_| !changed) {
+        if let Some(tools) = cached.as_ref().filter(|_| !changed && !fresh) {
             return Ok(tools.clone());
         }
         let mut tools = Vec::new();
@@ -410,6 +440,7 @@ impl McpClients {
             inner: Arc::new(Inner {
                 config,
                 http,
+                changes: broadcast::channel(CHANGES_BACKLOG).0,
                 accounts: Mutex::new(Accounts {
                     slots: HashMap::new(),
                     last_sweep: Instant::now(),
@@ -425,11 +456,38 @@ impl McpClients {
         url: &str,
         token: &Token,
     ) -> Result<Arc<[UpstreamTool]>, McpError> {
+        self.list(key, url, token, false).await
+    }
+
+    /// Every page of the upstream `tools/list` read now, not from the session's cache (which
+    /// it then replaces): what the schema-watcher's polls see.
+    pub(crate) async fn list_tools_fresh(
+        &self,
+        key: &SessionKey,
+        url: &str,
+        token: &Token,
+    ) -> Result<Arc<[UpstreamTool]>, McpError> {
+        self.list(key, url, token, true).await
+    }
+
+    async fn list(
+        &self,
+        key: &SessionKey,
+        url: &str,
+        token: &Token,
+        fresh: bool,
+    ) -> Result<Arc<[UpstreamTool]>, McpError> {
         let config = &self.inner.config;
         self.with_session(key, url, token, |session| async move {
-            session.list_tools(token, config).await
+            session.list_tools(token, config, fresh).await
         })
         .await
+    }
+
+    /// The URLs of upstream servers whose sessions receive `notifications/tools/list_changed`,
+    /// from now on. A receiver that falls behind skips what it missed (`Lagged`).
+    pub(crate) fn changes(&self) -> broadcast::Receiver<String> {
+        self.inner.changes.subscribe()
     }
 
     /// tools/call on the session of `key`.
@@ -540,9 +598,8 @@ impl McpClients {
         }
         // Drop the old session before opening the next: it closes once its calls finish.
         *current = None;
-        let session = Arc::new(
-            Session::open(url, token, key.credential_version, config, &self.inner.http).await?,
-        );
+        let session =
+            Arc::new(Session::open(url, token, key.credential_version, &self.inner).await?);
         tracing::debug!(
             account_id = %key.account_id,
             credential_version = key.credential_version,

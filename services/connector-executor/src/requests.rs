@@ -102,6 +102,27 @@ pub(crate) struct ListTools {
     pub size: usize,
 }
 
+/// `ListUpstreamToolsRequest`, checked: the account that lists.
+#[derive(Debug)]
+pub(crate) struct ListUpstreamTools {
+    pub account: AccountKey,
+}
+
+impl TryFrom<&pb::ListUpstreamToolsRequest> for ListUpstreamTools {
+    type Error = Error;
+
+    fn try_from(r: &pb::ListUpstreamToolsRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        let account = account(
+            &r.tenant,
+            &r.connection_name,
+            &r.identifier,
+            &mut violations,
+        );
+        violations.into_result(Self { account })
+    }
+}
+
 fn account(
     tenant: &str,
     connection: &str,

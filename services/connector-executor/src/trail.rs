@@ -23,6 +23,9 @@ pub(crate) struct Trail {
     /// The `Asana-Change` names Asana announced.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub asana_change: Vec<String>,
+    /// An MCP tool called in warn mode although it drifted from its approved definition: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<&'static str>,
 }
 
 impl Trail {
@@ -65,6 +68,14 @@ pub(crate) struct ToolExecuted<'a> {
     pub packed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+}
+
+/// `tools.listed`: one `ListUpstreamTools`, every page read afresh as the account.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ToolsListed {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<usize>,
+    pub latency_ms: f64,
 }
 
 /// `proxy.request`: one ProxyRequest.

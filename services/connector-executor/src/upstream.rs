@@ -12,29 +12,38 @@ use crate::Error;
 use crate::connections::Connection;
 use crate::executor::{CallContext, Executor};
 use crate::mcp::{McpClients, McpError, SessionKey, UpstreamTool};
+use crate::pins::Standing;
 use crate::pipeline::{Attempt, DEFAULT_RETRY_AFTER, Sender};
 use crate::rate::Demand;
 use crate::rest::Output;
 use crate::tokens::{AccessToken, AccountKey};
 use crate::trail::Trail;
 
-/// `tools/list` of the account's session (cached per session by [`McpClients`]).
+/// `tools/list` of the account's session: cached per session by [`McpClients`], or `fresh`
+/// (every page read now, for schema-watcher's polls).
 struct ListTools<'a> {
     mcp: &'a McpClients,
     url: &'a str,
+    fresh: bool,
 }
 
 impl Sender for ListTools<'_> {
     type Output = Arc<[UpstreamTool]>;
 
-    /// Sent without slots of its own: it only waits out the token's back-off (a known gap in
-    /// rate accounting, see ARCHITECTURE.md).
+    /// A fresh listing takes one read slot, so the watcher's polls count against the token's
+    /// budget; the cached one, consulted before every call, only waits out the token's
+    /// back-off (a known gap in rate accounting, see ARCHITECTURE.md).
     fn demand(&self) -> Demand {
-        Demand::NONE
+        if self.fresh {
+            Demand::of(RateClass::Read)
+        } else {
+            Demand::NONE
+        }
     }
 
+    /// A listing is a read: safe to send again after a 429, when it is a poll's own.
     fn repeatable(&self) -> bool {
-        false
+        self.fresh
     }
 
     async fn send(
@@ -42,11 +51,15 @@ impl Sender for ListTools<'_> {
         token: &AccessToken,
         _trail: &mut Trail,
     ) -> Result<Attempt<Self::Output>, Error> {
-        match self
-            .mcp
-            .list_tools(&session(token), self.url, &token.token)
-            .await
-        {
+        let key = session(token);
+        let listed = if self.fresh {
+            self.mcp
+                .list_tools_fresh(&key, self.url, &token.token)
+                .await
+        } else {
+            self.mcp.list_tools(&key, self.url, &token.token).await
+        };
+        match listed {
             Ok(tools) => Ok(Attempt::Answer(tools)),
             Err(error) => mcp_attempt(error),
         }
@@ -148,6 +161,22 @@ impl Executor {
                     .collect(),
             });
         };
+        match self
+            .pins
+            .approvals(&context.account.connection)
+            .await?
+            .standing(tool)
+        {
+            Standing::Unwatched | Standing::Approved => {}
+            Standing::Drifted { pinned: true, why } => {
+                return Err(Error::ToolDrifted {
+                    connection: context.account.connection.clone(),
+                    tool: name.to_owned(),
+                    why,
+                });
+            }
+            Standing::Drifted { pinned: false, why } => trail.drift = Some(why),
+        }
         self.validators
             .get(url, tool)
             .map_err(upstream_error)?
@@ -175,9 +204,30 @@ impl Executor {
         url: &str,
         trail: &mut Trail,
     ) -> Result<Arc<[UpstreamTool]>, Error> {
+        self.list_upstream(context, url, false, trail).await
+    }
+
+    /// Every page of the upstream tools read afresh as the account (`ListUpstreamTools`).
+    pub(crate) async fn upstream_tools_fresh(
+        &self,
+        context: &CallContext,
+        url: &str,
+        trail: &mut Trail,
+    ) -> Result<Arc<[UpstreamTool]>, Error> {
+        self.list_upstream(context, url, true, trail).await
+    }
+
+    async fn list_upstream(
+        &self,
+        context: &CallContext,
+        url: &str,
+        fresh: bool,
+        trail: &mut Trail,
+    ) -> Result<Arc<[UpstreamTool]>, Error> {
         let list = ListTools {
             mcp: &self.mcp,
             url,
+            fresh,
         };
         let tools = self.run_as(context, &list, trail).await?;
         self.saw_upstream_tools(&context.account.connection, &tools);

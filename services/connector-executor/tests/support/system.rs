@@ -21,6 +21,7 @@ use agentauth_proto::executor::v1 as pb;
 use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
 use agentauth_proto::vault::v1 as vault_pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use agentauth_proto::watcher::v1::schema_watcher_client::SchemaWatcherClient;
 use agentauth_testkit::connections::{self, OAuthApp};
 use agentauth_testkit::database::SqliteDatabase;
 use agentauth_testkit::openbao;
@@ -64,6 +65,11 @@ pub struct Options {
     pub executor_replicas: usize,
     /// connector-executor's `[audit] durability`: `async` or `sync`.
     pub audit_durability: &'static str,
+    /// Whether connector-executor pins MCP tools through a schema-watcher (started later, by
+    /// [`System::start_watcher`], on an address fixed now).
+    pub watcher: bool,
+    /// How many tools one page of the sandbox's MCP `tools/list` holds.
+    pub sandbox_mcp_page_size: usize,
 }
 
 impl Default for Options {
@@ -79,6 +85,8 @@ impl Default for Options {
             audit_flush_interval: Duration::from_millis(20),
             executor_replicas: 1,
             audit_durability: "async",
+            watcher: false,
+            sandbox_mcp_page_size: asana_sandbox::Config::default().mcp_page_size,
         }
     }
 }
@@ -108,6 +116,13 @@ pub struct System {
     executor_key: ApiKey,
     /// The sandbox's control key (`X-Sandbox-Control-Key`).
     control_key: String,
+    /// schema-watcher's address, when `Options::watcher`.
+    pub watcher_url: Option<String>,
+    /// schema-watcher's keys: its own for connector-executor and audit-log, and
+    /// connector-executor's for it.
+    watcher_key: ApiKey,
+    executor_watcher_key: ApiKey,
+    watcher_db: SqliteDatabase,
     shutdown: CancellationToken,
     _files: Vec<tempfile::NamedTempFile>,
     _dirs: Vec<tempfile::TempDir>,
@@ -173,6 +188,7 @@ impl System {
             auto_approve: true,
             token_lifetime: options.token_lifetime,
             limits: options.sandbox_limits.clone(),
+            mcp_page_size: options.sandbox_mcp_page_size,
             ..asana_sandbox::Config::default()
         });
         tokio::spawn(sandbox.clone().serve(sandbox_listener, shutdown.clone()));
@@ -182,6 +198,7 @@ impl System {
         let read_only_agent = ApiKey::generate();
         let narrow_agent = ApiKey::generate();
         let (executor_key, vault_key) = (ApiKey::generate(), ApiKey::generate());
+        let (watcher_key, executor_watcher_key) = (ApiKey::generate(), ApiKey::generate());
         let key_file = |key: &ApiKey| {
             let mut file = tempfile::NamedTempFile::new().expect("key file");
             file.write_all(key.expose().as_bytes()).expect("write key");
@@ -196,6 +213,7 @@ impl System {
                 callers: vec![
                     caller("connector-executor", &executor_key, &["*"], "writer"),
                     caller("token-vault", &vault_key, &["*"], "writer"),
+                    caller("schema-watcher", &watcher_key, &["*"], "writer"),
                     caller("operator", &operator, &["*"], "operator"),
                 ],
                 ..ServerConfig::default()
@@ -312,6 +330,19 @@ flush_interval = "20ms"
 
         // connector-executor, each replica with its own audit spool.
         let executor_key_file = key_file(&executor_key);
+        let executor_watcher_key_file = key_file(&executor_watcher_key);
+        let watcher_url = if options.watcher {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            Some(format!("http://{}", free.local_addr().expect("address")))
+        } else {
+            None
+        };
+        let watcher_section = watcher_url.as_ref().map_or(String::new(), |url| {
+            format!(
+                "[schema_watcher]\nurl = \"{url}\"\napi_key_file = \"{}\"\n",
+                executor_watcher_key_file.path().display()
+            )
+        });
         let mut executor_urls = Vec::new();
         for _ in 0..options.executor_replicas.max(1) {
             let executor_spool = tempfile::tempdir().expect("spool");
@@ -356,12 +387,20 @@ tenants = ["{TENANT}"]
 tools = {read_only_tools:?}
 roles = ["executor", "proxy"]
 
+[[server.callers]]
+name = "schema-watcher"
+key_sha256 = "{watcher_hash}"
+tenants = ["{TENANT}"]
+roles = ["watcher"]
+
 [token_vault]
 url = "{vault_url}"
 api_key_file = "{executor_key_path}"
 
 {audit_section}
+{watcher_section}
 {extra}"#,
+                watcher_hash = watcher_key.hash(),
                 agent_hash = agent.hash(),
                 other_hash = other_tenant_agent.hash(),
                 read_only_hash = read_only_agent.hash(),
@@ -386,7 +425,7 @@ api_key_file = "{executor_key_path}"
         for url in [&audit_url, &vault_url].into_iter().chain(&executor_urls) {
             serving(url).await;
         }
-        files.extend([vault_key_file, executor_key_file]);
+        files.extend([vault_key_file, executor_key_file, executor_watcher_key_file]);
         dirs.push(audit_spool);
         Self {
             sandbox,
@@ -402,6 +441,10 @@ api_key_file = "{executor_key_path}"
             operator,
             executor_key,
             control_key,
+            watcher_url,
+            watcher_key,
+            executor_watcher_key,
+            watcher_db: SqliteDatabase::create().expect("sqlite"),
             shutdown,
             _files: files,
             _dirs: dirs,
@@ -605,9 +648,159 @@ api_key_file = "{executor_key_path}"
             .await
             .expect("sandbox answers");
         let status = response.status();
-        let answer: serde_json::Value = response.json().await.expect("JSON");
+        let body = response.bytes().await.expect("body");
+        let answer: serde_json::Value = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body).expect("JSON")
+        };
         assert!(status.is_success(), "/_sandbox/{path}: {status} {answer}");
         answer
+    }
+}
+
+/// One watch of `asana-mcp` as the account `probe` (tenant `acme`).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub mode: &'static str,
+    pub interval: Duration,
+    pub auto_approve_first: bool,
+    pub failures_before_alert: u32,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self {
+            mode: "pinned",
+            interval: Duration::from_millis(300),
+            auto_approve_first: false,
+            failures_before_alert: 3,
+        }
+    }
+}
+
+/// A running schema-watcher; dropping it (or [`Watcher::stop`]) stops it.
+pub struct Watcher {
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _key_file: tempfile::NamedTempFile,
+    _spool: tempfile::TempDir,
+}
+
+impl Watcher {
+    /// Stops the watcher and waits until its port is free.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("watcher task").expect("watcher ran");
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl System {
+    /// Starts schema-watcher (`Options::watcher`) with one watch of `asana-mcp`, on its
+    /// database, which a restart keeps; waits until it serves.
+    pub async fn start_watcher(&self, watch: Watch) -> Watcher {
+        let url = self.watcher_url.as_ref().expect("Options::watcher");
+        let mut key_file = tempfile::NamedTempFile::new().expect("key file");
+        key_file
+            .write_all(self.watcher_key.expose().as_bytes())
+            .expect("write key");
+        let spool = tempfile::tempdir().expect("spool");
+        let toml = format!(
+            r#"[server]
+readiness_interval = "100ms"
+listen = "{listen}"
+
+[[server.callers]]
+name = "connector-executor"
+key_sha256 = "{executor_hash}"
+tenants = ["*"]
+roles = ["executor"]
+
+[[server.callers]]
+name = "operator"
+key_sha256 = "{operator_hash}"
+tenants = ["*"]
+roles = ["operator"]
+
+[[server.callers]]
+name = "agent"
+key_sha256 = "{agent_hash}"
+tenants = ["*"]
+roles = ["reader"]
+
+[database]
+url = "{database}"
+
+[executor]
+url = "{executor}"
+api_key_file = "{key}"
+
+[audit]
+url = "{audit}"
+api_key_file = "{key}"
+spool_dir = "{spool}"
+flush_interval = "20ms"
+
+[polling]
+failures_before_alert = {failures}
+min_gap = "50ms"
+
+[[watches]]
+connection = "asana-mcp"
+tenant = "{TENANT}"
+identifier = "probe"
+interval = "{interval}ms"
+jitter = "0s"
+mode = "{mode}"
+auto_approve_first = {auto}
+"#,
+            listen = url.trim_start_matches("http://"),
+            executor_hash = self.executor_watcher_key.hash(),
+            operator_hash = self.operator.hash(),
+            agent_hash = self.agent.hash(),
+            database = self.watcher_db.url(),
+            executor = self.executor_url,
+            key = key_file.path().display(),
+            audit = self.audit_url,
+            spool = spool.path().display(),
+            failures = watch.failures_before_alert,
+            interval = watch.interval.as_millis(),
+            mode = watch.mode,
+            auto = watch.auto_approve_first,
+        );
+        let config: schema_watcher::Config = figment::Figment::from(Toml::string(&toml))
+            .extract()
+            .expect("schema-watcher config");
+        let service = schema_watcher::SchemaWatcherService::new(config).expect("schema-watcher");
+        let listener = TcpListener::bind(url.trim_start_matches("http://"))
+            .await
+            .expect("the watcher's address is free");
+        let shutdown = self.shutdown.child_token();
+        let mut task = tokio::spawn(service.run(listener, shutdown.clone()));
+        tokio::select! {
+            () = serving(url) => {}
+            ended = &mut task => panic!("schema-watcher stopped at start: {ended:?}"),
+        }
+        Watcher {
+            shutdown,
+            task: Some(task),
+            _key_file: key_file,
+            _spool: spool,
+        }
+    }
+
+    /// schema-watcher's client as the operator.
+    pub fn watcher(&self) -> SchemaWatcherClient<AuthenticatedChannel> {
+        let url = self.watcher_url.as_ref().expect("Options::watcher");
+        SchemaWatcherClient::new(channel(url, Some(&self.operator)).expect("channel"))
     }
 }
 

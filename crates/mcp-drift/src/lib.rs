@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -56,18 +56,24 @@ impl Tool {
             .and_then(Value::as_str)
             .ok_or(InvalidListing::NoName { index })?
             .to_owned();
-        let canonical = serde_json_canonicalizer::to_vec(definition).map_err(|e| {
-            InvalidListing::NotCanonical {
-                name: name.clone(),
-                reason: e.to_string(),
-            }
+        let hash = definition_hash(definition).map_err(|reason| InvalidListing::NotCanonical {
+            name: name.clone(),
+            reason,
         })?;
         Ok(Self {
             name,
             definition: definition.clone(),
-            hash: format!("sha256:{}", hex::encode(Sha256::digest(canonical))),
+            hash,
         })
     }
+}
+
+/// `sha256:<hex>` of a tool's whole definition in RFC 8785 canonical form: equal for equal
+/// definitions whatever their key order or number spelling. The one hash both the watcher's
+/// snapshots and connector-executor's pinning check compare.
+pub fn definition_hash(definition: &Map<String, Value>) -> Result<String, String> {
+    let canonical = serde_json_canonicalizer::to_vec(definition).map_err(|e| e.to_string())?;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(canonical))))
 }
 
 /// Every tool of one listing (all its pages), by name.
@@ -104,7 +110,7 @@ impl Snapshot {
 }
 
 /// How much a change matters to agentauth's callers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     NonBreaking,
@@ -160,6 +166,69 @@ pub enum Kind {
     OtherChanged,
 }
 
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |values: &[Value]| {
+            values
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let or_none = |value: &Option<Value>| {
+            value
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), Value::to_string)
+        };
+        match self {
+            Self::PropertyAdded { required: true } => f.write_str("required property added"),
+            Self::PropertyAdded { required: false } => f.write_str("optional property added"),
+            Self::PropertyRemoved => f.write_str("property removed"),
+            Self::TypeChanged { from, to } => write!(
+                f,
+                "type changed from {} to {}",
+                from.join("|"),
+                to.join("|")
+            ),
+            Self::NewlyRequired => f.write_str("newly required"),
+            Self::NoLongerRequired => f.write_str("no longer required"),
+            Self::EnumNarrowed { removed } => write!(f, "enum narrowed: {} removed", list(removed)),
+            Self::EnumWidened { added } => write!(f, "enum widened: {} added", list(added)),
+            Self::FormatChanged { from, to } => {
+                write!(
+                    f,
+                    "format changed from {} to {}",
+                    or_none(from),
+                    or_none(to)
+                )
+            }
+            Self::PatternChanged { from, to } => {
+                write!(
+                    f,
+                    "pattern changed from {} to {}",
+                    or_none(from),
+                    or_none(to)
+                )
+            }
+            Self::AdditionalPropertiesChanged { from, to } => write!(
+                f,
+                "additionalProperties changed from {} to {}",
+                or_none(from),
+                or_none(to)
+            ),
+            Self::DefaultChanged => f.write_str("default changed"),
+            Self::DescriptionChanged => f.write_str("description changed"),
+            Self::ModelAddressedText { cues } => {
+                write!(f, "text that addresses the model: {}", cues.join(", "))
+            }
+            Self::AnnotationChanged { hint, from, to } => {
+                write!(f, "{hint} changed from {from} to {to}")
+            }
+            Self::OtherChanged => f.write_str("changed"),
+        }
+    }
+}
+
 /// One change of a changed tool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
@@ -168,6 +237,24 @@ pub struct Finding {
     #[serde(flatten)]
     pub kind: Kind,
     pub severity: Severity,
+}
+
+impl Finding {
+    /// [`Finding::path`] as a JSON Pointer (RFC 6901): `/inputSchema/properties/limit`. A
+    /// property whose name holds a dot is split at it.
+    pub fn pointer(&self) -> String {
+        self.path
+            .split('.')
+            .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
+            .collect()
+    }
+}
+
+/// Whether a tool's effective annotations (MCP's defaults applied) say it may destroy data.
+pub fn is_destructive(definition: &Map<String, Value>) -> bool {
+    effective_hints(definition.get("annotations"))
+        .iter()
+        .any(|(hint, value)| *hint == "destructiveHint" && *value)
 }
 
 /// A tool whose definition differs from the baseline's.

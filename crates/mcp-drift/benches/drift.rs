@@ -2,7 +2,7 @@
 //! baseline measured in the same run, comparing the same two listings for plain equality
 //! (`serde_json` `==` tool by tool: the least any diff must do). Goal: the diff under 5 ms.
 //!
-//! `cargo bench -p schema-watcher --bench drift`
+//! `cargo bench -p mcp-drift --bench drift`
 
 #![allow(
     clippy::print_stdout,
@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use agentauth_testkit::bench::{millis as ms, percentile};
-use schema_watcher::drift::{Snapshot, diff};
+use mcp_drift::{Snapshot, diff};
 use serde_json::{Value, json};
 
 const TOOLS: usize = 1000;
