@@ -98,7 +98,13 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             .await
             .expect("each service SERVING once dev says it is running");
     }
-    for key in ["operator", "agent", "connector-executor", "token-vault"] {
+    for key in [
+        "operator",
+        "agent",
+        "connector-executor",
+        "token-vault",
+        "schema-watcher",
+    ] {
         let path = data.path().join(format!("keys/{key}.key"));
         let mode = std::fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -146,6 +152,8 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
                 &format!("http://127.0.0.1:{first}"),
                 "--connector-executor",
                 &format!("http://127.0.0.1:{}", first + 1),
+                "--schema-watcher",
+                &format!("http://127.0.0.1:{}", first + 3),
             ])
             .args(args);
         command
@@ -197,6 +205,65 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     let mcp_text = String::from_utf8_lossy(&mcp_tools.stdout);
     assert!(mcp_tools.status.success(), "{mcp_tools:?}");
     assert!(mcp_text.contains("asana-mcp\tget_me\t"), "{mcp_text}");
+
+    // schema-watcher follows the sandbox's MCP tools: a change made through the sandbox's
+    // control API is reported, shown as a diff, and approved from the CLI.
+    let control_key = std::fs::read_to_string(data.path().join("keys/sandbox-control.key"))
+        .expect("the sandbox's control key");
+    let control = reqwest::Client::new();
+    let drift_list = || {
+        let listed = cli_as("operator", &["drift", "list"])
+            .output()
+            .expect("drift list");
+        assert!(listed.status.success(), "{listed:?}");
+        String::from_utf8_lossy(&listed.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let reported = loop {
+        // Changed until a poll has a baseline to compare with (the first is approved).
+        let patched = control
+            .patch(format!("http://127.0.0.1:{sandbox}/_sandbox/mcp/tools/get_me"))
+            .header("X-Sandbox-Control-Key", control_key.trim())
+            .json(&serde_json::json!({"description": format!("Who you are ({:?}).", std::time::Instant::now())}))
+            .send()
+            .await
+            .expect("sandbox control");
+        assert!(patched.status().is_success(), "{patched:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let listed = drift_list();
+        if let Some(line) = listed.lines().find(|l| l.contains(" get_me  changed")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drift of get_me reported: {listed}"
+        );
+    };
+    let id = reported.split_whitespace().next().expect("the drift's id");
+    let shown = cli_as("operator", &["drift", "show", id, "--color", "never"])
+        .output()
+        .expect("drift show");
+    let shown_text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{shown:?}");
+    assert!(shown_text.contains("description changed"), "{shown_text}");
+    assert!(shown_text.contains("-   \"description\""), "{shown_text}");
+    assert!(shown_text.contains("+   \"description\""), "{shown_text}");
+    let approved = cli_as(
+        "operator",
+        &["drift", "approve", "--connection", "asana-mcp"],
+    )
+    .output()
+    .expect("drift approve");
+    assert!(approved.status.success(), "{approved:?}");
+    assert!(
+        String::from_utf8_lossy(&approved.stdout).contains("baseline of asana-mcp is now"),
+        "{approved:?}"
+    );
+    let refused = cli(&["drift", "approve", "--connection", "asana-mcp"])
+        .output()
+        .expect("drift approve as the agent");
+    assert!(!refused.status.success(), "only an operator approves");
+
     let executed = cli(&[
         "exec",
         "asana_api_get_user",

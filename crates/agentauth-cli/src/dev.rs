@@ -65,24 +65,41 @@ const SERVICES: [(&str, &[Admitted]); 4] = [
     ),
     (
         "connector-executor",
-        &[("agent", &["executor", "proxy"]), ("operator", &["reader"])],
+        &[
+            ("agent", &["executor", "proxy"]),
+            ("operator", &["reader"]),
+            ("schema-watcher", &["watcher"]),
+        ],
     ),
     (
         "audit-log",
         &[
             ("connector-executor", &["writer"]),
             ("token-vault", &["writer"]),
+            ("schema-watcher", &["writer"]),
             ("operator", &["operator"]),
         ],
     ),
-    ("schema-watcher", &[("operator", &["operator"])]),
+    (
+        "schema-watcher",
+        &[
+            ("connector-executor", &["executor"]),
+            ("operator", &["operator"]),
+        ],
+    ),
 ];
 
 /// A caller a service admits, and its roles there.
 type Admitted = (&'static str, &'static [&'static str]);
 
 /// Every caller that gets a key.
-const CALLERS: [&str; 4] = ["operator", "agent", "connector-executor", "token-vault"];
+const CALLERS: [&str; 5] = [
+    "operator",
+    "agent",
+    "connector-executor",
+    "token-vault",
+    "schema-watcher",
+];
 
 /// A process this command started, stopped when this value is dropped.
 struct Started {
@@ -292,7 +309,21 @@ fn service_config(
             );
             let _ = write!(
                 config,
-                "\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n"
+                "\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n",
+                addresses[3],
+                data.join("keys").join("connector-executor.key").display(),
+            );
+        }
+        "schema-watcher" => {
+            let _ = write!(
+                config,
+                "\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[executor]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n\n# The sandbox's MCP tools, listed as the tool lister; warn mode, and its first listing\n# approved, so that the sandbox's own changes show as drift.\n[[watches]]\nconnection = \"asana-mcp\"\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\ninterval = \"60s\"\njitter = \"5s\"\nmode = \"warn\"\nauto_approve_first = true\n",
+                data.join("schema-watcher.db").display(),
+                addresses[1],
+                data.join("keys").join("schema-watcher.key").display(),
+                addresses[2],
+                data.join("keys").join("schema-watcher.key").display(),
+                data.join("audit-spool").join("schema-watcher").display(),
             );
         }
         "audit-log" => {

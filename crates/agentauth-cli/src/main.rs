@@ -3,6 +3,7 @@
 mod accounts;
 mod audit;
 mod dev;
+mod drift;
 mod status;
 mod tools;
 
@@ -99,6 +100,9 @@ enum Command {
     /// API keys for callers.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// schema-watcher's drift of MCP tool lists: list, show, approve.
+    #[command(subcommand)]
+    Drift(drift::Command),
     /// Runs the whole system on this machine: OpenBao (dev), SQLite, the four services.
     Dev(dev::Args),
     /// Shows whether each service reports SERVING.
@@ -202,6 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::run(args).await,
         Command::Status => status::run(&cli.endpoints).await,
         Command::Audit(command) => audit::run(command, &cli.endpoints).await,
+        Command::Drift(command) => drift::run(command, &cli.endpoints).await,
         Command::Accounts(command) => accounts::run(command, &cli.endpoints).await,
         Command::Tools(command) => tools::list(command, &cli.endpoints).await,
         Command::Exec(args) => tools::exec(args, &cli.endpoints).await,

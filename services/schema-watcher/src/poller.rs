@@ -1,6 +1,6 @@
 //! The polls: each watch lists its connection's tools through connector-executor
-//! (`ListUpstreamTools`, as the watch's probe account) every `interval` plus up to `jitter`,
-//! and at once (at most every `min_gap`) when connector-executor hears the upstream announce a
+//! (`ListUpstreamTools`, as the watch's probe account) every `interval` plus up to `jitter`
+//! (after a failed poll sooner: 1 s, doubling up to the interval), and at once (at most every `min_gap`) when connector-executor hears the upstream announce a
 //! changed tool list (`WatchUpstreamChanges`).
 
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ async fn poll(
         if let Err(error) = watcher.observe(&watch, listing, &mut failures).await {
             tracing::warn!(connection = %watch.connection, %error, "a poll's result could not be stored");
         }
-        let wait = watch.interval + jitter(watch.jitter);
+        let wait = next_poll(watch.interval, failures) + jitter(watch.jitter);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
@@ -114,6 +114,16 @@ async fn list(mut client: Executor, watch: &WatchConfig, timeout: Duration) -> L
                 .map_err(|e| format!("tool `{}` is not JSON: {e}", tool.name))
         })
         .collect()
+}
+
+/// The time to the next poll: the interval, or after `failures` failed polls in a row a
+/// retry that starts at one second and doubles up to the interval.
+fn next_poll(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let retry = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(16));
+    retry.min(interval)
 }
 
 /// A uniformly random duration up to `max`.
@@ -176,6 +186,19 @@ async fn follow_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_polls_are_retried_sooner_up_to_the_interval() {
+        let interval = Duration::from_secs(60);
+        assert_eq!(next_poll(interval, 0), interval);
+        assert_eq!(next_poll(interval, 1), Duration::from_secs(1));
+        assert_eq!(next_poll(interval, 3), Duration::from_secs(4));
+        assert_eq!(next_poll(interval, 30), interval);
+        assert_eq!(
+            next_poll(Duration::from_millis(300), 2),
+            Duration::from_millis(300)
+        );
+    }
 
     #[test]
     fn jitter_stays_within_its_bound() {
