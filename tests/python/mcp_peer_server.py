@@ -6,8 +6,10 @@ stateful (session) mode with JSON responses, like a 2025-era Asana V2 server:
     python mcp_peer_server.py PORT [--accept-any-bearer]
 
 Tools: `echo` (returns its text), `add` (a + b, with structured output), `fail` (raises, so
-the result has `isError: true`) and `sessions` (how many sessions the server has opened so
-far, so a client test can prove it reuses one). Every request must carry
+the result has `isError: true`), `sessions` (how many sessions the server has opened so
+far, so a client test can prove it reuses one) and `evolve` (changes the tool list the way an
+upstream update would: `add` takes a third, required integer `c`, and `subtract` appears; for
+drift tests). Every request must carry
 `Authorization: Bearer peer-token`; anything else gets a 401 with a `WWW-Authenticate`
 challenge, as Asana answers. With `--accept-any-bearer` any non-empty bearer token passes (for a
 client whose tokens another authorization server issues).
@@ -64,6 +66,34 @@ def fail(reason: str = "failed on purpose") -> str:
 )
 def sessions() -> int:
     return len(opened_sessions)
+
+
+def add_three(a: int, b: int, c: int) -> Sum:
+    return Sum(sum=a + b + c)
+
+
+def subtract(a: int, b: int) -> int:
+    return a - b
+
+
+evolved = False
+
+
+@server.tool(description="Changes this server's tools, as an upstream update would.")
+def evolve() -> str:
+    global evolved
+    if not evolved:
+        evolved = True
+        server.remove_tool("add")
+        server.add_tool(
+            add_three,
+            name="add",
+            title="Add",
+            description="Adds three integers.",
+            annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False),
+        )
+        server.add_tool(subtract, description="Subtracts b from a.")
+    return "evolved"
 
 
 class BearerAndSessionCount:

@@ -353,18 +353,19 @@ impl Session {
     }
 
     /// The session's tool list: the cached one unless the server announced a change or the
-    /// caller asks for a `fresh` read (which then becomes the cached one).
+    /// caller asks for a `fresh` read (which then becomes the cached one), and whether it
+    /// differs from the one cached before.
     async fn list_tools(
         &self,
         token: &Token,
         config: &McpConfig,
         fresh: bool,
-    ) -> Result<Arc<[UpstreamTool]>, Failure> {
+    ) -> Result<(Arc<[UpstreamTool]>, bool), Failure> {
         let timeout = config.request_timeout;
         let mut cached = self.tools.lock().await;
         let changed = self.tools_changed.swap(false, Ordering::AcqRel);
         if let Some(tools) = cached.as_ref().filter(|_| !changed && !fresh) {
-            return Ok(tools.clone());
+            return Ok((tools.clone(), false));
         }
         let mut tools = Vec::new();
         let mut cursor = None;
@@ -397,8 +398,11 @@ impl Session {
             }
         }
         let tools: Arc<[UpstreamTool]> = tools.into();
+        let differs = cached.as_ref().is_none_or(|old| {
+            old.len() != tools.len() || old.iter().zip(tools.iter()).any(|(a, b)| a.hash != b.hash)
+        });
         *cached = Some(tools.clone());
-        Ok(tools)
+        Ok((tools, differs))
     }
 
     async fn call_tool(
@@ -478,10 +482,33 @@ impl McpClients {
         fresh: bool,
     ) -> Result<Arc<[UpstreamTool]>, McpError> {
         let config = &self.inner.config;
-        self.with_session(key, url, token, |session| async move {
-            session.list_tools(token, config, fresh).await
-        })
-        .await
+        let (tools, differs) = self
+            .with_session(key, url, token, |session| async move {
+                session.list_tools(token, config, fresh).await
+            })
+            .await?;
+        if fresh && differs {
+            self.tools_changed_at(url, &key.account_id);
+        }
+        Ok(tools)
+    }
+
+    /// Marks the tool lists of every other account's session with the server at `url` as
+    /// stale: a fresh listing saw the server's tools change, so no session calls under the
+    /// old definitions without listing again (a server need not announce `list_changed`).
+    fn tools_changed_at(&self, url: &str, lister: &str) {
+        let accounts = lock(&self.inner.accounts);
+        for (account, slot) in &accounts.slots {
+            if account == lister {
+                continue;
+            }
+            // A session being opened lists afresh anyway.
+            if let Ok(session) = slot.session.try_lock()
+                && let Some(session) = session.as_ref().filter(|s| s.url == url)
+            {
+                session.tools_changed.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// The URLs of upstream servers whose sessions receive `notifications/tools/list_changed`,

@@ -521,3 +521,88 @@ async fn alerts_restarts_and_outages_keep_baselines_reports_and_approved_tools()
     let alerts = events.iter().filter(|e| e.action == "drift.alert").count();
     assert_eq!(alerts, 2, "one per alert, not per poll");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_python_mcp_server_changing_its_schema_between_polls_is_pinned() {
+    let peer = crate::peers::PythonMcpPeer::start().await;
+    let system = System::start(Options {
+        watcher: true,
+        peer_mcp_url: Some(peer.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    system.connect_oauth("peer-mcp", "probe").await;
+    system.connect_oauth("peer-mcp", "alice").await;
+    let _watcher = system
+        .start_watcher(Watch {
+            connection: "peer-mcp",
+            auto_approve_first: true,
+            ..Watch::default()
+        })
+        .await;
+    let peer_call = |tool: &'static str, input: Value| {
+        let system = &system;
+        async move { system.execute("peer-mcp", "alice", tool, input).await }
+    };
+    eventually("the peer's baseline", || async {
+        system
+            .watcher()
+            .get_snapshot(watcher::GetSnapshotRequest {
+                connection_name: "peer-mcp".into(),
+                selector: Some(watcher::get_snapshot_request::Selector::Alias(
+                    watcher::SnapshotAlias::Baseline.into(),
+                )),
+            })
+            .await
+            .ok()
+    })
+    .await;
+    let sum = peer_call("add", json!({"a": 2, "b": 3}))
+        .await
+        .expect("an approved tool runs");
+    assert!(!sum.is_error, "{}", sum.output_json);
+
+    // The server changes its own tools, announcing nothing.
+    peer_call("evolve", json!({}))
+        .await
+        .expect("evolve is approved");
+    let changed = eventually("add reported changed", || async {
+        system
+            .watcher()
+            .list_drift(watcher::ListDriftRequest {
+                connection_name: Some("peer-mcp".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("ListDrift")
+            .into_inner()
+            .drift
+            .into_iter()
+            .find(|d| d.tool_name == "add" && d.kind() == watcher::DriftKind::Changed)
+    })
+    .await;
+    assert_eq!(
+        changed.severity(),
+        watcher::Severity::Breaking,
+        "{changed:?}"
+    );
+    assert!(
+        changed
+            .changes
+            .iter()
+            .any(|c| c.path == "/inputSchema/properties/c" && c.description.contains("required")),
+        "{changed:?}"
+    );
+    // The watcher's poll showed the executor the new list, so alice's session calls under it.
+    assert_drifted(
+        peer_call("add", json!({"a": 1, "b": 2, "c": 3})).await,
+        "add",
+    );
+    assert_drifted(
+        peer_call("subtract", json!({"a": 5, "b": 3})).await,
+        "subtract",
+    );
+    peer_call("echo", json!({"text": "still approved"}))
+        .await
+        .expect("an unchanged tool runs");
+}

@@ -264,13 +264,13 @@ async fn short_lived_mcp_tokens_are_renewed_before_use() {
 
 /// `tests/python/mcp_peer_server.py` under the venv's Python, accepting the sandbox's tokens;
 /// killed on drop.
-struct PythonMcpPeer {
-    url: String,
+pub(crate) struct PythonMcpPeer {
+    pub url: String,
     _child: tokio::process::Child,
 }
 
 impl PythonMcpPeer {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let address: SocketAddr = agentauth_testkit::free_port();
         let mut child = tokio::process::Command::new(python())
             .arg(workspace_root().join("tests/python/mcp_peer_server.py"))

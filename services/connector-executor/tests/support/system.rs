@@ -659,9 +659,10 @@ api_key_file = "{executor_key_path}"
     }
 }
 
-/// One watch of `asana-mcp` as the account `probe` (tenant `acme`).
+/// One watch of an MCP connection as the account `probe` (tenant `acme`).
 #[derive(Debug, Clone)]
 pub struct Watch {
+    pub connection: &'static str,
     pub mode: &'static str,
     pub interval: Duration,
     pub auto_approve_first: bool,
@@ -671,6 +672,7 @@ pub struct Watch {
 impl Default for Watch {
     fn default() -> Self {
         Self {
+            connection: "asana-mcp",
             mode: "pinned",
             interval: Duration::from_millis(300),
             auto_approve_first: false,
@@ -704,7 +706,7 @@ impl Drop for Watcher {
 }
 
 impl System {
-    /// Starts schema-watcher (`Options::watcher`) with one watch of `asana-mcp`, on its
+    /// Starts schema-watcher (`Options::watcher`) with one watch, on its
     /// database, which a restart keeps; waits until it serves.
     pub async fn start_watcher(&self, watch: Watch) -> Watcher {
         let url = self.watcher_url.as_ref().expect("Options::watcher");
@@ -754,7 +756,7 @@ failures_before_alert = {failures}
 min_gap = "50ms"
 
 [[watches]]
-connection = "asana-mcp"
+connection = "{connection}"
 tenant = "{TENANT}"
 identifier = "probe"
 interval = "{interval}ms"
@@ -774,6 +776,7 @@ auto_approve_first = {auto}
             failures = watch.failures_before_alert,
             interval = watch.interval.as_millis(),
             mode = watch.mode,
+            connection = watch.connection,
             auto = watch.auto_approve_first,
         );
         let config: schema_watcher::Config = figment::Figment::from(Toml::string(&toml))
