@@ -53,6 +53,10 @@ _CLIENT = {"url": str, "api_key_file": str}
 # The [audit] section: where audit events go (agentauth_audit::SinkConfig).
 _AUDIT = {"url": str, "api_key_file": str, "spool_dir": str}
 _SERVER = {"listen": str, "shutdown_grace": str, "readiness_interval": str, "callers": [_CALLER]}
+# schema-watcher's [[watches]] (schema_watcher::WatchConfig) and [polling].
+_WATCH = {"connection": str, "tenant": str, "identifier": str, "interval": str, "jitter": str,
+          "mode": str, "auto_approve_first": bool}
+_POLLING = {"timeout": str, "min_gap": str, "failures_before_alert": int}
 _COMMON = {"server": _SERVER}
 CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
     "token-vault": {
@@ -68,11 +72,20 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
         **_COMMON,
         "token_vault": _CLIENT,
         "audit": _AUDIT,
+        # Drift pinning: where the approved baselines of MCP connections come from.
+        "schema_watcher": _CLIENT,
         # Per-connection settings by connection name (requests_per_minute, asana_enable, ...).
         "connections": dict,
     },
-    # Only the chassis until its drift issue lands (database, connector-executor, audit-log).
-    "schema-watcher": {**_COMMON},
+    "schema-watcher": {
+        **_COMMON,
+        "database": {"url": str},
+        # connector-executor, through which every listing is read.
+        "executor": _CLIENT,
+        "audit": _AUDIT,
+        "polling": _POLLING,
+        "watches": [_WATCH],
+    },
 }
 # Keys that hold secrets: they must come from a Secret through the env override, never the file.
 SECRET_KEYS = {"database"}
@@ -80,7 +93,12 @@ SECRET_KEYS = {"database"}
 OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout", "connections", "server.callers"}
 # Fields of array-of-table entries the binaries default: a caller's connections and tools are
 # "*" unless named (they matter only where a request names one), its rpcs empty.
-OPTIONAL_ENTRY_KEYS = {"callers": {"connections", "tools", "rpcs", "roles"}}
+OPTIONAL_ENTRY_KEYS = {"callers": {"connections", "tools", "rpcs", "roles"},
+                       "watches": {"interval", "jitter", "auto_approve_first"}}
+WATCH_MODES = {"warn", "pinned"}
+# A client section's name → the Service it must point at.
+CLIENT_SECTIONS = {"token_vault": "token-vault", "audit": "audit-log",
+                   "executor": "connector-executor", "schema_watcher": "schema-watcher"}
 EXPECTED_ASANA = {"api_base": "https://app.asana.com/api/1.0", "mcp_url": "https://mcp.asana.com/v2/mcp"}
 
 # design.md's diagram, as (client, server, port) inside the namespace ...
@@ -90,10 +108,11 @@ EXPECTED_INTERNAL_EDGES = {
     ("token-vault", "audit-log", GRPC_PORT),
     ("schema-watcher", "connector-executor", GRPC_PORT),
     ("schema-watcher", "audit-log", GRPC_PORT),
+    ("connector-executor", "schema-watcher", GRPC_PORT),
 }
 # What each edge's caller calls on its callee (method names): the callee's configuration must
-# admit the caller by that name with every one of these RPCs, for every tenant. An edge with
-# no entry carries no RPC yet (schema-watcher lists upstream tools with its drift issue).
+# admit the caller by that name with every one of these RPCs, for every tenant (except where
+# WATCHER_EDGE says otherwise).
 EDGE_NEEDS = {
     ("connector-executor", "token-vault"): {
         "GetAccessToken", "ReportRejectedToken", "WatchAccountChanges",
@@ -102,14 +121,27 @@ EDGE_NEEDS = {
     ("connector-executor", "audit-log"): {"Append"},
     ("token-vault", "audit-log"): {"Append"},
     ("schema-watcher", "audit-log"): {"Append"},
+    # Drift pinning: the approved tools of any MCP connection it calls, and their changes.
+    ("connector-executor", "schema-watcher"): {"CheckTools", "WatchDrift"},
+    # Polling: each watch's listing as its probe account, and the upstreams' change notices.
+    ("schema-watcher", "connector-executor"): {"ListUpstreamTools", "WatchUpstreamChanges"},
 }
+# schema-watcher's entry on connector-executor is bound to its probe accounts, not every
+# tenant: its tenants and connections must be exactly those of its [[watches]], and it may call
+# nothing but what polling needs.
+WATCHER_EDGE = ("schema-watcher", "connector-executor")
 # RPCs that only these callers may hold, whatever a config says: tokens leave token-vault only
-# for connector-executor, and only the services write audit events (in their own name).
+# for connector-executor, only the services write audit events (in their own name), only
+# schema-watcher lists upstream tools as probe accounts, and pinning verdicts go to
+# connector-executor alone.
 RESERVED_RPCS = {
     ("token-vault", "GetAccessToken"): {"connector-executor"},
     ("token-vault", "ReportRejectedToken"): {"connector-executor"},
     ("token-vault", "WatchAccountChanges"): {"connector-executor"},
     ("audit-log", "Append"): {"connector-executor", "token-vault", "schema-watcher"},
+    ("connector-executor", "ListUpstreamTools"): {"schema-watcher"},
+    ("connector-executor", "WatchUpstreamChanges"): {"schema-watcher"},
+    ("schema-watcher", "CheckTools"): {"connector-executor"},
 }
 # ... and as ports each service may reach outside it (DNS 53, OTLP 4317, PostgreSQL 5432,
 # Vault 8200, Asana 443) or be reached on from outside it (callers/operators on gRPC, the
@@ -424,11 +456,10 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
         if "secret" in vol:
             for item in vol["secret"].get("items", []):
                 secret_files.add(f"{mount['mountPath'].rstrip('/')}/{item['path']}")
-    for section in ("token_vault", "audit_log", "audit", "connector_executor"):
-        if section not in cfg:
+    for section, target in CLIENT_SECTIONS.items():
+        if section not in cfg or section not in schema:
             continue
         client = cfg[section]
-        target = "audit-log" if section == "audit" else section.replace("_", "-")
         want = f"http://{target}.{NAMESPACE}.svc:{GRPC_PORT}"
         if client.get("url") != want:
             finding(where, f"[{section}].url must be {want!r}")
@@ -459,6 +490,20 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
             finding(where, f"{svc} needs {name} (from a Secret): the file has no [{key}]")
     if svc == "token-vault" and "secretKeyRef" not in (env.get("VAULT_TOKEN", {}).get("valueFrom") or {}):
         finding(where, "token-vault needs VAULT_TOKEN from a secretKeyRef")
+
+    watches = cfg.get("watches") if isinstance(cfg.get("watches"), list) else []
+    if "watches" in schema and not watches:
+        finding(where, "no [[watches]]: schema-watcher would poll nothing")
+    seen_connections = set()
+    for n, watch in enumerate(w for w in watches if isinstance(w, dict)):
+        if watch.get("mode") not in WATCH_MODES:
+            finding(where, f"watches[{n}].mode must be one of {sorted(WATCH_MODES)}")
+        for field in ("connection", "tenant", "identifier"):
+            if not str(watch.get(field, "")).strip():
+                finding(where, f"watches[{n}].{field} is empty")
+        if watch.get("connection") in seen_connections:
+            finding(where, f"connection {watch.get('connection')!r} is watched twice")
+        seen_connections.add(watch.get("connection"))
 
     try:
         return parse_duration(server.get("shutdown_grace", ""))
@@ -644,6 +689,42 @@ def check_network(where: str, objects: list[dict]) -> None:
                                f"expected {sorted(expected.get(svc, set()))}")
 
 
+def load_config(configmaps: dict[str, dict], svc: str) -> dict:
+    try:
+        return tomllib.loads((configmaps.get(f"{svc}-config", {}).get("data") or {})
+                            .get("config.toml", ""))
+    except tomllib.TOMLDecodeError:
+        return {}  # reported by check_config
+
+
+def check_watcher_scope(where: str, configmaps: dict[str, dict]) -> None:
+    """schema-watcher's caller entry on connector-executor is least-privilege: role `watcher`
+    only, for exactly the tenants and connections its [[watches]] name; and pinned watches
+    are enforced only if connector-executor asks schema-watcher ([schema_watcher])."""
+    caller, callee = WATCHER_EDGE
+    watches = [w for w in load_config(configmaps, caller).get("watches") or []
+               if isinstance(w, dict)]
+    executor = load_config(configmaps, callee)
+    entries = [c for c in (executor.get("server") or {}).get("callers") or []
+               if isinstance(c, dict) and c.get("name") == caller]
+    if not entries:
+        finding(where, f"{callee} has no caller entry for {caller}, which lists its watches "
+                       "through it")
+        return
+    entry = entries[0]
+    if entry.get("roles") != ["watcher"] or entry.get("rpcs"):
+        finding(where, f"{callee}'s caller {caller} must hold exactly roles = [\"watcher\"]")
+    for field, key in (("tenants", "tenant"), ("connections", "connection")):
+        want = {w.get(key) for w in watches}
+        got = set(entry.get(field) or ["*"])
+        if got != want:
+            finding(where, f"{callee}'s caller {caller}: {field} {sorted(got)} != its watches' "
+                           f"{sorted(want)}")
+    if any(w.get("mode") == "pinned" for w in watches) and "schema_watcher" not in executor:
+        finding(where, f"{caller} has pinned watches but {callee} has no [schema_watcher]: "
+                       "nothing would be pinned")
+
+
 def check_root(name: str, objects: list[dict]) -> None:
     expect = ROOT_EXPECTATIONS.get(name, {})
     deployments = by_kind(objects, "Deployment")
@@ -685,6 +766,7 @@ def check_root(name: str, objects: list[dict]) -> None:
             if ports.get("grpc") != GRPC_PORT or (svc in HTTP_SERVICES) != ("http" in ports):
                 finding(where, f"Service ports {ports} do not match the listeners")
 
+    check_watcher_scope(name, configmaps)
     check_network(name, objects)
 
     backends = set()
@@ -756,6 +838,9 @@ def check_admission(configs_dir: Path) -> int:
     by check.sh as `<service>.access.json`) against EDGE_NEEDS and RESERVED_RPCS."""
     problems = []
     for root in sorted(p for p in configs_dir.iterdir() if p.is_dir()):
+        watcher_toml = root / f"{WATCHER_EDGE[0]}.toml"
+        watches = (tomllib.loads(watcher_toml.read_text()).get("watches") or []
+                   if watcher_toml.is_file() else [])
         access = {}
         for path in root.glob("*.access.json"):
             callers = json.loads(path.read_text())
@@ -773,7 +858,17 @@ def check_admission(configs_dir: Path) -> int:
             if missing:
                 problems.append(f"{root.name}: {callee} admits {caller} without "
                                 f"{', '.join(sorted(missing))}")
-            if entry["tenants"] != ["*"]:
+            if (caller, callee) == WATCHER_EDGE:
+                extra = entry["methods"] - needs
+                if extra:
+                    problems.append(f"{root.name}: {callee} grants {caller} "
+                                    f"{', '.join(sorted(extra))} beyond what polling needs")
+                for field, key in (("tenants", "tenant"), ("connections", "connection")):
+                    want = {w.get(key) for w in watches}
+                    if set(entry[field]) != want:
+                        problems.append(f"{root.name}: {callee} admits {caller} for {field} "
+                                        f"{entry[field]}, not exactly its watches' {sorted(want)}")
+            elif entry["tenants"] != ["*"]:
                 problems.append(f"{root.name}: {callee} admits {caller} for tenants "
                                 f"{entry['tenants']}, not every tenant")
         for (service, rpc), holders in sorted(RESERVED_RPCS.items()):
