@@ -35,6 +35,22 @@ async fn call(system: &System) -> Duration {
     started.elapsed()
 }
 
+/// Both systems without rate limits: the benchmark measures the call, not its budget.
+fn unlimited(watcher: bool) -> Options {
+    Options {
+        watcher,
+        executor_toml: "[connections.asana-mcp]\nrequests_per_minute = 1000000000\n".to_owned(),
+        sandbox_limits: asana_sandbox::LimitConfig {
+            free_per_minute: usize::MAX,
+            paid_per_minute: usize::MAX,
+            max_reads_in_flight: u32::MAX,
+            max_writes_in_flight: u32::MAX,
+            search_per_minute: usize::MAX,
+        },
+        ..Options::default()
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -42,13 +58,9 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let plain = System::start(Options::default()).await;
+        let plain = System::start(unlimited(false)).await;
         plain.connect_oauth("asana-mcp", "alice").await;
-        let pinned = System::start(Options {
-            watcher: true,
-            ..Options::default()
-        })
-        .await;
+        let pinned = System::start(unlimited(true)).await;
         pinned.connect_oauth("asana-mcp", "probe").await;
         pinned.connect_oauth("asana-mcp", "alice").await;
         let _watcher = pinned
