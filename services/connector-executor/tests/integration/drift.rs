@@ -398,14 +398,40 @@ async fn warn_mode_calls_drifted_tools_and_their_audit_events_note_the_drift() {
     assert_eq!(baseline.approved_by, "auto_approve_first");
     assert!(open_drift(&system).await.is_empty());
     call(&system, "get_me", json!({})).await.expect("approved");
+    // Polls that see the same list store no new snapshot.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let latest = snapshot(&system, watcher::SnapshotAlias::Latest)
+        .await
+        .expect("latest");
+    assert_eq!(latest.snapshot_id, baseline.snapshot_id);
 
+    let mut stream = system
+        .watcher()
+        .watch_drift(watcher::WatchDriftRequest {
+            connection_name: Some(CONNECTION.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchDrift")
+        .into_inner();
     patch(
         &system,
         "get_me",
         json!({"description": "Who you are, reworded."}),
     )
     .await;
-    drift_of(&system, "get_me", watcher::DriftKind::Changed).await;
+    let drift = drift_of(&system, "get_me", watcher::DriftKind::Changed).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream delivers the drift")
+        .expect("message")
+        .expect("open");
+    assert_eq!(
+        first.drift.as_ref().map(|d| &d.drift_id),
+        Some(&drift.drift_id)
+    );
+    assert!(!first.cursor.is_empty());
+    drop(stream);
     eventually("get_me marked drifted", || async {
         drift_marks(&system)
             .await
@@ -430,6 +456,34 @@ async fn warn_mode_calls_drifted_tools_and_their_audit_events_note_the_drift() {
         details["drift"], "its definition differs from the approved one",
         "{details}"
     );
+
+    // A subscriber that was away resumes after its cursor: the approval made meanwhile is
+    // the next message, and the drift it already had is not sent again.
+    let latest = snapshot(&system, watcher::SnapshotAlias::Latest)
+        .await
+        .expect("latest");
+    approve(&system, &latest.snapshot_id, &[]).await;
+    let mut resumed = system
+        .watcher()
+        .watch_drift(watcher::WatchDriftRequest {
+            connection_name: Some(CONNECTION.into()),
+            cursor: first.cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchDrift from a cursor")
+        .into_inner();
+    let next = tokio::time::timeout(Duration::from_secs(10), resumed.message())
+        .await
+        .expect("the stream resumes")
+        .expect("message")
+        .expect("open");
+    let approved = next.baseline_approved.expect("the approval comes next");
+    assert_eq!(approved.snapshot_id, latest.snapshot_id);
+    assert_eq!(approved.approved_by, "operator");
+    assert!(next.drift.is_none());
+    let position = |cursor: &str| cursor.parse::<u64>().expect("a position");
+    assert!(position(&next.cursor) > position(&first.cursor));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
