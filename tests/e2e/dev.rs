@@ -248,9 +248,22 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     assert!(shown_text.contains("description changed"), "{shown_text}");
     assert!(shown_text.contains("-   \"description\""), "{shown_text}");
     assert!(shown_text.contains("+   \"description\""), "{shown_text}");
+    let snapshot = shown_text
+        .lines()
+        .find_map(|l| l.strip_prefix("seen in snapshot"))
+        .map(str::trim)
+        .expect("show names the snapshot the drift was seen in")
+        .to_owned();
     let approved = cli_as(
         "operator",
-        &["drift", "approve", "--connection", "asana-mcp"],
+        &[
+            "drift",
+            "approve",
+            "--connection",
+            "asana-mcp",
+            "--snapshot",
+            &snapshot,
+        ],
     )
     .output()
     .expect("drift approve");
@@ -259,9 +272,16 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         String::from_utf8_lossy(&approved.stdout).contains("baseline of asana-mcp is now"),
         "{approved:?}"
     );
-    let refused = cli(&["drift", "approve", "--connection", "asana-mcp"])
-        .output()
-        .expect("drift approve as the agent");
+    let refused = cli(&[
+        "drift",
+        "approve",
+        "--connection",
+        "asana-mcp",
+        "--snapshot",
+        &snapshot,
+    ])
+    .output()
+    .expect("drift approve as the agent");
     assert!(!refused.status.success(), "only an operator approves");
 
     let executed = cli(&[

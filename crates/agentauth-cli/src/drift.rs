@@ -29,14 +29,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Color::Auto)]
         color: Color,
     },
-    /// Makes a snapshot (by default the latest) the connection's baseline, or only the tools
-    /// named.
+    /// Makes a snapshot the connection's baseline, or only the tools named. The snapshot is
+    /// named, never implied: what is approved is what was reviewed (`drift show` prints it).
     Approve {
         #[arg(long)]
         connection: String,
-        /// The snapshot to approve; the latest when not given.
+        /// The snapshot to approve (`drift show` prints the one a drift was seen in).
         #[arg(long)]
-        snapshot: Option<String>,
+        snapshot: String,
         /// Approve only this tool (repeat for several); the whole snapshot when not given.
         #[arg(long = "tool")]
         tools: Vec<String>,
@@ -120,8 +120,8 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
                 let line = format!(
                     "  [{}] {} {}",
                     severity_name(severity),
-                    change.path,
-                    change.description
+                    printable(&change.path),
+                    printable(&change.description)
                 );
                 writeln_out(&mut out, &paint.severity(severity, &line))?;
             }
@@ -140,24 +140,7 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
             snapshot,
             tools,
         } => {
-            let snapshot_id = match snapshot {
-                Some(id) => id,
-                None => {
-                    watcher
-                        .get_snapshot(pb::GetSnapshotRequest {
-                            connection_name: connection.clone(),
-                            selector: Some(pb::get_snapshot_request::Selector::Alias(
-                                pb::SnapshotAlias::Latest.into(),
-                            )),
-                        })
-                        .await
-                        .map_err(|s| failed(&s))?
-                        .into_inner()
-                        .snapshot
-                        .ok_or_else(|| anyhow::anyhow!("no snapshot in the answer"))?
-                        .snapshot_id
-                }
-            };
+            let snapshot_id = snapshot;
             let approved = watcher
                 .approve_baseline(pb::ApproveBaselineRequest {
                     connection_name: connection.clone(),
@@ -180,6 +163,21 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Text from the upstream server as it is safe to print: control characters (which could
+/// drive the operator's terminal) shown escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn severity_name(severity: pb::Severity) -> &'static str {
@@ -210,7 +208,7 @@ fn summary(drift: &pb::Drift) -> String {
     let tool = if drift.tool_name.is_empty() {
         String::new()
     } else {
-        format!(" {}", drift.tool_name)
+        format!(" {}", printable(&drift.tool_name))
     };
     format!(
         "{}  {}{tool}  {kind}  {}{state}",
@@ -339,9 +337,9 @@ impl Paint {
 
     fn line(&self, line: &Line) -> String {
         match line {
-            Line::Same(text) => format!("  {text}"),
-            Line::Removed(text) => self.wrap("31", &format!("- {text}")),
-            Line::Added(text) => self.wrap("32", &format!("+ {text}")),
+            Line::Same(text) => format!("  {}", printable(text)),
+            Line::Removed(text) => self.wrap("31", &format!("- {}", printable(text))),
+            Line::Added(text) => self.wrap("32", &format!("+ {}", printable(text))),
         }
     }
 }
@@ -369,6 +367,16 @@ mod tests {
         );
         assert!(diff_lines(&[], &[]).is_empty());
         assert_eq!(diff_lines(&[], &lines("a")), [Line::Added("a".into())]);
+    }
+
+    #[test]
+    fn control_characters_from_the_upstream_are_printed_escaped() {
+        assert_eq!(printable("get_me\u{1b}[2J"), "get_me\\u{1b}[2J");
+        assert_eq!(printable("plain text"), "plain text");
+        assert_eq!(
+            Paint(false).line(&Line::Same("\u{7}bell".into())),
+            "  \\u{7}bell"
+        );
     }
 
     #[test]

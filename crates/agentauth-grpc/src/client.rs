@@ -81,3 +81,57 @@ fn inject_trace(metadata: &mut MetadataMap) {
     crate::trace::inject_current(&mut headers);
     *metadata = MetadataMap::from_headers(headers);
 }
+
+/// The longest wait between two attempts of [`follow_stream`] to open its stream.
+const MAX_REOPEN_DELAY: Duration = Duration::from_secs(5);
+
+/// Follows a server stream until `shutdown`: opens it with `open`, calls `on_open` each time
+/// it is open, hands each message to `on_message`, and after a failure or its end opens it
+/// again, waiting 100 ms, doubling up to 5 s, while opening fails. `what` names the stream in
+/// the log.
+pub async fn follow_stream<M, F, Fut>(
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut open: F,
+    mut on_open: impl FnMut(),
+    mut on_message: impl FnMut(M),
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<tonic::Streaming<M>>, Status>>,
+{
+    let mut delay = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return,
+            opened = open() => opened,
+        };
+        match opened {
+            Ok(stream) => {
+                on_open();
+                delay = Duration::from_millis(100);
+                let mut stream = stream.into_inner();
+                loop {
+                    let message = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        message = stream.message() => message,
+                    };
+                    match message {
+                        Ok(Some(message)) => on_message(message),
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::warn!(error = %status.message(), "{what} failed; opening it again");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::debug!(error = %status.message(), retry_in = ?delay, "{what} cannot be opened");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => delay = (delay * 2).min(MAX_REOPEN_DELAY),
+        }
+    }
+}

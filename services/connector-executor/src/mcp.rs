@@ -20,7 +20,8 @@
 //!   that has closed (the worker is gone, or the response stream ended without a reply) makes
 //!   this module open a new session and retry the call once; a second failure is `Unavailable`.
 //! - `tools/list` follows `nextCursor` to the last page and is cached per session, refreshed
-//!   after the server sends `notifications/tools/list_changed`. It reads at most `max_pages`
+//!   after the server sends `notifications/tools/list_changed`, and in every session of a
+//!   server once a fresh listing (schema-watcher's poll) found its tools changed. It reads at most `max_pages`
 //!   pages and `max_tools` tools; a server that keeps paging past them is `Unavailable`.
 //! - A message (one JSON answer or one SSE event) longer than `max_message_bytes` is refused
 //!   unread; redirects are never followed (one to another host would carry the token).
@@ -226,6 +227,9 @@ struct Inner {
     http: reqwest::Client,
     /// Announces the URL of a server that sent `notifications/tools/list_changed`.
     changes: broadcast::Sender<String>,
+    /// Per server URL, the listing generation: raised when a fresh listing finds its tools
+    /// changed, which makes every session's cached list stale.
+    generations: Mutex<HashMap<String, u64>>,
     accounts: Mutex<Accounts>,
 }
 
@@ -273,7 +277,8 @@ struct Session {
     url: String,
     service: RunningService<RoleClient, Handler>,
     tools_changed: Arc<AtomicBool>,
-    tools: tokio::sync::Mutex<Option<Arc<[UpstreamTool]>>>,
+    /// The cached list, and the server's listing generation when it was read.
+    tools: tokio::sync::Mutex<Option<(Arc<[UpstreamTool]>, u64)>>,
     last_used: Mutex<Instant>,
 }
 
@@ -352,19 +357,24 @@ impl Session {
         *lock(&self.last_used) = Instant::now();
     }
 
-    /// The session's tool list: the cached one unless the server announced a change or the
-    /// caller asks for a `fresh` read (which then becomes the cached one), and whether it
-    /// differs from the one cached before.
+    /// The session's tool list: the cached one unless the server announced a change, the
+    /// list is older than the server's listing `generation`, or the caller asks for a `fresh`
+    /// read (which then becomes the cached one); and whether it differs from the one cached
+    /// before.
     async fn list_tools(
         &self,
         token: &Token,
         config: &McpConfig,
         fresh: bool,
+        generation: u64,
     ) -> Result<(Arc<[UpstreamTool]>, bool), Failure> {
         let timeout = config.request_timeout;
         let mut cached = self.tools.lock().await;
         let changed = self.tools_changed.swap(false, Ordering::AcqRel);
-        if let Some(tools) = cached.as_ref().filter(|_| !changed && !fresh) {
+        if let Some((tools, _)) = cached
+            .as_ref()
+            .filter(|(_, seen)| !changed && !fresh && *seen >= generation)
+        {
             return Ok((tools.clone(), false));
         }
         let mut tools = Vec::new();
@@ -398,10 +408,10 @@ impl Session {
             }
         }
         let tools: Arc<[UpstreamTool]> = tools.into();
-        let differs = cached.as_ref().is_none_or(|old| {
+        let differs = cached.as_ref().is_none_or(|(old, _)| {
             old.len() != tools.len() || old.iter().zip(tools.iter()).any(|(a, b)| a.hash != b.hash)
         });
-        *cached = Some(tools.clone());
+        *cached = Some((tools.clone(), generation));
         Ok((tools, differs))
     }
 
@@ -445,6 +455,7 @@ impl McpClients {
                 config,
                 http,
                 changes: broadcast::channel(CHANGES_BACKLOG).0,
+                generations: Mutex::new(HashMap::new()),
                 accounts: Mutex::new(Accounts {
                     slots: HashMap::new(),
                     last_sweep: Instant::now(),
@@ -482,33 +493,28 @@ impl McpClients {
         fresh: bool,
     ) -> Result<Arc<[UpstreamTool]>, McpError> {
         let config = &self.inner.config;
+        let generation = self.generation(url);
         let (tools, differs) = self
             .with_session(key, url, token, |session| async move {
-                session.list_tools(token, config, fresh).await
+                session.list_tools(token, config, fresh, generation).await
             })
             .await?;
         if fresh && differs {
-            self.tools_changed_at(url, &key.account_id);
+            // Every session of this server lists again before its next call: a server need
+            // not announce `list_changed`, and no call may go out under an old definition.
+            *lock(&self.inner.generations)
+                .entry(url.to_owned())
+                .or_default() += 1;
         }
         Ok(tools)
     }
 
-    /// Marks the tool lists of every other account's session with the server at `url` as
-    /// stale: a fresh listing saw the server's tools change, so no session calls under the
-    /// old definitions without listing again (a server need not announce `list_changed`).
-    fn tools_changed_at(&self, url: &str, lister: &str) {
-        let accounts = lock(&self.inner.accounts);
-        for (account, slot) in &accounts.slots {
-            if account == lister {
-                continue;
-            }
-            // A session being opened lists afresh anyway.
-            if let Ok(session) = slot.session.try_lock()
-                && let Some(session) = session.as_ref().filter(|s| s.url == url)
-            {
-                session.tools_changed.store(true, Ordering::Release);
-            }
-        }
+    /// How many times a fresh listing found the tools of the server at `url` changed.
+    fn generation(&self, url: &str) -> u64 {
+        lock(&self.inner.generations)
+            .get(url)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The URLs of upstream servers whose sessions receive `notifications/tools/list_changed`,

@@ -6,28 +6,27 @@
 //!   definition it is about to be sent under (its session's cached `tools/list`,
 //!   [`UpstreamTool::hash`]) with the approved one: the check on the hot path is a map lookup
 //!   and a string comparison, never an RPC.
+//! - A tool is approved when its hash is the baseline's and schema-watcher's latest listing
+//!   has that definition too: a session of another executor replica, or one that has not
+//!   listed since the watcher's poll, may still hold a definition the upstream no longer has.
 //! - [`Pins::follow`] keeps the cache true: it follows `WatchDrift` and forgets a connection's
-//!   approvals on each of its drifts and baseline changes, and forgets everything whenever the
-//!   stream is opened (what happened while it was down is unknown).
+//!   approvals on each of its drifts and baseline changes, and marks every entry for
+//!   re-reading whenever the stream is opened (what happened while it was down is unknown).
 //! - A schema-watcher outage never stops an approved tool: cached approvals are kept while the
-//!   stream is down. Only approvals never read (an executor started while the watcher is down)
-//!   are UNAVAILABLE: which tools are approved is then unknown, and pinning fails closed.
+//!   stream is down, and an entry to be re-read is used as it was while the watcher does not
+//!   answer. Only approvals never read (an executor started while the watcher is down) are
+//!   UNAVAILABLE: which tools are approved is then unknown, and pinning fails closed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::watcher::v1 as watcher;
 use agentauth_proto::watcher::v1::schema_watcher_client::SchemaWatcherClient;
-use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::mcp::UpstreamTool;
-
-/// The longest wait before the drift stream is opened again.
-const MAX_RECONNECT: Duration = Duration::from_secs(5);
 
 /// How a tool stands against its connection's approved baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +46,8 @@ pub(crate) struct Approvals {
     pinned: bool,
     /// The approved definition hash of each baseline tool.
     baseline: HashMap<String, String>,
+    /// Baseline tools whose latest listing differs from the approved definition.
+    superseded: HashSet<String>,
 }
 
 impl Approvals {
@@ -55,8 +56,11 @@ impl Approvals {
             return Standing::Unwatched;
         }
         let why = match self.baseline.get(&tool.name) {
-            Some(hash) if *hash == tool.hash => return Standing::Approved,
-            Some(_) => "its definition differs from the approved one",
+            Some(hash) if *hash != tool.hash => "its definition differs from the approved one",
+            Some(_) if self.superseded.contains(&tool.name) => {
+                "the upstream now lists another definition than the approved one"
+            }
+            Some(_) => return Standing::Approved,
             None => "it is not in the approved baseline",
         };
         Standing::Drifted {
@@ -66,6 +70,12 @@ impl Approvals {
     }
 
     fn of(response: watcher::CheckToolsResponse) -> Self {
+        let superseded = response
+            .results
+            .iter()
+            .filter(|check| check.status() == watcher::ToolStatus::Drifted)
+            .map(|check| check.tool_name.clone())
+            .collect();
         Self {
             watched: response.watched,
             pinned: response.pinned,
@@ -75,6 +85,7 @@ impl Approvals {
                 .filter(|check| !check.baseline_definition_hash.is_empty())
                 .map(|check| (check.tool_name, check.baseline_definition_hash))
                 .collect(),
+            superseded,
         }
     }
 }
@@ -88,9 +99,31 @@ pub(crate) struct Pins {
 
 #[derive(Debug, Default)]
 struct Cache {
-    approvals: HashMap<String, Arc<Approvals>>,
-    /// Raised by every forgetting, so an answer read before one is not cached after it.
-    generation: u64,
+    entries: HashMap<String, Entry>,
+    /// Per connection, raised whenever its approvals are forgotten, and for all of them when
+    /// every entry is to be re-read: an answer read before either is not cached after it.
+    generations: HashMap<String, u64>,
+    epoch: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    approvals: Arc<Approvals>,
+    /// False once the drift stream was reopened: read again, but used while the watcher
+    /// does not answer.
+    current: bool,
+}
+
+impl Cache {
+    fn generation(&self, connection: &str) -> (u64, u64) {
+        (
+            self.epoch,
+            self.generations
+                .get(connection)
+                .copied()
+                .unwrap_or_default(),
+        )
+    }
 }
 
 impl Pins {
@@ -114,87 +147,88 @@ impl Pins {
         };
         let generation = {
             let cache = self.cache();
-            if let Some(approvals) = cache.approvals.get(connection) {
-                return Ok(approvals.clone());
+            match cache.entries.get(connection) {
+                Some(entry) if entry.current => return Ok(entry.approvals.clone()),
+                _ => cache.generation(connection),
             }
-            cache.generation
         };
-        let response = watcher
+        let read = watcher
             .clone()
             .check_tools(watcher::CheckToolsRequest {
                 connection_name: connection.to_owned(),
                 tool_names: Vec::new(),
             })
-            .await
-            .map_err(|status| Error::Unavailable {
-                dependency: "schema-watcher",
-                reason: format!(
-                    "the approved tools of `{connection}` cannot be read ({}), and none are cached",
-                    status.message()
-                ),
-            })?
-            .into_inner();
-        let approvals = Arc::new(Approvals::of(response));
+            .await;
         let mut cache = self.cache();
-        if cache.generation == generation {
-            cache
-                .approvals
-                .insert(connection.to_owned(), approvals.clone());
+        match read {
+            Ok(response) => {
+                let approvals = Arc::new(Approvals::of(response.into_inner()));
+                if cache.generation(connection) == generation {
+                    cache.entries.insert(
+                        connection.to_owned(),
+                        Entry {
+                            approvals: approvals.clone(),
+                            current: true,
+                        },
+                    );
+                }
+                Ok(approvals)
+            }
+            Err(status) => match cache.entries.get(connection) {
+                Some(entry) => {
+                    tracing::warn!(connection, error = %status.message(), "schema-watcher does not answer; the approvals read before are used");
+                    Ok(entry.approvals.clone())
+                }
+                None => Err(Error::Unavailable {
+                    dependency: "schema-watcher",
+                    reason: format!(
+                        "the approved tools of `{connection}` cannot be read ({}), and none are cached",
+                        status.message()
+                    ),
+                }),
+            },
         }
-        Ok(approvals)
     }
 
-    fn forget(&self, connection: Option<&str>) {
+    /// Drops the approvals of `connection`: its drift or baseline changed.
+    fn forget(&self, connection: &str) {
         let mut cache = self.cache();
-        cache.generation += 1;
-        match connection {
-            Some(name) => {
-                cache.approvals.remove(name);
-            }
-            None => cache.approvals.clear(),
+        *cache.generations.entry(connection.to_owned()).or_default() += 1;
+        cache.entries.remove(connection);
+    }
+
+    /// Marks every entry to be read again: the drift stream was down.
+    fn revalidate(&self) {
+        let mut cache = self.cache();
+        cache.epoch += 1;
+        for entry in cache.entries.values_mut() {
+            entry.current = false;
         }
     }
 
     /// Follows schema-watcher's drift stream until `shutdown` (see the module documentation).
     pub(crate) async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some(mut watcher) = self.watcher.clone() else {
+        let Some(watcher) = self.watcher.clone() else {
             return;
         };
-        let mut delay = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            let opened = tokio::select! {
-                () = shutdown.cancelled() => return,
-                opened = watcher.watch_drift(watcher::WatchDriftRequest::default()) => opened,
-            };
-            match opened {
-                Ok(stream) => {
-                    self.forget(None);
-                    delay = Duration::from_millis(100);
-                    let mut stream = stream.into_inner();
-                    loop {
-                        let message = tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            message = stream.next() => message,
-                        };
-                        match message {
-                            Some(Ok(message)) => self.forget(changed_connection(&message)),
-                            Some(Err(status)) => {
-                                tracing::warn!(error = %status.message(), "schema-watcher's drift stream failed; cached approvals are kept");
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
+        agentauth_grpc::client::follow_stream(
+            "schema-watcher's drift stream",
+            &shutdown,
+            || {
+                let mut watcher = watcher.clone();
+                async move {
+                    watcher
+                        .watch_drift(watcher::WatchDriftRequest::default())
+                        .await
                 }
-                Err(status) => {
-                    tracing::debug!(error = %status.message(), retry_in = ?delay, "schema-watcher's drift stream cannot be opened");
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => delay = (delay * 2).min(MAX_RECONNECT),
-            }
-        }
+            },
+            || self.revalidate(),
+            |message| match changed_connection(&message) {
+                Some(connection) => self.forget(connection),
+                None => self.revalidate(),
+            },
+        )
+        .await;
     }
 }
 
@@ -233,19 +267,19 @@ mod tests {
     }
 
     fn approvals(watched: bool, pinned: bool) -> Approvals {
+        let check = |name: &str, hash: &str, status: watcher::ToolStatus| watcher::ToolCheck {
+            tool_name: name.to_owned(),
+            baseline_definition_hash: hash.to_owned(),
+            status: status.into(),
+            ..Default::default()
+        };
         Approvals::of(watcher::CheckToolsResponse {
             pinned,
             watched,
             results: vec![
-                watcher::ToolCheck {
-                    tool_name: "get_me".to_owned(),
-                    baseline_definition_hash: "sha256:aa".to_owned(),
-                    ..Default::default()
-                },
-                watcher::ToolCheck {
-                    tool_name: "new_tool".to_owned(),
-                    ..Default::default()
-                },
+                check("get_me", "sha256:aa", watcher::ToolStatus::MatchesBaseline),
+                check("get_task", "sha256:dd", watcher::ToolStatus::Drifted),
+                check("new_tool", "", watcher::ToolStatus::NotInBaseline),
             ],
         })
     }
@@ -265,6 +299,13 @@ mod tests {
             pinned.standing(&tool("new_tool", "sha256:cc")),
             Standing::Drifted { pinned: true, why } if why.contains("not in the approved")
         ));
+        assert!(
+            matches!(
+                pinned.standing(&tool("get_task", "sha256:dd")),
+                Standing::Drifted { pinned: true, why } if why.contains("now lists another")
+            ),
+            "a session still holding the approved definition is refused once the upstream changed it"
+        );
         assert!(matches!(
             approvals(true, false).standing(&tool("get_me", "sha256:bb")),
             Standing::Drifted { pinned: false, .. }

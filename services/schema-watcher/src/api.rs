@@ -27,23 +27,39 @@ pub(crate) struct SchemaWatcherApi {
     pub watcher: Arc<Watcher>,
 }
 
+/// The most tools one `CheckTools` names.
+const MAX_CHECKED_TOOLS: usize = 1000;
+
 impl SchemaWatcherApi {
+    /// Whether `caller` may see `connection`: it is bound to the connection and, when the
+    /// connection is watched, to the tenant of its probe account (whose listings the
+    /// snapshots are).
+    fn bound(&self, caller: &Caller, connection: &str) -> Result<(), Error> {
+        if connection.trim().is_empty() {
+            return Err(Error::InvalidArgument {
+                field: "connection_name",
+                description: "is required".to_owned(),
+            });
+        }
+        caller.check_connection(connection)?;
+        if let Some(watch) = self.watcher.watch(connection) {
+            caller.check_tenant(&watch.tenant)?;
+        }
+        Ok(())
+    }
+
     /// The watched connections `caller` may see: `only` (checked), or all it is bound to.
     fn visible(&self, caller: &Caller, only: Option<&String>) -> Result<Vec<String>, Error> {
         match only {
-            Some(name) if name.trim().is_empty() => Err(Error::InvalidArgument {
-                field: "connection_name",
-                description: "must name a connection when set".to_owned(),
-            }),
             Some(name) => {
-                caller.check_connection(name)?;
+                self.bound(caller, name)?;
                 Ok(vec![name.clone()])
             }
             None => Ok(self
                 .watcher
                 .watches()
                 .map(|w| w.connection.clone())
-                .filter(|name| caller.check_connection(name).is_ok())
+                .filter(|name| self.bound(caller, name).is_ok())
                 .collect()),
         }
     }
@@ -145,9 +161,7 @@ impl pb::schema_watcher_server::SchemaWatcher for SchemaWatcherApi {
     ) -> Result<Response<pb::GetSnapshotResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
+        self.bound(caller, &r.connection_name)?;
         let store = &self.watcher.store;
         let baseline = store
             .baseline(&r.connection_name)
@@ -239,9 +253,7 @@ impl pb::schema_watcher_server::SchemaWatcher for SchemaWatcherApi {
     ) -> Result<Response<pb::ApproveBaselineResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
+        self.bound(caller, &r.connection_name)?;
         if r.snapshot_id.trim().is_empty() {
             return Err(Error::InvalidArgument {
                 field: "snapshot_id",
@@ -281,26 +293,45 @@ impl pb::schema_watcher_server::SchemaWatcher for SchemaWatcherApi {
         let position = if r.cursor.is_empty() {
             let head = store.feed_head().await.map_err(Error::from)?;
             if r.include_unapproved {
-                let open = store
-                    .list_drift(Some(&connections), false, None, MAX_PAGE_SIZE)
-                    .await
-                    .map_err(Error::from)?;
-                backlog.extend(open.iter().rev().map(|row| pb::WatchDriftResponse {
-                    drift: Some(drift_message(row)),
-                    baseline_approved: None,
-                    cursor: String::new(),
-                }));
+                // Every open row, oldest first (one per tool at most, and the alerts).
+                let mut before: Option<String> = None;
+                loop {
+                    let page = store
+                        .list_drift(Some(&connections), false, before.as_deref(), MAX_PAGE_SIZE)
+                        .await
+                        .map_err(Error::from)?;
+                    before = page.last().map(|row| row.id.clone());
+                    let full = page.len() == MAX_PAGE_SIZE;
+                    for row in page {
+                        backlog.push_front(pb::WatchDriftResponse {
+                            drift: Some(drift_message(&row)),
+                            baseline_approved: None,
+                            cursor: String::new(),
+                        });
+                    }
+                    if !full {
+                        break;
+                    }
+                }
             }
             head
         } else {
-            r.cursor
+            let position = r
+                .cursor
                 .parse::<i64>()
                 .ok()
                 .filter(|p| *p >= 0)
                 .ok_or_else(|| Error::InvalidArgument {
                     field: "cursor",
                     description: "is not a cursor from this stream".to_owned(),
-                })?
+                })?;
+            if position > store.feed_head().await.map_err(Error::from)? {
+                return Err(Error::OutOfRange(format!(
+                    "cursor {position} is past the newest drift this service has recorded (was its database restored?); start again without a cursor"
+                ))
+                .into());
+            }
+            position
         };
         let follow = Follow {
             watcher: self.watcher.clone(),
@@ -330,9 +361,18 @@ impl pb::schema_watcher_server::SchemaWatcher for SchemaWatcherApi {
     ) -> Result<Response<pb::CheckToolsResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller
-            .check_connection(&r.connection_name)
-            .map_err(Error::from)?;
+        self.bound(caller, &r.connection_name)?;
+        if r.tool_names.len() > MAX_CHECKED_TOOLS
+            || r.tool_names.iter().any(|name| name.trim().is_empty())
+        {
+            return Err(Error::InvalidArgument {
+                field: "tool_names",
+                description: format!(
+                    "must hold at most {MAX_CHECKED_TOOLS} names, none of them empty"
+                ),
+            }
+            .into());
+        }
         Ok(Response::new(
             self.watcher
                 .check(&r.connection_name, &r.tool_names)

@@ -17,6 +17,9 @@ pub enum Error {
         field: &'static str,
         description: String,
     },
+    /// A cursor past anything this service has written.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The connection has no watch, or the snapshot or baseline does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +59,7 @@ impl From<Error> for Status {
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
             Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::OutOfRange(_) => Status::out_of_range(error.to_string()),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),
             Error::Internal(_) => {
                 tracing::error!(%error, "internal error");

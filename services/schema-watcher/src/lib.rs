@@ -34,6 +34,9 @@ static MIGRATIONS: agentauth_db::Migrations = agentauth_db::Migrations {
     sqlite: sqlx::migrate!("./migrations/sqlite"),
 };
 
+/// The largest `ListUpstreamTools` answer read (tonic's default is 4 MiB).
+const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
+
 /// schema-watcher's configuration.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -207,7 +210,8 @@ impl agentauth_launch::Service for SchemaWatcherService {
         }
         let polls = tokio::spawn(poller::run(
             watcher.clone(),
-            ConnectorExecutorClient::new(channel),
+            // A listing of many tools is a large message.
+            ConnectorExecutorClient::new(channel).max_decoding_message_size(MAX_LISTING_BYTES),
             poller::Timing {
                 timeout: config.polling.timeout,
                 min_gap: config.polling.min_gap,

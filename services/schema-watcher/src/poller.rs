@@ -10,18 +10,15 @@ use std::time::Duration;
 use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::executor::v1 as executor;
 use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
-use futures::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic_types::StatusExt as _;
 
-use crate::watch::{Listing, WatchConfig, Watcher};
+use crate::watch::{Failure, Listing, WatchConfig, Watcher};
 
 /// connector-executor, as the watcher calls it.
 pub type Executor = ConnectorExecutorClient<AuthenticatedChannel>;
-
-/// The longest wait before the change stream is opened again.
-const MAX_RECONNECT: Duration = Duration::from_secs(5);
 
 /// How polls are timed.
 #[derive(Debug, Clone, Copy)]
@@ -104,14 +101,25 @@ async fn list(mut client: Executor, watch: &WatchConfig, timeout: Duration) -> L
     let response = client
         .list_upstream_tools(request)
         .await
-        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
+        .map_err(|status| {
+            let reason = status
+                .get_details_error_info()
+                .map(|info| format!(" ({})", info.reason))
+                .unwrap_or_default();
+            Failure {
+                reason: format!("connector-executor answered {:?}{reason}", status.code()),
+                detail: status.message().to_owned(),
+            }
+        })?
         .into_inner();
     response
         .tools
         .iter()
         .map(|tool| {
-            serde_json::from_str::<Value>(&tool.definition_json)
-                .map_err(|e| format!("tool `{}` is not JSON: {e}", tool.name))
+            serde_json::from_str::<Value>(&tool.definition_json).map_err(|e| Failure {
+                reason: "a listed tool is not JSON".to_owned(),
+                detail: format!("tool `{}`: {e}", tool.name),
+            })
         })
         .collect()
 }
@@ -139,48 +147,29 @@ fn jitter(max: Duration) -> Duration {
 /// Follows connector-executor's announcements of changed upstream tool lists and wakes the
 /// watches of those connections.
 async fn follow_changes(
-    mut client: Executor,
+    client: Executor,
     early: BTreeMap<String, Arc<Notify>>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let opened = tokio::select! {
-            () = shutdown.cancelled() => return,
-            opened = client.watch_upstream_changes(executor::WatchUpstreamChangesRequest::default()) => opened,
-        };
-        match opened {
-            Ok(stream) => {
-                delay = Duration::from_millis(100);
-                let mut stream = stream.into_inner();
-                loop {
-                    let message = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        message = stream.next() => message,
-                    };
-                    match message {
-                        Some(Ok(change)) => {
-                            if let Some(notify) = early.get(&change.connection_name) {
-                                notify.notify_one();
-                            }
-                        }
-                        Some(Err(status)) => {
-                            tracing::debug!(error = %status.message(), "connector-executor's change stream failed");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+    agentauth_grpc::client::follow_stream(
+        "connector-executor's change stream",
+        &shutdown,
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .watch_upstream_changes(executor::WatchUpstreamChangesRequest::default())
+                    .await
             }
-            Err(status) => {
-                tracing::debug!(error = %status.message(), retry_in = ?delay, "connector-executor's change stream cannot be opened");
+        },
+        || {},
+        |change: executor::WatchUpstreamChangesResponse| {
+            if let Some(notify) = early.get(&change.connection_name) {
+                notify.notify_one();
             }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => delay = (delay * 2).min(MAX_RECONNECT),
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

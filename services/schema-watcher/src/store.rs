@@ -4,7 +4,7 @@
 //! Every change that makes a drift or a baseline also appends to `feed` in the same
 //! transaction, so a `WatchDrift` stream that resumes after a feed position misses nothing.
 
-use agentauth_db::Database;
+use agentauth_db::{Backend, Database};
 use mcp_drift::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -106,6 +106,23 @@ pub struct NewDrift {
     pub baseline_hash: String,
     pub definition_hash: String,
 }
+
+/// What one reconciliation decided for a connection's open drift.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub supersede: Vec<String>,
+    pub approve: Vec<String>,
+    pub new: Vec<NewDrift>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.supersede.is_empty() && self.approve.is_empty() && self.new.is_empty()
+    }
+}
+
+/// The PostgreSQL advisory lock every writer of the feed holds for its transaction.
+const FEED_LOCK: i64 = 0x6167_6e74_6472_6674;
 
 /// One entry of the feed.
 #[derive(Debug, Clone)]
@@ -269,18 +286,51 @@ impl Store {
         rows.iter().map(drift_row).collect()
     }
 
-    /// Applies what one reconciliation decided, in one transaction: `supersede` and `approve`
-    /// open rows, insert `new` ones, and append each new row to the feed. Returns the rows
-    /// inserted.
-    pub async fn record_drift(
+    /// Applies one decision in one transaction: a new baseline for `connection` (with a feed
+    /// entry), then `plan`'s open rows superseded and approved and its new rows inserted, each
+    /// with a feed entry. Returns the rows inserted.
+    ///
+    /// Feed positions must commit in order, or a stream that read position 11 would never see
+    /// a 10 that committed after it: SQLite serialises writers; on PostgreSQL every writer of
+    /// the feed first takes one transaction-scoped advisory lock.
+    pub async fn apply(
         &self,
         connection: &str,
-        supersede: &[String],
-        approve: &[String],
-        new: Vec<NewDrift>,
+        baseline: Option<(&str, &str)>,
+        plan: Plan,
     ) -> Result<Vec<DriftRow>, Error> {
         let mut tx = self.database.pool().begin().await?;
-        for (ids, column) in [(supersede, "superseded"), (approve, "approved")] {
+        if self.database.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(FEED_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some((snapshot_id, approved_by)) = baseline {
+            sqlx::query("DELETE FROM baselines WHERE connection_name = $1")
+                .bind(connection)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO baselines (connection_name, snapshot_id, approved_by, approved_at_us) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(connection)
+            .bind(snapshot_id)
+            .bind(approved_by)
+            .bind(now_us())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO feed (connection_name, snapshot_id, approved_by) VALUES ($1, $2, $3)",
+            )
+            .bind(connection)
+            .bind(snapshot_id)
+            .bind(approved_by)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (ids, column) in [(&plan.supersede, "superseded"), (&plan.approve, "approved")] {
             for id in ids {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE drift SET {column} = 1 WHERE drift_id = $1"
@@ -290,8 +340,8 @@ impl Store {
                 .await?;
             }
         }
-        let mut inserted = Vec::with_capacity(new.len());
-        for drift in new {
+        let mut inserted = Vec::with_capacity(plan.new.len());
+        for drift in plan.new {
             let row = DriftRow {
                 id: uuid::Uuid::now_v7().to_string(),
                 connection: connection.to_owned(),
@@ -319,46 +369,15 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Makes `snapshot_id` the baseline of `connection` and marks the open drift rows
-    /// `approve` approved, with a feed entry, in one transaction.
-    pub async fn set_baseline(
-        &self,
-        connection: &str,
-        snapshot_id: &str,
-        approved_by: &str,
-        approve: &[String],
-    ) -> Result<(), Error> {
-        let mut tx = self.database.pool().begin().await?;
-        sqlx::query("DELETE FROM baselines WHERE connection_name = $1")
-            .bind(connection)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO baselines (connection_name, snapshot_id, approved_by, approved_at_us) \
-             VALUES ($1, $2, $3, $4)",
+    /// How many snapshots polls of `connection` stored.
+    pub async fn polled_snapshots(&self, connection: &str) -> Result<i64, Error> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM snapshots WHERE connection_name = $1 AND polled = 1")
+                .bind(connection)
+                .fetch_one(self.database.pool())
+                .await?
+                .try_get(0)?,
         )
-        .bind(connection)
-        .bind(snapshot_id)
-        .bind(approved_by)
-        .bind(now_us())
-        .execute(&mut *tx)
-        .await?;
-        for id in approve {
-            sqlx::query("UPDATE drift SET approved = 1 WHERE drift_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO feed (connection_name, snapshot_id, approved_by) VALUES ($1, $2, $3)",
-        )
-        .bind(connection)
-        .bind(snapshot_id)
-        .bind(approved_by)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// A page of drift, newest first: of `connections` (all when `None`), only open rows

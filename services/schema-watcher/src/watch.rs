@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 
 use crate::Error;
-use crate::store::{Baseline, Change, DriftRow, Kind, NewDrift, Store, Stored};
+use crate::store::{Baseline, Change, DriftRow, Kind, NewDrift, Plan, Store, Stored};
 
 /// The service name in audit events.
 pub const SERVICE: &str = "schema-watcher";
@@ -78,7 +78,15 @@ pub struct Watcher {
 }
 
 /// What one poll read: the listing, or why there is none.
-pub type Listing = Result<Vec<Value>, String>;
+pub type Listing = Result<Vec<Value>, Failure>;
+
+/// Why a poll has no listing: `reason` is stored and served (a status code and reason, no
+/// upstream text); `detail` only goes to the log.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    pub detail: String,
+}
 
 impl Watcher {
     /// Refuses two watches of one connection, and an interval under 100 ms.
@@ -128,6 +136,10 @@ impl Watcher {
         self.watches.values()
     }
 
+    pub fn watch(&self, connection: &str) -> Option<&WatchConfig> {
+        self.watches.get(connection)
+    }
+
     /// Wakes when the feed may have grown.
     pub fn feed(&self) -> watch::Receiver<i64> {
         self.feed.subscribe()
@@ -156,16 +168,21 @@ impl Watcher {
             )));
         };
         let _serialised = lock.lock().await;
-        let snapshot = listing.and_then(|tools| Snapshot::of(&tools).map_err(|e| e.to_string()));
+        let snapshot = listing.and_then(|tools| {
+            Snapshot::of(&tools).map_err(|e| Failure {
+                reason: "the listing is not a valid tool list".to_owned(),
+                detail: e.to_string(),
+            })
+        });
         let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
-            Err(reason) => {
+            Err(failure) => {
                 *failures += 1;
-                tracing::warn!(connection = %watch.connection, failures = *failures, %reason, "tools/list poll failed");
-                if *failures == self.failures_before_alert {
+                tracing::warn!(connection = %watch.connection, failures = *failures, reason = %failure.reason, detail = %failure.detail, "tools/list poll failed");
+                if *failures >= self.failures_before_alert {
                     let description = format!(
-                        "tools/list failed {} polls in a row; the last: {reason}",
-                        *failures
+                        "tools/list failed {} polls in a row; the last: {} (details in schema-watcher's log)",
+                        *failures, failure.reason
                     );
                     self.alert(watch, Kind::UpstreamFailing, description)
                         .await?;
@@ -175,16 +192,18 @@ impl Watcher {
         };
         *failures = 0;
         let open = self.store.open_drift(&watch.connection).await?;
-        let mut ended_alerts: Vec<String> = open
-            .iter()
-            .filter(|row| row.kind == Kind::UpstreamFailing)
-            .map(|row| row.id.clone())
-            .collect();
+        let ended = |kind: Kind| {
+            open.iter()
+                .filter(move |row| row.kind == kind)
+                .map(|row| row.id.clone())
+        };
         if snapshot.tools.is_empty() {
-            if !ended_alerts.is_empty() {
-                self.store
-                    .record_drift(&watch.connection, &ended_alerts, &[], Vec::new())
-                    .await?;
+            let plan = Plan {
+                supersede: ended(Kind::UpstreamFailing).collect(),
+                ..Plan::default()
+            };
+            if !plan.is_empty() {
+                self.store.apply(&watch.connection, None, plan).await?;
             }
             return self
                 .alert(
@@ -194,19 +213,7 @@ impl Watcher {
                 )
                 .await;
         }
-        ended_alerts.extend(
-            open.iter()
-                .filter(|row| row.kind == Kind::EmptyListing)
-                .map(|row| row.id.clone()),
-        );
-        if !ended_alerts.is_empty() {
-            self.store
-                .record_drift(&watch.connection, &ended_alerts, &[], Vec::new())
-                .await?;
-        }
-        let previous = self.store.latest(&watch.connection).await?;
-        let first = previous.is_none();
-        let latest = match previous {
+        let latest = match self.store.latest(&watch.connection).await? {
             Some(stored) if stored.snapshot.hash == snapshot.hash => stored,
             _ => {
                 let stored = self
@@ -218,20 +225,35 @@ impl Watcher {
             }
         };
         let mut baseline = self.store.baseline(&watch.connection).await?;
-        if baseline.is_none() && first && watch.auto_approve_first {
-            self.store
-                .set_baseline(&watch.connection, &latest.id, AUTO_APPROVED, &[])
-                .await?;
-            self.record_approval(watch, AUTO_APPROVED, &latest.id, &[], 0)
-                .await;
+        // The first listing, until it is approved or another one is stored.
+        let approve_first = baseline.is_none()
+            && watch.auto_approve_first
+            && self.store.polled_snapshots(&watch.connection).await? == 1;
+        if approve_first {
             baseline = Some(Baseline {
                 stored: latest.clone(),
                 approved_by: AUTO_APPROVED.to_owned(),
             });
-            self.announce().await;
         }
-        self.reconcile(watch, &latest, baseline.as_ref(), false)
+        let mut plan = plan(&open, &latest, baseline.as_ref(), false);
+        plan.supersede.extend(ended(Kind::UpstreamFailing));
+        plan.supersede.extend(ended(Kind::EmptyListing));
+        if plan.is_empty() && !approve_first {
+            return Ok(());
+        }
+        let inserted = self
+            .store
+            .apply(
+                &watch.connection,
+                approve_first.then_some((latest.id.as_str(), AUTO_APPROVED)),
+                plan,
+            )
             .await?;
+        if approve_first {
+            self.record_approval(watch, AUTO_APPROVED, &latest.id, &[], 0)
+                .await;
+        }
+        self.detected(watch, &inserted).await;
         Ok(())
     }
 
@@ -260,68 +282,13 @@ impl Watcher {
             baseline_hash: String::new(),
             definition_hash: String::new(),
         };
-        let inserted = self
-            .store
-            .record_drift(&watch.connection, &[], &[], vec![alert])
-            .await?;
+        let plan = Plan {
+            new: vec![alert],
+            ..Plan::default()
+        };
+        let inserted = self.store.apply(&watch.connection, None, plan).await?;
         self.detected(watch, &inserted).await;
         Ok(())
-    }
-
-    /// Brings the open drift of `watch`'s connection in line with `latest` against
-    /// `baseline` (see the module documentation). Returns how many rows were approved.
-    async fn reconcile(
-        &self,
-        watch: &WatchConfig,
-        latest: &Stored,
-        baseline: Option<&Baseline>,
-        approving: bool,
-    ) -> Result<u32, Error> {
-        let empty = Snapshot::default();
-        let base = baseline.map_or(&empty, |b| &b.stored.snapshot);
-        let base_id = baseline.map(|b| b.stored.id.clone()).unwrap_or_default();
-        let desired = desired_drift(base, &latest.snapshot, &latest.id, &base_id);
-        let mut open: BTreeMap<String, Vec<DriftRow>> = BTreeMap::new();
-        for row in self.store.open_drift(&watch.connection).await? {
-            if !row.kind.is_alert() {
-                open.entry(row.tool.clone()).or_default().push(row);
-            }
-        }
-        let tools: BTreeSet<&String> = open.keys().chain(desired.keys()).collect();
-        let (mut supersede, mut approve, mut new) = (Vec::new(), Vec::new(), Vec::new());
-        for tool in tools {
-            let rows = open.get(tool).map(Vec::as_slice).unwrap_or_default();
-            let wanted = desired.get(tool);
-            let kept = wanted.and_then(|w| {
-                rows.iter().find(|row| {
-                    row.kind == w.kind
-                        && row.baseline_hash == w.baseline_hash
-                        && row.definition_hash == w.definition_hash
-                })
-            });
-            for row in rows {
-                if kept.is_some_and(|k| k.id == row.id) {
-                    continue;
-                }
-                if approving && wanted.is_none() {
-                    approve.push(row.id.clone());
-                } else {
-                    supersede.push(row.id.clone());
-                }
-            }
-            if let (Some(wanted), None) = (wanted, kept) {
-                new.push(wanted.clone());
-            }
-        }
-        if supersede.is_empty() && approve.is_empty() && new.is_empty() {
-            return Ok(0);
-        }
-        let inserted = self
-            .store
-            .record_drift(&watch.connection, &supersede, &approve, new)
-            .await?;
-        self.detected(watch, &inserted).await;
-        Ok(u32::try_from(approve.len()).unwrap_or(u32::MAX))
     }
 
     /// Audits new drift rows and wakes the streams.
@@ -451,22 +418,25 @@ impl Watcher {
                     .await?
             }
         };
-        self.store
-            .set_baseline(connection, &baseline.id, operator, &[])
-            .await?;
-        let approved = match self.store.latest(connection).await? {
-            Some(latest) => {
-                let now = Baseline {
-                    stored: baseline.clone(),
-                    approved_by: operator.to_owned(),
-                };
-                self.reconcile(watch, &latest, Some(&now), true).await?
-            }
-            None => 0,
+        let now = Baseline {
+            stored: baseline.clone(),
+            approved_by: operator.to_owned(),
         };
+        let plan = match self.store.latest(connection).await? {
+            Some(latest) => {
+                let open = self.store.open_drift(connection).await?;
+                plan(&open, &latest, Some(&now), true)
+            }
+            None => Plan::default(),
+        };
+        let approved = u32::try_from(plan.approve.len()).unwrap_or(u32::MAX);
+        let inserted = self
+            .store
+            .apply(connection, Some((baseline.id.as_str(), operator)), plan)
+            .await?;
         self.record_approval(watch, operator, &baseline.id, tools, approved)
             .await;
-        self.announce().await;
+        self.detected(watch, &inserted).await;
         tracing::info!(connection, baseline = %baseline.id, operator, approved, "baseline approved");
         Ok((baseline, approved))
     }
@@ -539,6 +509,51 @@ impl Watcher {
             results,
         })
     }
+}
+
+/// What brings the `open` drift of a connection in line with `latest` against `baseline`
+/// (see the module documentation); `approving` approves, rather than supersedes, the rows the
+/// baseline resolves. Alerts are left alone.
+fn plan(open: &[DriftRow], latest: &Stored, baseline: Option<&Baseline>, approving: bool) -> Plan {
+    let empty = Snapshot::default();
+    let base = baseline.map_or(&empty, |b| &b.stored.snapshot);
+    let base_id = baseline.map(|b| b.stored.id.clone()).unwrap_or_default();
+    let desired = desired_drift(base, &latest.snapshot, &latest.id, &base_id);
+    let mut by_tool: BTreeMap<&str, Vec<&DriftRow>> = BTreeMap::new();
+    for row in open.iter().filter(|row| !row.kind.is_alert()) {
+        by_tool.entry(row.tool.as_str()).or_default().push(row);
+    }
+    let tools: BTreeSet<&str> = by_tool
+        .keys()
+        .copied()
+        .chain(desired.keys().map(String::as_str))
+        .collect();
+    let mut plan = Plan::default();
+    for tool in tools {
+        let rows = by_tool.get(tool).map(Vec::as_slice).unwrap_or_default();
+        let wanted = desired.get(tool);
+        let kept = wanted.and_then(|w| {
+            rows.iter().find(|row| {
+                row.kind == w.kind
+                    && row.baseline_hash == w.baseline_hash
+                    && row.definition_hash == w.definition_hash
+            })
+        });
+        for row in rows {
+            if kept.is_some_and(|k| k.id == row.id) {
+                continue;
+            }
+            if approving && wanted.is_none() {
+                plan.approve.push(row.id.clone());
+            } else {
+                plan.supersede.push(row.id.clone());
+            }
+        }
+        if let (Some(wanted), None) = (wanted, kept) {
+            plan.new.push(wanted.clone());
+        }
+    }
+    plan
 }
 
 /// The drift `current` should have open against `baseline`, by tool name.
@@ -617,5 +632,206 @@ fn json_object(value: Value) -> serde_json::Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentauth_testkit::database::{PostgresDatabase, SqliteDatabase};
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::FeedEntry;
+
+    fn tool(name: &str, required: &[&str]) -> Value {
+        json!({
+            "name": name,
+            "description": format!("The {name} tool."),
+            "inputSchema": {
+                "type": "object",
+                "properties": {"gid": {"type": "string"}, "limit": {"type": "integer"}},
+                "required": required,
+            },
+            "annotations": {"readOnlyHint": true},
+        })
+    }
+
+    fn watch() -> WatchConfig {
+        WatchConfig {
+            connection: "asana-mcp".to_owned(),
+            tenant: "acme".to_owned(),
+            identifier: "probe".to_owned(),
+            interval: Duration::from_secs(60),
+            jitter: Duration::ZERO,
+            mode: Mode::Pinned,
+            auto_approve_first: false,
+        }
+    }
+
+    fn failure() -> Listing {
+        Err(Failure {
+            reason: "connector-executor answered Unavailable".to_owned(),
+            detail: "the upstream said something long".to_owned(),
+        })
+    }
+
+    async fn open(watcher: &Watcher) -> Vec<(String, Kind)> {
+        watcher
+            .store
+            .open_drift("asana-mcp")
+            .await
+            .expect("open drift")
+            .into_iter()
+            .map(|row| (row.tool, row.kind))
+            .collect()
+    }
+
+    /// One scenario, on the backend behind `url`: every reconciliation step and what it leaves
+    /// open, the feed in order.
+    async fn scenario(url: &str) {
+        let store = Store::connect_lazy(&agentauth_db::Config::new(url)).expect("store");
+        store
+            .database()
+            .migrate(&crate::MIGRATIONS)
+            .await
+            .expect("migrations");
+        let audit = Sink::start(agentauth_audit::SinkConfig::default()).expect("sink off");
+        let watcher = Watcher::new(store, audit, vec![watch()], 2).expect("watcher");
+        let w = watch();
+        let mut failures = 0;
+        let a = vec![tool("get_task", &["gid"]), tool("get_me", &[])];
+
+        // No baseline: both tools await approval; seeing them again records nothing.
+        for _ in 0..2 {
+            watcher
+                .observe(&w, Ok(a.clone()), &mut failures)
+                .await
+                .expect("poll");
+        }
+        let mut pending = open(&watcher).await;
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            pending,
+            [
+                ("get_me".to_owned(), Kind::Added),
+                ("get_task".to_owned(), Kind::Added)
+            ]
+        );
+        let first = watcher
+            .store
+            .latest("asana-mcp")
+            .await
+            .expect("latest")
+            .expect("a snapshot");
+        let (baseline, approved) = watcher
+            .approve("operator", "asana-mcp", &first.id, &[])
+            .await
+            .expect("approve");
+        assert_eq!((baseline.id.as_str(), approved), (first.id.as_str(), 2));
+        assert!(open(&watcher).await.is_empty());
+
+        // A property made required: one change, reported once, superseded when it reverts.
+        let b = vec![tool("get_task", &["gid", "limit"]), tool("get_me", &[])];
+        for _ in 0..2 {
+            watcher
+                .observe(&w, Ok(b.clone()), &mut failures)
+                .await
+                .expect("poll");
+        }
+        assert_eq!(
+            open(&watcher).await,
+            [("get_task".to_owned(), Kind::Changed)]
+        );
+        watcher
+            .observe(&w, Ok(a.clone()), &mut failures)
+            .await
+            .expect("poll");
+        assert!(open(&watcher).await.is_empty(), "back to the baseline");
+
+        // A removed tool, approved alone: the baseline loses it.
+        let c = vec![tool("get_task", &["gid"])];
+        watcher
+            .observe(&w, Ok(c), &mut failures)
+            .await
+            .expect("poll");
+        assert_eq!(open(&watcher).await, [("get_me".to_owned(), Kind::Removed)]);
+        let latest = watcher
+            .store
+            .latest("asana-mcp")
+            .await
+            .expect("latest")
+            .expect("a snapshot");
+        let refused = watcher
+            .approve("operator", "asana-mcp", &latest.id, &["nowhere".to_owned()])
+            .await
+            .expect_err("a tool in neither");
+        assert!(
+            matches!(refused, Error::InvalidArgument { .. }),
+            "{refused}"
+        );
+        let (baseline, approved) = watcher
+            .approve("operator", "asana-mcp", &latest.id, &["get_me".to_owned()])
+            .await
+            .expect("approve one tool");
+        assert_eq!(approved, 1);
+        assert_eq!(
+            baseline.snapshot.tools.keys().collect::<Vec<_>>(),
+            ["get_task"]
+        );
+        assert!(open(&watcher).await.is_empty());
+
+        // Failing polls: one alert at the threshold, however long it lasts; a good poll ends it.
+        for _ in 0..4 {
+            watcher
+                .observe(&w, failure(), &mut failures)
+                .await
+                .expect("poll");
+        }
+        assert_eq!(
+            open(&watcher).await,
+            [(String::new(), Kind::UpstreamFailing)]
+        );
+        let alert = watcher
+            .store
+            .open_drift("asana-mcp")
+            .await
+            .expect("open")
+            .remove(0);
+        assert!(
+            !alert.changes[0].description.contains("something long"),
+            "the upstream's text stays in the log: {alert:?}"
+        );
+        watcher
+            .observe(&w, Ok(vec![]), &mut failures)
+            .await
+            .expect("poll");
+        assert_eq!(
+            open(&watcher).await,
+            [(String::new(), Kind::EmptyListing)],
+            "an empty listing is an alert, not every tool removed"
+        );
+
+        // The feed lists every drift and baseline in commit order.
+        let feed = watcher.store.feed_after(0, 100).await.expect("feed");
+        let positions: Vec<i64> = feed.iter().map(|(p, _)| *p).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+        let baselines = feed
+            .iter()
+            .filter(|(_, e)| matches!(e, FeedEntry::Baseline { .. }))
+            .count();
+        assert_eq!(baselines, 2);
+        assert_eq!(feed.len(), 2 + 2 + 1 + 1 + 2, "{feed:?}");
+    }
+
+    #[tokio::test]
+    async fn reconciling_on_sqlite() {
+        let database = SqliteDatabase::create().expect("sqlite");
+        scenario(database.url()).await;
+    }
+
+    #[tokio::test]
+    async fn reconciling_on_postgres() {
+        let database = PostgresDatabase::create().await.expect("postgres");
+        scenario(database.url()).await;
     }
 }

@@ -397,6 +397,18 @@ async fn warn_mode_calls_drifted_tools_and_their_audit_events_note_the_drift() {
     .await;
     assert_eq!(baseline.approved_by, "auto_approve_first");
     assert!(open_drift(&system).await.is_empty());
+    // The snapshots are the probe tenant's listing: a caller of another tenant sees none of it.
+    let mut foreign = system.watcher_as(&system.other_tenant_agent);
+    let refused = foreign
+        .get_snapshot(watcher::GetSnapshotRequest {
+            connection_name: CONNECTION.into(),
+            selector: Some(watcher::get_snapshot_request::Selector::Alias(
+                watcher::SnapshotAlias::Baseline.into(),
+            )),
+        })
+        .await
+        .expect_err("another tenant's snapshot");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     call(&system, "get_me", json!({})).await.expect("approved");
     // Polls that see the same list store no new snapshot.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -421,6 +433,15 @@ async fn warn_mode_calls_drifted_tools_and_their_audit_events_note_the_drift() {
     )
     .await;
     let drift = drift_of(&system, "get_me", watcher::DriftKind::Changed).await;
+    let listed = foreign
+        .list_drift(watcher::ListDriftRequest {
+            include_approved: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ListDrift")
+        .into_inner();
+    assert!(listed.drift.is_empty(), "{listed:?}");
     let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
         .expect("the stream delivers the drift")

@@ -738,6 +738,12 @@ key_sha256 = "{agent_hash}"
 tenants = ["*"]
 roles = ["reader"]
 
+[[server.callers]]
+name = "globex-agent"
+key_sha256 = "{other_hash}"
+tenants = ["{OTHER_TENANT}"]
+roles = ["reader"]
+
 [database]
 url = "{database}"
 
@@ -768,6 +774,7 @@ auto_approve_first = {auto}
             executor_hash = self.executor_watcher_key.hash(),
             operator_hash = self.operator.hash(),
             agent_hash = self.agent.hash(),
+            other_hash = self.other_tenant_agent.hash(),
             database = self.watcher_db.url(),
             executor = self.executor_url,
             key = key_file.path().display(),
@@ -802,8 +809,13 @@ auto_approve_first = {auto}
 
     /// schema-watcher's client as the operator.
     pub fn watcher(&self) -> SchemaWatcherClient<AuthenticatedChannel> {
+        self.watcher_as(&self.operator)
+    }
+
+    /// schema-watcher's client with `key` (e.g. `other_tenant_agent`, a reader of `globex`).
+    pub fn watcher_as(&self, key: &ApiKey) -> SchemaWatcherClient<AuthenticatedChannel> {
         let url = self.watcher_url.as_ref().expect("Options::watcher");
-        SchemaWatcherClient::new(channel(url, Some(&self.operator)).expect("channel"))
+        SchemaWatcherClient::new(channel(url, Some(key)).expect("channel"))
     }
 }
 
