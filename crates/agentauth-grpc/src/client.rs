@@ -23,6 +23,31 @@ pub enum Error {
     },
     #[error("API key is not valid header text")]
     Key,
+    #[error("{setting} {}: {source}", .path.display())]
+    KeyFile {
+        setting: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// [`channel`] to `url` with the key read from `key_file` when one is configured; `setting`
+/// names that configuration (e.g. `token_vault.api_key_file`) in the error.
+pub fn channel_with_key_file(
+    url: &str,
+    key_file: Option<&std::path::Path>,
+    setting: &str,
+) -> Result<AuthenticatedChannel, Error> {
+    let key = key_file
+        .map(|path| {
+            ApiKey::read_file(path).map_err(|source| Error::KeyFile {
+                setting: setting.to_owned(),
+                path: path.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+    channel(url, key.as_ref())
 }
 
 /// A lazily connecting channel to `url` that sends `key` (when given) on every call.

@@ -26,13 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_audit::Sink;
-use agentauth_grpc::{Api, ApiKey, Policy, Readiness, Role, Server};
+use agentauth_grpc::{Api, Policy, Readiness, Role, Server};
 use agentauth_proto::executor::v1::connector_executor_server::{
     ConnectorExecutorServer, SERVICE_NAME,
 };
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
 use agentauth_proto::watcher::v1::schema_watcher_client::SchemaWatcherClient;
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -125,16 +124,11 @@ impl agentauth_launch::Service for ConnectorExecutorService {
 
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let config = self.config;
-        let key = config
-            .token_vault
-            .api_key_file
-            .as_deref()
-            .map(|path| {
-                ApiKey::read_file(path)
-                    .with_context(|| format!("token_vault.api_key_file {}", path.display()))
-            })
-            .transpose()?;
-        let channel = agentauth_grpc::client::channel(&config.token_vault.url, key.as_ref())?;
+        let channel = agentauth_grpc::client::channel_with_key_file(
+            &config.token_vault.url,
+            config.token_vault.api_key_file.as_deref(),
+            "token_vault.api_key_file",
+        )?;
         let audit = Sink::start(config.audit.clone())?;
         audit.log_mode(&config.audit.emitter.url, "tool calls");
         let mcp = mcp::McpClients::new(config.mcp.clone());
@@ -191,15 +185,11 @@ fn watcher_client(
         tracing::info!("no [schema_watcher] url: MCP tools are not pinned to approved definitions");
         return Ok(None);
     };
-    let key = settings
-        .api_key_file
-        .as_deref()
-        .map(|path| {
-            ApiKey::read_file(path)
-                .with_context(|| format!("schema_watcher.api_key_file {}", path.display()))
-        })
-        .transpose()?;
-    let channel = agentauth_grpc::client::channel(url, key.as_ref())?;
+    let channel = agentauth_grpc::client::channel_with_key_file(
+        url,
+        settings.api_key_file.as_deref(),
+        "schema_watcher.api_key_file",
+    )?;
     Ok(Some(SchemaWatcherClient::new(channel)))
 }
 

@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_audit::{Sink, SinkConfig};
-use agentauth_grpc::{Api, ApiKey, Policy, Readiness, Role, Server, ServerConfig};
+use agentauth_grpc::{Api, Policy, Readiness, Role, Server, ServerConfig};
 use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
 use agentauth_proto::watcher::v1::schema_watcher_server::{SERVICE_NAME, SchemaWatcherServer};
-use anyhow::Context as _;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -180,16 +179,11 @@ impl agentauth_launch::Service for SchemaWatcherService {
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let config = self.config;
         let store = store::Store::connect_lazy(&config.database)?;
-        let key = config
-            .executor
-            .api_key_file
-            .as_deref()
-            .map(|path| {
-                ApiKey::read_file(path)
-                    .with_context(|| format!("executor.api_key_file {}", path.display()))
-            })
-            .transpose()?;
-        let channel = agentauth_grpc::client::channel(&config.executor.url, key.as_ref())?;
+        let channel = agentauth_grpc::client::channel_with_key_file(
+            &config.executor.url,
+            config.executor.api_key_file.as_deref(),
+            "executor.api_key_file",
+        )?;
         let audit = Sink::start(config.audit.clone())?;
         audit.log_mode(&config.audit.emitter.url, "drift and approvals");
         let watcher = Arc::new(
