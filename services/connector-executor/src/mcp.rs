@@ -1432,7 +1432,7 @@ mod tests {
         let tools = clients.list_tools(&k, &peer.url, &token).await?;
         let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["add", "echo", "fail", "sessions"]);
+        assert_eq!(names, ["add", "echo", "evolve", "fail", "sessions"]);
         let add = tools.iter().find(|t| t.name == "add").context("add")?;
         assert_eq!(add.title.as_deref(), Some("Add"));
         assert!(add.read_only && add.idempotent && !add.open_world);
