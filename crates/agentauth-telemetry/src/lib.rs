@@ -4,6 +4,7 @@
 //! Spans always carry OpenTelemetry ids, exported or not, so a trace id that arrives on a
 //! request is passed on to the next hop even when this process exports nothing.
 
+use std::fmt;
 use std::io::IsTerminal;
 
 use opentelemetry::global;
@@ -11,6 +12,9 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultFields, DefaultVisitor, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -114,6 +118,7 @@ pub fn init(
     })?;
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(TextFields::default())
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
@@ -129,6 +134,101 @@ pub fn init(
         .try_init()
         .map_err(|_| Error::AlreadyInstalled)?;
     Ok(Telemetry { provider })
+}
+
+/// The text format's fields, without the `otel.*` ones: those tell the OpenTelemetry layer a
+/// span's name and kind, repeat what the span's other fields say, and would be formatted for
+/// every span of every request.
+#[derive(Debug, Default)]
+struct TextFields(DefaultFields);
+
+impl<'a> MakeVisitor<Writer<'a>> for TextFields {
+    type Visitor = WithoutOtel<DefaultVisitor<'a>>;
+
+    fn make_visitor(&self, target: Writer<'a>) -> Self::Visitor {
+        WithoutOtel(self.0.make_visitor(target))
+    }
+}
+
+/// Passes every field but the `otel.*` ones on to the visitor it wraps.
+struct WithoutOtel<V>(V);
+
+fn kept(field: &Field) -> bool {
+    !field.name().starts_with("otel.")
+}
+
+impl<V: Visit> Visit for WithoutOtel<V> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if kept(field) {
+            self.0.record_f64(field, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if kept(field) {
+            self.0.record_i64(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if kept(field) {
+            self.0.record_u64(field, value);
+        }
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        if kept(field) {
+            self.0.record_i128(field, value);
+        }
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        if kept(field) {
+            self.0.record_u128(field, value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if kept(field) {
+            self.0.record_bool(field, value);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if kept(field) {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        if kept(field) {
+            self.0.record_bytes(field, value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if kept(field) {
+            self.0.record_error(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if kept(field) {
+            self.0.record_debug(field, value);
+        }
+    }
+}
+
+impl<V: VisitOutput<fmt::Result>> VisitOutput<fmt::Result> for WithoutOtel<V> {
+    fn finish(self) -> fmt::Result {
+        self.0.finish()
+    }
+}
+
+impl<V: VisitFmt> VisitFmt for WithoutOtel<V> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        self.0.writer()
+    }
 }
 
 /// A tracer provider for `service` exporting to `exporter` (batched), or to nothing. Also
@@ -147,11 +247,22 @@ pub fn tracer_provider(
 }
 
 /// The `tracing` layer that gives every span an OpenTelemetry context from `provider`.
+///
+/// A span's parent is the enclosing `tracing` span (or the remote context set on it), so the
+/// layer does not also activate an OpenTelemetry context on every poll: nothing in agentauth
+/// reads `opentelemetry::Context::current()`. Source locations, thread names and busy/idle
+/// timings are left out; each costs work on every span of every request and says nothing an
+/// operator reads from a request's trace.
 pub fn otel_layer<S>(provider: &SdkTracerProvider, service: &'static str) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    tracing_opentelemetry::layer().with_tracer(provider.tracer(service))
+    tracing_opentelemetry::layer()
+        .with_context_activation(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_tracer(provider.tracer(service))
 }
 
 #[cfg(test)]
@@ -188,6 +299,43 @@ mod tests {
             ("OTEL_SDK_DISABLED", "true"),
             ("OTEL_TRACES_EXPORTER", "otlp"),
         ])));
+    }
+
+    #[test]
+    fn text_lines_keep_span_fields_but_not_the_otel_ones() {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = Registry::default().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(TextFields::default())
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "grpc.server",
+                otel.name = "/a.B/C",
+                otel.kind = "server",
+                rpc.method = "C"
+            );
+            let _entered = span.enter();
+            tracing::info!(tenant = "acme", "refused \x1b[31m");
+        });
+        let line = String::from_utf8(buffer.0.lock().expect("buffer").clone()).expect("utf-8");
+        assert!(line.contains(r#"grpc.server{rpc.method="C"}"#), "{line}");
+        assert!(line.contains(r#"refused \x1b[31m tenant="acme""#), "{line}");
+        assert!(!line.contains("otel."), "{line}");
     }
 
     #[test]

@@ -194,7 +194,7 @@ pub fn check_path(path: &str) -> Result<(), Error> {
     if !path.starts_with('/') || path.starts_with("//") {
         return invalid("must start with a single '/' (relative to the API base)");
     }
-    if path.contains("://") {
+    if path.as_bytes().windows(3).any(|w| w == b"://") {
         return invalid("must not be an absolute URL");
     }
     if path
@@ -203,14 +203,25 @@ pub fn check_path(path: &str) -> Result<(), Error> {
     {
         return invalid("must not contain '?', '#', '\\', whitespace or control characters");
     }
-    let escapes = path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    });
-    if escapes {
+    if path.split('/').any(is_dot_segment) {
         return invalid("must not contain '.' or '..' segments");
     }
     Ok(())
+}
+
+/// Whether `segment` is `.` or `..`, each dot written as itself or as `%2e` (any case).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 #[cfg(test)]
@@ -237,7 +248,17 @@ mod tests {
                 "{path} was accepted"
             );
         }
-        for path in ["/users/me", "/workspaces/123/users", "/tasks/1..2", "/"] {
+        for path in [
+            "/users/me",
+            "/workspaces/123/users",
+            "/tasks/1..2",
+            "/",
+            "/tasks/...",
+            "/tasks/%2e%2e%2e",
+            "/tasks/%2",
+            "/tasks/.x",
+            "/time:30",
+        ] {
             assert!(check_path(path).is_ok(), "{path} was refused");
         }
     }

@@ -70,7 +70,7 @@ fn bind(tool: &Tool, input: &Map<String, Value>) -> Result<HttpCall, Vec<Violati
         match &binding.to {
             Place::Path(name) => match value.as_str() {
                 Some("") => violations.push(violation("must not be empty")),
-                Some(text) => path = path.replace(&format!("{{{name}}}"), &encode(text)),
+                Some(text) => substitute(&mut path, name, text),
                 None => violations.push(violation("must be a string")),
             },
             Place::Query(name) => query.push((name.clone(), query_text(value))),
@@ -170,15 +170,33 @@ fn placeholders(path: &str) -> Vec<&str> {
     found
 }
 
+/// Replaces each `{name}` placeholder in `path` with `text`, percent-encoded.
+fn substitute(path: &mut String, name: &str, text: &str) {
+    let mut from = 0;
+    while let Some(open) = path[from..].find('{').map(|at| from + at) {
+        let close = open + 1 + name.len();
+        if path[open + 1..].starts_with(name) && path[close..].starts_with('}') {
+            let encoded = encode(text);
+            path.replace_range(open..=close, &encoded);
+            from = open + encoded.len();
+        } else {
+            from = open + 1;
+        }
+    }
+}
+
 /// Percent-encodes everything but `A-Z a-z 0-9 - _ ~`, so a value is always exactly one path
 /// segment (`.` is encoded too: `..` cannot appear).
 fn encode(text: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
     }
     out
@@ -281,6 +299,23 @@ mod tests {
         assert!(!call.path.contains("/../"));
         let call = tool.prepare(&json!({"task": ".."})).expect("binds");
         assert_eq!(call.path, "/tasks/%2E%2E");
+    }
+
+    #[test]
+    fn a_placeholder_is_replaced_only_by_its_own_name() {
+        let tool = tool(
+            Method::Get,
+            "/{a}/{ab}/{a}",
+            vec![
+                ("first", Place::Path("a".to_owned())),
+                ("second", Place::Path("ab".to_owned())),
+            ],
+            open_schema(),
+        );
+        let call = tool
+            .prepare(&json!({"first": "{ab}", "second": "2"}))
+            .expect("binds");
+        assert_eq!(call.path, "/%7Bab%7D/2/%7Bab%7D");
     }
 
     #[test]

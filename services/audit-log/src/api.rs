@@ -38,9 +38,9 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let events = validate_batch(&request.get_ref().events)?;
-        self.check_origin(caller, &events)?;
+        let caller = Caller::shared(&request)?;
+        let events = validate_batch(request.into_inner().events)?;
+        self.check_origin(&caller, &events)?;
         for tenant in events
             .iter()
             .map(|e| e.tenant.as_str())
@@ -55,7 +55,7 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
         }
         let mut results = vec![pb::AppendResult::default(); events.len()];
         for (tenant, indexed) in by_tenant {
-            let batch: Vec<Event> = indexed.iter().map(|(_, e)| (*e).clone()).collect();
+            let batch: Vec<&Event> = indexed.iter().map(|&(_, event)| event).collect();
             let appended = self
                 .store
                 .append(tenant, &batch)
@@ -242,7 +242,7 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
                 .insert("checkpoint_sequence".into(), latest.sequence.into());
         }
         self.store
-            .append(&purge.tenant, &[purged])
+            .append(&purge.tenant, &[&purged])
             .await
             .map_err(Error::from)?;
         tracing::info!(caller = caller.name(), tenant = %purge.tenant, events_purged, "audit events purged");
@@ -309,7 +309,7 @@ fn sequence_arg(field: &'static str) -> impl Fn(u64) -> Result<i64, Error> {
 }
 
 /// Every event of an `Append`, validated; all violations are reported together.
-fn validate_batch(events: &[pb::Event]) -> Result<Vec<Event>, Error> {
+fn validate_batch(events: Vec<pb::Event>) -> Result<Vec<Event>, Error> {
     if events.is_empty() {
         return Err(Error::invalid("events", "must hold at least one event"));
     }
@@ -324,8 +324,8 @@ fn validate_batch(events: &[pb::Event]) -> Result<Vec<Event>, Error> {
     }
     let mut valid = Vec::with_capacity(events.len());
     let mut violations = Vec::new();
-    for (i, event) in events.iter().enumerate() {
-        match Event::try_from(event.clone()) {
+    for (i, event) in events.into_iter().enumerate() {
+        match Event::try_from(event) {
             Ok(event) => valid.push(event),
             Err(invalid) => violations.push((
                 format!("events[{i}].{}", invalid.field),

@@ -104,7 +104,7 @@ impl Store {
     }
 
     /// Appends one tenant's `events` to its chain, in order, skipping ids already recorded.
-    pub async fn append(&self, tenant: &str, events: &[Event]) -> Result<Vec<Appended>, Error> {
+    pub async fn append(&self, tenant: &str, events: &[&Event]) -> Result<Vec<Appended>, Error> {
         let mut tx = self.db.pool().begin().await?;
         let (mut sequence, mut prev_hash) = lock_head(&mut tx, tenant).await?;
 
@@ -159,7 +159,7 @@ impl Store {
             rows.push(row);
         }
         if !rows.is_empty() {
-            insert_rows(&mut tx, &rows, self.db.backend()).await?;
+            insert_rows(&mut tx, rows, self.db.backend()).await?;
             sqlx::query("UPDATE audit_chain_heads SET sequence = $2, hash = $3 WHERE tenant = $1")
                 .bind(tenant.to_owned())
                 .bind(sequence)
@@ -479,14 +479,15 @@ async fn lock_head(
 /// One multi-row INSERT per chunk, within both backends' limit on bound parameters.
 async fn insert_rows(
     tx: &mut sqlx::Transaction<'_, Any>,
-    rows: &[Row],
+    rows: Vec<Row>,
     backend: Backend,
 ) -> Result<(), Error> {
     const ROWS_PER_STATEMENT: usize = 1_000;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
         let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
         let mut args = AnyArguments::default();
-        for (i, row) in chunk.iter().enumerate() {
+        for (i, row) in rows.by_ref().take(ROWS_PER_STATEMENT).enumerate() {
             sql.push_str(if i == 0 { "(" } else { ", (" });
             for c in 0..COLUMN_COUNT {
                 if c > 0 {
@@ -495,24 +496,24 @@ async fn insert_rows(
                 push_placeholder(&mut sql, backend, i * COLUMN_COUNT + c + 1);
             }
             sql.push(')');
-            bind(&mut args, row.tenant.clone());
+            bind(&mut args, row.tenant);
             bind(&mut args, row.sequence);
-            bind(&mut args, row.event_id.clone());
+            bind(&mut args, row.event_id);
             bind(&mut args, row.occurred_at_us);
             bind(&mut args, row.recorded_at_us);
-            bind(&mut args, row.actor_service.clone());
-            bind(&mut args, row.actor_identifier.clone());
-            bind(&mut args, row.connection_name.clone());
-            bind(&mut args, row.identifier.clone());
-            bind(&mut args, row.asana_user_gid.clone());
-            bind(&mut args, row.account_id.clone());
+            bind(&mut args, row.actor_service);
+            bind(&mut args, row.actor_identifier);
+            bind(&mut args, row.connection_name);
+            bind(&mut args, row.identifier);
+            bind(&mut args, row.asana_user_gid);
+            bind(&mut args, row.account_id);
             bind(&mut args, row.credential_version);
-            bind(&mut args, row.action.clone());
-            bind(&mut args, row.outcome.clone());
-            bind(&mut args, row.details.clone());
-            bind(&mut args, row.trace_id.clone());
-            bind(&mut args, row.prev_hash.clone());
-            bind(&mut args, row.hash.clone());
+            bind(&mut args, row.action);
+            bind(&mut args, row.outcome);
+            bind(&mut args, row.details);
+            bind(&mut args, row.trace_id);
+            bind(&mut args, row.prev_hash);
+            bind(&mut args, row.hash);
         }
         sqlx::query_with(AssertSqlSafe(sql), args)
             .execute(&mut **tx)
