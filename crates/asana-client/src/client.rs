@@ -463,12 +463,18 @@ impl Client {
     }
 
     /// `path` (already checked) and `query` under the base, refusing a URL that leaves it.
+    ///
+    /// The base's scheme, host and port are kept as parsed once; only the path is parsed
+    /// per request, so the origin cannot change and no host is parsed (IDNA) again.
     fn url_of(&self, path: &str, query: &[(String, String)]) -> Result<Url, Error> {
         let base = &self.inner.base;
-        let mut url = Url::parse(&format!("{}{}", base.as_str().trim_end_matches('/'), path))
-            .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
-        let inside = url.origin() == base.origin() && url.path().starts_with(base.path());
-        if !inside {
+        let mut url = base.clone();
+        let base_path = base.path().trim_end_matches('/');
+        let mut full = String::with_capacity(base_path.len() + path.len());
+        full.push_str(base_path);
+        full.push_str(path);
+        url.set_path(&full);
+        if !url.path().starts_with(base.path()) {
             return Err(Error::InvalidRequest(format!(
                 "path {path:?} leaves the API base"
             )));
@@ -640,6 +646,11 @@ mod tests {
             "http://asana.test/api/1.0/users/me?opt_fields=name%2Cemail"
         );
         assert!(client.url(&Request::get("/../admin")).is_err());
+        assert_eq!(
+            client.url(&Request::get("/tasks/12%2F%2E%2E"))?.as_str(),
+            "http://asana.test/api/1.0/tasks/12%2F%2E%2E",
+            "an encoded value stays one segment"
+        );
         let bare = super::Client::new(Config {
             base_url: "http://asana.test".to_owned(),
             ..Config::default()
