@@ -92,3 +92,65 @@ fn tokio_stream_wrapper(
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     tokio_stream::wrappers::TcpListenerStream::new(listener)
 }
+
+/// A process that exports nothing still continues the caller's trace, and the audit event a
+/// request causes records that trace: compliance can follow an event to the request's spans.
+#[tokio::test]
+async fn an_audit_event_records_the_trace_of_the_request_that_caused_it() {
+    use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
+    use agentauth_proto::audit::v1::{EventFilter, PurgeBeforeRequest, QueryRequest};
+
+    let key = ApiKey::generate();
+    let process = super::binaries::start("audit-log", &key);
+    wait_serving(process.address(), "", Duration::from_secs(30))
+        .await
+        .expect("serving");
+    let mut client = AuditLogClient::new(
+        agentauth_grpc::client::channel(&process.url(), Some(&key)).expect("channel"),
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut purge = Request::new(PurgeBeforeRequest {
+        tenant: "acme".into(),
+        before: Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        }),
+    });
+    purge.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("header"),
+    );
+    client.purge_before(purge).await.expect("purge");
+    client
+        .purge_before(PurgeBeforeRequest {
+            tenant: "acme".into(),
+            before: Some(prost_types::Timestamp {
+                seconds: 2,
+                nanos: 0,
+            }),
+        })
+        .await
+        .expect("purge without a trace header");
+
+    let events = client
+        .query(QueryRequest {
+            filter: Some(EventFilter {
+                tenant: "acme".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("query")
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].trace_id, trace_id);
+    let second = &events[1].trace_id;
+    assert!(
+        second.len() == 32 && second != trace_id,
+        "a request without a trace header starts its own trace: {second:?}"
+    );
+}

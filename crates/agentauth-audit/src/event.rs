@@ -143,7 +143,8 @@ impl Event {
     }
 
     /// A new event that happened now, with the UUIDv7 `id` its emitter already gave the fact
-    /// (e.g. the execution id a caller was answered with).
+    /// (e.g. the execution id a caller was answered with), in the trace of the current span
+    /// (the request's, continued from the caller's `traceparent` when it sent one).
     pub fn with_id(
         id: Uuid,
         tenant: impl Into<String>,
@@ -164,7 +165,7 @@ impl Event {
             action: action.to_owned(),
             outcome,
             details: Map::new(),
-            trace_id: None,
+            trace_id: agentauth_grpc::current_trace_id(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod trace;
 pub use auth::{Access, ApiKey, Caller, CallerConfig, Denied};
 pub use policy::{Policy, Role};
 pub use server::{AlwaysReady, Api, Readiness, Server, ServerConfig, shutdown_signal};
+pub use trace::current_trace_id;
 
 /// `; did you mean `a` or `b`?` for an error message about an unknown name, or nothing when
 /// there is no close name.

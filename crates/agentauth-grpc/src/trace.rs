@@ -27,6 +27,15 @@ pub(crate) fn server_span(request: &http::Request<()>) -> Span {
     span
 }
 
+/// The id of the trace the current span belongs to, as 32 lowercase hex digits, or `None`
+/// outside any span (e.g. a background task that no request started).
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::{TraceContextExt as _, TraceId};
+    let context = Span::current().context();
+    let trace_id = context.span().span_context().trace_id();
+    (trace_id != TraceId::INVALID).then(|| trace_id.to_string())
+}
+
 /// Writes the current span's context into outbound request headers.
 pub(crate) fn inject_current(headers: &mut http::HeaderMap) {
     let context = Span::current().context();

@@ -352,7 +352,17 @@ async fn pinned_tools_are_blocked_until_approved_and_every_change_is_reported_cl
     assert!(open.iter().any(|d| d.tool_name == "get_task"));
 
     // Detection, approval and refusals are audit events; the probe's polls count on its token.
-    let events = system.audit_events(TENANT).await;
+    // schema-watcher's emitter sends in batches, so the second approval arrives a moment later.
+    let events = eventually("both approvals in the audit log", || async {
+        let events = system.audit_events(TENANT).await;
+        (events
+            .iter()
+            .filter(|e| e.action == "drift.approved")
+            .count()
+            >= 2)
+            .then_some(events)
+    })
+    .await;
     let detected = events
         .iter()
         .filter(|e| e.action == "drift.detected")
