@@ -154,6 +154,7 @@ spool_dir = "{spool}"
             connection_name: "asana-pat".into(),
             identifier: "alice".into(),
             token: asana_sandbox::seed::ALICE_PAT.into(),
+            replace_user: false,
         })
         .await
         .expect("alice's PAT");

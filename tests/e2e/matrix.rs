@@ -98,6 +98,7 @@ fn rows() -> Vec<Row> {
                     connection_name: "asana-pat".into(),
                     identifier: "user_1".into(),
                     token: "a-personal-access-token".into(),
+                    replace_user: false,
                 })
             },
             Code::Unavailable,

@@ -28,9 +28,9 @@ pub enum Command {
         /// against Asana first); for connections that do not use OAuth.
         #[arg(long)]
         token_stdin: bool,
-        /// Let the consent connect another Asana user than the one the account acts as now
-        /// (without it such a consent is refused).
-        #[arg(long, conflicts_with = "token_stdin")]
+        /// Let the consent or token connect another Asana user than the one the account acts
+        /// as now (without it such a consent or token is refused).
+        #[arg(long)]
         replace_user: bool,
     },
     /// Shows each connection's state for one user and, where broken, the link that fixes it.
@@ -115,6 +115,7 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
             connection,
             identifier,
             token_stdin: true,
+            replace_user,
             ..
         } => {
             let mut token = String::new();
@@ -125,6 +126,7 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
                     connection_name: connection,
                     identifier,
                     token: token.trim().to_owned(),
+                    replace_user,
                 })
                 .await
                 .map_err(status_error)?

@@ -30,12 +30,14 @@ impl fmt::Debug for PutCredentialRequest {
             connection_name,
             identifier,
             token,
+            replace_user,
         } = self;
         f.debug_struct("PutCredentialRequest")
             .field("tenant", tenant)
             .field("connection_name", connection_name)
             .field("identifier", identifier)
             .field("token", &Redacted(token))
+            .field("replace_user", replace_user)
             .finish()
     }
 }
@@ -118,8 +120,12 @@ mod tests {
             connection_name: "asana-pat".into(),
             identifier: "user_42".into(),
             token: SECRET.into(),
+            replace_user: true,
         };
-        assert_redacted(&format!("{request:?}"), &["acme", "asana-pat", "user_42"]);
+        assert_redacted(
+            &format!("{request:?}"),
+            &["acme", "asana-pat", "user_42", "replace_user: true"],
+        );
         assert_redacted(&format!("{request:#?}"), &["acme"]);
     }
 

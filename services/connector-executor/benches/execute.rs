@@ -485,6 +485,7 @@ async fn drive() -> ExitCode {
             connection_name: "asana-pat".into(),
             identifier: "alice".into(),
             token: ALICE_PAT.into(),
+            replace_user: false,
         })
         .await
         .expect("the PAT is stored");

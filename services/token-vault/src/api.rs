@@ -139,6 +139,37 @@ impl TokenVaultApi {
         crate::audit::ready(&self.audit)?;
         let token = Token::new(r.token.clone());
         let me = identify(&self.http, connection, &token).await?;
+        let replaced_user = self
+            .records
+            .get(&r.tenant, &r.connection_name, &r.identifier)
+            .await?
+            .filter(|a| a.state != State::Revoked && !a.asana_user_gid.is_empty())
+            .map(|a| a.asana_user_gid)
+            .filter(|current| *current != me.gid);
+        if let Some(current) = &replaced_user
+            && !r.replace_user
+        {
+            let mut refused = Event::new(
+                r.tenant.as_str(),
+                crate::audit::SERVICE,
+                action::CREDENTIAL_GRANTED,
+                Outcome::Denied,
+            );
+            refused.actor.identifier = Some(caller.name().to_owned());
+            refused.subject = Subject {
+                connection_name: Some(r.connection_name.clone()),
+                identifier: Some(r.identifier.clone()),
+                asana_user_gid: Some(current.clone()),
+            };
+            refused
+                .details
+                .insert("reason".into(), "asana_user_mismatch".into());
+            refused
+                .details
+                .insert("presented_asana_user_gid".into(), me.gid.clone().into());
+            self.audit.record(refused).await;
+            return Err(Error::UserMismatch);
+        }
         let at = Location {
             tenant: &r.tenant,
             connection: &r.connection_name,
@@ -170,9 +201,13 @@ impl TokenVaultApi {
                 scopes: &connection.scopes,
             })
             .await?;
-        self.audit
-            .record(event(caller, &account, action::CREDENTIAL_GRANTED))
-            .await;
+        let mut granted = event(caller, &account, action::CREDENTIAL_GRANTED);
+        if let Some(previous) = replaced_user {
+            granted
+                .details
+                .insert("replaced_asana_user_gid".into(), previous.into());
+        }
+        self.audit.record(granted).await;
         info!(
             account = %account.account_id,
             credential_version = account.credential_version,

@@ -52,9 +52,12 @@ pub enum Error {
         identifier: String,
         fix: Fix,
     },
-    /// An OAuth consent signed in as another Asana user than the account's, without a link
-    /// that allows replacing it. Reported on the callback page, never over gRPC.
-    #[error("the consent connected another Asana user than the account's")]
+    /// A consent signed in, or a token acts, as another Asana user than the account's, and
+    /// replacing the user was not asked for. An OAuth callback reports it on its page;
+    /// PutCredential answers FAILED_PRECONDITION, reason ASANA_USER_MISMATCH.
+    #[error(
+        "the credential acts as another Asana user than the account's; ask to replace the user to change it"
+    )]
     UserMismatch,
     /// A dependency failed transiently; the caller should retry after `retry_after`.
     #[error("{dependency} is unavailable: {reason}; retry later")]
@@ -141,9 +144,12 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_bad_request_violation(field, description.clone()),
             ),
-            Error::WrongAuthMethod { .. } | Error::UserMismatch => {
-                Status::failed_precondition(error.to_string())
-            }
+            Error::WrongAuthMethod { .. } => Status::failed_precondition(error.to_string()),
+            Error::UserMismatch => Status::with_error_details(
+                Code::FailedPrecondition,
+                error.to_string(),
+                ErrorDetails::with_error_info("ASANA_USER_MISMATCH", ERROR_DOMAIN, HashMap::new()),
+            ),
             Error::AccountNotFound { .. } => Status::not_found(error.to_string()),
             Error::Conflict { .. } => Status::aborted(error.to_string()),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),

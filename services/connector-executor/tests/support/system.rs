@@ -480,7 +480,7 @@ api_key_file = "{executor_key_path}"
     }
 
     /// Stores `pat` for `identifier` on `asana-pat` in `tenant` (`acme` or `globex`), as
-    /// that tenant's agent.
+    /// that tenant's agent, replacing the Asana user the account acted as if it differs.
     pub async fn connect_pat_in(&self, tenant: &str, identifier: &str, pat: &str) {
         let key = if tenant == OTHER_TENANT {
             &self.other_tenant_agent
@@ -493,6 +493,7 @@ api_key_file = "{executor_key_path}"
                 connection_name: "asana-pat".into(),
                 identifier: identifier.into(),
                 token: pat.into(),
+                replace_user: true,
             })
             .await
             .expect("PAT stored");

@@ -77,6 +77,7 @@ async fn accounts_commands_connect_show_list_and_disconnect() {
             connection_name: "asana-pat".into(),
             identifier: ALICE.into(),
             token: ALICE_PAT.into(),
+            replace_user: false,
         })
         .await
         .expect("PAT stored");

@@ -933,6 +933,93 @@ async fn a_consent_as_another_asana_user_is_refused_unless_the_link_replaces_it(
     );
 }
 
+#[tokio::test]
+async fn a_token_of_another_asana_user_is_refused_unless_the_put_replaces_it() {
+    use tonic_types::StatusExt as _;
+
+    let instance = Instance::start("sqlite", true, "10m").await;
+    let api = format!("{}/api/1.0", instance.sandbox_url);
+    let alice = asana_me(&api, ALICE_PAT).await.expect("alice");
+    let bob = asana_me(&api, BOB_PAT).await.expect("bob");
+    let put = |token: &str, replace_user: bool| pb::PutCredentialRequest {
+        tenant: "acme".into(),
+        connection_name: "asana-pat".into(),
+        identifier: "user_42".into(),
+        token: token.into(),
+        replace_user,
+    };
+    let mut client = instance.client();
+    client
+        .put_credential(put(ALICE_PAT, false))
+        .await
+        .expect("alice's token");
+
+    let refused = client
+        .put_credential(put(BOB_PAT, false))
+        .await
+        .expect_err("bob's token for alice's account");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        refused.get_details_error_info().map(|info| info.reason),
+        Some("ASANA_USER_MISMATCH".to_owned())
+    );
+    let kept = instance
+        .account("asana-pat", "user_42")
+        .await
+        .expect("account");
+    assert_eq!(
+        (kept.asana_user_gid.as_str(), kept.credential_version),
+        (alice.0.as_str(), 1),
+        "the account still acts as alice, on its first credential"
+    );
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            instance
+                .audit
+                .events("credential.granted")
+                .await
+                .iter()
+                .any(|e| {
+                    e.outcome == audit_pb::Outcome::Denied as i32
+                        && e.details_json
+                            .contains(&format!("\"presented_asana_user_gid\":\"{}\"", bob.0))
+                })
+        },
+        "the refused token is audited with the user it acts as"
+    );
+
+    let replaced = client
+        .put_credential(put(BOB_PAT, true))
+        .await
+        .expect("a put that replaces the user")
+        .into_inner()
+        .account
+        .expect("account");
+    assert_eq!(replaced.asana_user_gid, bob.0);
+    assert_eq!(replaced.credential_version, 2);
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            instance
+                .audit
+                .events("credential.granted")
+                .await
+                .iter()
+                .any(|e| {
+                    e.details_json
+                        .contains(&format!("\"replaced_asana_user_gid\":\"{}\"", alice.0))
+                })
+        },
+        "the replacement is audited with the user it replaced"
+    );
+    let audited = format!("{:?}", instance.audit.events("credential.granted").await);
+    assert!(
+        !audited.contains(ALICE_PAT) && !audited.contains(BOB_PAT),
+        "no token in an audit row"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_callback_query_is_refused_clearly_and_changes_nothing() {
     use proptest::prelude::*;

@@ -26,6 +26,7 @@ fn put(key: &str) -> pb::PutCredentialRequest {
         connection_name: "asana-pat".into(),
         identifier: "alice".into(),
         token: key.into(),
+        replace_user: false,
     }
 }
 

@@ -242,6 +242,7 @@ fn put(tenant: &str, connection: &str, identifier: &str, token: &str) -> pb::Put
         connection_name: connection.into(),
         identifier: identifier.into(),
         token: token.into(),
+        replace_user: false,
     }
 }
 
@@ -263,6 +264,8 @@ fn ciphertext(body: &str) -> String {
 }
 
 async fn pat_lifecycle(backend: &str) {
+    use tonic_types::StatusExt as _;
+
     let db = Db::create(backend).await;
     let (api, sandbox) = sandbox().await;
     let keys = Keys::new();
@@ -323,16 +326,51 @@ async fn pat_lifecycle(backend: &str) {
     assert!(ciphertext(body).starts_with("vault:v1:"), "{body}");
     assert!(!body.contains(ALICE_PAT), "KV holds the PAT in clear");
 
-    // Re-putting replaces the credential and bumps the version; the account id stays.
-    let replaced = client
+    // A token of another Asana user is refused: the account is bound to its user, and keeps
+    // its credential and version; the refusal is audited without the token.
+    let mismatch = client
         .put_credential(put("acme", "asana-pat", "user_1", BOB_PAT))
         .await
-        .expect("re-put")
+        .expect_err("another Asana user's token");
+    assert_eq!(mismatch.code(), Code::FailedPrecondition);
+    assert_eq!(
+        mismatch.get_details_error_info().map(|info| info.reason),
+        Some("ASANA_USER_MISMATCH".to_owned())
+    );
+    let kept = client
+        .get_account(get("acme", "asana-pat", "user_1"))
+        .await
+        .expect("get")
+        .into_inner()
+        .account
+        .expect("account");
+    assert_eq!(
+        (kept.asana_user_gid.as_str(), kept.credential_version),
+        (alice_gid.as_str(), 1)
+    );
+
+    // Re-putting the same user's token replaces the credential and bumps the version; with
+    // replace_user another user's token replaces it too. The account id stays.
+    let renewed = client
+        .put_credential(put("acme", "asana-pat", "user_1", ALICE_PAT))
+        .await
+        .expect("the same user's token")
+        .into_inner()
+        .account
+        .expect("account");
+    assert_eq!(renewed.credential_version, 2);
+    let replaced = client
+        .put_credential(pb::PutCredentialRequest {
+            replace_user: true,
+            ..put("acme", "asana-pat", "user_1", BOB_PAT)
+        })
+        .await
+        .expect("re-put with replace_user")
         .into_inner()
         .account
         .expect("account");
     assert_eq!(replaced.account_id, account.account_id);
-    assert_eq!(replaced.credential_version, 2);
+    assert_eq!(replaced.credential_version, 3);
     assert_eq!(replaced.asana_user_gid, bob_gid);
 
     // GetAccount never returns a secret.
