@@ -149,24 +149,15 @@ impl TokenVaultApi {
         if let Some(current) = &replaced_user
             && !r.replace_user
         {
-            let mut refused = Event::new(
-                r.tenant.as_str(),
-                crate::audit::SERVICE,
-                action::CREDENTIAL_GRANTED,
-                Outcome::Denied,
-            );
+            let mut refused = crate::audit::user_mismatch(&crate::audit::Mismatch {
+                tenant: &r.tenant,
+                connection: &r.connection_name,
+                identifier: &r.identifier,
+                current,
+                presented: &me.gid,
+                presented_key: "presented_asana_user_gid",
+            });
             refused.actor.identifier = Some(caller.name().to_owned());
-            refused.subject = Subject {
-                connection_name: Some(r.connection_name.clone()),
-                identifier: Some(r.identifier.clone()),
-                asana_user_gid: Some(current.clone()),
-            };
-            refused
-                .details
-                .insert("reason".into(), "asana_user_mismatch".into());
-            refused
-                .details
-                .insert("presented_asana_user_gid".into(), me.gid.clone().into());
             self.audit.record(refused).await;
             return Err(Error::UserMismatch);
         }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentauth_audit::{Event, Outcome, Subject, action};
+use agentauth_audit::action;
 use axum::Router;
 use axum::extract::{Query, State as AxumState};
 use axum::http::{StatusCode, header};
@@ -402,23 +402,14 @@ impl Flow {
             if let Err(error) = self.revoke(connection, grant).await {
                 warn!(%error, "revoking a refused consent's grant failed");
             }
-            let mut event = Event::new(
-                pending.tenant.as_str(),
-                crate::audit::SERVICE,
-                action::CREDENTIAL_GRANTED,
-                Outcome::Denied,
-            );
-            event.subject = Subject {
-                connection_name: Some(connection.name.clone()),
-                identifier: Some(pending.identifier.clone()),
-                asana_user_gid: Some(current.clone()),
-            };
-            event
-                .details
-                .insert("reason".into(), "asana_user_mismatch".into());
-            event
-                .details
-                .insert("consented_asana_user_gid".into(), gid.into());
+            let event = crate::audit::user_mismatch(&crate::audit::Mismatch {
+                tenant: &pending.tenant,
+                connection: &connection.name,
+                identifier: &pending.identifier,
+                current,
+                presented: &gid,
+                presented_key: "consented_asana_user_gid",
+            });
             self.audit.record(event).await;
             return Err(Error::UserMismatch);
         }

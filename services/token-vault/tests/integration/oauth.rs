@@ -89,6 +89,15 @@ impl AuditLog {
         }
     }
 
+    /// Waits until a `credential.granted` event of `TENANT` that `matches` is recorded.
+    async fn granted_eventually(&self, what: &str, matches: impl Fn(&audit_pb::Event) -> bool) {
+        agentauth_testkit::assert_eventually!(
+            Duration::from_secs(10),
+            async { self.events("credential.granted").await.iter().any(&matches) },
+            "{what}"
+        );
+    }
+
     /// Every event of `TENANT` with `action`.
     async fn events(&self, action: &str) -> Vec<audit_pb::Event> {
         AuditLogClient::new(channel(&self.url, Some(&self.operator)).expect("channel"))
@@ -893,18 +902,12 @@ async fn a_consent_as_another_asana_user_is_refused_unless_the_link_replaces_it(
         "the account still acts as alice"
     );
     assert_eq!(kept.credential_version, connected.credential_version);
-    agentauth_testkit::assert_eventually!(
-        Duration::from_secs(10),
-        async {
-            instance
-                .audit
-                .events("credential.granted")
-                .await
-                .iter()
-                .any(|e| e.outcome == audit_pb::Outcome::Denied as i32)
-        },
-        "the refused consent is audited"
-    );
+    instance
+        .audit
+        .granted_eventually("the refused consent is audited", |e| {
+            e.outcome == audit_pb::Outcome::Denied as i32
+        })
+        .await;
 
     // A link made to replace the user may.
     let link = instance
@@ -916,21 +919,16 @@ async fn a_consent_as_another_asana_user_is_refused_unless_the_link_replaces_it(
     assert_eq!(status, 200, "{page}");
     let replaced = instance.account("asana", "user_42").await.expect("account");
     assert_eq!(replaced.asana_user_gid, bob.0);
-    agentauth_testkit::assert_eventually!(
-        Duration::from_secs(10),
-        async {
-            instance
-                .audit
-                .events("credential.granted")
-                .await
-                .iter()
-                .any(|e| {
-                    e.details_json
-                        .contains(&format!("\"replaced_asana_user_gid\":\"{}\"", alice.0))
-                })
-        },
-        "the replacement is audited with the user it replaced"
-    );
+    instance
+        .audit
+        .granted_eventually(
+            "the replacement is audited with the user it replaced",
+            |e| {
+                e.details_json
+                    .contains(&format!("\"replaced_asana_user_gid\":\"{}\"", alice.0))
+            },
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -972,22 +970,17 @@ async fn a_token_of_another_asana_user_is_refused_unless_the_put_replaces_it() {
         (alice.0.as_str(), 1),
         "the account still acts as alice, on its first credential"
     );
-    agentauth_testkit::assert_eventually!(
-        Duration::from_secs(10),
-        async {
-            instance
-                .audit
-                .events("credential.granted")
-                .await
-                .iter()
-                .any(|e| {
-                    e.outcome == audit_pb::Outcome::Denied as i32
-                        && e.details_json
-                            .contains(&format!("\"presented_asana_user_gid\":\"{}\"", bob.0))
-                })
-        },
-        "the refused token is audited with the user it acts as"
-    );
+    instance
+        .audit
+        .granted_eventually(
+            "the refused token is audited with the user it acts as",
+            |e| {
+                e.outcome == audit_pb::Outcome::Denied as i32
+                    && e.details_json
+                        .contains(&format!("\"presented_asana_user_gid\":\"{}\"", bob.0))
+            },
+        )
+        .await;
 
     let replaced = client
         .put_credential(put(BOB_PAT, true))
@@ -998,21 +991,16 @@ async fn a_token_of_another_asana_user_is_refused_unless_the_put_replaces_it() {
         .expect("account");
     assert_eq!(replaced.asana_user_gid, bob.0);
     assert_eq!(replaced.credential_version, 2);
-    agentauth_testkit::assert_eventually!(
-        Duration::from_secs(10),
-        async {
-            instance
-                .audit
-                .events("credential.granted")
-                .await
-                .iter()
-                .any(|e| {
-                    e.details_json
-                        .contains(&format!("\"replaced_asana_user_gid\":\"{}\"", alice.0))
-                })
-        },
-        "the replacement is audited with the user it replaced"
-    );
+    instance
+        .audit
+        .granted_eventually(
+            "the replacement is audited with the user it replaced",
+            |e| {
+                e.details_json
+                    .contains(&format!("\"replaced_asana_user_gid\":\"{}\"", alice.0))
+            },
+        )
+        .await;
     let audited = format!("{:?}", instance.audit.events("credential.granted").await);
     assert!(
         !audited.contains(ALICE_PAT) && !audited.contains(BOB_PAT),
