@@ -182,6 +182,43 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         .expect("write the PAT");
     let connected = connect.wait_with_output().expect("accounts connect");
     assert!(connected.status.success(), "{connected:?}");
+    // Bob's PAT for alice's account is refused, unless the command says to replace the user.
+    let put = |token: &str, extra: &[&str]| {
+        let mut args = vec![
+            "accounts",
+            "connect",
+            "--tenant",
+            "dev",
+            "--connection",
+            "asana-pat",
+            "--identifier",
+            "alice",
+            "--token-stdin",
+        ];
+        args.extend_from_slice(extra);
+        let mut put = cli(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn accounts connect");
+        put.stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{token}\n").as_bytes())
+            .expect("write the PAT");
+        put.wait_with_output().expect("accounts connect")
+    };
+    let refused = put("sandbox-pat-bob", &[]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--replace-user"),
+        "{refused:?}"
+    );
+    let replaced = put("sandbox-pat-bob", &["--replace-user"]);
+    assert!(replaced.status.success(), "{replaced:?}");
+    let restored = put("sandbox-pat-alice", &["--replace-user"]);
+    assert!(restored.status.success(), "{restored:?}");
     let listed = cli(&[
         "tools",
         "list",

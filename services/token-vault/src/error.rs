@@ -56,7 +56,7 @@ pub enum Error {
     /// replacing the user was not asked for. An OAuth callback reports it on its page;
     /// PutCredential answers FAILED_PRECONDITION, reason ASANA_USER_MISMATCH.
     #[error(
-        "the credential acts as another Asana user than the account's; ask to replace the user to change it"
+        "the credential acts as another Asana user than the account's; set replace_user (agentauth accounts connect --replace-user) to change it"
     )]
     UserMismatch,
     /// A dependency failed transiently; the caller should retry after `retry_after`.

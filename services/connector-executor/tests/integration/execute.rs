@@ -1627,7 +1627,7 @@ async fn revocation_takes_effect_on_every_replica_at_once() {
     for answer in who_on_each_replica(&system, "asana-pat", "bob").await {
         assert_eq!(answer, Ok("bob@side.test".to_owned()));
     }
-    system.connect_pat("bob", ALICE_PAT).await;
+    system.replace_pat("bob", ALICE_PAT).await;
     agentauth_testkit::assert_eventually!(
         Duration::from_secs(5),
         async {

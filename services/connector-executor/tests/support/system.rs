@@ -480,8 +480,17 @@ api_key_file = "{executor_key_path}"
     }
 
     /// Stores `pat` for `identifier` on `asana-pat` in `tenant` (`acme` or `globex`), as
-    /// that tenant's agent, replacing the Asana user the account acted as if it differs.
+    /// that tenant's agent.
     pub async fn connect_pat_in(&self, tenant: &str, identifier: &str, pat: &str) {
+        self.put_pat(tenant, identifier, pat, false).await;
+    }
+
+    /// Stores `pat` for `identifier` (tenant `acme`) in place of a PAT of another Asana user.
+    pub async fn replace_pat(&self, identifier: &str, pat: &str) {
+        self.put_pat(TENANT, identifier, pat, true).await;
+    }
+
+    async fn put_pat(&self, tenant: &str, identifier: &str, pat: &str, replace_user: bool) {
         let key = if tenant == OTHER_TENANT {
             &self.other_tenant_agent
         } else {
@@ -493,7 +502,7 @@ api_key_file = "{executor_key_path}"
                 connection_name: "asana-pat".into(),
                 identifier: identifier.into(),
                 token: pat.into(),
-                replace_user: true,
+                replace_user,
             })
             .await
             .expect("PAT stored");

@@ -518,6 +518,18 @@ async fn pat_lifecycle(backend: &str) {
         .into_inner();
     assert_eq!(revoked_state.accounts, [revoked]);
 
+    // A revoked account binds no Asana user: connecting it again as another user needs no
+    // replace_user.
+    let reconnected = client
+        .put_credential(put("acme", "asana-pat", "user_1", ALICE_PAT))
+        .await
+        .expect("a revoked account reconnected as another user")
+        .into_inner()
+        .account
+        .expect("account");
+    assert_eq!(reconnected.asana_user_gid, alice_gid);
+    assert_eq!(reconnected.state, pb::AccountState::Active as i32);
+
     assert_logs_hold_no_token();
 }
 
