@@ -293,7 +293,8 @@ fn rows() -> Vec<Row> {
                     ..Default::default()
                 })
             },
-            Code::Unimplemented,
+            // Admitted, then refused: the matrix's executor declares no virtual MCP.
+            Code::FailedPrecondition,
             true,
         ),
         stream(

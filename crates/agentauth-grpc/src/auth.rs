@@ -255,6 +255,17 @@ pub struct Denied {
     name: String,
 }
 
+impl Denied {
+    /// `caller` may not use the `kind` (e.g. `virtual server`) named `name`.
+    pub fn new(caller: &str, kind: &'static str, name: &str) -> Self {
+        Self {
+            caller: caller.to_owned(),
+            kind,
+            name: name.to_owned(),
+        }
+    }
+}
+
 impl From<Denied> for Status {
     fn from(denied: Denied) -> Self {
         let metadata = HashMap::from([

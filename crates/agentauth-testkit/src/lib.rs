@@ -121,6 +121,36 @@ pub fn workspace_root() -> PathBuf {
     dir
 }
 
+/// Runs the Python script `script` (relative to the workspace root) with the project venv's
+/// Python and `args`, and returns the JSON object it printed last.
+pub async fn python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    use anyhow::{Context as _, ensure};
+    let python = tools_dir().join("venv/bin/python");
+    ensure!(
+        python.exists(),
+        "no Python venv at {}: run `make test` (it installs tests/python/requirements.txt)",
+        python.display()
+    );
+    let run = tokio::process::Command::new(&python)
+        .arg(workspace_root().join(script))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .context("the Python peer did not finish within 120 s")??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "the Python peer failed ({}); stderr:\n{stderr}",
+        output.status
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .with_context(|| format!("unexpected output {stdout:?}; stderr:\n{stderr}"))
+}
+
 /// The project-local tools folder that `make test` fills (`.tools/`, or `$AGENTAUTH_TOOLS_DIR`).
 pub fn tools_dir() -> PathBuf {
     std::env::var_os("AGENTAUTH_TOOLS_DIR")

@@ -21,6 +21,7 @@ use crate::requests::{self, Pages, ToolCall};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
 use crate::tokens::AccountKey;
 use crate::trail::{InputDigest, ProxyRequested, ToolExecuted, ToolsListed, Trail, millis};
+use crate::virtual_mcp::{Via, VirtualMcp};
 
 /// The most tools one ListTools page returns.
 const MAX_PAGE_SIZE: usize = 500;
@@ -29,6 +30,8 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectorExecutorApi {
     pub executor: Arc<Executor>,
+    /// The virtual MCP servers; `None` when no signing key is configured.
+    pub virtual_mcp: Option<Arc<VirtualMcp>>,
 }
 
 /// A request's deadline: the caller's `grpc-timeout`, bounded by the configured wait.
@@ -89,6 +92,7 @@ impl ConnectorExecutorApi {
             account,
             caller: caller.name().to_owned(),
             deadline: deadline(request, self.executor.limiter.max_wait()),
+            via: None,
         }
     }
 
@@ -162,6 +166,58 @@ impl ConnectorExecutorApi {
         };
         self.conclude(id, context, route, result, &executed, &trail)
             .await
+    }
+
+    /// Runs `call` on the connection its account names: a call through a virtual MCP server,
+    /// whose session has already been checked against the tools it may use.
+    pub(crate) async fn execute_named(
+        &self,
+        context: &CallContext,
+        call: &ToolCall,
+    ) -> Result<pb::ExecuteToolResponse, Error> {
+        self.executor.audit_ready()?;
+        let connection = self
+            .executor
+            .connections
+            .named(&context.account.connection)
+            .await?;
+        self.execute(context, &connection, call, None).await
+    }
+
+    /// Records a `tools/call` of a virtual MCP session for a tool its server does not list.
+    pub(crate) async fn refuse_unlisted(
+        &self,
+        tenant: &str,
+        identifier: &str,
+        minter: &str,
+        tool: &str,
+        via: Via,
+    ) {
+        let context = CallContext {
+            account: AccountKey {
+                tenant: tenant.to_owned(),
+                connection: String::new(),
+                identifier: identifier.to_owned(),
+            },
+            caller: minter.to_owned(),
+            deadline: Instant::now(),
+            via: Some(via),
+        };
+        let refused = ToolExecuted {
+            tool,
+            route: None,
+            input_digest: InputDigest(b""),
+            batch_id: None,
+            packed: false,
+            latency_ms: None,
+        };
+        self.refuse(
+            &context,
+            action::TOOL_EXECUTED,
+            agentauth_grpc::Denied::new(minter, "tool", tool),
+            &refused,
+        )
+        .await;
     }
 
     /// Ends one tool call: the audit event recorded, the answer built.
@@ -761,10 +817,36 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
         caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        Err(Error::NotImplemented {
-            rpc: "MintMcpSession",
-        }
-        .into())
+        let Some(mcp) = &self.virtual_mcp else {
+            return Err(Error::NotConfigured {
+                what: "virtual MCP ([virtual_mcp] signing_keys)",
+            }
+            .into());
+        };
+        let ttl = match &r.ttl {
+            None => None,
+            Some(ttl) => Some(
+                Duration::try_from(*ttl).map_err(|_| Error::InvalidArgument {
+                    field: "ttl",
+                    description: "must be positive".to_owned(),
+                })?,
+            ),
+        };
+        self.executor.audit_ready()?;
+        let minted = mcp.mint(caller, &r.virtual_server, &r.tenant, &r.identifier, ttl)?;
+        self.executor
+            .record_minted(caller.name(), &minted.claims, minted.tool_names.len())
+            .await;
+        Ok(Response::new(pb::MintMcpSessionResponse {
+            url: minted.url,
+            bearer_token: minted.bearer,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: minted.claims.exp,
+                nanos: 0,
+            }),
+            session_id: minted.claims.sid,
+            tool_names: minted.tool_names,
+        }))
     }
 
     type SubscribeEventsStream = BoxStream<pb::SubscribeEventsResponse>;

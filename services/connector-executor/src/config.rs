@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::mcp::McpConfig;
 use crate::tokens::CacheConfig;
+use crate::virtual_mcp::{VirtualMcpConfig, VirtualServerConfig};
 
 /// connector-executor's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +41,11 @@ pub struct Config {
     pub token_cache: CacheConfig,
     /// Drift pinning of MCP tools; absent means no pinning (said once at start).
     pub schema_watcher: SchemaWatcherConfig,
+    /// Per-user virtual MCP endpoints: where they listen, how their bearers are signed and
+    /// how long they live; without a signing key there are none.
+    pub virtual_mcp: VirtualMcpConfig,
+    /// The virtual MCP servers: which tools each exposes and which callers mint sessions.
+    pub virtual_servers: Vec<VirtualServerConfig>,
 }
 
 /// `[schema_watcher]`: where the approved baselines of MCP connections come from.

@@ -84,6 +84,20 @@ impl Connections {
 
     /// The connection named exactly `name`; when there is none, the error suggests only close
     /// names that `caller` may use.
+    /// The connection `name`, for a call whose caller was checked elsewhere (a virtual MCP
+    /// session's server names its connections).
+    pub(crate) async fn named(&self, name: &str) -> Result<Arc<Connection>, Error> {
+        let snapshot = self.fresh(self.ttl).await?;
+        snapshot
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownConnection {
+                name: name.to_owned(),
+                suggestions: Vec::new(),
+            })
+    }
+
     pub(crate) async fn get(
         &self,
         caller: &agentauth_grpc::Caller,

@@ -74,6 +74,9 @@ pub enum Error {
         dependency: &'static str,
         reason: String,
     },
+    /// The operator has not configured what the request needs.
+    #[error("{what} is not configured on this connector-executor")]
+    NotConfigured { what: &'static str },
     /// The RPC belongs to a later issue.
     #[error("ConnectorExecutor.{rpc} is not implemented yet")]
     NotImplemented { rpc: &'static str },
@@ -133,6 +136,7 @@ impl Error {
                 .unwrap_or_default(),
             Self::RateLimited { .. } => "RATE_LIMITED".to_owned(),
             Self::Unavailable { .. } => "UNAVAILABLE".to_owned(),
+            Self::NotConfigured { .. } => "NOT_CONFIGURED".to_owned(),
             Self::NotImplemented { .. } | Self::Internal(_) => String::new(),
         }
     }
@@ -221,6 +225,11 @@ impl From<Error> for Status {
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),
+            Error::NotConfigured { .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                error.to_string(),
+                ErrorDetails::with_error_info("NOT_CONFIGURED", ERROR_DOMAIN, HashMap::new()),
+            ),
             Error::NotImplemented { .. } => Status::unimplemented(error.to_string()),
             Error::Internal(_) => {
                 tracing::error!(%error, "internal error");

@@ -49,9 +49,11 @@ pub(crate) struct Executor {
 #[derive(Debug, Clone)]
 pub(crate) struct CallContext {
     pub account: AccountKey,
-    /// The caller's configured name.
+    /// The caller's configured name (for a virtual MCP session, the caller that minted it).
     pub caller: String,
     pub deadline: Instant,
+    /// The virtual MCP server and session a call came through, if any.
+    pub via: Option<crate::virtual_mcp::Via>,
 }
 
 impl Executor {
@@ -222,9 +224,44 @@ impl Executor {
             kind,
             trail,
             ending,
+            via: context.via.as_ref(),
         }) {
             event.details = details;
         }
+        self.audit.record(event).await;
+    }
+}
+
+impl Executor {
+    /// Records a minted virtual MCP session: who minted it, for whom, until when (never its
+    /// bearer).
+    pub(crate) async fn record_minted(
+        &self,
+        minter: &str,
+        claims: &crate::bearer::Claims,
+        tools: usize,
+    ) {
+        let mut event = Event::new(
+            claims.ten.as_str(),
+            SERVICE,
+            agentauth_audit::action::MCP_SESSION_MINTED,
+            Outcome::Success,
+        );
+        event.actor.identifier = Some(minter.to_owned());
+        event.subject = Subject {
+            connection_name: None,
+            identifier: Some(claims.idn.clone()),
+            asana_user_gid: None,
+        };
+        event.details = serde_json::json!({
+            "virtual_server": claims.srv,
+            "mcp_session": claims.sid,
+            "expires_at": claims.exp,
+            "tools": tools,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
         self.audit.record(event).await;
     }
 }

@@ -6,6 +6,7 @@
 //! (`tokens`) and never leave this process except in the `Authorization` header to Asana.
 
 mod api;
+mod bearer;
 mod config;
 mod connections;
 mod error;
@@ -20,6 +21,7 @@ mod rest;
 mod tokens;
 mod trail;
 mod upstream;
+mod virtual_mcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,6 +97,8 @@ pub struct ConnectorExecutorService {
     listen: SocketAddr,
     shutdown_grace: Duration,
     config: Config,
+    /// The configured callers' names, which virtual servers' minters must be among.
+    callers: Vec<String>,
 }
 
 impl agentauth_launch::Service for ConnectorExecutorService {
@@ -105,12 +109,19 @@ impl agentauth_launch::Service for ConnectorExecutorService {
     fn new(mut config: Config) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let shutdown_grace = config.server.shutdown_grace;
+        let callers = config
+            .server
+            .callers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         let server = Server::new(Self::NAME, std::mem::take(&mut config.server), &[&POLICY])?;
         Ok(Self {
             server,
             listen,
             shutdown_grace,
             config,
+            callers,
         })
     }
 
@@ -145,12 +156,48 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             config.token_vault.changes_silence,
             shutdown.clone(),
         ));
+        let callers: Vec<&str> = self.callers.iter().map(String::as_str).collect();
+        let virtual_mcp = virtual_mcp::VirtualMcp::new(
+            &config.virtual_mcp,
+            &config.virtual_servers,
+            &executor.catalogue,
+            &callers,
+        )
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+        let handlers = api::ConnectorExecutorApi {
+            executor: executor.clone(),
+            virtual_mcp: virtual_mcp.clone(),
+        };
+        let mcp_endpoints = match &virtual_mcp {
+            Some(mcp) => {
+                let router = virtual_mcp::router(
+                    mcp.clone(),
+                    handlers.clone(),
+                    &config.virtual_mcp,
+                    shutdown.clone(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                let listener = TcpListener::bind(config.virtual_mcp.listen)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("virtual_mcp.listen {}: {e}", config.virtual_mcp.listen)
+                    })?;
+                tracing::info!(address = %config.virtual_mcp.listen, "virtual MCP endpoints listening");
+                let stop = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                }))
+            }
+            None => {
+                tracing::info!("no [virtual_mcp] signing key: no virtual MCP endpoints");
+                None
+            }
+        };
         let api = Api {
-            routes: tonic::service::Routes::new(ConnectorExecutorServer::new(
-                api::ConnectorExecutorApi {
-                    executor: executor.clone(),
-                },
-            )),
+            routes: tonic::service::Routes::new(ConnectorExecutorServer::new(handlers)),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         let served = self
@@ -168,6 +215,13 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         }
         if let Err(error) = pinning.await {
             tracing::warn!(%error, "following schema-watcher's drift panicked");
+        }
+        if let Some(endpoints) = mcp_endpoints {
+            match endpoints.await {
+                Ok(Err(error)) => tracing::warn!(%error, "virtual MCP endpoints failed"),
+                Err(error) => tracing::warn!(%error, "virtual MCP endpoints panicked"),
+                Ok(Ok(())) => {}
+            }
         }
         served?;
         executor.audit.shutdown(self.shutdown_grace).await;

@@ -127,6 +127,8 @@ pub(crate) struct Details<'a, D: Serialize> {
     pub trail: &'a Trail,
     #[serde(flatten)]
     pub ending: Ending,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'a crate::virtual_mcp::Via>,
 }
 
 /// Milliseconds, with microsecond precision, of `elapsed`.

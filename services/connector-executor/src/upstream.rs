@@ -256,6 +256,7 @@ impl Executor {
             },
             caller: caller.to_owned(),
             deadline: Instant::now() + self.limiter.max_wait(),
+            via: None,
         };
         self.upstream_tools(&context, url, &mut Trail::default())
             .await

@@ -3,7 +3,6 @@
 //! the control API's tool-list changes reaching open streams, and the official Python `mcp`
 //! SDK as an independent client.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -1145,31 +1144,7 @@ async fn tool_calls_count_against_the_token_s_limits() -> Result<()> {
 
 /// Runs `tests/python/mcp_client.py` with the project venv's Python and returns what it printed.
 async fn python_peer(args: &[&str]) -> Result<Value> {
-    let python = agentauth_testkit::tools_dir().join("venv/bin/python");
-    ensure!(
-        python.exists(),
-        "no Python venv at {}: run `make test` (it installs tests/python/requirements.txt, which has the `mcp` SDK)",
-        python.display()
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_client.py");
-    let run = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .context("the Python peer did not finish within 120 s")??;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "the Python peer failed ({}); is the `mcp` package installed in the venv? stderr:\n{stderr}",
-        output.status
-    );
-    let stdout = String::from_utf8(output.stdout)?;
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .with_context(|| format!("unexpected output {stdout:?}; stderr:\n{stderr}"))
+    agentauth_testkit::python_json("crates/asana-sandbox/tests/python/mcp_client.py", args).await
 }
 
 fn names(value: &Value) -> Vec<&str> {

@@ -7,3 +7,4 @@ mod limits;
 mod peers;
 #[path = "../support/system.rs"]
 mod system;
+mod virtual_mcp;

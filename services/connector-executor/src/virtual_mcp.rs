@@ -1,0 +1,722 @@
+//! Virtual MCP servers: per-user MCP endpoints (Streamable HTTP) that list and call only the
+//! tools an operator whitelisted, as the user a session was minted for.
+//!
+//! `MintMcpSession` signs a bearer ([`crate::bearer`]) naming the virtual server, the user and
+//! an expiry; its URL is `<public_url>/mcp/<server>/<session id>`. Every request is checked on
+//! its own (the bearer verifies, is unexpired and belongs to the URL's server and session), so
+//! any replica serves any request and no session lives in one process: rmcp serves the
+//! endpoint statelessly, the legacy handshake of 2025-06-18 / 2025-11-25 and the 2026-07-28
+//! form alike. A `tools/call` runs through the same path as `ExecuteTool` (validation, rate
+//! control, audit, which names the virtual server and session).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
+    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool, ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use tonic_types::StatusExt as _;
+
+use crate::Error;
+use crate::api::ConnectorExecutorApi;
+use crate::bearer::{Claims, KeyConfig, Keys};
+use crate::executor::CallContext;
+use crate::requests::{Pages, ToolCall};
+use crate::tokens::AccountKey;
+
+/// The most tools one `tools/list` page holds.
+const PAGE_SIZE: usize = 100;
+
+/// `[virtual_mcp]`: where the endpoints listen and how their bearers are signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VirtualMcpConfig {
+    /// The HTTP listener of every virtual server's endpoint.
+    pub listen: SocketAddr,
+    /// The URL clients reach `listen` by (an Ingress's); `http://<listen>` when unset.
+    pub public_url: Option<String>,
+    /// `Host` values accepted (DNS-rebinding guard); the public URL's host when empty.
+    pub allowed_hosts: Vec<String>,
+    /// Browser `Origin`s accepted; any request without an `Origin` passes.
+    pub allowed_origins: Vec<String>,
+    /// A session's lifetime when `MintMcpSession` asks for none.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// The longest lifetime a session gets.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// The keys that sign and verify bearers, the signing key first; none turns virtual MCP
+    /// off.
+    pub signing_keys: Vec<KeyConfig>,
+}
+
+impl Default for VirtualMcpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50070)),
+            public_url: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            default_ttl: Duration::from_secs(15 * 60),
+            max_ttl: Duration::from_secs(60 * 60),
+            signing_keys: Vec::new(),
+        }
+    }
+}
+
+/// `[[virtual_servers]]`: one virtual MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServerConfig {
+    /// Its name, in URLs: letters, digits, `-` and `_`.
+    pub name: String,
+    /// The callers that may mint sessions for it; each also needs the tools it exposes.
+    pub minters: Vec<String>,
+    /// What it exposes; nothing else is listed or callable.
+    pub tools: Vec<ExposedToolConfig>,
+}
+
+/// One whitelisted tool of a virtual server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExposedToolConfig {
+    /// The REST connection it runs on.
+    pub connection: String,
+    /// A curated or generated tool of the catalogue.
+    pub tool: String,
+    /// Inputs fixed by the operator: hidden from the tool's schema, and an agent that sends
+    /// another value is refused.
+    #[serde(default)]
+    pub fixed_inputs: Map<String, Value>,
+}
+
+/// The virtual servers and what serves them.
+#[derive(Debug)]
+pub(crate) struct VirtualMcp {
+    keys: Keys,
+    servers: BTreeMap<String, VirtualServerConfig>,
+    public_url: String,
+    default_ttl: Duration,
+    max_ttl: Duration,
+}
+
+/// Who a request of an endpoint acts for: its bearer's claims.
+#[derive(Debug, Clone)]
+struct Principal(Arc<Claims>);
+
+/// What an audit event of a call through a virtual server names.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Via {
+    pub virtual_server: String,
+    pub mcp_session: String,
+}
+
+/// A minted session.
+#[derive(Debug)]
+pub(crate) struct Minted {
+    pub url: String,
+    pub bearer: String,
+    pub claims: Claims,
+    pub tool_names: Vec<String>,
+}
+
+impl VirtualMcp {
+    /// The virtual servers of `servers`, checked against the catalogue and the callers; `None`
+    /// when `config` names no signing key.
+    pub(crate) fn new(
+        config: &VirtualMcpConfig,
+        servers: &[VirtualServerConfig],
+        catalogue: &asana_tools::Catalogue,
+        callers: &[&str],
+    ) -> Result<Option<Self>, String> {
+        if config.signing_keys.is_empty() {
+            if !servers.is_empty() {
+                return Err(
+                    "virtual_servers are declared but [virtual_mcp] names no signing key"
+                        .to_owned(),
+                );
+            }
+            return Ok(None);
+        }
+        if config.default_ttl.is_zero() || config.default_ttl > config.max_ttl {
+            return Err(
+                "virtual_mcp.default_ttl must be positive and at most virtual_mcp.max_ttl"
+                    .to_owned(),
+            );
+        }
+        let mut by_name = BTreeMap::new();
+        for server in servers {
+            check_server(server, catalogue, callers)?;
+            if by_name
+                .insert(server.name.clone(), server.clone())
+                .is_some()
+            {
+                return Err(format!(
+                    "virtual_servers: `{}` is declared twice",
+                    server.name
+                ));
+            }
+        }
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen))
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Some(Self {
+            keys: Keys::load(&config.signing_keys)?,
+            servers: by_name,
+            public_url,
+            default_ttl: config.default_ttl,
+            max_ttl: config.max_ttl,
+        }))
+    }
+
+    /// A session of `server` for (`tenant`, `identifier`) minted by `caller`, who must be one
+    /// of its minters and may itself use each of its tools.
+    pub(crate) fn mint(
+        &self,
+        caller: &agentauth_grpc::Caller,
+        server: &str,
+        tenant: &str,
+        identifier: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Minted, Error> {
+        let Some(declared) = self.servers.get(server) else {
+            return Err(Error::InvalidArgument {
+                field: "virtual_server",
+                description: format!("no virtual server `{server}` is declared"),
+            });
+        };
+        if !declared.minters.iter().any(|m| m == caller.name()) {
+            return Err(Error::Denied(agentauth_grpc::Denied::new(
+                caller.name(),
+                "virtual server",
+                server,
+            )));
+        }
+        caller.check_tenant(tenant)?;
+        for exposed in &declared.tools {
+            caller.check_connection(&exposed.connection)?;
+            caller.check_tool(&exposed.tool)?;
+        }
+        if identifier.is_empty() {
+            return Err(Error::InvalidArgument {
+                field: "identifier",
+                description: "is required".to_owned(),
+            });
+        }
+        let ttl = match ttl {
+            None => self.default_ttl,
+            Some(ttl) if ttl.is_zero() => {
+                return Err(Error::InvalidArgument {
+                    field: "ttl",
+                    description: "must be positive".to_owned(),
+                });
+            }
+            Some(ttl) => ttl.min(self.max_ttl),
+        };
+        let claims = Claims {
+            sid: uuid::Uuid::now_v7().to_string(),
+            srv: server.to_owned(),
+            ten: tenant.to_owned(),
+            idn: identifier.to_owned(),
+            by: caller.name().to_owned(),
+            exp: unix_now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+        };
+        Ok(Minted {
+            url: format!("{}/mcp/{server}/{}", self.public_url, claims.sid),
+            bearer: self.keys.sign(&claims),
+            tool_names: declared.tools.iter().map(|t| t.tool.clone()).collect(),
+            claims,
+        })
+    }
+
+    /// Where a client learns how to authenticate to an endpoint (RFC 9728).
+    fn metadata_url(&self, server: &str, session: &str) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource/mcp/{server}/{session}",
+            self.public_url
+        )
+    }
+}
+
+fn check_server(
+    server: &VirtualServerConfig,
+    catalogue: &asana_tools::Catalogue,
+    callers: &[&str],
+) -> Result<(), String> {
+    let name = &server.name;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "virtual_servers: name `{name}` must be letters, digits, '-' and '_'"
+        ));
+    }
+    if server.minters.is_empty() {
+        return Err(format!(
+            "virtual_servers `{name}`: minters must name a caller"
+        ));
+    }
+    if let Some(unknown) = server
+        .minters
+        .iter()
+        .find(|m| !callers.contains(&m.as_str()))
+    {
+        return Err(format!(
+            "virtual_servers `{name}`: minter `{unknown}` is not a configured caller"
+        ));
+    }
+    if server.tools.is_empty() {
+        return Err(format!("virtual_servers `{name}`: tools must name a tool"));
+    }
+    let mut seen = BTreeSet::new();
+    for exposed in &server.tools {
+        let Some(tool) = catalogue.get(&exposed.tool) else {
+            return Err(format!(
+                "virtual_servers `{name}`: no tool `{}` in the catalogue (tools of upstream MCP connections are not yet exposed)",
+                exposed.tool
+            ));
+        };
+        if !seen.insert(exposed.tool.as_str()) {
+            return Err(format!(
+                "virtual_servers `{name}`: tool `{}` is listed twice",
+                exposed.tool
+            ));
+        }
+        let properties = tool
+            .input_schema
+            .get("properties")
+            .and_then(Value::as_object);
+        if let Some(input) = exposed
+            .fixed_inputs
+            .keys()
+            .find(|input| !properties.is_some_and(|p| p.contains_key(*input)))
+        {
+            return Err(format!(
+                "virtual_servers `{name}`: tool `{}` has no input `{input}` to fix",
+                exposed.tool
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// The HTTP service of every virtual server's endpoint.
+pub(crate) fn router(
+    mcp: Arc<VirtualMcp>,
+    api: ConnectorExecutorApi,
+    config: &VirtualMcpConfig,
+    shutdown: CancellationToken,
+) -> Result<axum::Router, String> {
+    let allowed_hosts = if config.allowed_hosts.is_empty() {
+        let url = reqwest::Url::parse(&mcp.public_url)
+            .map_err(|e| format!("virtual_mcp.public_url: {e}"))?;
+        let host = url
+            .host_str()
+            .ok_or("virtual_mcp.public_url has no host")?
+            .to_owned();
+        vec![host]
+    } else {
+        config.allowed_hosts.clone()
+    };
+    let mut http = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_allowed_hosts(allowed_hosts)
+        .with_cancellation_token(shutdown);
+    if !config.allowed_origins.is_empty() {
+        http = http.with_allowed_origins(config.allowed_origins.clone());
+    }
+    let handler = Handler {
+        mcp: mcp.clone(),
+        api,
+    };
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(NeverSessionManager::default()),
+        http,
+    );
+    Ok(axum::Router::new()
+        .route_service("/mcp/{server}/{session}", service)
+        .route_layer(axum::middleware::from_fn_with_state(
+            mcp.clone(),
+            authenticate,
+        ))
+        .route(
+            "/.well-known/oauth-protected-resource/mcp/{server}/{session}",
+            axum::routing::get(metadata),
+        )
+        .with_state(mcp))
+}
+
+/// Admits a request whose bearer verifies and belongs to the URL's server and session.
+async fn authenticate(
+    State(mcp): State<Arc<VirtualMcp>>,
+    Path((server, session)): Path<(String, String)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let now = unix_now();
+    match presented.map(|bearer| mcp.keys.verify(bearer, now)) {
+        Some(Ok(claims))
+            if claims.srv == server
+                && claims.sid == session
+                && mcp.servers.contains_key(&server) =>
+        {
+            request.extensions_mut().insert(Principal(Arc::new(claims)));
+            next.run(request).await
+        }
+        outcome => {
+            let mut challenge = format!(
+                "Bearer resource_metadata=\"{}\"",
+                mcp.metadata_url(&server, &session)
+            );
+            if outcome.is_some() {
+                challenge.push_str(", error=\"invalid_token\"");
+            }
+            let mut response = StatusCode::UNAUTHORIZED.into_response();
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+    }
+}
+
+/// The protected-resource metadata of an endpoint (RFC 9728): its bearer comes from
+/// `MintMcpSession`, in the `Authorization` header.
+async fn metadata(
+    State(mcp): State<Arc<VirtualMcp>>,
+    Path((server, session)): Path<(String, String)>,
+) -> axum::Json<Value> {
+    axum::Json(serde_json::json!({
+        "resource": format!("{}/mcp/{server}/{session}", mcp.public_url),
+        "bearer_methods_supported": ["header"],
+        "resource_name": format!("agentauth virtual MCP server {server}"),
+    }))
+}
+
+/// The MCP server of every virtual server; which one, and for whom, comes with each request.
+#[derive(Clone)]
+struct Handler {
+    mcp: Arc<VirtualMcp>,
+    api: ConnectorExecutorApi,
+}
+
+impl Handler {
+    fn principal(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(Arc<Claims>, &VirtualServerConfig), ErrorData> {
+        let claims = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .map(|principal| principal.0.clone())
+            .ok_or_else(|| {
+                ErrorData::internal_error("request reached MCP unauthenticated", None)
+            })?;
+        let server = self
+            .mcp
+            .servers
+            .get(&claims.srv)
+            .ok_or_else(|| ErrorData::internal_error("unknown virtual server", None))?;
+        Ok((claims, server))
+    }
+}
+
+impl rmcp::ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("agentauth", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let (_, server) = self.principal(&context)?;
+        let start = match request.and_then(|r| r.cursor) {
+            None => 0,
+            Some(cursor) => cursor
+                .parse::<usize>()
+                .ok()
+                .filter(|start| *start < server.tools.len())
+                .ok_or_else(|| ErrorData::invalid_params("unknown cursor", None))?,
+        };
+        let catalogue = &self.api.executor.catalogue;
+        let tools = server
+            .tools
+            .iter()
+            .skip(start)
+            .take(PAGE_SIZE)
+            .filter_map(|exposed| catalogue.get(&exposed.tool).map(|t| listed(t, exposed)))
+            .collect();
+        let next = start + PAGE_SIZE;
+        Ok(ListToolsResult {
+            next_cursor: (next < server.tools.len()).then(|| next.to_string()),
+            ..ListToolsResult::with_all_items(tools)
+        })
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let (claims, server) = self.principal(&context)?;
+        let via = Via {
+            virtual_server: claims.srv.clone(),
+            mcp_session: claims.sid.clone(),
+        };
+        let Some(exposed) = server.tools.iter().find(|t| t.tool == request.name) else {
+            self.api
+                .refuse_unlisted(&claims.ten, &claims.idn, &claims.by, &request.name, via)
+                .await;
+            return Err(ErrorData::invalid_params(
+                format!("no tool `{}` on this server", request.name),
+                None,
+            ));
+        };
+        let mut input = request.arguments.unwrap_or_default();
+        for (name, value) in &exposed.fixed_inputs {
+            match input.get(name) {
+                Some(given) if given != value => {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                        "input `{name}` is fixed by this server and cannot be changed"
+                    ))])
+                    .into());
+                }
+                _ => {
+                    input.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        let context = CallContext {
+            account: AccountKey {
+                tenant: claims.ten.clone(),
+                connection: exposed.connection.clone(),
+                identifier: claims.idn.clone(),
+            },
+            caller: claims.by.clone(),
+            deadline: tokio::time::Instant::now() + self.api.executor.limiter.max_wait(),
+            via: Some(via),
+        };
+        let call = ToolCall {
+            tool: exposed.tool.clone(),
+            input_json: Value::Object(input).to_string(),
+            pages: Pages::One,
+        };
+        let result = match self.api.execute_named(&context, &call).await {
+            Ok(answer) if answer.is_error => {
+                CallToolResult::error(vec![ContentBlock::text(answer.output_json)])
+            }
+            Ok(answer) => match serde_json::from_str::<Value>(&answer.output_json) {
+                Ok(structured @ Value::Object(_)) => CallToolResult::structured(structured),
+                _ => CallToolResult::success(vec![ContentBlock::text(answer.output_json)]),
+            },
+            Err(error) => CallToolResult::error(vec![ContentBlock::text(tool_error(error))]),
+        };
+        Ok(result.into())
+    }
+}
+
+/// A tool as a virtual server lists it: its fixed inputs left out of its schema.
+fn listed(tool: &asana_tools::Tool, exposed: &ExposedToolConfig) -> Tool {
+    let mut schema = tool.input_schema.as_object().cloned().unwrap_or_default();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        properties.retain(|name, _| !exposed.fixed_inputs.contains_key(name));
+    }
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|name| {
+            name.as_str()
+                .is_none_or(|name| !exposed.fixed_inputs.contains_key(name))
+        });
+    }
+    Tool::new(
+        tool.name.clone(),
+        tool.description.clone(),
+        Arc::new(schema),
+    )
+    .with_title(tool.title.clone())
+    .with_annotations(
+        ToolAnnotations::new()
+            .read_only(tool.hints.read_only)
+            .destructive(tool.hints.destructive)
+            .idempotent(tool.hints.idempotent)
+            .open_world(tool.hints.open_world),
+    )
+}
+
+/// What an agent reads when a call could not be made: the reason, and for an account that
+/// must be connected again, the link that fixes it.
+fn tool_error(error: Error) -> String {
+    let status = tonic::Status::from(error);
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(info) = status.get_details_error_info() {
+        text = format!("{}: {}", info.reason, status.message());
+    }
+    if let Some(help) = status.get_details_help() {
+        for link in help.links {
+            text.push_str(&format!("\n{}: {}", link.description, link.url));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(toml: &str) -> VirtualServerConfig {
+        toml_server(toml).expect("a virtual server")
+    }
+
+    fn toml_server(toml: &str) -> Result<VirtualServerConfig, String> {
+        use figment::providers::Format as _;
+        figment::Figment::from(figment::providers::Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
+    }
+
+    fn config_with_key() -> (VirtualMcpConfig, tempfile::NamedTempFile) {
+        let mut key = tempfile::NamedTempFile::new().expect("key file");
+        std::io::Write::write_all(&mut key, &[7; 32]).expect("key");
+        let config = VirtualMcpConfig {
+            signing_keys: vec![KeyConfig {
+                id: "k1".into(),
+                key_file: key.path().to_owned(),
+            }],
+            ..VirtualMcpConfig::default()
+        };
+        (config, key)
+    }
+
+    const PEOPLE: &str = r#"
+name = "people"
+minters = ["platform"]
+[[tools]]
+connection = "asana-pat"
+tool = "asana_api_get_user"
+fixed_inputs = { user_gid = "me" }
+"#;
+
+    #[test]
+    fn a_declared_server_is_checked_against_the_catalogue_and_the_callers() {
+        let catalogue = asana_tools::Catalogue::new().expect("catalogue");
+        let (config, _key) = config_with_key();
+        let check = |toml: &str| {
+            VirtualMcp::new(&config, &[server(toml)], &catalogue, &["platform"]).map(|_| ())
+        };
+        assert_eq!(check(PEOPLE), Ok(()));
+        for (toml, says) in [
+            (
+                PEOPLE.replace("asana_api_get_user", "asana_no_such_tool"),
+                "no tool",
+            ),
+            (
+                PEOPLE.replace("user_gid", "workspace_gid"),
+                "no input `workspace_gid`",
+            ),
+            (
+                PEOPLE.replace("[\"platform\"]", "[\"stranger\"]"),
+                "not a configured caller",
+            ),
+            (PEOPLE.replace("[\"platform\"]", "[]"), "minters must name"),
+            (
+                PEOPLE.replace("\"people\"", "\"peo/ple\""),
+                "must be letters",
+            ),
+            (
+                format!(
+                    "{PEOPLE}[[tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\n"
+                ),
+                "listed twice",
+            ),
+        ] {
+            let error = check(&toml).expect_err(says);
+            assert!(error.contains(says), "{error}");
+        }
+        let twice = VirtualMcp::new(
+            &config,
+            &[server(PEOPLE), server(PEOPLE)],
+            &catalogue,
+            &["platform"],
+        )
+        .expect_err("one name twice");
+        assert!(twice.contains("declared twice"), "{twice}");
+        assert!(toml_server("name = \"x\"\nminters = []\ntools = []\nextra = 1").is_err());
+    }
+
+    #[test]
+    fn without_a_signing_key_there_is_no_virtual_mcp_and_no_server_may_be_declared() {
+        let catalogue = asana_tools::Catalogue::new().expect("catalogue");
+        let off = VirtualMcpConfig::default();
+        assert!(matches!(
+            VirtualMcp::new(&off, &[], &catalogue, &[]),
+            Ok(None)
+        ));
+        let declared = VirtualMcp::new(&off, &[server(PEOPLE)], &catalogue, &["platform"])
+            .expect_err("a server without a key");
+        assert!(declared.contains("no signing key"), "{declared}");
+        let (mut config, _key) = config_with_key();
+        config.default_ttl = Duration::from_secs(7200);
+        assert!(VirtualMcp::new(&config, &[], &catalogue, &[]).is_err());
+    }
+
+    #[test]
+    fn a_listed_tool_hides_its_fixed_inputs() {
+        let catalogue = asana_tools::Catalogue::new().expect("catalogue");
+        let exposed = server(PEOPLE).tools.remove(0);
+        let tool = catalogue.get(&exposed.tool).expect("tool");
+        let listed = listed(tool, &exposed);
+        let properties = listed.input_schema["properties"]
+            .as_object()
+            .expect("properties");
+        assert!(!properties.contains_key("user_gid"));
+        let required = listed
+            .input_schema
+            .get("required")
+            .and_then(Value::as_array);
+        assert!(required.is_none_or(|r| !r.iter().any(|n| n == "user_gid")));
+        assert_eq!(
+            listed.annotations.and_then(|a| a.read_only_hint),
+            Some(true)
+        );
+    }
+}
