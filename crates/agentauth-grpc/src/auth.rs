@@ -352,6 +352,11 @@ impl Callers {
     }
 
     /// The caller whose key `authorization` (the header's value) carries, or UNAUTHENTICATED.
+    /// The caller configured as `name`, if there is one.
+    pub fn named(&self, name: &str) -> Option<Arc<Caller>> {
+        self.by_hash.values().find(|c| c.name() == name).cloned()
+    }
+
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Arc<Caller>, Status> {
         let header = authorization.ok_or_else(|| {
             unauthenticated("missing API key: send `authorization: Bearer <key>`")

@@ -181,25 +181,31 @@ impl ConnectorExecutorApi {
             .connections
             .named(&context.account.connection)
             .await?;
+        if !matches!(connection.target, Target::Rest { .. }) {
+            return Err(Error::WrongKind {
+                connection: connection.name.clone(),
+                reason: "is not a REST connection: virtual servers expose REST tools only",
+            });
+        }
         self.execute(context, &connection, call, None).await
     }
 
-    /// Records a `tools/call` of a virtual MCP session for a tool its server does not list.
-    pub(crate) async fn refuse_unlisted(
+    /// Records a `tools/call` of a virtual MCP session that its server refuses: a tool it does
+    /// not list (or its minter may no longer use), or a fixed input changed.
+    pub(crate) async fn refuse_virtual(
         &self,
-        tenant: &str,
-        identifier: &str,
-        minter: &str,
+        claims: &crate::bearer::Claims,
         tool: &str,
+        denied: agentauth_grpc::Denied,
         via: Via,
     ) {
         let context = CallContext {
             account: AccountKey {
-                tenant: tenant.to_owned(),
+                tenant: claims.ten.clone(),
                 connection: String::new(),
-                identifier: identifier.to_owned(),
+                identifier: claims.idn.clone(),
             },
-            caller: minter.to_owned(),
+            caller: claims.by.clone(),
             deadline: Instant::now(),
             via: Some(via),
         };
@@ -211,13 +217,8 @@ impl ConnectorExecutorApi {
             packed: false,
             latency_ms: None,
         };
-        self.refuse(
-            &context,
-            action::TOOL_EXECUTED,
-            agentauth_grpc::Denied::new(minter, "tool", tool),
-            &refused,
-        )
-        .await;
+        self.refuse(&context, action::TOOL_EXECUTED, denied, &refused)
+            .await;
     }
 
     /// Ends one tool call: the audit event recorded, the answer built.

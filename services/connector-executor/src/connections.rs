@@ -82,8 +82,6 @@ impl Connections {
         Ok(snapshot.by_name.values().cloned().collect())
     }
 
-    /// The connection named exactly `name`; when there is none, the error suggests only close
-    /// names that `caller` may use.
     /// The connection `name`, for a call whose caller was checked elsewhere (a virtual MCP
     /// session's server names its connections).
     pub(crate) async fn named(&self, name: &str) -> Result<Arc<Connection>, Error> {
@@ -98,6 +96,8 @@ impl Connections {
             })
     }
 
+    /// The connection named exactly `name`; when there is none, the error suggests only close
+    /// names that `caller` may use.
     pub(crate) async fn get(
         &self,
         caller: &agentauth_grpc::Caller,

@@ -97,8 +97,8 @@ pub struct ConnectorExecutorService {
     listen: SocketAddr,
     shutdown_grace: Duration,
     config: Config,
-    /// The configured callers' names, which virtual servers' minters must be among.
-    callers: Vec<String>,
+    /// The configured callers, whose rights bound the virtual MCP sessions they mint.
+    callers: agentauth_grpc::auth::Callers,
 }
 
 impl agentauth_launch::Service for ConnectorExecutorService {
@@ -109,13 +109,11 @@ impl agentauth_launch::Service for ConnectorExecutorService {
     fn new(mut config: Config) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let shutdown_grace = config.server.shutdown_grace;
-        let callers = config
-            .server
-            .callers
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
+        let caller_configs = config.server.callers.clone();
         let server = Server::new(Self::NAME, std::mem::take(&mut config.server), &[&POLICY])?;
+        // The same callers the server just accepted.
+        let callers = agentauth_grpc::auth::Callers::new(&caller_configs, &[&POLICY])
+            .map_err(anyhow::Error::msg)?;
         Ok(Self {
             server,
             listen,
@@ -156,12 +154,11 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             config.token_vault.changes_silence,
             shutdown.clone(),
         ));
-        let callers: Vec<&str> = self.callers.iter().map(String::as_str).collect();
         let virtual_mcp = virtual_mcp::VirtualMcp::new(
             &config.virtual_mcp,
             &config.virtual_servers,
             &executor.catalogue,
-            &callers,
+            self.callers,
         )
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);

@@ -109,14 +109,20 @@ pub struct ExposedToolConfig {
 pub(crate) struct VirtualMcp {
     keys: Keys,
     servers: BTreeMap<String, VirtualServerConfig>,
+    /// The configured callers: a session acts only while its minter may still do so.
+    callers: agentauth_grpc::auth::Callers,
     public_url: String,
     default_ttl: Duration,
     max_ttl: Duration,
 }
 
-/// Who a request of an endpoint acts for: its bearer's claims.
+/// Who a request of an endpoint acts for: its bearer's claims, and the caller that minted
+/// them as configured now.
 #[derive(Debug, Clone)]
-struct Principal(Arc<Claims>);
+struct Principal {
+    claims: Arc<Claims>,
+    minter: Arc<agentauth_grpc::Caller>,
+}
 
 /// What an audit event of a call through a virtual server names.
 #[derive(Debug, Clone, Serialize)]
@@ -126,12 +132,33 @@ pub(crate) struct Via {
 }
 
 /// A minted session.
-#[derive(Debug)]
 pub(crate) struct Minted {
     pub url: String,
     pub bearer: String,
     pub claims: Claims,
     pub tool_names: Vec<String>,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("url", &self.url)
+            .field("bearer", &"[redacted]")
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
+
+/// The longest name a mint request or a refused call may carry into an answer or audit row.
+const MAX_NAME: usize = 256;
+
+/// `text` cut to at most [`MAX_NAME`] bytes, on a character boundary.
+pub(crate) fn bounded(text: &str) -> &str {
+    let mut end = text.len().min(MAX_NAME);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 impl VirtualMcp {
@@ -141,7 +168,7 @@ impl VirtualMcp {
         config: &VirtualMcpConfig,
         servers: &[VirtualServerConfig],
         catalogue: &asana_tools::Catalogue,
-        callers: &[&str],
+        callers: agentauth_grpc::auth::Callers,
     ) -> Result<Option<Self>, String> {
         if config.signing_keys.is_empty() {
             if !servers.is_empty() {
@@ -160,7 +187,7 @@ impl VirtualMcp {
         }
         let mut by_name = BTreeMap::new();
         for server in servers {
-            check_server(server, catalogue, callers)?;
+            check_server(server, catalogue, &callers)?;
             if by_name
                 .insert(server.name.clone(), server.clone())
                 .is_some()
@@ -180,6 +207,7 @@ impl VirtualMcp {
         Ok(Some(Self {
             keys: Keys::load(&config.signing_keys)?,
             servers: by_name,
+            callers,
             public_url,
             default_ttl: config.default_ttl,
             max_ttl: config.max_ttl,
@@ -196,28 +224,28 @@ impl VirtualMcp {
         identifier: &str,
         ttl: Option<Duration>,
     ) -> Result<Minted, Error> {
-        let Some(declared) = self.servers.get(server) else {
-            return Err(Error::InvalidArgument {
-                field: "virtual_server",
-                description: format!("no virtual server `{server}` is declared"),
-            });
-        };
-        if !declared.minters.iter().any(|m| m == caller.name()) {
+        // An unknown server and one the caller may not mint for are refused alike, so a
+        // caller learns no server names it cannot use.
+        let Some(declared) = self
+            .servers
+            .get(server)
+            .filter(|declared| declared.minters.iter().any(|m| m == caller.name()))
+        else {
             return Err(Error::Denied(agentauth_grpc::Denied::new(
                 caller.name(),
                 "virtual server",
-                server,
+                bounded(server),
             )));
-        }
+        };
         caller.check_tenant(tenant)?;
         for exposed in &declared.tools {
             caller.check_connection(&exposed.connection)?;
             caller.check_tool(&exposed.tool)?;
         }
-        if identifier.is_empty() {
+        if identifier.trim().is_empty() || identifier.len() > MAX_NAME {
             return Err(Error::InvalidArgument {
                 field: "identifier",
-                description: "is required".to_owned(),
+                description: format!("is required, at most {MAX_NAME} bytes"),
             });
         }
         let ttl = match ttl {
@@ -246,19 +274,41 @@ impl VirtualMcp {
         })
     }
 
-    /// Where a client learns how to authenticate to an endpoint (RFC 9728).
-    fn metadata_url(&self, server: &str, session: &str) -> String {
-        format!(
-            "{}/.well-known/oauth-protected-resource/mcp/{server}/{session}",
-            self.public_url
-        )
+    /// Where a client learns how to authenticate to the endpoint of `server` and `session`
+    /// (RFC 9728), if they name a declared server and a session id: nothing else a request's
+    /// path brings is written into a header or a document.
+    fn metadata_url(&self, server: &str, session: &str) -> Option<String> {
+        (self.servers.contains_key(server) && uuid::Uuid::parse_str(session).is_ok()).then(|| {
+            format!(
+                "{}/.well-known/oauth-protected-resource/mcp/{server}/{session}",
+                self.public_url
+            )
+        })
     }
+
+    /// The minter of `claims` if they still act: it is configured, still one of the server's
+    /// minters and bound to the tenant, and the lifetime left is within what a mint grants.
+    fn admits(&self, claims: &Claims, now: i64) -> Option<Arc<agentauth_grpc::Caller>> {
+        let server = self.servers.get(&claims.srv)?;
+        let minter = self.callers.named(&claims.by)?;
+        let longest = i64::try_from(self.max_ttl.as_secs()).unwrap_or(i64::MAX);
+        let within = claims.exp.saturating_sub(now) <= longest.saturating_add(60);
+        (within
+            && server.minters.contains(&claims.by)
+            && minter.check_tenant(&claims.ten).is_ok())
+        .then_some(minter)
+    }
+}
+
+/// Whether `minter` may still use `exposed`.
+fn usable(minter: &agentauth_grpc::Caller, exposed: &ExposedToolConfig) -> bool {
+    minter.check_connection(&exposed.connection).is_ok() && minter.check_tool(&exposed.tool).is_ok()
 }
 
 fn check_server(
     server: &VirtualServerConfig,
     catalogue: &asana_tools::Catalogue,
-    callers: &[&str],
+    callers: &agentauth_grpc::auth::Callers,
 ) -> Result<(), String> {
     let name = &server.name;
     if name.is_empty()
@@ -275,11 +325,7 @@ fn check_server(
             "virtual_servers `{name}`: minters must name a caller"
         ));
     }
-    if let Some(unknown) = server
-        .minters
-        .iter()
-        .find(|m| !callers.contains(&m.as_str()))
-    {
+    if let Some(unknown) = server.minters.iter().find(|m| callers.named(m).is_none()) {
         return Err(format!(
             "virtual_servers `{name}`: minter `{unknown}` is not a configured caller"
         ));
@@ -376,7 +422,8 @@ pub(crate) fn router(
         .with_state(mcp))
 }
 
-/// Admits a request whose bearer verifies and belongs to the URL's server and session.
+/// Admits a request whose bearer verifies, belongs to the URL's server and session, and whose
+/// minter still may act.
 async fn authenticate(
     State(mcp): State<Arc<VirtualMcp>>,
     Path((server, session)): Path<(String, String)>,
@@ -389,45 +436,48 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let now = unix_now();
-    match presented.map(|bearer| mcp.keys.verify(bearer, now)) {
-        Some(Ok(claims))
-            if claims.srv == server
-                && claims.sid == session
-                && mcp.servers.contains_key(&server) =>
-        {
-            request.extensions_mut().insert(Principal(Arc::new(claims)));
-            next.run(request).await
-        }
-        outcome => {
-            let mut challenge = format!(
-                "Bearer resource_metadata=\"{}\"",
-                mcp.metadata_url(&server, &session)
-            );
-            if outcome.is_some() {
-                challenge.push_str(", error=\"invalid_token\"");
-            }
-            let mut response = StatusCode::UNAUTHORIZED.into_response();
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
-            response
-        }
+    let verified = presented.map(|bearer| mcp.keys.verify(bearer, now));
+    if let Some(Ok(claims)) = &verified
+        && claims.srv == server
+        && claims.sid == session
+        && let Some(minter) = mcp.admits(claims, now)
+    {
+        let claims = Arc::new(claims.clone());
+        request
+            .extensions_mut()
+            .insert(Principal { claims, minter });
+        return next.run(request).await;
     }
+    let mut challenge = match mcp.metadata_url(&server, &session) {
+        Some(url) => format!("Bearer resource_metadata=\"{url}\""),
+        None => "Bearer".to_owned(),
+    };
+    if verified.is_some() {
+        challenge.push_str(", error=\"invalid_token\"");
+    }
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// The protected-resource metadata of an endpoint (RFC 9728): its bearer comes from
-/// `MintMcpSession`, in the `Authorization` header.
+/// `MintMcpSession`, in the `Authorization` header. 404 for a path that names no declared
+/// server and session id.
 async fn metadata(
     State(mcp): State<Arc<VirtualMcp>>,
     Path((server, session)): Path<(String, String)>,
-) -> axum::Json<Value> {
-    axum::Json(serde_json::json!({
+) -> Result<axum::Json<Value>, StatusCode> {
+    mcp.metadata_url(&server, &session)
+        .ok_or(StatusCode::NOT_FOUND)?;
+    Ok(axum::Json(serde_json::json!({
         "resource": format!("{}/mcp/{server}/{session}", mcp.public_url),
         "bearer_methods_supported": ["header"],
         "resource_name": format!("agentauth virtual MCP server {server}"),
-    }))
+    })))
 }
 
 /// The MCP server of every virtual server; which one, and for whom, comes with each request.
@@ -441,21 +491,27 @@ impl Handler {
     fn principal(
         &self,
         context: &RequestContext<RoleServer>,
-    ) -> Result<(Arc<Claims>, &VirtualServerConfig), ErrorData> {
-        let claims = context
+    ) -> Result<(Principal, Vec<&ExposedToolConfig>), ErrorData> {
+        let principal = context
             .extensions
             .get::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Principal>())
-            .map(|principal| principal.0.clone())
+            .cloned()
             .ok_or_else(|| {
                 ErrorData::internal_error("request reached MCP unauthenticated", None)
             })?;
         let server = self
             .mcp
             .servers
-            .get(&claims.srv)
+            .get(&principal.claims.srv)
             .ok_or_else(|| ErrorData::internal_error("unknown virtual server", None))?;
-        Ok((claims, server))
+        // What the minter may still use, as configured now.
+        let tools = server
+            .tools
+            .iter()
+            .filter(|exposed| usable(&principal.minter, exposed))
+            .collect();
+        Ok((principal, tools))
     }
 }
 
@@ -470,18 +526,17 @@ impl rmcp::ServerHandler for Handler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let (_, server) = self.principal(&context)?;
+        let (_, visible) = self.principal(&context)?;
         let start = match request.and_then(|r| r.cursor) {
             None => 0,
             Some(cursor) => cursor
                 .parse::<usize>()
                 .ok()
-                .filter(|start| *start < server.tools.len())
+                .filter(|start| *start < visible.len())
                 .ok_or_else(|| ErrorData::invalid_params("unknown cursor", None))?,
         };
         let catalogue = &self.api.executor.catalogue;
-        let tools = server
-            .tools
+        let tools = visible
             .iter()
             .skip(start)
             .take(PAGE_SIZE)
@@ -489,7 +544,7 @@ impl rmcp::ServerHandler for Handler {
             .collect();
         let next = start + PAGE_SIZE;
         Ok(ListToolsResult {
-            next_cursor: (next < server.tools.len()).then(|| next.to_string()),
+            next_cursor: (next < visible.len()).then(|| next.to_string()),
             ..ListToolsResult::with_all_items(tools)
         })
     }
@@ -499,31 +554,34 @@ impl rmcp::ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let (claims, server) = self.principal(&context)?;
+        let (principal, visible) = self.principal(&context)?;
+        let claims = &principal.claims;
         let via = Via {
             virtual_server: claims.srv.clone(),
             mcp_session: claims.sid.clone(),
         };
-        let Some(exposed) = server.tools.iter().find(|t| t.tool == request.name) else {
-            self.api
-                .refuse_unlisted(&claims.ten, &claims.idn, &claims.by, &request.name, via)
-                .await;
+        let name = bounded(&request.name);
+        let Some(exposed) = visible.into_iter().find(|t| t.tool == request.name) else {
+            let denied = agentauth_grpc::Denied::new(&claims.by, "tool", name);
+            self.api.refuse_virtual(claims, name, denied, via).await;
             return Err(ErrorData::invalid_params(
-                format!("no tool `{}` on this server", request.name),
+                format!("no tool `{name}` on this server"),
                 None,
             ));
         };
         let mut input = request.arguments.unwrap_or_default();
-        for (name, value) in &exposed.fixed_inputs {
-            match input.get(name) {
+        for (field, value) in &exposed.fixed_inputs {
+            match input.get(field) {
                 Some(given) if given != value => {
+                    let denied = agentauth_grpc::Denied::new(&claims.by, "fixed input", field);
+                    self.api.refuse_virtual(claims, name, denied, via).await;
                     return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                        "input `{name}` is fixed by this server and cannot be changed"
+                        "input `{field}` is fixed by this server and cannot be changed"
                     ))])
                     .into());
                 }
                 _ => {
-                    input.insert(name.clone(), value.clone());
+                    input.insert(field.clone(), value.clone());
                 }
             }
         }
@@ -627,6 +685,19 @@ mod tests {
         (config, key)
     }
 
+    fn callers() -> agentauth_grpc::auth::Callers {
+        let platform = agentauth_grpc::CallerConfig {
+            name: "platform".into(),
+            key_sha256: agentauth_grpc::ApiKey::generate().hash(),
+            tenants: vec!["acme".into()],
+            connections: vec!["*".into()],
+            tools: vec!["*".into()],
+            roles: vec!["mcp".into()],
+            rpcs: Vec::new(),
+        };
+        agentauth_grpc::auth::Callers::new(&[platform], &[&crate::POLICY]).expect("callers")
+    }
+
     const PEOPLE: &str = r#"
 name = "people"
 minters = ["platform"]
@@ -641,7 +712,7 @@ fixed_inputs = { user_gid = "me" }
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let (config, _key) = config_with_key();
         let check = |toml: &str| {
-            VirtualMcp::new(&config, &[server(toml)], &catalogue, &["platform"]).map(|_| ())
+            VirtualMcp::new(&config, &[server(toml)], &catalogue, callers()).map(|_| ())
         };
         assert_eq!(check(PEOPLE), Ok(()));
         for (toml, says) in [
@@ -676,7 +747,7 @@ fixed_inputs = { user_gid = "me" }
             &config,
             &[server(PEOPLE), server(PEOPLE)],
             &catalogue,
-            &["platform"],
+            callers(),
         )
         .expect_err("one name twice");
         assert!(twice.contains("declared twice"), "{twice}");
@@ -688,15 +759,55 @@ fixed_inputs = { user_gid = "me" }
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let off = VirtualMcpConfig::default();
         assert!(matches!(
-            VirtualMcp::new(&off, &[], &catalogue, &[]),
+            VirtualMcp::new(&off, &[], &catalogue, callers()),
             Ok(None)
         ));
-        let declared = VirtualMcp::new(&off, &[server(PEOPLE)], &catalogue, &["platform"])
+        let declared = VirtualMcp::new(&off, &[server(PEOPLE)], &catalogue, callers())
             .expect_err("a server without a key");
         assert!(declared.contains("no signing key"), "{declared}");
         let (mut config, _key) = config_with_key();
         config.default_ttl = Duration::from_secs(7200);
-        assert!(VirtualMcp::new(&config, &[], &catalogue, &[]).is_err());
+        assert!(VirtualMcp::new(&config, &[], &catalogue, callers()).is_err());
+    }
+
+    #[test]
+    fn a_session_acts_only_while_its_minter_may_and_within_the_longest_lifetime() {
+        let catalogue = asana_tools::Catalogue::new().expect("catalogue");
+        let (config, _key) = config_with_key();
+        let mcp = VirtualMcp::new(&config, &[server(PEOPLE)], &catalogue, callers())
+            .expect("valid")
+            .expect("on");
+        let claims = |by: &str, ten: &str, exp: i64| Claims {
+            sid: uuid::Uuid::now_v7().to_string(),
+            srv: "people".into(),
+            ten: ten.into(),
+            idn: "alice".into(),
+            by: by.into(),
+            exp,
+        };
+        let now = 1_000_000;
+        assert!(
+            mcp.admits(&claims("platform", "acme", now + 60), now)
+                .is_some()
+        );
+        assert!(
+            mcp.admits(&claims("stranger", "acme", now + 60), now)
+                .is_none(),
+            "a minter no longer configured"
+        );
+        assert!(
+            mcp.admits(&claims("platform", "globex", now + 60), now)
+                .is_none(),
+            "a tenant the minter is no longer bound to"
+        );
+        assert!(
+            mcp.admits(&claims("platform", "acme", now + 30 * 24 * 3600), now)
+                .is_none(),
+            "a lifetime longer than a mint grants"
+        );
+        let mut other = claims("platform", "acme", now + 60);
+        other.srv = "elsewhere".into();
+        assert!(mcp.admits(&other, now).is_none(), "an undeclared server");
     }
 
     #[test]

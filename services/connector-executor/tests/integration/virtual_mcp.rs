@@ -203,6 +203,35 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
         .await
         .expect("json");
     assert_eq!(metadata["resource"], alice.url.as_str());
+    // Nothing a request's path brings is echoed into a challenge or a metadata document.
+    let base = alice.url.split("/mcp/").next().expect("a base URL");
+    let injected = http
+        .post(format!(
+            "{base}/mcp/people%22%2C%20x%3D%22/{}",
+            alice.session_id
+        ))
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(injected.status(), 401);
+    assert_eq!(
+        injected
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    let undeclared = http
+        .get(format!(
+            "{base}/.well-known/oauth-protected-resource/mcp/nobody/{}",
+            alice.session_id
+        ))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(undeclared.status(), 404);
     let brief = mint(&setup, "alice", Some(Duration::from_secs(1)))
         .await
         .expect("minted");
@@ -244,6 +273,12 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
             && e.details_json.contains("asana_users_list")),
         "the call outside the whitelist is audited: {through_session:?}"
     );
+    assert!(
+        through_session.iter().any(|e| e.outcome
+            == agentauth_proto::audit::v1::Outcome::Denied as i32
+            && e.details_json.contains("fixed input")),
+        "the changed fixed input is audited: {through_session:?}"
+    );
     let everything = format!("{events:?}");
     for bearer in [&alice.bearer_token, &bob.bearer_token, &brief.bearer_token] {
         assert!(
@@ -284,7 +319,15 @@ async fn only_a_minter_with_the_servers_tools_mints_and_ttls_are_bounded() {
         })
         .await
         .expect_err("no such server");
-    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert_eq!(
+        unknown.code(),
+        Code::PermissionDenied,
+        "an unknown server is refused like one the caller may not use"
+    );
+    let blank = mint(&setup, "  ", None)
+        .await
+        .expect_err("a blank identifier");
+    assert_eq!(blank.code(), Code::InvalidArgument);
     let zero = mint(&setup, "alice", Some(Duration::ZERO))
         .await
         .expect_err("a zero ttl");
