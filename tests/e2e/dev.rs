@@ -159,30 +159,7 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         command
     };
     let cli = |args: &[&str]| cli_as("agent", args);
-    let mut connect = cli(&[
-        "accounts",
-        "connect",
-        "--tenant",
-        "dev",
-        "--connection",
-        "asana-pat",
-        "--identifier",
-        "alice",
-        "--token-stdin",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("spawn accounts connect");
-    connect
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"sandbox-pat-alice\n")
-        .expect("write the PAT");
-    let connected = connect.wait_with_output().expect("accounts connect");
-    assert!(connected.status.success(), "{connected:?}");
-    // Bob's PAT for alice's account is refused, unless the command says to replace the user.
+    // `accounts connect --token-stdin` stores a PAT for alice.
     let put = |token: &str, extra: &[&str]| {
         let mut args = vec![
             "accounts",
@@ -209,6 +186,9 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             .expect("write the PAT");
         put.wait_with_output().expect("accounts connect")
     };
+    let connected = put("sandbox-pat-alice", &[]);
+    assert!(connected.status.success(), "{connected:?}");
+    // Bob's PAT for alice's account is refused, unless the command says to replace the user.
     let refused = put("sandbox-pat-bob", &[]);
     assert!(!refused.status.success(), "{refused:?}");
     assert!(

@@ -293,10 +293,8 @@ impl VirtualMcp {
         let minter = self.callers.named(&claims.by)?;
         let longest = i64::try_from(self.max_ttl.as_secs()).unwrap_or(i64::MAX);
         let within = claims.exp.saturating_sub(now) <= longest.saturating_add(60);
-        (within
-            && server.minters.contains(&claims.by)
-            && minter.check_tenant(&claims.ten).is_ok())
-        .then_some(minter)
+        (within && server.minters.contains(&claims.by) && minter.check_tenant(&claims.ten).is_ok())
+            .then_some(minter)
     }
 }
 
