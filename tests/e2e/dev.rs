@@ -8,17 +8,17 @@ use agentauth_testkit::process::binary;
 use agentauth_testkit::{openbao, wait_serving};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Seven consecutive free ports: four services, OpenBao, the Asana sandbox, token-vault's
-/// OAuth callback.
+/// Eight consecutive free ports: four services, the virtual MCP endpoints (the port after
+/// the services'), OpenBao, the Asana sandbox, token-vault's OAuth callback.
 fn free_ports() -> (u16, u16, u16, u16) {
     for base in (20_000u16..60_000).step_by(97) {
         let all_free =
-            (base..base + 7).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            (base..base + 8).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
-            return (base, base + 4, base + 5, base + 6);
+            return (base, base + 5, base + 6, base + 7);
         }
     }
-    panic!("no seven consecutive free ports");
+    panic!("no eight consecutive free ports");
 }
 
 /// Whether any process whose parent is `pid` has `needle` on its command line.
@@ -222,6 +222,53 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     let mcp_text = String::from_utf8_lossy(&mcp_tools.stdout);
     assert!(mcp_tools.status.success(), "{mcp_tools:?}");
     assert!(mcp_text.contains("asana-mcp\tget_me\t"), "{mcp_text}");
+
+    // The virtual MCP server `people`: the agent mints alice a session, and an MCP client
+    // configured from the printed snippet is answered as agentauth.
+    let minted = cli(&[
+        "mcp",
+        "mint",
+        "--virtual-server",
+        "people",
+        "--tenant",
+        "dev",
+        "--identifier",
+        "alice",
+        "--ttl",
+        "5m",
+    ])
+    .output()
+    .expect("mcp mint");
+    let minted_text = String::from_utf8_lossy(&minted.stdout).into_owned();
+    assert!(minted.status.success(), "{minted:?}");
+    let line = |name: &str| {
+        minted_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {minted_text}"))
+            .to_owned()
+    };
+    let (url, bearer) = (line("url"), line("bearer"));
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{}/mcp/people/", first + 4)),
+        "{url}"
+    );
+    assert!(minted_text.contains("\"mcpServers\""), "{minted_text}");
+    let initialized = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&bearer)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "dev-test", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(initialized.status(), 200);
+    let body = initialized.text().await.expect("body");
+    assert!(body.contains("\"agentauth\""), "{body}");
 
     // schema-watcher follows the sandbox's MCP tools: a change made through the sandbox's
     // control API is reported, shown as a diff, and approved from the CLI.

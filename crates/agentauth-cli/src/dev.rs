@@ -66,7 +66,7 @@ const SERVICES: [(&str, &[Admitted]); 4] = [
     (
         "connector-executor",
         &[
-            ("agent", &["executor", "proxy"]),
+            ("agent", &["executor", "proxy", "mcp"]),
             ("operator", &["reader"]),
             ("schema-watcher", &["watcher"]),
         ],
@@ -101,6 +101,15 @@ const CALLERS: [&str; 5] = [
     "schema-watcher",
 ];
 
+/// The virtual MCP server `make run` declares: the signed-in user's own profile.
+const VIRTUAL_SERVER: &str = "people";
+
+/// Where connector-executor serves virtual MCP endpoints: the port after the four services'.
+fn virtual_mcp_address(addresses: &[SocketAddr]) -> SocketAddr {
+    let last = addresses[addresses.len() - 1];
+    SocketAddr::new(last.ip(), last.port() + 1)
+}
+
 /// A process this command started, stopped when this value is dropped.
 struct Started {
     name: &'static str,
@@ -123,7 +132,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let addresses: Vec<SocketAddr> = (0..SERVICES.len() as u16)
         .map(|i| SocketAddr::new(args.host, args.first_port + i))
         .collect();
-    for address in [&vault, &sandbox, &callback].into_iter().chain(&addresses) {
+    let virtual_mcp = virtual_mcp_address(&addresses);
+    for address in [&vault, &sandbox, &callback, &virtual_mcp]
+        .into_iter()
+        .chain(&addresses)
+    {
         std::net::TcpListener::bind(address).map_err(|e| {
             anyhow::anyhow!("{address} is not free ({e}); is another `make run` running?")
         })?;
@@ -137,6 +150,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let control_key = load_or_create_key(&data.join("keys").join("sandbox-control.key"))?;
+    // Signs virtual MCP bearers; kept, so minted sessions survive a restart.
+    load_or_create_key(&data.join("keys").join("virtual-mcp-signing.key"))?;
     let mut started = Vec::new();
     let result = tokio::select! {
         result = async {
@@ -309,7 +324,9 @@ fn service_config(
             );
             let _ = write!(
                 config,
-                "\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n",
+                "\n# A virtual MCP server for MCP clients: `agentauth mcp mint --virtual-server {VIRTUAL_SERVER} …`\n[virtual_mcp]\nlisten = \"{}\"\n\n[[virtual_mcp.signing_keys]]\nid = \"dev\"\nkey_file = \"{}\"\n\n[[virtual_servers]]\nname = \"{VIRTUAL_SERVER}\"\nminters = [\"agent\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\nfixed_inputs = {{ user_gid = \"me\" }}\n\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n",
+                virtual_mcp_address(addresses),
+                data.join("keys").join("virtual-mcp-signing.key").display(),
                 addresses[3],
                 data.join("keys").join("connector-executor.key").display(),
             );
@@ -605,6 +622,14 @@ fn print_running(
     }
     writeln_out(
         &mut out,
+        &format!(
+            "  {:<20} http://{}/mcp/{VIRTUAL_SERVER}/…  (agentauth mcp mint --virtual-server {VIRTUAL_SERVER} --tenant T --identifier U)",
+            "virtual MCP",
+            virtual_mcp_address(addresses)
+        ),
+    )?;
+    writeln_out(
+        &mut out,
         &format!("  {:<20} http://{vault}", "openbao (dev)"),
     )?;
     writeln_out(
@@ -622,7 +647,7 @@ fn print_running(
     writeln_out(
         &mut out,
         &format!(
-            "  {:<20} {}  (internal services' roles: onboarding, executor, proxy)",
+            "  {:<20} {}  (internal services' roles: onboarding, executor, proxy, mcp)",
             "agent API key",
             data.join("keys/agent.key").display()
         ),

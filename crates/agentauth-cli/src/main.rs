@@ -4,6 +4,7 @@ mod accounts;
 mod audit;
 mod dev;
 mod drift;
+mod mcp;
 mod status;
 mod tools;
 
@@ -112,6 +113,9 @@ enum Command {
     Tools(tools::Command),
     /// Runs one tool as an end user and prints its output.
     Exec(tools::Exec),
+    /// Virtual MCP servers: mint a per-user session.
+    #[command(subcommand)]
+    Mcp(mcp::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Accounts(command) => accounts::run(command, &cli.endpoints).await,
         Command::Tools(command) => tools::list(command, &cli.endpoints).await,
         Command::Exec(args) => tools::exec(args, &cli.endpoints).await,
+        Command::Mcp(command) => mcp::run(command, &cli.endpoints).await,
     }
 }
 

@@ -55,7 +55,7 @@ pub struct Exec {
     max_pages: u32,
 }
 
-fn client(
+pub(crate) fn client(
     endpoints: &Endpoints,
 ) -> anyhow::Result<ConnectorExecutorClient<agentauth_grpc::client::AuthenticatedChannel>> {
     let key = endpoints.api_key()?;
@@ -66,7 +66,7 @@ fn client(
 }
 
 /// The status as a user reads it: code, message, and the details that say what to do.
-fn explain(status: &tonic::Status) -> anyhow::Error {
+pub(crate) fn explain(status: &tonic::Status) -> anyhow::Error {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(bad) = status.get_details_bad_request() {
         for violation in bad.field_violations {
