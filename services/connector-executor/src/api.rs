@@ -834,7 +834,15 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             ),
         };
         self.executor.audit_ready()?;
-        let minted = mcp.mint(caller, &r.virtual_server, &r.tenant, &r.identifier, ttl)?;
+        let minted = match mcp.mint(caller, &r.virtual_server, &r.tenant, &r.identifier, ttl) {
+            Ok(minted) => minted,
+            Err(error) => {
+                self.executor
+                    .record_mint_refused(caller.name(), r, &error)
+                    .await;
+                return Err(error.into());
+            }
+        };
         self.executor
             .record_minted(caller.name(), &minted.claims, minted.tool_names.len())
             .await;

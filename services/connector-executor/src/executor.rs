@@ -264,6 +264,39 @@ impl Executor {
         .unwrap_or_default();
         self.audit.record(event).await;
     }
+
+    /// Records a refused `MintMcpSession` (DENIED for a caller that may not mint it, FAILURE
+    /// for a bad request), naming what was asked for, cut to a bounded length.
+    pub(crate) async fn record_mint_refused(
+        &self,
+        minter: &str,
+        request: &agentauth_proto::executor::v1::MintMcpSessionRequest,
+        error: &Error,
+    ) {
+        let outcome = if matches!(error, Error::Denied(_)) {
+            Outcome::Denied
+        } else {
+            Outcome::Failure
+        };
+        let mut event = Event::new(
+            request.tenant.as_str(),
+            SERVICE,
+            agentauth_audit::action::MCP_SESSION_MINTED,
+            outcome,
+        );
+        event.actor.identifier = Some(minter.to_owned());
+        event.subject.identifier =
+            Some(crate::virtual_mcp::bounded(&request.identifier).to_owned());
+        event.details = serde_json::json!({
+            "virtual_server": crate::virtual_mcp::bounded(&request.virtual_server),
+            "error": error.audit_text(),
+            "error_reason": error.reason(),
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        self.audit.record(event).await;
+    }
 }
 
 /// RESOURCE_EXHAUSTED for a call this side will not send in time.

@@ -328,6 +328,22 @@ async fn only_a_minter_with_the_servers_tools_mints_and_ttls_are_bounded() {
         .await
         .expect_err("a blank identifier");
     assert_eq!(blank.code(), Code::InvalidArgument);
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            let events = setup.system.audit_events(TENANT).await;
+            let refused = |outcome: agentauth_proto::audit::v1::Outcome| {
+                events.iter().any(|e| {
+                    e.action == "mcp.session_minted"
+                        && e.outcome == outcome as i32
+                        && e.actor.as_ref().is_some_and(|a| a.identifier == "platform")
+                })
+            };
+            refused(agentauth_proto::audit::v1::Outcome::Denied)
+                && refused(agentauth_proto::audit::v1::Outcome::Failure)
+        },
+        "refused mints are audited"
+    );
     let zero = mint(&setup, "alice", Some(Duration::ZERO))
         .await
         .expect_err("a zero ttl");
