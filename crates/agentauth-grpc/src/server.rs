@@ -110,6 +110,11 @@ impl Server {
         })
     }
 
+    /// The callers this server admits (shared, not copied).
+    pub fn callers(&self) -> Callers {
+        self.callers.clone()
+    }
+
     /// What each configured caller may do.
     pub fn access(&self) -> Vec<Access> {
         self.callers.access()

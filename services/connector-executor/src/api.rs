@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use agentauth_audit::action;
+use agentauth_audit::{Outcome, action};
 use agentauth_grpc::Caller;
 use agentauth_proto::executor::v1 as pb;
 use serde_json::{Map, Value};
@@ -20,8 +20,10 @@ use crate::pins::Standing;
 use crate::requests::{self, Pages, ToolCall};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
 use crate::tokens::AccountKey;
-use crate::trail::{InputDigest, ProxyRequested, ToolExecuted, ToolsListed, Trail, millis};
-use crate::virtual_mcp::{Via, VirtualMcp};
+use crate::trail::{
+    InputDigest, ProxyRequested, SessionMinted, ToolExecuted, ToolsListed, Trail, millis,
+};
+use crate::virtual_mcp::{Via, VirtualMcp, bounded};
 
 /// The most tools one ListTools page returns.
 const MAX_PAGE_SIZE: usize = 500;
@@ -837,14 +839,48 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let minted = match mcp.mint(caller, &r.virtual_server, &r.tenant, &r.identifier, ttl) {
             Ok(minted) => minted,
             Err(error) => {
+                let outcome = if matches!(error, Error::Denied(_)) {
+                    Outcome::Denied
+                } else {
+                    Outcome::Failure
+                };
+                let refused = SessionMinted {
+                    virtual_server: bounded(&r.virtual_server),
+                    mcp_session: None,
+                    expires_at: None,
+                    tools: None,
+                    error: Some(error.audit_text()),
+                    error_reason: Some(error.reason()),
+                };
                 self.executor
-                    .record_mint_refused(caller.name(), r, &error)
+                    .record_mint(
+                        caller.name(),
+                        &r.tenant,
+                        bounded(&r.identifier),
+                        outcome,
+                        &refused,
+                    )
                     .await;
                 return Err(error.into());
             }
         };
+        let claims = &minted.claims;
+        let details = SessionMinted {
+            virtual_server: &claims.srv,
+            mcp_session: Some(&claims.sid),
+            expires_at: Some(claims.exp),
+            tools: Some(minted.tool_names.len()),
+            error: None,
+            error_reason: None,
+        };
         self.executor
-            .record_minted(caller.name(), &minted.claims, minted.tool_names.len())
+            .record_mint(
+                caller.name(),
+                &claims.ten,
+                &claims.idn,
+                Outcome::Success,
+                &details,
+            )
             .await;
         Ok(Response::new(pb::MintMcpSessionResponse {
             url: minted.url,

@@ -233,68 +233,28 @@ impl Executor {
 }
 
 impl Executor {
-    /// Records a minted virtual MCP session: who minted it, for whom, until when (never its
-    /// bearer).
-    pub(crate) async fn record_minted(
+    /// Records one `MintMcpSession` of `minter` for (`tenant`, `identifier`): SUCCESS, DENIED
+    /// for a caller that may not mint the server, FAILURE for a bad request.
+    pub(crate) async fn record_mint(
         &self,
         minter: &str,
-        claims: &crate::bearer::Claims,
-        tools: usize,
+        tenant: &str,
+        identifier: &str,
+        outcome: Outcome,
+        details: &crate::trail::SessionMinted<'_>,
     ) {
         let mut event = Event::new(
-            claims.ten.as_str(),
-            SERVICE,
-            agentauth_audit::action::MCP_SESSION_MINTED,
-            Outcome::Success,
-        );
-        event.actor.identifier = Some(minter.to_owned());
-        event.subject = Subject {
-            connection_name: None,
-            identifier: Some(claims.idn.clone()),
-            asana_user_gid: None,
-        };
-        event.details = serde_json::json!({
-            "virtual_server": claims.srv,
-            "mcp_session": claims.sid,
-            "expires_at": claims.exp,
-            "tools": tools,
-        })
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-        self.audit.record(event).await;
-    }
-
-    /// Records a refused `MintMcpSession` (DENIED for a caller that may not mint it, FAILURE
-    /// for a bad request), naming what was asked for, cut to a bounded length.
-    pub(crate) async fn record_mint_refused(
-        &self,
-        minter: &str,
-        request: &agentauth_proto::executor::v1::MintMcpSessionRequest,
-        error: &Error,
-    ) {
-        let outcome = if matches!(error, Error::Denied(_)) {
-            Outcome::Denied
-        } else {
-            Outcome::Failure
-        };
-        let mut event = Event::new(
-            request.tenant.as_str(),
+            tenant,
             SERVICE,
             agentauth_audit::action::MCP_SESSION_MINTED,
             outcome,
         );
         event.actor.identifier = Some(minter.to_owned());
-        event.subject.identifier =
-            Some(crate::virtual_mcp::bounded(&request.identifier).to_owned());
-        event.details = serde_json::json!({
-            "virtual_server": crate::virtual_mcp::bounded(&request.virtual_server),
-            "error": error.audit_text(),
-            "error_reason": error.reason(),
-        })
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+        event.subject.identifier = Some(identifier.to_owned());
+        // One serialization of the typed details; it cannot fail for this plain struct.
+        if let Ok(serde_json::Value::Object(details)) = serde_json::to_value(details) {
+            event.details = details;
+        }
         self.audit.record(event).await;
     }
 }

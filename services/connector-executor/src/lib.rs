@@ -97,8 +97,6 @@ pub struct ConnectorExecutorService {
     listen: SocketAddr,
     shutdown_grace: Duration,
     config: Config,
-    /// The configured callers, whose rights bound the virtual MCP sessions they mint.
-    callers: agentauth_grpc::auth::Callers,
 }
 
 impl agentauth_launch::Service for ConnectorExecutorService {
@@ -109,17 +107,12 @@ impl agentauth_launch::Service for ConnectorExecutorService {
     fn new(mut config: Config) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let shutdown_grace = config.server.shutdown_grace;
-        let caller_configs = config.server.callers.clone();
         let server = Server::new(Self::NAME, std::mem::take(&mut config.server), &[&POLICY])?;
-        // The same callers the server just accepted.
-        let callers = agentauth_grpc::auth::Callers::new(&caller_configs, &[&POLICY])
-            .map_err(anyhow::Error::msg)?;
         Ok(Self {
             server,
             listen,
             shutdown_grace,
             config,
-            callers,
         })
     }
 
@@ -158,7 +151,7 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             &config.virtual_mcp,
             &config.virtual_servers,
             &executor.catalogue,
-            self.callers,
+            self.server.callers(),
         )
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);

@@ -70,6 +70,23 @@ pub(crate) struct ToolExecuted<'a> {
     pub latency_ms: Option<f64>,
 }
 
+/// `mcp.session_minted`: one `MintMcpSession`, minted (its session, expiry and tool count)
+/// or refused (what was asked for, and why). Never the bearer.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SessionMinted<'a> {
+    pub virtual_server: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_session: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+}
+
 /// `tools.listed`: one `ListUpstreamTools`, every page read afresh as the account.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ToolsListed {

@@ -492,7 +492,7 @@ impl Handler {
     ) -> Result<(Principal, Vec<&ExposedToolConfig>), ErrorData> {
         let principal = context
             .extensions
-            .get::<http::request::Parts>()
+            .get::<axum::http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Principal>())
             .cloned()
             .ok_or_else(|| {
