@@ -297,6 +297,30 @@ fn rows() -> Vec<Row> {
             Code::FailedPrecondition,
             true,
         ),
+        row(
+            EXECUTOR,
+            "ListMcpSessions",
+            |_| {
+                boxed(executor::ListMcpSessionsRequest {
+                    tenant: TENANT.into(),
+                    ..Default::default()
+                })
+            },
+            Code::FailedPrecondition,
+            true,
+        ),
+        row(
+            EXECUTOR,
+            "RevokeMcpSession",
+            |_| {
+                boxed(executor::RevokeMcpSessionRequest {
+                    tenant: TENANT.into(),
+                    session_id: "0190a000-0000-7000-8000-000000000001".into(),
+                })
+            },
+            Code::FailedPrecondition,
+            true,
+        ),
         stream(
             EXECUTOR,
             "SubscribeEvents",

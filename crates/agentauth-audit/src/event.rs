@@ -22,6 +22,8 @@ pub mod action {
     pub const DRIFT_ALERT: &str = "drift.alert";
     pub const TOOLS_LISTED: &str = "tools.listed";
     pub const MCP_SESSION_MINTED: &str = "mcp.session_minted";
+    pub const MCP_SESSION_REVOKED: &str = "mcp.session_revoked";
+    pub const MCP_PROTOCOL_SESSION_ENDED: &str = "mcp.protocol_session_ended";
     pub const WEBHOOK_RECEIVED: &str = "webhook.received";
 }
 

@@ -204,6 +204,20 @@ mod forwarder {
             Err(Status::unimplemented("the forwarder only reads"))
         }
 
+        async fn list_mcp_sessions(
+            &self,
+            _: Request<pb::ListMcpSessionsRequest>,
+        ) -> Result<Response<pb::ListMcpSessionsResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
+        async fn revoke_mcp_session(
+            &self,
+            _: Request<pb::RevokeMcpSessionRequest>,
+        ) -> Result<Response<pb::RevokeMcpSessionResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
         type SubscribeEventsStream = tonic::codegen::BoxStream<pb::SubscribeEventsResponse>;
 
         async fn subscribe_events(

@@ -19,9 +19,11 @@ use crate::executor::{CallContext, Executor};
 use crate::pins::Standing;
 use crate::requests::{self, Pages, ToolCall};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
+use crate::sessions::{Filter, Session};
 use crate::tokens::AccountKey;
 use crate::trail::{
-    InputDigest, ProxyRequested, SessionMinted, ToolExecuted, ToolsListed, Trail, millis,
+    InputDigest, ProtocolSessionEnded, ProxyRequested, SessionMinted, SessionRevoked, ToolExecuted, ToolsListed, Trail,
+    millis,
 };
 use crate::virtual_mcp::{Via, VirtualMcp, bounded};
 
@@ -190,6 +192,82 @@ impl ConnectorExecutorApi {
             });
         }
         self.execute(context, &connection, call, None).await
+    }
+
+    /// The virtual MCP servers, or NOT_CONFIGURED.
+    fn virtual_servers(&self) -> Result<&Arc<VirtualMcp>, Error> {
+        self.virtual_mcp.as_ref().ok_or(Error::NotConfigured {
+            what: "virtual MCP ([virtual_mcp] signing_keys)",
+        })
+    }
+
+    /// Revokes `tenant`'s session `session_id` as the caller `actor`, audited whichever way
+    /// it ends.
+    async fn revoke_session(
+        &self,
+        actor: &str,
+        tenant: &str,
+        session_id: &str,
+    ) -> Result<(Session, bool), Error> {
+        let mcp = self.virtual_servers()?;
+        self.executor.audit_ready()?;
+        let revoked = match uuid::Uuid::parse_str(session_id) {
+            Ok(_) => mcp.sessions.revoke(tenant, session_id, actor).await,
+            Err(_) => Err(Error::InvalidArgument {
+                field: "session_id",
+                description: "must be a session id (a UUID)".to_owned(),
+            }),
+        };
+        let (session, outcome, error) = match &revoked {
+            Ok((session, _)) => (Some(session), Outcome::Success, None),
+            Err(error) => (None, Outcome::Failure, Some(error)),
+        };
+        let details = SessionRevoked {
+            mcp_session: bounded(session_id),
+            virtual_server: session.map(|s| s.virtual_server.as_str()),
+            already_revoked: revoked.as_ref().is_ok_and(|(_, already)| *already),
+            error: error.map(Error::audit_text),
+            error_reason: error.map(Error::reason),
+        };
+        self.executor
+            .record_session(
+                action::MCP_SESSION_REVOKED,
+                actor,
+                tenant,
+                session.map(|s| s.identifier.as_str()),
+                outcome,
+                &details,
+            )
+            .await;
+        revoked
+    }
+
+    /// Ends the protocol session `id` of the session `claims` (its client sent DELETE),
+    /// audited.
+    pub(crate) async fn end_protocol_session(
+        &self,
+        claims: &crate::bearer::Claims,
+        id: &str,
+    ) -> Result<(), Error> {
+        let mcp = self.virtual_servers()?;
+        self.executor.audit_ready()?;
+        mcp.sessions.end_protocol(id, &claims.sid, claims.exp).await?;
+        let details = ProtocolSessionEnded {
+            virtual_server: &claims.srv,
+            mcp_session: &claims.sid,
+            protocol_session: id,
+        };
+        self.executor
+            .record_session(
+                action::MCP_PROTOCOL_SESSION_ENDED,
+                &claims.by,
+                &claims.ten,
+                Some(&claims.idn),
+                Outcome::Success,
+                &details,
+            )
+            .await;
+        Ok(())
     }
 
     /// Records a `tools/call` of a virtual MCP session that its server refuses: a tool it does
@@ -820,12 +898,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
         caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        let Some(mcp) = &self.virtual_mcp else {
-            return Err(Error::NotConfigured {
-                what: "virtual MCP ([virtual_mcp] signing_keys)",
-            }
-            .into());
-        };
+        let mcp = self.virtual_servers()?;
         let ttl = match &r.ttl {
             None => None,
             Some(ttl) => Some(
@@ -836,7 +909,16 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             ),
         };
         self.executor.audit_ready()?;
+        // The bearer is handed out only once its session is recorded, so it can be revoked.
         let minted = match mcp.mint(caller, &r.virtual_server, &r.tenant, &r.identifier, ttl) {
+            Ok(minted) => mcp
+                .sessions
+                .record(&minted.claims, &minted.key_id)
+                .await
+                .map(|()| minted),
+            Err(error) => Err(error),
+        };
+        let minted = match minted {
             Ok(minted) => minted,
             Err(error) => {
                 let outcome = if matches!(error, Error::Denied(_)) {
@@ -853,10 +935,11 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                     error_reason: Some(error.reason()),
                 };
                 self.executor
-                    .record_mint(
+                    .record_session(
+                        action::MCP_SESSION_MINTED,
                         caller.name(),
                         &r.tenant,
-                        bounded(&r.identifier),
+                        Some(bounded(&r.identifier)),
                         outcome,
                         &refused,
                     )
@@ -874,10 +957,11 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             error_reason: None,
         };
         self.executor
-            .record_mint(
+            .record_session(
+                action::MCP_SESSION_MINTED,
                 caller.name(),
                 &claims.ten,
-                &claims.idn,
+                Some(&claims.idn),
                 Outcome::Success,
                 &details,
             )
@@ -891,6 +975,59 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             }),
             session_id: minted.claims.sid,
             tool_names: minted.tool_names,
+        }))
+    }
+
+    async fn list_mcp_sessions(
+        &self,
+        request: Request<pb::ListMcpSessionsRequest>,
+    ) -> Result<Response<pb::ListMcpSessionsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let r = request.get_ref();
+        caller.check_tenant(&r.tenant).map_err(Error::from)?;
+        let mcp = self.virtual_servers()?;
+        if given(&r.page_token).is_some_and(|token| uuid::Uuid::parse_str(token).is_err()) {
+            return Err(Error::InvalidArgument {
+                field: "page_token",
+                description: "is not a page token of ListMcpSessions".to_owned(),
+            }
+            .into());
+        }
+        let filter = Filter {
+            tenant: &r.tenant,
+            virtual_server: given(&r.virtual_server),
+            identifier: given(&r.identifier),
+            include_ended: r.include_ended,
+            before: given(&r.page_token),
+            page_size: r.page_size,
+        };
+        let (sessions, more) = mcp
+            .sessions
+            .list(&filter, crate::virtual_mcp::unix_now())
+            .await?;
+        let next_page_token = match sessions.last() {
+            Some(last) if more => last.session_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListMcpSessionsResponse {
+            sessions: sessions.into_iter().map(session_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_mcp_session(
+        &self,
+        request: Request<pb::RevokeMcpSessionRequest>,
+    ) -> Result<Response<pb::RevokeMcpSessionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let r = request.get_ref();
+        caller.check_tenant(&r.tenant).map_err(Error::from)?;
+        let (session, already_revoked) = self
+            .revoke_session(caller.name(), &r.tenant, &r.session_id)
+            .await?;
+        Ok(Response::new(pb::RevokeMcpSessionResponse {
+            session: Some(session_message(session)),
+            already_revoked,
         }))
     }
 
@@ -971,6 +1108,33 @@ fn response_headers(headers: &reqwest::header::HeaderMap) -> Vec<pb::Header> {
 }
 
 /// A catalogue tool on the wire.
+/// `text`, unless it is empty (a proto3 string left unset).
+fn given(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// A stored session as ListMcpSessions and RevokeMcpSession return it.
+fn session_message(session: Session) -> pb::McpSession {
+    let at_us = |us: i64| prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: i32::try_from(us.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+    };
+    pb::McpSession {
+        session_id: session.session_id,
+        tenant: session.tenant,
+        virtual_server: session.virtual_server,
+        identifier: session.identifier,
+        minted_by: session.minted_by,
+        created_at: Some(at_us(session.created_at_us)),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: session.expires_at,
+            nanos: 0,
+        }),
+        revoked_at: session.revoked_at_us.map(at_us),
+        revoked_by: session.revoked_by.unwrap_or_default(),
+    }
+}
+
 fn rest_tool(tool: &asana_tools::Tool, connection: &str) -> pb::Tool {
     pb::Tool {
         name: tool.name.clone(),

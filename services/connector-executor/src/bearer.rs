@@ -113,6 +113,11 @@ impl Keys {
         Ok(Self { keys })
     }
 
+    /// The id of the key that signs.
+    pub fn signing_id(&self) -> &str {
+        &self.keys[0].0
+    }
+
     /// A bearer for `claims`, signed with the first key.
     pub fn sign(&self, claims: &Claims) -> String {
         let (id, key) = &self.keys[0];
@@ -154,6 +159,50 @@ impl Keys {
         }
         Ok(signed.claims)
     }
+}
+
+impl Keys {
+    /// A new protocol session id (`Mcp-Session-Id`) for the session `sid`:
+    /// `<nonce>.<tag>`, the tag an HMAC of both under the signing key, so any replica tells
+    /// an id it issued for this bearer's session from any other without a lookup.
+    pub fn protocol_session(&self, sid: &str) -> String {
+        let nonce = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+        let tag = URL_SAFE_NO_PAD.encode(protocol_tag(&self.keys[0].1, sid, &nonce));
+        format!("{nonce}.{tag}")
+    }
+
+    /// Whether `id` is a protocol session id issued for the session `sid` (under any key).
+    pub fn is_protocol_session(&self, sid: &str, id: &str) -> bool {
+        let Some((nonce, tag)) = id.split_once('.') else {
+            return false;
+        };
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
+            return false;
+        };
+        tag.len() == PROTOCOL_TAG_BYTES
+            && self.keys.iter().any(|(_, key)| {
+                protocol_mac(key, sid, nonce)
+                    .verify_truncated_left(&tag)
+                    .is_ok()
+            })
+    }
+}
+
+/// The bytes of a protocol session id's tag.
+const PROTOCOL_TAG_BYTES: usize = 16;
+
+fn protocol_mac(key: &[u8], sid: &str, nonce: &str) -> Hmac<Sha256> {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(b"amcp1 protocol session\0");
+    mac.update(sid.as_bytes());
+    mac.update(b"\0");
+    mac.update(nonce.as_bytes());
+    mac
+}
+
+fn protocol_tag(key: &[u8], sid: &str, nonce: &str) -> Vec<u8> {
+    protocol_mac(key, sid, nonce).finalize().into_bytes()[..PROTOCOL_TAG_BYTES].to_vec()
 }
 
 fn mac(key: &[u8], signed_part: &str) -> Hmac<Sha256> {

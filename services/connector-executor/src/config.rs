@@ -46,6 +46,9 @@ pub struct Config {
     pub virtual_mcp: VirtualMcpConfig,
     /// The virtual MCP servers: which tools each exposes and which callers mint sessions.
     pub virtual_servers: Vec<VirtualServerConfig>,
+    /// Where virtual MCP sessions are recorded, so they can be listed and revoked; needed
+    /// when `[virtual_mcp]` names a signing key, and shared by every replica.
+    pub database: Option<agentauth_db::Config>,
 }
 
 /// `[schema_watcher]`: where the approved baselines of MCP connections come from.

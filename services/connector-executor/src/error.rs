@@ -30,6 +30,9 @@ pub enum Error {
         name: String,
         suggestions: Vec<String>,
     },
+    /// No virtual MCP session of this id in the request's tenant.
+    #[error("no MCP session `{id}` in this tenant")]
+    UnknownSession { id: String },
     /// The input does not match the tool's schema; nothing was sent to Asana.
     #[error("invalid input: {}", describe(.0))]
     InvalidInput(Vec<Violation>),
@@ -125,6 +128,7 @@ impl Error {
             Self::Denied(_) => "PERMISSION_DENIED".to_owned(),
             Self::UnknownConnection { .. } => "CONNECTION_NOT_FOUND".to_owned(),
             Self::UnknownTool { .. } => "TOOL_NOT_FOUND".to_owned(),
+            Self::UnknownSession { .. } => "MCP_SESSION_NOT_FOUND".to_owned(),
             Self::InvalidInput(_) | Self::InvalidRequest(_) | Self::InvalidArgument { .. } => {
                 "INVALID_INPUT".to_owned()
             }
@@ -169,6 +173,15 @@ impl From<Error> for Status {
                         ("connection".to_owned(), connection.clone()),
                         ("tool".to_owned(), name.clone()),
                     ]),
+                ),
+            ),
+            Error::UnknownSession { ref id } => Status::with_error_details(
+                Code::NotFound,
+                error.to_string(),
+                ErrorDetails::with_error_info(
+                    "MCP_SESSION_NOT_FOUND",
+                    ERROR_DOMAIN,
+                    HashMap::from([("session_id".to_owned(), id.clone())]),
                 ),
             ),
             Error::InvalidInput(ref violations) => {

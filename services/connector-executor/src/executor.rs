@@ -233,25 +233,22 @@ impl Executor {
 }
 
 impl Executor {
-    /// Records one `MintMcpSession` of `minter` for (`tenant`, `identifier`): SUCCESS, DENIED
-    /// for a caller that may not mint the server, FAILURE for a bad request.
-    pub(crate) async fn record_mint(
+    /// Records an event of a virtual MCP session (`mcp.session_minted`,
+    /// `mcp.session_revoked`) by `actor` for (`tenant`, `identifier`): SUCCESS, DENIED for a
+    /// caller refused, FAILURE for a bad request or an unavailable store.
+    pub(crate) async fn record_session<D: serde::Serialize>(
         &self,
-        minter: &str,
+        action: &'static str,
+        actor: &str,
         tenant: &str,
-        identifier: &str,
+        identifier: Option<&str>,
         outcome: Outcome,
-        details: &crate::trail::SessionMinted<'_>,
+        details: &D,
     ) {
-        let mut event = Event::new(
-            tenant,
-            SERVICE,
-            agentauth_audit::action::MCP_SESSION_MINTED,
-            outcome,
-        );
-        event.actor.identifier = Some(minter.to_owned());
-        event.subject.identifier = Some(identifier.to_owned());
-        // One serialization of the typed details; it cannot fail for this plain struct.
+        let mut event = Event::new(tenant, SERVICE, action, outcome);
+        event.actor.identifier = Some(actor.to_owned());
+        event.subject.identifier = identifier.map(str::to_owned);
+        // One serialization of the typed details; it cannot fail for these plain structs.
         if let Ok(serde_json::Value::Object(details)) = serde_json::to_value(details) {
             event.details = details;
         }

@@ -18,6 +18,7 @@ mod proxy;
 mod rate;
 mod requests;
 mod rest;
+mod sessions;
 mod tokens;
 mod trail;
 mod upstream;
@@ -52,6 +53,8 @@ pub const POLICY: Policy = Policy {
         "ListTools",
         "ProxyRequest",
         "MintMcpSession",
+        "ListMcpSessions",
+        "RevokeMcpSession",
         "SubscribeEvents",
         "ListUpstreamTools",
         "WatchUpstreamChanges",
@@ -74,8 +77,18 @@ pub const POLICY: Policy = Policy {
         },
         Role {
             name: "mcp",
-            purpose: "mint per-user virtual MCP sessions",
-            rpcs: &["MintMcpSession", "ListTools"],
+            purpose: "mint per-user virtual MCP sessions, list and revoke them",
+            rpcs: &[
+                "MintMcpSession",
+                "ListMcpSessions",
+                "RevokeMcpSession",
+                "ListTools",
+            ],
+        },
+        Role {
+            name: "sessions",
+            purpose: "operators: list and revoke virtual MCP sessions",
+            rpcs: &["ListMcpSessions", "RevokeMcpSession"],
         },
         Role {
             name: "events",
@@ -152,9 +165,13 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             &config.virtual_servers,
             &executor.catalogue,
             self.server.callers(),
+            config.database.as_ref(),
         )
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
+        let revocations = virtual_mcp
+            .as_ref()
+            .map(|mcp| tokio::spawn(mcp.sessions.clone().follow(shutdown.clone())));
         let handlers = api::ConnectorExecutorApi {
             executor: executor.clone(),
             virtual_mcp: virtual_mcp.clone(),
@@ -205,6 +222,11 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         }
         if let Err(error) = pinning.await {
             tracing::warn!(%error, "following schema-watcher's drift panicked");
+        }
+        if let Some(revocations) = revocations
+            && let Err(error) = revocations.await
+        {
+            tracing::warn!(%error, "reading MCP session revocations panicked");
         }
         if let Some(endpoints) = mcp_endpoints {
             match endpoints.await {

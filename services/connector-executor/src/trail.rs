@@ -87,6 +87,30 @@ pub(crate) struct SessionMinted<'a> {
     pub error_reason: Option<String>,
 }
 
+/// `mcp.session_revoked`: one `RevokeMcpSession`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SessionRevoked<'a> {
+    pub mcp_session: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_server: Option<&'a str>,
+    /// It had been revoked before; nothing changed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already_revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+}
+
+/// `mcp.protocol_session_ended`: a client ended its protocol session (`Mcp-Session-Id`)
+/// with HTTP DELETE; the session's bearer stays valid for a new one.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProtocolSessionEnded<'a> {
+    pub virtual_server: &'a str,
+    pub mcp_session: &'a str,
+    pub protocol_session: &'a str,
+}
+
 /// `tools.listed`: one `ListUpstreamTools`, every page read afresh as the account.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ToolsListed {

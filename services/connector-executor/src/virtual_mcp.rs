@@ -2,12 +2,14 @@
 //! tools an operator whitelisted, as the user a session was minted for.
 //!
 //! `MintMcpSession` signs a bearer ([`crate::bearer`]) naming the virtual server, the user and
-//! an expiry; its URL is `<public_url>/mcp/<server>/<session id>`. Every request is checked on
-//! its own (the bearer verifies, is unexpired and belongs to the URL's server and session), so
-//! any replica serves any request and no session lives in one process: rmcp serves the
-//! endpoint statelessly, the legacy handshake of 2025-06-18 / 2025-11-25 and the 2026-07-28
-//! form alike. A `tools/call` runs through the same path as `ExecuteTool` (validation, rate
-//! control, audit, which names the virtual server and session).
+//! an expiry, and records the session ([`crate::sessions`]); its URL is
+//! `<public_url>/mcp/<server>/<session id>`. Every request is checked on its own (the bearer
+//! verifies, is unexpired, belongs to the URL's server and session and is not revoked), so any
+//! replica serves any request and no session lives in one process: rmcp serves the endpoint
+//! statelessly, and the 2025-06-18 / 2025-11-25 session model is laid over it from what the
+//! request carries (`Mcp-Session-Id` is the bearer's session id; DELETE revokes it), while the
+//! 2026-07-28 form passes as it is. A `tools/call` runs through the same path as `ExecuteTool`
+//! (validation, rate control, audit, which names the virtual server and session).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use crate::api::ConnectorExecutorApi;
 use crate::bearer::{Claims, KeyConfig, Keys};
 use crate::executor::CallContext;
 use crate::requests::{Pages, ToolCall};
+use crate::sessions::Refusal;
 use crate::tokens::AccountKey;
 
 /// The most tools one `tools/list` page holds.
@@ -62,6 +65,29 @@ pub struct VirtualMcpConfig {
     /// The keys that sign and verify bearers, the signing key first; none turns virtual MCP
     /// off.
     pub signing_keys: Vec<KeyConfig>,
+    /// How often each replica reads the revoked sessions from the database.
+    #[serde(with = "humantime_serde")]
+    pub revocation_refresh: Duration,
+    /// How old a replica's copy of the revocations may grow (the database unreachable) before
+    /// it refuses every bearer (503) rather than honour one that may have been revoked.
+    #[serde(with = "humantime_serde")]
+    pub revocation_stale_after: Duration,
+    /// How long a session stays listed after it expired.
+    #[serde(with = "humantime_serde")]
+    pub session_retention: Duration,
+    /// How a request's answer is sent: one JSON body, or an SSE stream.
+    pub responses: Responses,
+}
+
+/// `virtual_mcp.responses`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Responses {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// `text/event-stream`, one event per answer.
+    Sse,
 }
 
 impl Default for VirtualMcpConfig {
@@ -74,6 +100,20 @@ impl Default for VirtualMcpConfig {
             default_ttl: Duration::from_secs(15 * 60),
             max_ttl: Duration::from_secs(60 * 60),
             signing_keys: Vec::new(),
+            revocation_refresh: Duration::from_secs(5),
+            revocation_stale_after: Duration::from_secs(60),
+            session_retention: Duration::from_secs(7 * 24 * 3600),
+            responses: Responses::Json,
+        }
+    }
+}
+
+impl VirtualMcpConfig {
+    pub(crate) fn freshness(&self) -> crate::sessions::Freshness {
+        crate::sessions::Freshness {
+            refresh: self.revocation_refresh,
+            stale_after: self.revocation_stale_after,
+            retention: self.session_retention,
         }
     }
 }
@@ -108,6 +148,8 @@ pub struct ExposedToolConfig {
 #[derive(Debug)]
 pub(crate) struct VirtualMcp {
     keys: Keys,
+    /// Every session minted, and this replica's copy of the revoked ones.
+    pub(crate) sessions: Arc<crate::sessions::Sessions>,
     servers: BTreeMap<String, VirtualServerConfig>,
     /// The configured callers: a session acts only while its minter may still do so.
     callers: agentauth_grpc::auth::Callers,
@@ -133,6 +175,8 @@ pub(crate) struct Via {
 
 /// A minted session.
 pub(crate) struct Minted {
+    /// The id of the key that signed it.
+    pub key_id: String,
     pub url: String,
     pub bearer: String,
     pub claims: Claims,
@@ -169,6 +213,7 @@ impl VirtualMcp {
         servers: &[VirtualServerConfig],
         catalogue: &asana_tools::Catalogue,
         callers: agentauth_grpc::auth::Callers,
+        database: Option<&agentauth_db::Config>,
     ) -> Result<Option<Self>, String> {
         if config.signing_keys.is_empty() {
             if !servers.is_empty() {
@@ -198,6 +243,10 @@ impl VirtualMcp {
                 ));
             }
         }
+        let database = database
+            .ok_or("[virtual_mcp] names a signing key but there is no [database] to record its sessions and revocations in")?;
+        let database =
+            agentauth_db::Database::connect_lazy(database).map_err(|e| format!("database: {e}"))?;
         let public_url = config
             .public_url
             .clone()
@@ -206,6 +255,7 @@ impl VirtualMcp {
             .to_owned();
         Ok(Some(Self {
             keys: Keys::load(&config.signing_keys)?,
+            sessions: Arc::new(crate::sessions::Sessions::new(database, config.freshness())),
             servers: by_name,
             callers,
             public_url,
@@ -267,6 +317,7 @@ impl VirtualMcp {
             exp: unix_now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
         };
         Ok(Minted {
+            key_id: self.keys.signing_id().to_owned(),
             url: format!("{}/mcp/{server}/{}", self.public_url, claims.sid),
             bearer: self.keys.sign(&claims),
             tool_names: declared.tools.iter().map(|t| t.tool.clone()).collect(),
@@ -364,7 +415,7 @@ fn check_server(
 }
 
 /// Seconds since the Unix epoch.
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {
@@ -392,7 +443,7 @@ pub(crate) fn router(
     };
     let mut http = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
-        .with_json_response(true)
+        .with_json_response(config.responses == Responses::Json)
         .with_allowed_hosts(allowed_hosts)
         .with_cancellation_token(shutdown);
     if !config.allowed_origins.is_empty() {
@@ -400,7 +451,7 @@ pub(crate) fn router(
     }
     let handler = Handler {
         mcp: mcp.clone(),
-        api,
+        api: api.clone(),
     };
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
@@ -409,6 +460,7 @@ pub(crate) fn router(
     );
     Ok(axum::Router::new()
         .route_service("/mcp/{server}/{session}", service)
+        .route_layer(axum::middleware::from_fn_with_state(api, sessions))
         .route_layer(axum::middleware::from_fn_with_state(
             mcp.clone(),
             authenticate,
@@ -420,8 +472,8 @@ pub(crate) fn router(
         .with_state(mcp))
 }
 
-/// Admits a request whose bearer verifies, belongs to the URL's server and session, and whose
-/// minter still may act.
+/// Admits a request whose bearer verifies, belongs to the URL's server and session, is not
+/// revoked, and whose minter still may act.
 async fn authenticate(
     State(mcp): State<Arc<VirtualMcp>>,
     Path((server, session)): Path<(String, String)>,
@@ -435,16 +487,34 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "));
     let now = unix_now();
     let verified = presented.map(|bearer| mcp.keys.verify(bearer, now));
-    if let Some(Ok(claims)) = &verified
-        && claims.srv == server
-        && claims.sid == session
-        && let Some(minter) = mcp.admits(claims, now)
-    {
-        let claims = Arc::new(claims.clone());
-        request
-            .extensions_mut()
-            .insert(Principal { claims, minter });
-        return next.run(request).await;
+    let admitted = match &verified {
+        Some(Ok(claims)) if claims.srv == server && claims.sid == session => {
+            mcp.admits(claims, now).map(|minter| (claims, minter))
+        }
+        _ => None,
+    };
+    if let Some((claims, minter)) = admitted {
+        match mcp.sessions.check(&claims.sid) {
+            Ok(()) => {
+                let claims = Arc::new(claims.clone());
+                request
+                    .extensions_mut()
+                    .insert(Principal { claims, minter });
+                return next.run(request).await;
+            }
+            Err(Refusal::Stale) => {
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "session revocations cannot be read; try again shortly",
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return response;
+            }
+            Err(Refusal::Revoked) => {}
+        }
     }
     let mut challenge = match mcp.metadata_url(&server, &session) {
         Some(url) => format!("Bearer resource_metadata=\"{url}\""),
@@ -460,6 +530,85 @@ async fn authenticate(
             .insert(header::WWW_AUTHENTICATE, value);
     }
     response
+}
+
+/// The session header of the 2025-06-18 / 2025-11-25 protocol.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// A JSON-RPC message, as far as telling an `initialize` goes.
+#[derive(Deserialize)]
+struct Probe {
+    method: Option<String>,
+}
+
+/// The 2025 session model over the stateless service, from what each request carries: an
+/// `initialize` answered with success gets a new `Mcp-Session-Id` bound to the bearer's
+/// session ([`Keys::protocol_session`]); a request naming an id not issued for its bearer, or
+/// one its client ended, is 404; DELETE ends the protocol session (the bearer stays valid for
+/// a new one). A request without the header (the 2026-07-28 form) passes as it is. Bodies are
+/// capped at the largest tool input and a margin for the JSON-RPC envelope.
+async fn sessions(
+    State(api): State<ConnectorExecutorApi>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (Some(mcp), Some(claims)) = (
+        api.virtual_mcp.clone(),
+        request
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.claims.clone()),
+    ) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let named = request
+        .headers()
+        .get(SESSION_HEADER)
+        .map(|id| id.to_str().unwrap_or_default().to_owned());
+    if let Some(id) = &named
+        && !(mcp.keys.is_protocol_session(&claims.sid, id) && mcp.sessions.check(id).is_ok())
+    {
+        return (StatusCode::NOT_FOUND, "no such MCP session").into_response();
+    }
+    match (request.method().clone(), named) {
+        (axum::http::Method::DELETE, None) => {
+            (StatusCode::BAD_REQUEST, "Mcp-Session-Id is required").into_response()
+        }
+        (axum::http::Method::DELETE, Some(id)) => {
+            match api.end_protocol_session(&claims, &id).await {
+                Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(error) => {
+                    tracing::warn!(%error, "an MCP client could not end its protocol session");
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                }
+            }
+        }
+        (axum::http::Method::POST, named) => {
+            let limit = api.executor.execution.max_input_bytes + 64 * 1024;
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a request body is at most {limit} bytes"),
+                )
+                    .into_response();
+            };
+            let initialize = named.is_none()
+                && serde_json::from_slice::<Probe>(&bytes)
+                    .is_ok_and(|probe| probe.method.as_deref() == Some("initialize"));
+            let mut response = next
+                .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await;
+            if initialize
+                && response.status().is_success()
+                && let Ok(value) = HeaderValue::from_str(&mcp.keys.protocol_session(&claims.sid))
+            {
+                response.headers_mut().insert(SESSION_HEADER, value);
+            }
+            response
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// The protected-resource metadata of an endpoint (RFC 9728): its bearer comes from
@@ -683,6 +832,11 @@ mod tests {
         (config, key)
     }
 
+    /// A store that is never reached: these tests check configuration and claims only.
+    fn database() -> agentauth_db::Config {
+        agentauth_db::Config::new("sqlite::memory:")
+    }
+
     fn callers() -> agentauth_grpc::auth::Callers {
         let platform = agentauth_grpc::CallerConfig {
             name: "platform".into(),
@@ -710,7 +864,14 @@ fixed_inputs = { user_gid = "me" }
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let (config, _key) = config_with_key();
         let check = |toml: &str| {
-            VirtualMcp::new(&config, &[server(toml)], &catalogue, callers()).map(|_| ())
+            VirtualMcp::new(
+                &config,
+                &[server(toml)],
+                &catalogue,
+                callers(),
+                Some(&database()),
+            )
+            .map(|_| ())
         };
         assert_eq!(check(PEOPLE), Ok(()));
         for (toml, says) in [
@@ -746,6 +907,7 @@ fixed_inputs = { user_gid = "me" }
             &[server(PEOPLE), server(PEOPLE)],
             &catalogue,
             callers(),
+            Some(&database()),
         )
         .expect_err("one name twice");
         assert!(twice.contains("declared twice"), "{twice}");
@@ -757,24 +919,34 @@ fixed_inputs = { user_gid = "me" }
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let off = VirtualMcpConfig::default();
         assert!(matches!(
-            VirtualMcp::new(&off, &[], &catalogue, callers()),
+            VirtualMcp::new(&off, &[], &catalogue, callers(), None),
             Ok(None)
         ));
-        let declared = VirtualMcp::new(&off, &[server(PEOPLE)], &catalogue, callers())
+        let declared = VirtualMcp::new(&off, &[server(PEOPLE)], &catalogue, callers(), None)
             .expect_err("a server without a key");
         assert!(declared.contains("no signing key"), "{declared}");
         let (mut config, _key) = config_with_key();
         config.default_ttl = Duration::from_secs(7200);
-        assert!(VirtualMcp::new(&config, &[], &catalogue, callers()).is_err());
+        assert!(VirtualMcp::new(&config, &[], &catalogue, callers(), Some(&database())).is_err());
+        config.default_ttl = Duration::from_secs(60);
+        let no_store = VirtualMcp::new(&config, &[], &catalogue, callers(), None)
+            .expect_err("sessions need a database");
+        assert!(no_store.contains("no [database]"), "{no_store}");
     }
 
     #[test]
     fn a_session_acts_only_while_its_minter_may_and_within_the_longest_lifetime() {
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let (config, _key) = config_with_key();
-        let mcp = VirtualMcp::new(&config, &[server(PEOPLE)], &catalogue, callers())
-            .expect("valid")
-            .expect("on");
+        let mcp = VirtualMcp::new(
+            &config,
+            &[server(PEOPLE)],
+            &catalogue,
+            callers(),
+            Some(&database()),
+        )
+        .expect("valid")
+        .expect("on");
         let claims = |by: &str, ten: &str, exp: i64| Claims {
             sid: uuid::Uuid::now_v7().to_string(),
             srv: "people".into(),

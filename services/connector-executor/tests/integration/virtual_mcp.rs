@@ -17,19 +17,45 @@ const CLIENT: &str = "crates/asana-sandbox/tests/python/mcp_client.py";
 struct Setup {
     system: System,
     minter: ApiKey,
-    _signing_key: tempfile::NamedTempFile,
+    _signing_keys: Vec<tempfile::NamedTempFile>,
+}
+
+/// A file holding a fresh signing key.
+fn signing_key() -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("key file");
+    file.write_all(ApiKey::generate().expose().as_bytes())
+        .expect("write the key");
+    file
+}
+
+/// `[virtual_mcp]` signing with the first of `keys` (`(id, file)`) and verifying with all.
+fn keys_toml(keys: &[(&str, &tempfile::NamedTempFile)]) -> String {
+    let mut toml = String::from("revocation_refresh = \"200ms\"\n");
+    for (id, file) in keys {
+        toml.push_str(&format!(
+            "\n[[virtual_mcp.signing_keys]]\nid = \"{id}\"\nkey_file = \"{}\"\n",
+            file.path().display()
+        ));
+    }
+    toml
 }
 
 /// A system with the virtual server `people`: `asana_user_me`, and `asana_api_get_user` with
 /// its `user_gid` fixed to `me`; `platform` may mint its sessions.
 async fn setup() -> Setup {
+    let key = signing_key();
+    let toml = keys_toml(&[("k1", &key)]);
+    setup_with(vec![toml], false, vec![key]).await
+}
+
+/// [`setup`] with one replica per `[virtual_mcp]` of `replicas`, on SQLite or PostgreSQL.
+async fn setup_with(
+    replicas: Vec<String>,
+    postgres: bool,
+    signing_keys: Vec<tempfile::NamedTempFile>,
+) -> Setup {
     agentauth_testkit::logs::logs();
     let minter = ApiKey::generate();
-    let mut signing_key = tempfile::NamedTempFile::new().expect("key file");
-    signing_key
-        .write_all(ApiKey::generate().expose().as_bytes())
-        .expect("write the key");
-    let listen = agentauth_testkit::free_port();
     let system = System::start(Options {
         executor_toml: format!(
             r#"
@@ -40,13 +66,6 @@ tenants = ["{TENANT}"]
 connections = ["asana-pat"]
 tools = ["asana_user_me", "asana_api_get_user"]
 roles = ["mcp"]
-
-[virtual_mcp]
-listen = "{listen}"
-
-[[virtual_mcp.signing_keys]]
-id = "k1"
-key_file = "{key}"
 
 [[virtual_servers]]
 name = "people"
@@ -62,8 +81,10 @@ tool = "asana_api_get_user"
 fixed_inputs = {{ user_gid = "me" }}
 "#,
             hash = minter.hash(),
-            key = signing_key.path().display(),
         ),
+        executor_replicas: replicas.len(),
+        virtual_mcp_toml: replicas,
+        virtual_mcp_postgres: postgres,
         ..Options::default()
     })
     .await;
@@ -72,7 +93,7 @@ fixed_inputs = {{ user_gid = "me" }}
     Setup {
         system,
         minter,
-        _signing_key: signing_key,
+        _signing_keys: signing_keys,
     }
 }
 

@@ -23,7 +23,7 @@ use agentauth_proto::vault::v1 as vault_pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
 use agentauth_proto::watcher::v1::schema_watcher_client::SchemaWatcherClient;
 use agentauth_testkit::connections::{self, OAuthApp};
-use agentauth_testkit::database::SqliteDatabase;
+use agentauth_testkit::database::{PostgresDatabase, SqliteDatabase};
 use agentauth_testkit::openbao;
 use asana_sandbox::{App, AppKind, Sandbox};
 use figment::providers::{Format as _, Toml};
@@ -70,6 +70,12 @@ pub struct Options {
     pub watcher: bool,
     /// How many tools one page of the sandbox's MCP `tools/list` holds.
     pub sandbox_mcp_page_size: usize,
+    /// Virtual MCP: the keys of `[virtual_mcp]` besides `listen`, for each replica in turn
+    /// (the last for the rest); each replica gets its own port
+    /// ([`System::virtual_mcp_urls`]), and every replica's `[database]` is one store:
+    /// PostgreSQL when `virtual_mcp_postgres`, else one SQLite file.
+    pub virtual_mcp_toml: Vec<String>,
+    pub virtual_mcp_postgres: bool,
 }
 
 impl Default for Options {
@@ -87,6 +93,8 @@ impl Default for Options {
             audit_durability: "async",
             watcher: false,
             sandbox_mcp_page_size: asana_sandbox::Config::default().mcp_page_size,
+            virtual_mcp_toml: Vec::new(),
+            virtual_mcp_postgres: false,
         }
     }
 }
@@ -98,6 +106,8 @@ pub struct System {
     pub executor_url: String,
     /// Every connector-executor replica's URL (the first is `executor_url`).
     pub executor_urls: Vec<String>,
+    /// Every replica's virtual MCP listener, `http://host:port`, with `Options::virtual_mcp_toml`.
+    pub virtual_mcp_urls: Vec<String>,
     pub vault_url: String,
     pub audit_url: String,
     /// An agent's key: tenant `acme`, every connection and tool.
@@ -127,6 +137,7 @@ pub struct System {
     _files: Vec<tempfile::NamedTempFile>,
     _dirs: Vec<tempfile::TempDir>,
     _dbs: Vec<SqliteDatabase>,
+    _postgres: Option<PostgresDatabase>,
 }
 
 impl Drop for System {
@@ -344,7 +355,27 @@ flush_interval = "20ms"
             )
         });
         let mut executor_urls = Vec::new();
-        for _ in 0..options.executor_replicas.max(1) {
+        let mut virtual_mcp_urls = Vec::new();
+        let mut sessions_postgres = None;
+        let sessions_sqlite = SqliteDatabase::create().expect("sqlite");
+        let sessions_url = if options.virtual_mcp_postgres {
+            let database = PostgresDatabase::create().await.expect("postgres");
+            let url = database.url().to_owned();
+            sessions_postgres = Some(database);
+            url
+        } else {
+            sessions_sqlite.url().to_owned()
+        };
+        for replica in 0..options.executor_replicas.max(1) {
+            let replica_toml = options
+                .virtual_mcp_toml
+                .get(replica)
+                .or(options.virtual_mcp_toml.last());
+            let virtual_mcp_section = replica_toml.map_or(String::new(), |toml| {
+                let listen = agentauth_testkit::free_port();
+                virtual_mcp_urls.push(format!("http://{listen}"));
+                format!("[database]\nurl = \"{sessions_url}\"\n\n[virtual_mcp]\nlisten = \"{listen}\"\n{toml}\n")
+            });
             let executor_spool = tempfile::tempdir().expect("spool");
             let audit_section = if options.audit {
                 format!(
@@ -399,6 +430,7 @@ api_key_file = "{executor_key_path}"
 
 {audit_section}
 {watcher_section}
+{virtual_mcp_section}
 {extra}"#,
                 watcher_hash = watcher_key.hash(),
                 agent_hash = agent.hash(),
@@ -432,6 +464,7 @@ api_key_file = "{executor_key_path}"
             sandbox_url,
             executor_url,
             executor_urls,
+            virtual_mcp_urls,
             vault_url,
             audit_url,
             agent,
@@ -448,7 +481,8 @@ api_key_file = "{executor_key_path}"
             shutdown,
             _files: files,
             _dirs: dirs,
-            _dbs: vec![audit_db, vault_db],
+            _dbs: vec![audit_db, vault_db, sessions_sqlite],
+            _postgres: sessions_postgres,
         }
     }
 

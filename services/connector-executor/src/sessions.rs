@@ -1,0 +1,375 @@
+//! The sessions of virtual MCP servers, in connector-executor's database: each mint is
+//! recorded, so sessions can be listed and revoked.
+//!
+//! A bearer verifies without this table ([`crate::bearer`]); what a replica reads from it is
+//! the set of revoked sessions, and of protocol sessions (`Mcp-Session-Id`) their clients
+//! ended, that have not yet expired, refreshed every `revocation_refresh`. A replica that could not refresh it for `revocation_stale_after`
+//! refuses every bearer rather than honour one that may have been revoked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agentauth_db::Database;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::bearer::Claims;
+
+/// connector-executor's migrations, one set per backend.
+pub(crate) static MIGRATIONS: agentauth_db::Migrations = agentauth_db::Migrations {
+    postgres: sqlx::migrate!("./migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+};
+
+/// The most sessions one page lists.
+const MAX_PAGE: u32 = 1000;
+
+/// How the revocation set is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Freshness {
+    /// How often it is read again.
+    pub refresh: Duration,
+    /// How old it may be before every bearer is refused.
+    pub stale_after: Duration,
+    /// How long an ended session stays listed.
+    pub retention: Duration,
+}
+
+/// One session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Session {
+    pub session_id: String,
+    pub tenant: String,
+    pub virtual_server: String,
+    pub identifier: String,
+    pub minted_by: String,
+    pub created_at_us: i64,
+    /// Seconds since the Unix epoch.
+    pub expires_at: i64,
+    pub revoked_at_us: Option<i64>,
+    pub revoked_by: Option<String>,
+}
+
+/// What [`Sessions::list`] selects.
+#[derive(Debug, Default)]
+pub(crate) struct Filter<'a> {
+    pub tenant: &'a str,
+    pub virtual_server: Option<&'a str>,
+    pub identifier: Option<&'a str>,
+    pub include_ended: bool,
+    /// Only sessions older than this one (the previous page's last).
+    pub before: Option<&'a str>,
+    pub page_size: u32,
+}
+
+/// Why a bearer cannot be honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Revoked,
+    /// The revocation set is older than `stale_after`.
+    Stale,
+}
+
+/// The revoked sessions and ended protocol sessions not yet expired, by id (a session id is
+/// a UUID, a protocol session id is not), with their expiry; and when they were read.
+#[derive(Debug)]
+struct Revoked {
+    expiries: HashMap<String, i64>,
+    read_at: Option<Instant>,
+}
+
+/// The session store and this replica's copy of its revocations.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    database: Database,
+    revoked: RwLock<Revoked>,
+    freshness: Freshness,
+}
+
+const COLUMNS: &str = "session_id, tenant, virtual_server, identifier, minted_by, created_at_us, expires_at, revoked_at_us, revoked_by";
+
+fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        session_id: row.try_get("session_id")?,
+        tenant: row.try_get("tenant")?,
+        virtual_server: row.try_get("virtual_server")?,
+        identifier: row.try_get("identifier")?,
+        minted_by: row.try_get("minted_by")?,
+        created_at_us: row.try_get("created_at_us")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at_us: row.try_get("revoked_at_us")?,
+        revoked_by: row.try_get("revoked_by")?,
+    })
+}
+
+fn unavailable(error: &sqlx::Error) -> Error {
+    Error::Unavailable {
+        dependency: "connector-executor's database",
+        reason: error.to_string(),
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+        })
+}
+
+impl Sessions {
+    pub(crate) fn new(database: Database, freshness: Freshness) -> Self {
+        Self {
+            database,
+            revoked: RwLock::new(Revoked {
+                expiries: HashMap::new(),
+                read_at: None,
+            }),
+            freshness,
+        }
+    }
+
+    /// Records a minted session; its bearer must not be handed out unless this succeeded.
+    pub(crate) async fn record(&self, claims: &Claims, key_id: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO mcp_sessions (session_id, tenant, virtual_server, identifier, minted_by, key_id, created_at_us, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&claims.sid)
+        .bind(&claims.ten)
+        .bind(&claims.srv)
+        .bind(&claims.idn)
+        .bind(&claims.by)
+        .bind(key_id)
+        .bind(now_us())
+        .bind(claims.exp)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// A page of a tenant's sessions, newest first (session ids are UUIDv7), and whether more
+    /// follow.
+    pub(crate) async fn list(
+        &self,
+        filter: &Filter<'_>,
+        now: i64,
+    ) -> Result<(Vec<Session>, bool), Error> {
+        let page = match filter.page_size {
+            0 => 100,
+            size => size.min(MAX_PAGE),
+        };
+        let mut sql = format!("SELECT {COLUMNS} FROM mcp_sessions WHERE tenant = $1");
+        let mut texts = vec![filter.tenant];
+        for (column, value) in [
+            ("virtual_server", filter.virtual_server),
+            ("identifier", filter.identifier),
+        ] {
+            if let Some(value) = value {
+                texts.push(value);
+                sql.push_str(&format!(" AND {column} = ${}", texts.len()));
+            }
+        }
+        if let Some(before) = filter.before {
+            texts.push(before);
+            sql.push_str(&format!(" AND session_id < ${}", texts.len()));
+        }
+        if !filter.include_ended {
+            sql.push_str(&format!(
+                " AND revoked_at_us IS NULL AND expires_at > ${}",
+                texts.len() + 1
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY session_id DESC LIMIT {}", page + 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for text in texts {
+            query = query.bind(text);
+        }
+        if !filter.include_ended {
+            query = query.bind(now);
+        }
+        let rows = query
+            .fetch_all(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut sessions = rows
+            .iter()
+            .map(session)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(format!("an MCP session row: {e}")))?;
+        let more = sessions.len() > page as usize;
+        sessions.truncate(page as usize);
+        Ok((sessions, more))
+    }
+
+    /// Revokes `tenant`'s session `session_id` as `by`: the session as it is now, and whether
+    /// it had been revoked before. This replica refuses it at once.
+    pub(crate) async fn revoke(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        by: &str,
+    ) -> Result<(Session, bool), Error> {
+        let updated = sqlx::query(
+            "UPDATE mcp_sessions SET revoked_at_us = $1, revoked_by = $2 WHERE session_id = $3 AND tenant = $4 AND revoked_at_us IS NULL",
+        )
+        .bind(now_us())
+        .bind(by)
+        .bind(session_id)
+        .bind(tenant)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?
+        .rows_affected();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM mcp_sessions WHERE session_id = $1 AND tenant = $2"
+        )))
+        .bind(session_id)
+        .bind(tenant)
+        .fetch_optional(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or_else(|| Error::UnknownSession {
+            id: crate::virtual_mcp::bounded(session_id).to_owned(),
+        })?;
+        let stored =
+            session(&row).map_err(|e| Error::Internal(format!("an MCP session row: {e}")))?;
+        self.revoked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .expiries
+            .insert(stored.session_id.clone(), stored.expires_at);
+        Ok((stored, updated == 0))
+    }
+
+    /// Ends the protocol session `id`, opened with session `session_id` whose bearer expires
+    /// at `expires_at`: this replica answers 404 for it at once, the others after their next
+    /// refresh.
+    pub(crate) async fn end_protocol(
+        &self,
+        id: &str,
+        session_id: &str,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO ended_protocol_sessions (protocol_session_id, session_id, ended_at_us, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (protocol_session_id) DO NOTHING",
+        )
+            .bind(id)
+            .bind(session_id)
+            .bind(now_us())
+            .bind(expires_at)
+            .execute(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.revoked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .expiries
+            .insert(id.to_owned(), expires_at);
+        Ok(())
+    }
+
+    /// Whether a verified bearer's session (or a protocol session) may act now.
+    pub(crate) fn check(&self, session_id: &str) -> Result<(), Refusal> {
+        let revoked = self
+            .revoked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if revoked.expiries.contains_key(session_id) {
+            return Err(Refusal::Revoked);
+        }
+        match revoked.read_at {
+            Some(at) if at.elapsed() <= self.freshness.stale_after => Ok(()),
+            _ => Err(Refusal::Stale),
+        }
+    }
+
+    /// Reads the revocations of unexpired sessions afresh.
+    pub(crate) async fn refresh(&self, now: i64) -> Result<(), sqlx::Error> {
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "SELECT session_id AS id, expires_at FROM mcp_sessions WHERE revoked_at_us IS NOT NULL AND expires_at > $1 UNION ALL SELECT protocol_session_id AS id, expires_at FROM ended_protocol_sessions WHERE expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(self.database.pool())
+        .await?;
+        let mut expiries = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            expiries.insert(row.try_get("id")?, row.try_get("expires_at")?);
+        }
+        let mut revoked = self
+            .revoked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A revocation this replica made while the read was under way is kept.
+        revoked
+            .expiries
+            .retain(|id, expires| *expires > now && !expiries.contains_key(id));
+        revoked.expiries.extend(expiries);
+        revoked.read_at = Some(started);
+        Ok(())
+    }
+
+    /// Deletes the sessions that expired longer than `retention` ago (a revoked session is
+    /// kept at least until it expires, so its revocation is never forgotten).
+    async fn prune(&self, now: i64) -> Result<u64, sqlx::Error> {
+        let retention = i64::try_from(self.freshness.retention.as_secs()).unwrap_or(i64::MAX);
+        let sessions = sqlx::query("DELETE FROM mcp_sessions WHERE expires_at < $1")
+            .bind(now.saturating_sub(retention))
+            .execute(self.database.pool())
+            .await?;
+        let protocol = sqlx::query("DELETE FROM ended_protocol_sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(self.database.pool())
+            .await?;
+        Ok(sessions.rows_affected() + protocol.rows_affected())
+    }
+
+    /// Migrates the schema, then keeps the revocation set fresh (and prunes ended sessions
+    /// once an hour) until `shutdown`.
+    pub(crate) async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+        if !self
+            .database
+            .migrate_until_done(&MIGRATIONS, "the MCP session store", &shutdown)
+            .await
+        {
+            return;
+        }
+        let mut pruned_at: Option<Instant> = None;
+        let mut failing = false;
+        loop {
+            let now = crate::virtual_mcp::unix_now();
+            match self.refresh(now).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("MCP session revocations are read again");
+                }
+                Ok(()) => {}
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, stale_after = ?self.freshness.stale_after, "cannot read MCP session revocations; bearers are refused once they are this old");
+                }
+                Err(_) => {}
+            }
+            if pruned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                match self.prune(now).await {
+                    Ok(pruned) => {
+                        pruned_at = Some(Instant::now());
+                        if pruned > 0 {
+                            tracing::info!(pruned, "ended MCP sessions pruned");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot prune ended MCP sessions"),
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.freshness.refresh) => {}
+            }
+        }
+    }
+}
