@@ -269,6 +269,46 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     assert_eq!(initialized.status(), 200);
     let body = initialized.text().await.expect("body");
     assert!(body.contains("\"agentauth\""), "{body}");
+    // The operator lists the session and revokes it; its bearer is refused from then on.
+    let session_id = line("session_id");
+    let sessions = cli_as("operator", &["mcp", "sessions", "list", "--tenant", "dev"])
+        .output()
+        .expect("mcp sessions list");
+    let sessions_text = String::from_utf8_lossy(&sessions.stdout).into_owned();
+    assert!(sessions.status.success(), "{sessions:?}");
+    assert!(
+        sessions_text.contains(&format!("{session_id}  people  alice  minted by agent")),
+        "{sessions_text}"
+    );
+    assert!(!sessions_text.contains(&bearer), "no bearer is listed");
+    let revoked = cli_as(
+        "operator",
+        &[
+            "mcp",
+            "sessions",
+            "revoke",
+            "--tenant",
+            "dev",
+            "--session-id",
+            &session_id,
+        ],
+    )
+    .output()
+    .expect("mcp sessions revoke");
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert!(
+        String::from_utf8_lossy(&revoked.stdout).starts_with("revoked"),
+        "{revoked:?}"
+    );
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&bearer)
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(refused.status(), 401, "a revoked session's bearer");
 
     // schema-watcher follows the sandbox's MCP tools: a change made through the sandbox's
     // control API is reported, shown as a diff, and approved from the CLI.

@@ -67,7 +67,7 @@ const SERVICES: [(&str, &[Admitted]); 4] = [
         "connector-executor",
         &[
             ("agent", &["executor", "proxy", "mcp"]),
-            ("operator", &["reader"]),
+            ("operator", &["reader", "sessions"]),
             ("schema-watcher", &["watcher"]),
         ],
     ),
@@ -324,7 +324,8 @@ fn service_config(
             );
             let _ = write!(
                 config,
-                "\n# A virtual MCP server for MCP clients: `agentauth mcp mint --virtual-server {VIRTUAL_SERVER} …`\n[virtual_mcp]\nlisten = \"{}\"\n\n[[virtual_mcp.signing_keys]]\nid = \"dev\"\nkey_file = \"{}\"\n\n[[virtual_servers]]\nname = \"{VIRTUAL_SERVER}\"\nminters = [\"agent\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\nfixed_inputs = {{ user_gid = \"me\" }}\n\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n",
+                "\n# A virtual MCP server for MCP clients: `agentauth mcp mint --virtual-server {VIRTUAL_SERVER} …`;\n# its sessions are recorded (to list and revoke them) in the database.\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[virtual_mcp]\nlisten = \"{}\"\n\n[[virtual_mcp.signing_keys]]\nid = \"dev\"\nkey_file = \"{}\"\n\n[[virtual_servers]]\nname = \"{VIRTUAL_SERVER}\"\nminters = [\"agent\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\nfixed_inputs = {{ user_gid = \"me\" }}\n\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n",
+                data.join("connector-executor.db").display(),
                 virtual_mcp_address(addresses),
                 data.join("keys").join("virtual-mcp-signing.key").display(),
                 addresses[3],

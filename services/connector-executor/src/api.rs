@@ -22,8 +22,8 @@ use crate::rest::{BATCH_ACTIONS, Output, batchable};
 use crate::sessions::{Filter, Session};
 use crate::tokens::AccountKey;
 use crate::trail::{
-    InputDigest, ProtocolSessionEnded, ProxyRequested, SessionMinted, SessionRevoked, ToolExecuted, ToolsListed, Trail,
-    millis,
+    InputDigest, ProtocolSessionEnded, ProxyRequested, SessionMinted, SessionRevoked, ToolExecuted,
+    ToolsListed, Trail, millis,
 };
 use crate::virtual_mcp::{Via, VirtualMcp, bounded};
 
@@ -251,7 +251,9 @@ impl ConnectorExecutorApi {
     ) -> Result<(), Error> {
         let mcp = self.virtual_servers()?;
         self.executor.audit_ready()?;
-        mcp.sessions.end_protocol(id, &claims.sid, claims.exp).await?;
+        mcp.sessions
+            .end_protocol(id, &claims.sid, claims.exp)
+            .await?;
         let details = ProtocolSessionEnded {
             virtual_server: &claims.srv,
             mcp_session: &claims.sid,

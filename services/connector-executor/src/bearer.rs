@@ -324,4 +324,35 @@ mod tests {
         assert!(Keys::new(vec![("k1".into(), vec![7; 32]), ("k1".into(), vec![8; 32])]).is_err());
         assert!(!format!("{:?}", keys(&["k1"])).contains("secret"));
     }
+
+    #[test]
+    fn a_protocol_session_id_holds_only_for_the_session_it_was_issued_for() {
+        let old = keys(&["k1"]);
+        let sid = "0190a000-0000-7000-8000-000000000001";
+        let id = old.protocol_session(sid);
+        assert!(old.is_protocol_session(sid, &id));
+        assert_ne!(
+            old.protocol_session(sid),
+            id,
+            "each initialize gets a new id"
+        );
+        assert!(!old.is_protocol_session("0190a000-0000-7000-8000-000000000002", &id));
+        let (nonce, tag) = id.split_once('.').expect("nonce.tag");
+        let mut forged = tag.to_owned();
+        forged.replace_range(..1, if tag.starts_with('A') { "B" } else { "A" });
+        for bad in [
+            format!("{nonce}.{forged}"),
+            format!("x{nonce}.{tag}"),
+            nonce.to_owned(),
+            format!("{nonce}.{}", &tag[..tag.len() - 2]),
+            String::new(),
+        ] {
+            assert!(!old.is_protocol_session(sid, &bad), "{bad}");
+        }
+        assert!(
+            keys(&["k2", "k1"]).is_protocol_session(sid, &id),
+            "survives a rotation"
+        );
+        assert!(!keys(&["k2"]).is_protocol_session(sid, &id));
+    }
 }

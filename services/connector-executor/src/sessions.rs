@@ -373,3 +373,155 @@ impl Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sid: &str, exp: i64) -> Claims {
+        Claims {
+            sid: sid.to_owned(),
+            srv: "people".into(),
+            ten: "acme".into(),
+            idn: "alice".into(),
+            by: "platform".into(),
+            exp,
+        }
+    }
+
+    async fn replica(url: &str, stale_after: Duration) -> Sessions {
+        let database =
+            Database::connect_lazy(&agentauth_db::Config::new(url)).expect("a SQLite pool");
+        database.migrate(&MIGRATIONS).await.expect("migrated");
+        Sessions::new(
+            database,
+            Freshness {
+                refresh: Duration::from_millis(50),
+                stale_after,
+                retention: Duration::from_secs(3600),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_revocation_reaches_every_replica_and_a_stale_copy_refuses_everything() {
+        let file = agentauth_testkit::database::SqliteDatabase::create().expect("sqlite");
+        let here = replica(file.url(), Duration::from_millis(300)).await;
+        let there = replica(file.url(), Duration::from_millis(300)).await;
+        let now = crate::virtual_mcp::unix_now();
+        let sid = uuid::Uuid::now_v7().to_string();
+        assert_eq!(
+            here.check(&sid),
+            Err(Refusal::Stale),
+            "nothing is honoured before the revocations were read"
+        );
+        here.record(&claims(&sid, now + 600), "k1")
+            .await
+            .expect("recorded");
+        for sessions in [&here, &there] {
+            sessions.refresh(now).await.expect("read");
+            assert_eq!(sessions.check(&sid), Ok(()));
+        }
+        let (revoked, before) = here.revoke("acme", &sid, "ops").await.expect("revoked");
+        assert!(!before);
+        assert_eq!(revoked.revoked_by.as_deref(), Some("ops"));
+        assert_eq!(here.check(&sid), Err(Refusal::Revoked), "at once here");
+        assert_eq!(there.check(&sid), Ok(()), "not yet there");
+        there.refresh(now).await.expect("read");
+        assert_eq!(
+            there.check(&sid),
+            Err(Refusal::Revoked),
+            "there after a read"
+        );
+        // A refresh keeps what this replica revoked meanwhile, and drops only the expired.
+        here.refresh(now).await.expect("read");
+        assert_eq!(here.check(&sid), Err(Refusal::Revoked));
+        let (_, again) = here.revoke("acme", &sid, "ops").await.expect("idempotent");
+        assert!(again);
+        assert!(matches!(
+            here.revoke("globex", &sid, "ops").await,
+            Err(Error::UnknownSession { .. })
+        ));
+        let other = uuid::Uuid::now_v7().to_string();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            there.check(&other),
+            Err(Refusal::Stale),
+            "a copy older than stale_after honours nothing"
+        );
+        there.refresh(now).await.expect("read");
+        assert_eq!(there.check(&other), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn sessions_are_listed_newest_first_by_tenant_and_filter() {
+        let file = agentauth_testkit::database::SqliteDatabase::create().expect("sqlite");
+        let sessions = replica(file.url(), Duration::from_secs(60)).await;
+        let now = crate::virtual_mcp::unix_now();
+        let mut ids = Vec::new();
+        for (tenant, identifier, exp) in [
+            ("acme", "alice", now + 600),
+            ("acme", "bob", now + 600),
+            ("acme", "alice", now - 1),
+            ("globex", "alice", now + 600),
+        ] {
+            let id = uuid::Uuid::now_v7().to_string();
+            let mut minted = claims(&id, exp);
+            minted.ten = tenant.into();
+            minted.idn = identifier.into();
+            sessions.record(&minted, "k1").await.expect("recorded");
+            ids.push(id);
+        }
+        let list = |filter: Filter<'static>| {
+            let sessions = &sessions;
+            async move {
+                let (page, more) = sessions.list(&filter, now).await.expect("listed");
+                (
+                    page.into_iter().map(|s| s.session_id).collect::<Vec<_>>(),
+                    more,
+                )
+            }
+        };
+        let live = list(Filter {
+            tenant: "acme",
+            ..Filter::default()
+        })
+        .await;
+        assert_eq!(live, (vec![ids[1].clone(), ids[0].clone()], false));
+        let everything = list(Filter {
+            tenant: "acme",
+            include_ended: true,
+            ..Filter::default()
+        })
+        .await;
+        assert_eq!(
+            everything.0,
+            [ids[2].clone(), ids[1].clone(), ids[0].clone()]
+        );
+        let alice = list(Filter {
+            tenant: "acme",
+            identifier: Some("alice"),
+            include_ended: true,
+            page_size: 1,
+            ..Filter::default()
+        })
+        .await;
+        assert_eq!(alice, (vec![ids[2].clone()], true));
+        let (page, more) = sessions
+            .list(
+                &Filter {
+                    tenant: "acme",
+                    identifier: Some("alice"),
+                    include_ended: true,
+                    before: Some(&ids[2]),
+                    ..Filter::default()
+                },
+                now,
+            )
+            .await
+            .expect("listed");
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].session_id, ids[0]);
+        assert!(!more);
+    }
+}

@@ -10,10 +10,10 @@ CREATE TABLE mcp_sessions (
     minted_by      TEXT    NOT NULL,
     -- The signing key's id.
     key_id         TEXT    NOT NULL,
-    created_at_us  INTEGER NOT NULL,
+    created_at_us  BIGINT  NOT NULL,
     -- Seconds since the Unix epoch, as the bearer says.
-    expires_at     INTEGER NOT NULL,
-    revoked_at_us  INTEGER,
+    expires_at     BIGINT  NOT NULL,
+    revoked_at_us  BIGINT,
     -- The caller that revoked it, or `mcp-client` for a client that ended it (DELETE).
     revoked_by     TEXT
 );
@@ -26,6 +26,6 @@ CREATE INDEX mcp_sessions_revoked ON mcp_sessions (revoked_at_us);
 CREATE TABLE ended_protocol_sessions (
     protocol_session_id TEXT    NOT NULL PRIMARY KEY,
     session_id          TEXT    NOT NULL,
-    ended_at_us         INTEGER NOT NULL,
-    expires_at          INTEGER NOT NULL
+    ended_at_us         BIGINT  NOT NULL,
+    expires_at          BIGINT  NOT NULL
 );

@@ -10,7 +10,7 @@ use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::system::{Options, System, TENANT};
+use crate::system::{OTHER_TENANT, Options, System, TENANT};
 
 const CLIENT: &str = "crates/asana-sandbox/tests/python/mcp_client.py";
 
@@ -116,7 +116,11 @@ async fn mint(
 }
 
 async fn client(session: &pb::MintMcpSessionResponse, token: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["--url", &session.url, "--token", token];
+    client_at(&session.url, token, extra).await
+}
+
+async fn client_at(url: &str, token: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["--url", url, "--token", token];
     args.extend_from_slice(extra);
     agentauth_testkit::python_json(CLIENT, &args)
         .await
@@ -381,4 +385,515 @@ async fn only_a_minter_with_the_servers_tools_mints_and_ttls_are_bounded() {
         expires <= now + 3600 + 5,
         "capped at the default max_ttl of 1 h"
     );
+}
+
+/// `url` with its `http://host:port` replaced by `base`: the same session, another listener.
+fn at(base: &str, url: &str) -> String {
+    let path = url.find("/mcp/").map_or(url, |start| &url[start..]);
+    format!("{base}{path}")
+}
+
+/// A listener that sends each HTTP request it receives to the next of `upstreams` in turn,
+/// as a load balancer without affinity would: the client's consecutive requests land on
+/// different replicas. Answers are read whole (JSON responses) before they are passed on.
+async fn round_robin(upstreams: Vec<String>) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let forward = move |request: axum::extract::Request| {
+        let upstream = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()].clone();
+        let http = http.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 8 << 20).await.expect("a body");
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut headers = parts.headers.clone();
+            headers.remove(axum::http::header::HOST);
+            let answer = http
+                .request(parts.method, format!("{upstream}{path}"))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .expect("the replica answered");
+            let mut response = axum::http::Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if name != axum::http::header::TRANSFER_ENCODING
+                    && name != axum::http::header::CONTENT_LENGTH
+                {
+                    response = response.header(name, value);
+                }
+            }
+            let bytes = answer.bytes().await.expect("the answer's body");
+            response
+                .body(axum::body::Body::from(bytes))
+                .expect("a response")
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+/// MintMcpSession on the `replica`th executor.
+async fn mint_on(
+    setup: &Setup,
+    replica: usize,
+    identifier: &str,
+) -> Result<pb::MintMcpSessionResponse, tonic::Status> {
+    let channel =
+        agentauth_grpc::client::channel(&setup.system.executor_urls[replica], Some(&setup.minter))
+            .expect("channel");
+    pb::connector_executor_client::ConnectorExecutorClient::new(channel)
+        .mint_mcp_session(pb::MintMcpSessionRequest {
+            tenant: TENANT.into(),
+            identifier: identifier.into(),
+            virtual_server: "people".into(),
+            ttl: None,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A bare MCP request: its status, headers and JSON-RPC answer (if any).
+async fn post(
+    url: &str,
+    bearer: &str,
+    protocol_session: Option<&str>,
+    message: &Value,
+) -> (u16, axum::http::HeaderMap, Value) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(bearer)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(message);
+    if let Some(id) = protocol_session {
+        request = request.header("mcp-session-id", id);
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    // A JSON body, or the JSON-RPC message of an SSE answer's `data:` line.
+    let body = serde_json::from_str(&text)
+        .ok()
+        .or_else(|| {
+            text.lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .find_map(|data| serde_json::from_str(data.trim()).ok())
+        })
+        .unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// The content type of an `initialize` answer from `base`.
+async fn content_type(base: &str, session: &pb::MintMcpSessionResponse) -> Option<String> {
+    let (_, headers, _) = post(
+        &at(base, &session.url),
+        &session.bearer_token,
+        None,
+        &initialize(),
+    )
+    .await;
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}})
+}
+
+fn list_tools() -> Value {
+    json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked() {
+    // One replica answers with JSON bodies, the other with SSE streams.
+    let key = signing_key();
+    let toml = keys_toml(&[("k1", &key)]);
+    let sse = format!("responses = \"sse\"\n{toml}");
+    let setup = setup_with(vec![toml, sse], true, vec![key]).await;
+    let replicas = setup.system.virtual_mcp_urls.clone();
+    let alice = mint_on(&setup, 0, "alice").await.expect("minted");
+    let bob = mint_on(&setup, 1, "bob").await.expect("minted");
+
+    // The Python client through a balancer that alternates replicas, in both eras: each of
+    // its requests lands on the other replica from the one before.
+    let balanced = round_robin(replicas.clone()).await;
+    for mode in ["auto", "legacy"] {
+        let seen = client_at(
+            &at(&balanced, &alice.url),
+            &alice.bearer_token,
+            &[
+                "--mode",
+                mode,
+                "--call",
+                "asana_api_get_user",
+                "--arguments",
+                "{}",
+            ],
+        )
+        .await;
+        assert!(seen.get("error").is_none(), "{mode}: {seen}");
+        assert_eq!(
+            seen["call"]["structured"]["email"], "alice@acme.test",
+            "{mode}: {seen}"
+        );
+    }
+
+    // The 2025 session model by hand: initialize on one replica, list on the other, end the
+    // protocol session on the first; it is gone on both, and the bearer opens a new one.
+    let (status, headers, _) = post(
+        &at(&replicas[0], &alice.url),
+        &alice.bearer_token,
+        None,
+        &initialize(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let protocol = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("an Mcp-Session-Id")
+        .to_owned();
+    let (status, _, listed) = post(
+        &at(&replicas[1], &alice.url),
+        &alice.bearer_token,
+        Some(&protocol),
+        &list_tools(),
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["result"]["tools"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    let forged = format!("{}x", protocol);
+    let (status, _, _) = post(
+        &at(&replicas[1], &alice.url),
+        &alice.bearer_token,
+        Some(&forged),
+        &list_tools(),
+    )
+    .await;
+    assert_eq!(status, 404, "an id not issued for this session");
+    let (status, _, _) = post(
+        &at(&replicas[1], &bob.url),
+        &bob.bearer_token,
+        Some(&protocol),
+        &list_tools(),
+    )
+    .await;
+    assert_eq!(status, 404, "alice's protocol session is not bob's");
+    let http = reqwest::Client::new();
+    let delete = |base: &str, id: Option<&str>| {
+        let mut request = http
+            .delete(at(base, &alice.url))
+            .bearer_auth(&alice.bearer_token);
+        if let Some(id) = id {
+            request = request.header("mcp-session-id", id);
+        }
+        request.send()
+    };
+    assert_eq!(
+        delete(&replicas[0], None).await.expect("answered").status(),
+        400
+    );
+    assert_eq!(
+        delete(&replicas[0], Some(&protocol))
+            .await
+            .expect("answered")
+            .status(),
+        204
+    );
+    for replica in &replicas {
+        agentauth_testkit::assert_eventually!(
+            Duration::from_secs(5),
+            async {
+                post(
+                    &at(replica, &alice.url),
+                    &alice.bearer_token,
+                    Some(&protocol),
+                    &list_tools(),
+                )
+                .await
+                .0 == 404
+            },
+            "an ended protocol session is 404 on every replica"
+        );
+    }
+    let (status, headers, _) = post(
+        &at(&replicas[1], &alice.url),
+        &alice.bearer_token,
+        None,
+        &initialize(),
+    )
+    .await;
+    assert_eq!(status, 200, "the bearer opens a new protocol session");
+    assert_ne!(
+        headers.get("mcp-session-id").and_then(|v| v.to_str().ok()),
+        Some(protocol.as_str())
+    );
+
+    // Listed, newest first, filtered and paged; never with a bearer.
+    let sessions = |request: pb::ListMcpSessionsRequest| {
+        let mut client = setup.system.executor_as(&setup.minter);
+        async move {
+            client
+                .list_mcp_sessions(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let all = sessions(pb::ListMcpSessionsRequest {
+        tenant: TENANT.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("listed");
+    let ids: Vec<_> = all.sessions.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(ids, [bob.session_id.as_str(), alice.session_id.as_str()]);
+    assert_eq!(all.sessions[1].identifier, "alice");
+    assert_eq!(all.sessions[1].minted_by, "platform");
+    assert_eq!(all.sessions[1].virtual_server, "people");
+    assert!(all.sessions[1].revoked_at.is_none());
+    let listed = format!("{all:?}");
+    assert!(!listed.contains(&alice.bearer_token) && !listed.contains(&bob.bearer_token));
+    let only_alice = sessions(pb::ListMcpSessionsRequest {
+        tenant: TENANT.into(),
+        identifier: "alice".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("listed");
+    assert_eq!(only_alice.sessions.len(), 1);
+    let first = sessions(pb::ListMcpSessionsRequest {
+        tenant: TENANT.into(),
+        page_size: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("listed");
+    assert_eq!(first.sessions[0].session_id, bob.session_id);
+    let second = sessions(pb::ListMcpSessionsRequest {
+        tenant: TENANT.into(),
+        page_size: 1,
+        page_token: first.next_page_token.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("listed");
+    assert_eq!(second.sessions[0].session_id, alice.session_id);
+    assert!(second.next_page_token.is_empty());
+    let bad_token = sessions(pb::ListMcpSessionsRequest {
+        tenant: TENANT.into(),
+        page_token: "not-a-token".into(),
+        ..Default::default()
+    })
+    .await
+    .expect_err("a bad page token");
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+
+    // Revoked through one replica: that one refuses at once, the other within its refresh.
+    let revoke = |tenant: &str, session_id: &str, key: &ApiKey| {
+        let mut client = pb::connector_executor_client::ConnectorExecutorClient::new(
+            agentauth_grpc::client::channel(&setup.system.executor_urls[1], Some(key))
+                .expect("channel"),
+        );
+        let request = pb::RevokeMcpSessionRequest {
+            tenant: tenant.into(),
+            session_id: session_id.into(),
+        };
+        async move {
+            client
+                .revoke_mcp_session(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let revoked = revoke(TENANT, &alice.session_id, &setup.minter)
+        .await
+        .expect("revoked");
+    assert!(!revoked.already_revoked);
+    let session = revoked.session.expect("the session");
+    assert!(session.revoked_at.is_some());
+    assert_eq!(session.revoked_by, "platform");
+    let (status, headers, _) = post(
+        &at(&replicas[1], &alice.url),
+        &alice.bearer_token,
+        None,
+        &initialize(),
+    )
+    .await;
+    assert_eq!(status, 401, "the revoking replica refuses at once");
+    assert!(
+        headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("invalid_token") && c.contains("resource_metadata=")),
+        "{headers:?}"
+    );
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(5),
+        async {
+            post(
+                &at(&replicas[0], &alice.url),
+                &alice.bearer_token,
+                None,
+                &initialize(),
+            )
+            .await
+            .0 == 401
+        },
+        "the other replica refuses once it has read the revocation"
+    );
+    let seen = client_at(&at(&balanced, &alice.url), &alice.bearer_token, &[]).await;
+    assert!(
+        seen.get("error").is_some(),
+        "the Python client is refused: {seen}"
+    );
+    let (status, _, _) = post(
+        &at(&replicas[0], &bob.url),
+        &bob.bearer_token,
+        None,
+        &initialize(),
+    )
+    .await;
+    assert_eq!(status, 200, "bob's session is untouched");
+    let again = revoke(TENANT, &alice.session_id, &setup.minter)
+        .await
+        .expect("revoked again");
+    assert!(again.already_revoked);
+    let live = sessions(pb::ListMcpSessionsRequest {
+        tenant: TENANT.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("listed");
+    assert_eq!(live.sessions.len(), 1, "a revoked session is not live");
+    let ended = sessions(pb::ListMcpSessionsRequest {
+        tenant: TENANT.into(),
+        include_ended: true,
+        ..Default::default()
+    })
+    .await
+    .expect("listed");
+    assert_eq!(ended.sessions.len(), 2);
+
+    // Nothing crosses tenants: the operator of both tenants finds alice's session only in
+    // hers; a caller of the other tenant only is refused; an unknown session is NOT_FOUND.
+    let crossed = revoke(
+        OTHER_TENANT,
+        &bob.session_id,
+        &setup.system.sessions_operator,
+    )
+    .await
+    .expect_err("bob's session is not globex's");
+    assert_eq!(crossed.code(), Code::NotFound);
+    let operator_list = {
+        let mut client = setup.system.executor_as(&setup.system.sessions_operator);
+        client
+            .list_mcp_sessions(pb::ListMcpSessionsRequest {
+                tenant: OTHER_TENANT.into(),
+                include_ended: true,
+                ..Default::default()
+            })
+            .await
+            .expect("listed")
+            .into_inner()
+    };
+    assert!(operator_list.sessions.is_empty(), "{operator_list:?}");
+    let unknown = revoke(
+        TENANT,
+        "0190a000-0000-7000-8000-000000000009",
+        &setup.minter,
+    )
+    .await
+    .expect_err("no such session");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let other = revoke(OTHER_TENANT, &bob.session_id, &setup.minter)
+        .await
+        .expect_err("the minter is bound to acme");
+    assert_eq!(other.code(), Code::PermissionDenied);
+
+    // Revocations and ended protocol sessions are audited; no bearer anywhere.
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            let events = setup.system.audit_events(TENANT).await;
+            let count = |action: &str, outcome: agentauth_proto::audit::v1::Outcome| {
+                events
+                    .iter()
+                    .filter(|e| e.action == action && e.outcome == outcome as i32)
+                    .count()
+            };
+            count("mcp.session_revoked", agentauth_proto::audit::v1::Outcome::Success) == 2
+                && count("mcp.session_revoked", agentauth_proto::audit::v1::Outcome::Failure) == 1
+                // The Python client's legacy run ended its protocol session too.
+                && count("mcp.protocol_session_ended", agentauth_proto::audit::v1::Outcome::Success) >= 2
+        },
+        "revocations and ended protocol sessions are audited"
+    );
+    let events = format!("{:?}", setup.system.audit_events(TENANT).await);
+    assert!(!events.contains(&alice.bearer_token) && !events.contains(&bob.bearer_token));
+    agentauth_testkit::logs::assert_logs_hold_none_of(&[
+        alice.bearer_token.as_str(),
+        bob.bearer_token.as_str(),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_rotates_across_replicas_without_dropping_live_sessions() {
+    // Three replicas at the three steps of a rotation: k1 signs; k2 is added to verify and
+    // then signs, k1 still verifying; k1 is dropped.
+    let (k1, k2) = (signing_key(), signing_key());
+    let replicas = vec![
+        keys_toml(&[("k1", &k1)]),
+        keys_toml(&[("k2", &k2), ("k1", &k1)]),
+        keys_toml(&[("k2", &k2)]),
+    ];
+    let setup = setup_with(replicas, false, vec![k1, k2]).await;
+    let urls = setup.system.virtual_mcp_urls.clone();
+    let before = mint_on(&setup, 0, "alice").await.expect("signed by k1");
+    let after = mint_on(&setup, 1, "alice").await.expect("signed by k2");
+    let status = |base: &str, session: &pb::MintMcpSessionResponse| {
+        let url = at(base, &session.url);
+        let bearer = session.bearer_token.clone();
+        async move { post(&url, &bearer, None, &initialize()).await.0 }
+    };
+    assert_eq!(
+        status(&urls[1], &before).await,
+        200,
+        "a live k1 session survives the rotation"
+    );
+    assert_eq!(status(&urls[1], &after).await, 200);
+    assert_eq!(status(&urls[2], &after).await, 200);
+    assert_eq!(
+        status(&urls[2], &before).await,
+        401,
+        "once k1 is dropped its bearers are refused"
+    );
+    assert_eq!(
+        status(&urls[0], &after).await,
+        401,
+        "a replica that does not know k2 yet refuses it: add a key everywhere before it signs"
+    );
+    let seen = client_at(
+        &at(&urls[1], &before.url),
+        &before.bearer_token,
+        &["--call", "asana_user_me"],
+    )
+    .await;
+    assert_eq!(seen["call"]["is_error"], false, "{seen}");
 }

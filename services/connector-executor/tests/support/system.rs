@@ -120,6 +120,9 @@ pub struct System {
     /// An agent of tenant `acme` bound to the connections `asana-pat` and `asana-pats` (which
     /// does not exist).
     pub narrow_agent: ApiKey,
+    /// An operator of tenants `acme` and `globex` with the role `sessions` (list and revoke
+    /// virtual MCP sessions).
+    pub sessions_operator: ApiKey,
     /// audit-log's operator key.
     pub operator: ApiKey,
     /// connector-executor's key for token-vault.
@@ -208,6 +211,7 @@ impl System {
             (ApiKey::generate(), ApiKey::generate(), ApiKey::generate());
         let read_only_agent = ApiKey::generate();
         let narrow_agent = ApiKey::generate();
+        let sessions_operator = ApiKey::generate();
         let (executor_key, vault_key) = (ApiKey::generate(), ApiKey::generate());
         let (watcher_key, executor_watcher_key) = (ApiKey::generate(), ApiKey::generate());
         let key_file = |key: &ApiKey| {
@@ -419,6 +423,12 @@ tools = {read_only_tools:?}
 roles = ["executor", "proxy"]
 
 [[server.callers]]
+name = "sessions-operator"
+key_sha256 = "{sessions_hash}"
+tenants = ["{TENANT}", "{OTHER_TENANT}"]
+roles = ["sessions"]
+
+[[server.callers]]
 name = "schema-watcher"
 key_sha256 = "{watcher_hash}"
 tenants = ["{TENANT}"]
@@ -437,6 +447,7 @@ api_key_file = "{executor_key_path}"
                 other_hash = other_tenant_agent.hash(),
                 read_only_hash = read_only_agent.hash(),
                 narrow_hash = narrow_agent.hash(),
+                sessions_hash = sessions_operator.hash(),
                 read_only_tools = READ_ONLY_TOOLS,
                 executor_key_path = executor_key_file.path().display(),
                 extra = options.executor_toml,
@@ -471,6 +482,7 @@ api_key_file = "{executor_key_path}"
             other_tenant_agent,
             read_only_agent,
             narrow_agent,
+            sessions_operator,
             operator,
             executor_key,
             control_key,
