@@ -173,11 +173,13 @@ impl ConnectorExecutorApi {
     }
 
     /// Runs `call` on the connection its account names: a call through a virtual MCP server,
-    /// whose session has already been checked against the tools it may use.
+    /// whose session has already been checked against the tools it may use, to an
+    /// `upstream` MCP connection's tool or a REST connection's catalogue tool.
     pub(crate) async fn execute_named(
         &self,
         context: &CallContext,
         call: &ToolCall,
+        upstream: bool,
     ) -> Result<pb::ExecuteToolResponse, Error> {
         self.executor.audit_ready()?;
         let connection = self
@@ -185,13 +187,19 @@ impl ConnectorExecutorApi {
             .connections
             .named(&context.account.connection)
             .await?;
-        if !matches!(connection.target, Target::Rest { .. }) {
-            return Err(Error::WrongKind {
+        match (&connection.target, upstream) {
+            (Target::Mcp { .. }, true) | (Target::Rest { .. }, false) => {
+                self.execute(context, &connection, call, None).await
+            }
+            (Target::Rest { .. }, true) => Err(Error::WrongKind {
                 connection: connection.name.clone(),
-                reason: "is not a REST connection: virtual servers expose REST tools only",
-            });
+                reason: "is not an MCP connection, and its tools are declared upstream",
+            }),
+            (Target::Mcp { .. }, false) => Err(Error::WrongKind {
+                connection: connection.name.clone(),
+                reason: "is an MCP connection: its tools are declared with upstream = true",
+            }),
         }
-        self.execute(context, &connection, call, None).await
     }
 
     /// The virtual MCP servers, or NOT_CONFIGURED.

@@ -126,6 +126,11 @@ pub struct VirtualServerConfig {
     pub name: String,
     /// The callers that may mint sessions for it; each also needs the tools it exposes.
     pub minters: Vec<String>,
+    /// Whether upstream preview tools (which render a proposed change for a person to
+    /// confirm, e.g. `create_task_preview`) are exposed. A headless agent cannot confirm, so
+    /// they are left out unless asked for.
+    #[serde(default)]
+    pub include_previews: bool,
     /// What it exposes; nothing else is listed or callable.
     pub tools: Vec<ExposedToolConfig>,
 }
@@ -134,14 +139,39 @@ pub struct VirtualServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExposedToolConfig {
-    /// The REST connection it runs on.
+    /// The connection it runs on.
     pub connection: String,
-    /// A curated or generated tool of the catalogue.
+    /// A curated or generated tool of the catalogue (a REST connection); with `upstream`, a
+    /// tool of the connection's MCP server as its `tools/list` names it, or `*` for every
+    /// tool it lists.
     pub tool: String,
+    /// The tool is the upstream MCP server's. It is listed with the definition the server
+    /// gives, and hidden (and refused) while drift pinning blocks it, so with `*` a tool the
+    /// server adds appears only once an operator approved it (a watch in pinned mode).
+    #[serde(default)]
+    pub upstream: bool,
     /// Inputs fixed by the operator: hidden from the tool's schema, and an agent that sends
     /// another value is refused.
     #[serde(default)]
     pub fixed_inputs: Map<String, Value>,
+}
+
+/// `tool = "*"` of an upstream connection: every tool it lists.
+const EVERY_TOOL: &str = "*";
+
+/// Whether an upstream tool is a preview (confirmation-UI) tool: named `…_preview` or
+/// `…_preview_v<N>`, or declaring an MCP Apps UI (`_meta.ui.resourceUri`).
+fn is_preview(name: &str, definition: Option<&Map<String, Value>>) -> bool {
+    let named = name.ends_with("_preview")
+        || name.rsplit_once("_preview_v").is_some_and(|(_, version)| {
+            !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())
+        });
+    let ui = definition
+        .and_then(|d| d.get("_meta"))
+        .and_then(|meta| meta.get("ui"))
+        .and_then(|ui| ui.get("resourceUri"))
+        .is_some();
+    named || ui
 }
 
 /// The virtual servers and what serves them.
@@ -290,7 +320,10 @@ impl VirtualMcp {
         caller.check_tenant(tenant)?;
         for exposed in &declared.tools {
             caller.check_connection(&exposed.connection)?;
-            caller.check_tool(&exposed.tool)?;
+            // Every upstream tool is checked against the minter when it is listed.
+            if exposed.tool != EVERY_TOOL {
+                caller.check_tool(&exposed.tool)?;
+            }
         }
         if identifier.trim().is_empty() || identifier.len() > MAX_NAME {
             return Err(Error::InvalidArgument {
@@ -349,11 +382,6 @@ impl VirtualMcp {
     }
 }
 
-/// Whether `minter` may still use `exposed`.
-fn usable(minter: &agentauth_grpc::Caller, exposed: &ExposedToolConfig) -> bool {
-    minter.check_connection(&exposed.connection).is_ok() && minter.check_tool(&exposed.tool).is_ok()
-}
-
 fn check_server(
     server: &VirtualServerConfig,
     catalogue: &asana_tools::Catalogue,
@@ -384,18 +412,27 @@ fn check_server(
     }
     let mut seen = BTreeSet::new();
     for exposed in &server.tools {
-        let Some(tool) = catalogue.get(&exposed.tool) else {
-            return Err(format!(
-                "virtual_servers `{name}`: no tool `{}` in the catalogue (tools of upstream MCP connections are not yet exposed)",
-                exposed.tool
-            ));
+        let key = if exposed.tool == EVERY_TOOL {
+            format!("{}:{EVERY_TOOL}", exposed.connection)
+        } else {
+            exposed.tool.clone()
         };
-        if !seen.insert(exposed.tool.as_str()) {
+        if !seen.insert(key) {
             return Err(format!(
                 "virtual_servers `{name}`: tool `{}` is listed twice",
                 exposed.tool
             ));
         }
+        if exposed.upstream {
+            check_upstream(name, server.include_previews, exposed)?;
+            continue;
+        }
+        let Some(tool) = catalogue.get(&exposed.tool) else {
+            return Err(format!(
+                "virtual_servers `{name}`: no tool `{}` in the catalogue (a tool of an upstream MCP connection needs upstream = true)",
+                exposed.tool
+            ));
+        };
         let properties = tool
             .input_schema
             .get("properties")
@@ -410,6 +447,30 @@ fn check_server(
                 exposed.tool
             ));
         }
+    }
+    Ok(())
+}
+
+/// An upstream tool's entry: its definition is known only when the server lists it, so what
+/// can be checked now is its shape.
+fn check_upstream(
+    server: &str,
+    include_previews: bool,
+    exposed: &ExposedToolConfig,
+) -> Result<(), String> {
+    let tool = &exposed.tool;
+    if tool.is_empty() {
+        return Err(format!("virtual_servers `{server}`: a tool needs a name"));
+    }
+    if tool == EVERY_TOOL && !exposed.fixed_inputs.is_empty() {
+        return Err(format!(
+            "virtual_servers `{server}`: fixed_inputs need a named tool, not `*`"
+        ));
+    }
+    if !include_previews && is_preview(tool, None) {
+        return Err(format!(
+            "virtual_servers `{server}`: `{tool}` is a preview tool; set include_previews = true to expose it"
+        ));
     }
     Ok(())
 }
@@ -634,31 +695,107 @@ struct Handler {
     api: ConnectorExecutorApi,
 }
 
+/// A tool a session lists: as it is listed, and the entry that exposes it.
+struct Visible<'a> {
+    exposed: &'a ExposedToolConfig,
+    tool: Tool,
+}
+
 impl Handler {
-    fn principal(
-        &self,
-        context: &RequestContext<RoleServer>,
-    ) -> Result<(Principal, Vec<&ExposedToolConfig>), ErrorData> {
-        let principal = context
+    fn principal(&self, context: &RequestContext<RoleServer>) -> Result<Principal, ErrorData> {
+        context
             .extensions
             .get::<axum::http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Principal>())
             .cloned()
-            .ok_or_else(|| {
-                ErrorData::internal_error("request reached MCP unauthenticated", None)
-            })?;
-        let server = self
-            .mcp
-            .servers
-            .get(&principal.claims.srv)
-            .ok_or_else(|| ErrorData::internal_error("unknown virtual server", None))?;
-        // What the minter may still use, as configured now.
-        let tools = server
-            .tools
+            .ok_or_else(|| ErrorData::internal_error("request reached MCP unauthenticated", None))
+    }
+
+    /// What the session's server exposes that its minter may still use, as configured now:
+    /// catalogue tools, and the tools its upstream connections list that drift pinning does
+    /// not block. A name listed twice is listed once, as its first entry gives it.
+    async fn visible<'a>(
+        &self,
+        server: &'a VirtualServerConfig,
+        principal: &Principal,
+    ) -> Vec<Visible<'a>> {
+        let minter = &principal.minter;
+        let mut visible: Vec<Visible<'a>> = Vec::new();
+        for exposed in &server.tools {
+            if minter.check_connection(&exposed.connection).is_err() {
+                continue;
+            }
+            let tools = if exposed.upstream {
+                self.upstream(server, exposed, minter.name())
+                    .await
+                    .into_iter()
+                    .filter_map(|tool| upstream_listed(tool, exposed))
+                    .collect()
+            } else {
+                self.api
+                    .executor
+                    .catalogue
+                    .get(&exposed.tool)
+                    .map(|tool| listed(tool, exposed))
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            };
+            for tool in tools {
+                if minter.check_tool(&tool.name).is_ok()
+                    && !visible.iter().any(|v| v.tool.name == tool.name)
+                {
+                    visible.push(Visible { exposed, tool });
+                }
+            }
+        }
+        visible
+    }
+
+    /// The tools of `exposed`'s upstream connection it names, as the connection's listing
+    /// gives them, less previews (unless the server includes them) and tools drift pinning
+    /// blocks. Nothing when the connection cannot be listed now (said in the log).
+    async fn upstream(
+        &self,
+        server: &VirtualServerConfig,
+        exposed: &ExposedToolConfig,
+        minter: &str,
+    ) -> Vec<crate::mcp::UpstreamTool> {
+        let executor = &self.api.executor;
+        let listed = async {
+            let connection = executor.connections.named(&exposed.connection).await?;
+            let crate::connections::Target::Mcp { url } = &connection.target else {
+                return Err(Error::WrongKind {
+                    connection: connection.name.clone(),
+                    reason: "is not an MCP connection, and its tools are declared upstream",
+                });
+            };
+            let tools = executor
+                .upstream_catalogue(&connection, url, minter)
+                .await?;
+            let approvals = executor.pins.approvals(&connection.name).await?;
+            Ok::<_, Error>((tools, approvals))
+        };
+        let (tools, approvals) = match listed.await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, virtual_server = %server.name, connection = %exposed.connection, "a virtual server's upstream tools cannot be listed");
+                return Vec::new();
+            }
+        };
+        tools
             .iter()
-            .filter(|exposed| usable(&principal.minter, exposed))
-            .collect();
-        Ok((principal, tools))
+            .filter(|tool| exposed.tool == EVERY_TOOL || tool.name == exposed.tool)
+            .filter(|tool| {
+                server.include_previews || !is_preview(&tool.name, Some(&tool.definition))
+            })
+            .filter(|tool| {
+                !matches!(
+                    approvals.standing(tool),
+                    crate::pins::Standing::Drifted { pinned: true, .. }
+                )
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -673,7 +810,9 @@ impl rmcp::ServerHandler for Handler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let (_, visible) = self.principal(&context)?;
+        let principal = self.principal(&context)?;
+        let server = self.server(&principal)?;
+        let visible = self.visible(server, &principal).await;
         let start = match request.and_then(|r| r.cursor) {
             None => 0,
             Some(cursor) => cursor
@@ -682,16 +821,16 @@ impl rmcp::ServerHandler for Handler {
                 .filter(|start| *start < visible.len())
                 .ok_or_else(|| ErrorData::invalid_params("unknown cursor", None))?,
         };
-        let catalogue = &self.api.executor.catalogue;
+        let next = start + PAGE_SIZE;
+        let next_cursor = (next < visible.len()).then(|| next.to_string());
         let tools = visible
-            .iter()
+            .into_iter()
             .skip(start)
             .take(PAGE_SIZE)
-            .filter_map(|exposed| catalogue.get(&exposed.tool).map(|t| listed(t, exposed)))
+            .map(|v| v.tool)
             .collect();
-        let next = start + PAGE_SIZE;
         Ok(ListToolsResult {
-            next_cursor: (next < visible.len()).then(|| next.to_string()),
+            next_cursor,
             ..ListToolsResult::with_all_items(tools)
         })
     }
@@ -701,14 +840,20 @@ impl rmcp::ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let (principal, visible) = self.principal(&context)?;
+        let principal = self.principal(&context)?;
+        let server = self.server(&principal)?;
         let claims = &principal.claims;
         let via = Via {
             virtual_server: claims.srv.clone(),
             mcp_session: claims.sid.clone(),
         };
         let name = bounded(&request.name);
-        let Some(exposed) = visible.into_iter().find(|t| t.tool == request.name) else {
+        let visible = self.visible(server, &principal).await;
+        let Some(exposed) = visible
+            .iter()
+            .find(|v| v.tool.name == request.name)
+            .map(|v| v.exposed)
+        else {
             let denied = agentauth_grpc::Denied::new(&claims.by, "tool", name);
             self.api.refuse_virtual(claims, name, denied, via).await;
             return Err(ErrorData::invalid_params(
@@ -743,27 +888,58 @@ impl rmcp::ServerHandler for Handler {
             via: Some(via),
         };
         let call = ToolCall {
-            tool: exposed.tool.clone(),
+            tool: request.name.to_string(),
             input_json: Value::Object(input).to_string(),
             pages: Pages::One,
         };
-        let result = match self.api.execute_named(&context, &call).await {
+        let result = match self
+            .api
+            .execute_named(&context, &call, exposed.upstream)
+            .await
+        {
             Ok(answer) if answer.is_error => {
                 CallToolResult::error(vec![ContentBlock::text(answer.output_json)])
             }
-            Ok(answer) => match serde_json::from_str::<Value>(&answer.output_json) {
-                Ok(structured @ Value::Object(_)) => CallToolResult::structured(structured),
-                _ => CallToolResult::success(vec![ContentBlock::text(answer.output_json)]),
-            },
+            Ok(answer) => answered(&answer.output_json, exposed.upstream),
             Err(error) => CallToolResult::error(vec![ContentBlock::text(tool_error(error))]),
         };
         Ok(result.into())
     }
 }
 
-/// A tool as a virtual server lists it: its fixed inputs left out of its schema.
-fn listed(tool: &asana_tools::Tool, exposed: &ExposedToolConfig) -> Tool {
-    let mut schema = tool.input_schema.as_object().cloned().unwrap_or_default();
+impl Handler {
+    fn server(&self, principal: &Principal) -> Result<&VirtualServerConfig, ErrorData> {
+        self.mcp
+            .servers
+            .get(&principal.claims.srv)
+            .ok_or_else(|| ErrorData::internal_error("unknown virtual server", None))
+    }
+}
+
+/// A successful call's result: an upstream tool's as its server gave it (content and
+/// structured content), a REST tool's JSON as structured content.
+fn answered(output_json: &str, upstream: bool) -> CallToolResult {
+    let output = serde_json::from_str::<Value>(output_json).ok();
+    if upstream
+        && let Some(mut result) = output
+            .clone()
+            .and_then(|o| serde_json::from_value::<CallToolResult>(o).ok())
+    {
+        // The upstream's answer may be of an era without a result type; this one is complete.
+        result.result_type = Some(rmcp::model::ResultType::COMPLETE);
+        return result;
+    }
+    match output {
+        Some(structured @ Value::Object(_)) => CallToolResult::structured(structured),
+        _ => CallToolResult::success(vec![ContentBlock::text(output_json)]),
+    }
+}
+
+/// `schema` without the inputs `exposed` fixes.
+fn without_fixed(
+    mut schema: Map<String, Value>,
+    exposed: &ExposedToolConfig,
+) -> Map<String, Value> {
     if let Some(Value::Object(properties)) = schema.get_mut("properties") {
         properties.retain(|name, _| !exposed.fixed_inputs.contains_key(name));
     }
@@ -773,6 +949,15 @@ fn listed(tool: &asana_tools::Tool, exposed: &ExposedToolConfig) -> Tool {
                 .is_none_or(|name| !exposed.fixed_inputs.contains_key(name))
         });
     }
+    schema
+}
+
+/// A catalogue tool as a virtual server lists it: its fixed inputs left out of its schema.
+fn listed(tool: &asana_tools::Tool, exposed: &ExposedToolConfig) -> Tool {
+    let schema = without_fixed(
+        tool.input_schema.as_object().cloned().unwrap_or_default(),
+        exposed,
+    );
     Tool::new(
         tool.name.clone(),
         tool.description.clone(),
@@ -786,6 +971,26 @@ fn listed(tool: &asana_tools::Tool, exposed: &ExposedToolConfig) -> Tool {
             .idempotent(tool.hints.idempotent)
             .open_world(tool.hints.open_world),
     )
+}
+
+/// An upstream tool as a virtual server lists it: the server's definition, its fixed inputs
+/// left out of its schema. `None` for a definition MCP cannot carry, or that lacks an input
+/// the operator fixed (the tool changed under the configuration: it is not offered).
+fn upstream_listed(tool: crate::mcp::UpstreamTool, exposed: &ExposedToolConfig) -> Option<Tool> {
+    let properties = tool
+        .input_schema
+        .get("properties")
+        .and_then(Value::as_object);
+    if exposed
+        .fixed_inputs
+        .keys()
+        .any(|input| !properties.is_some_and(|p| p.contains_key(input)))
+    {
+        return None;
+    }
+    let mut listed: Tool = serde_json::from_value(Value::Object(tool.definition)).ok()?;
+    listed.input_schema = Arc::new(without_fixed(listed.input_schema.as_ref().clone(), exposed));
+    Some(listed)
 }
 
 /// What an agent reads when a call could not be made: the reason, and for an account that
@@ -859,8 +1064,8 @@ tool = "asana_api_get_user"
 fixed_inputs = { user_gid = "me" }
 "#;
 
-    #[test]
-    fn a_declared_server_is_checked_against_the_catalogue_and_the_callers() {
+    #[tokio::test]
+    async fn a_declared_server_is_checked_against_the_catalogue_and_the_callers() {
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let (config, _key) = config_with_key();
         let check = |toml: &str| {
@@ -902,6 +1107,43 @@ fixed_inputs = { user_gid = "me" }
             let error = check(&toml).expect_err(says);
             assert!(error.contains(says), "{error}");
         }
+        let upstream = |tool: &str, extra: &str| {
+            format!(
+                "{PEOPLE}[[tools]]\nconnection = \"asana-mcp\"\ntool = \"{tool}\"\nupstream = true\n{extra}"
+            )
+        };
+        assert_eq!(check(&upstream("*", "")), Ok(()));
+        assert_eq!(
+            check(&upstream("get_me", "fixed_inputs = { x = 1 }")),
+            Ok(())
+        );
+        assert_eq!(
+            check(&format!(
+                "include_previews = true\n{}",
+                upstream("create_task_preview", "")
+            )),
+            Ok(())
+        );
+        for (toml, says) in [
+            (upstream("create_task_preview", ""), "is a preview tool"),
+            (upstream("create_task_preview_v2", ""), "is a preview tool"),
+            (
+                upstream("*", "fixed_inputs = { x = 1 }"),
+                "need a named tool",
+            ),
+            (upstream("", ""), "needs a name"),
+            (
+                format!(
+                    "{}{}",
+                    upstream("*", ""),
+                    "[[tools]]\nconnection = \"asana-mcp\"\ntool = \"*\"\nupstream = true\n"
+                ),
+                "listed twice",
+            ),
+        ] {
+            let error = check(&toml).expect_err(says);
+            assert!(error.contains(says), "{error}");
+        }
         let twice = VirtualMcp::new(
             &config,
             &[server(PEOPLE), server(PEOPLE)],
@@ -914,8 +1156,8 @@ fixed_inputs = { user_gid = "me" }
         assert!(toml_server("name = \"x\"\nminters = []\ntools = []\nextra = 1").is_err());
     }
 
-    #[test]
-    fn without_a_signing_key_there_is_no_virtual_mcp_and_no_server_may_be_declared() {
+    #[tokio::test]
+    async fn without_a_signing_key_there_is_no_virtual_mcp_and_no_server_may_be_declared() {
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let off = VirtualMcpConfig::default();
         assert!(matches!(
@@ -934,8 +1176,8 @@ fixed_inputs = { user_gid = "me" }
         assert!(no_store.contains("no [database]"), "{no_store}");
     }
 
-    #[test]
-    fn a_session_acts_only_while_its_minter_may_and_within_the_longest_lifetime() {
+    #[tokio::test]
+    async fn a_session_acts_only_while_its_minter_may_and_within_the_longest_lifetime() {
         let catalogue = asana_tools::Catalogue::new().expect("catalogue");
         let (config, _key) = config_with_key();
         let mcp = VirtualMcp::new(
@@ -978,6 +1220,27 @@ fixed_inputs = { user_gid = "me" }
         let mut other = claims("platform", "acme", now + 60);
         other.srv = "elsewhere".into();
         assert!(mcp.admits(&other, now).is_none(), "an undeclared server");
+    }
+
+    #[test]
+    fn previews_are_told_by_name_or_by_an_mcp_apps_ui() {
+        for name in [
+            "create_task_preview",
+            "create_project_preview_v2",
+            "x_preview_v13",
+        ] {
+            assert!(is_preview(name, None), "{name}");
+        }
+        for name in [
+            "get_me",
+            "preview_task",
+            "create_task_preview_v",
+            "a_preview_vx",
+        ] {
+            assert!(!is_preview(name, None), "{name}");
+        }
+        let ui = serde_json::json!({"_meta": {"ui": {"resourceUri": "ui://confirm"}}});
+        assert!(is_preview("create_tasks", ui.as_object()));
     }
 
     #[test]

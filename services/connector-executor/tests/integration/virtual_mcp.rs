@@ -10,7 +10,7 @@ use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::system::{OTHER_TENANT, Options, System, TENANT};
+use crate::system::{OTHER_TENANT, Options, System, TENANT, Watch};
 
 const CLIENT: &str = "crates/asana-sandbox/tests/python/mcp_client.py";
 
@@ -575,6 +575,15 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
     .await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(
+        content_type(&replicas[0], &alice).await.as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        content_type(&replicas[1], &alice).await.as_deref(),
+        Some("text/event-stream"),
+        "the second replica streams"
+    );
+    assert_eq!(
         listed["result"]["tools"].as_array().map(Vec::len),
         Some(2),
         "{listed}"
@@ -896,4 +905,156 @@ async fn a_signing_key_rotates_across_replicas_without_dropping_live_sessions() 
     )
     .await;
     assert_eq!(seen["call"]["is_error"], false, "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_mcp_connections_tools_are_served_without_previews_and_hidden_once_drifted() {
+    agentauth_testkit::logs::logs();
+    let minter = ApiKey::generate();
+    let key = signing_key();
+    let system = System::start(Options {
+        executor_toml: format!(
+            r#"
+[[server.callers]]
+name = "platform"
+key_sha256 = "{hash}"
+tenants = ["{TENANT}"]
+connections = ["asana-mcp"]
+roles = ["mcp"]
+
+[[virtual_servers]]
+name = "asana"
+minters = ["platform"]
+
+[[virtual_servers.tools]]
+connection = "asana-mcp"
+tool = "*"
+upstream = true
+"#,
+            hash = minter.hash(),
+        ),
+        virtual_mcp_toml: vec![keys_toml(&[("k1", &key)])],
+        watcher: true,
+        ..Options::default()
+    })
+    .await;
+    system.connect_oauth("asana-mcp", "probe").await;
+    system.connect_oauth("asana-mcp", "alice").await;
+    let _watcher = system
+        .start_watcher(Watch {
+            auto_approve_first: true,
+            ..Watch::default()
+        })
+        .await;
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(20),
+        async {
+            system
+                .execute("asana-mcp", "alice", "get_me", json!({}))
+                .await
+                .is_ok()
+        },
+        "the first listing approved"
+    );
+    let session = pb::connector_executor_client::ConnectorExecutorClient::new(
+        agentauth_grpc::client::channel(&system.executor_url, Some(&minter)).expect("channel"),
+    )
+    .mint_mcp_session(pb::MintMcpSessionRequest {
+        tenant: TENANT.into(),
+        identifier: "alice".into(),
+        virtual_server: "asana".into(),
+        ttl: None,
+    })
+    .await
+    .expect("minted")
+    .into_inner();
+
+    // Every upstream tool but the preview, with the server's own definitions; a call runs
+    // on alice's upstream session.
+    let seen = client(&session, &session.bearer_token, &["--call", "get_me"]).await;
+    let tools: Vec<&str> = seen["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        tools.contains(&"get_me") && tools.contains(&"get_task"),
+        "{seen}"
+    );
+    assert!(
+        !tools.contains(&"create_task_preview"),
+        "previews are left out: {seen}"
+    );
+    assert_eq!(seen["call"]["is_error"], false, "{seen}");
+    assert!(
+        seen["call"].to_string().contains("alice"),
+        "the call acts as alice: {seen}"
+    );
+    let (_, _, listed) = post(&session.url, &session.bearer_token, None, &list_tools()).await;
+    let get_me = listed["result"]["tools"]
+        .as_array()
+        .and_then(|tools| tools.iter().find(|t| t["name"] == "get_me"))
+        .expect("get_me listed")
+        .clone();
+    let upstream = system
+        .sandbox_control(reqwest::Method::GET, "mcp/tools", Value::Null)
+        .await["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["definition"].clone())
+        .find(|d| d["name"] == "get_me")
+        .expect("the sandbox's get_me");
+    assert_eq!(get_me["inputSchema"], upstream["inputSchema"]);
+    assert_eq!(get_me["description"], upstream["description"]);
+
+    // get_me changes upstream: pinned, it is hidden from tools/list and refused on
+    // tools/call (a JSON-RPC error and a DENIED audit event), until it is approved.
+    system
+        .sandbox_control(
+            reqwest::Method::PATCH,
+            "mcp/tools/get_me",
+            json!({"description": "Who you are, changed."}),
+        )
+        .await;
+    let call_get_me = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "get_me", "arguments": {}}});
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(20),
+        async {
+            let (_, _, listed) =
+                post(&session.url, &session.bearer_token, None, &list_tools()).await;
+            listed["result"]["tools"]
+                .as_array()
+                .is_some_and(|tools| !tools.iter().any(|t| t["name"] == "get_me"))
+        },
+        "the drifted tool is hidden"
+    );
+    let (_, _, refused) = post(&session.url, &session.bearer_token, None, &call_get_me).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let (_, _, other) = post(
+        &session.url,
+        &session.bearer_token,
+        None,
+        &json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+            "params": {"name": "get_task", "arguments": {"task_gid": "1"}}}),
+    )
+    .await;
+    assert!(
+        other.get("result").is_some(),
+        "other tools still run: {other}"
+    );
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            system.audit_events(TENANT).await.iter().any(|e| {
+                e.action == "tool.executed"
+                    && e.outcome == agentauth_proto::audit::v1::Outcome::Denied as i32
+                    && e.details_json.contains("get_me")
+                    && e.details_json.contains("\"virtual_server\":\"asana\"")
+            })
+        },
+        "the refused call is audited"
+    );
 }
