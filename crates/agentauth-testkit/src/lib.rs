@@ -124,25 +124,50 @@ pub fn workspace_root() -> PathBuf {
 /// Runs the Python script `script` (relative to the workspace root) with the project venv's
 /// Python and `args`, and returns the JSON object it printed last.
 pub async fn python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    use anyhow::{Context as _, ensure};
     let python = tools_dir().join("venv/bin/python");
-    ensure!(
+    anyhow::ensure!(
         python.exists(),
         "no Python venv at {}: run `make test` (it installs tests/python/requirements.txt)",
         python.display()
     );
-    let run = tokio::process::Command::new(&python)
+    let mut command = tokio::process::Command::new(&python);
+    command.arg(workspace_root().join(script)).args(args);
+    peer_json("Python", command).await
+}
+
+/// Runs the Node script `script` (relative to the workspace root) with `args` and
+/// `NODE_TOOLS_DIR` naming `.tools/node` (where `make tools` installs tests/node/package.json),
+/// and returns the JSON object it printed last.
+pub async fn node_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let modules = tools_dir().join("node");
+    anyhow::ensure!(
+        modules.join("node_modules").is_dir(),
+        "no Node modules at {}: run `make test` (it installs tests/node/package.json)",
+        modules.display()
+    );
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg(workspace_root().join(script))
         .args(args)
-        .kill_on_drop(true)
-        .output();
+        .env("NODE_TOOLS_DIR", modules);
+    peer_json("Node", command).await
+}
+
+/// Runs an independent peer's `command` for at most 120 s and parses the last line it
+/// printed as JSON.
+async fn peer_json(
+    peer: &str,
+    mut command: tokio::process::Command,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::{Context as _, ensure};
+    let run = command.kill_on_drop(true).output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
         .await
-        .context("the Python peer did not finish within 120 s")??;
+        .with_context(|| format!("the {peer} peer did not finish within 120 s"))??;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(
         output.status.success(),
-        "the Python peer failed ({}); stderr:\n{stderr}",
+        "the {peer} peer failed ({}); stderr:\n{stderr}",
         output.status
     );
     let stdout = String::from_utf8(output.stdout)?;

@@ -13,6 +13,7 @@ use tonic::Code;
 use crate::system::{OTHER_TENANT, Options, System, TENANT, Watch};
 
 const CLIENT: &str = "crates/asana-sandbox/tests/python/mcp_client.py";
+const TS_CLIENT: &str = "services/connector-executor/tests/js/mcp_client.mjs";
 
 struct Setup {
     system: System,
@@ -119,6 +120,15 @@ async fn client(session: &pb::MintMcpSessionResponse, token: &str, extra: &[&str
     client_at(&session.url, token, extra).await
 }
 
+/// The TypeScript SDK's client, as [`client_at`] runs the Python one.
+async fn ts_client_at(url: &str, token: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["--url", url, "--token", token];
+    args.extend_from_slice(extra);
+    agentauth_testkit::node_json(TS_CLIENT, &args)
+        .await
+        .expect("the TypeScript client ran")
+}
+
 async fn client_at(url: &str, token: &str, extra: &[&str]) -> Value {
     let mut args = vec!["--url", url, "--token", token];
     args.extend_from_slice(extra);
@@ -170,6 +180,42 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
     let legacy = client(&alice, &alice.bearer_token, &["--mode", "legacy"]).await;
     assert_ne!(legacy["protocol_version"], "2026-07-28", "{legacy}");
 
+    // The TypeScript SDK's client too, in both eras; the handshake era opens a protocol
+    // session and ends it with DELETE.
+    for mode in ["auto", "legacy"] {
+        let seen = ts_client_at(
+            &alice.url,
+            &alice.bearer_token,
+            &[
+                "--mode",
+                mode,
+                "--call",
+                "asana_api_get_user",
+                "--arguments",
+                "{}",
+            ],
+        )
+        .await;
+        assert!(seen.get("error").is_none(), "{mode}: {seen}");
+        assert_eq!(
+            seen["tools"],
+            json!(["asana_user_me", "asana_api_get_user"]),
+            "{mode}"
+        );
+        assert_eq!(seen["server_name"], "agentauth", "{mode}: {seen}");
+        assert_eq!(
+            seen["call"]["structured"]["email"], "alice@acme.test",
+            "{mode}: {seen}"
+        );
+        if mode == "legacy" {
+            assert_ne!(seen["protocol_version"], "2026-07-28", "{seen}");
+            assert!(seen["protocol_session"].is_string(), "{seen}");
+            assert_eq!(seen["delete_status"], 204, "{seen}");
+        } else {
+            assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
+        }
+    }
+
     // A fixed input cannot be changed, and a tool outside the whitelist does not exist here.
     let changed = client(
         &alice,
@@ -193,6 +239,9 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
 
     // Bob's bearer does not open alice's endpoint; neither does none, nor an expired one.
     let bob = mint(&setup, "bob", None).await.expect("minted");
+    let ts_crossed = ts_client_at(&alice.url, &bob.bearer_token, &[]).await;
+    assert_eq!(ts_crossed["status"], 401, "{ts_crossed}");
+    assert!(ts_crossed.get("error").is_some(), "{ts_crossed}");
     let crossed = client(&alice, &bob.bearer_token, &[]).await;
     assert!(crossed.get("error").is_some(), "{crossed}");
     let challenge = crossed["challenge"].as_str().unwrap_or_default();
@@ -530,21 +579,27 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
     // The Python client through a balancer that alternates replicas, in both eras: each of
     // its requests lands on the other replica from the one before.
     let balanced = round_robin(replicas.clone()).await;
-    for mode in ["auto", "legacy"] {
-        let seen = client_at(
-            &at(&balanced, &alice.url),
-            &alice.bearer_token,
-            &[
-                "--mode",
-                mode,
-                "--call",
-                "asana_api_get_user",
-                "--arguments",
-                "{}",
-            ],
-        )
-        .await;
-        assert!(seen.get("error").is_none(), "{mode}: {seen}");
+    for (peer, mode) in [
+        ("python", "auto"),
+        ("python", "legacy"),
+        ("ts", "auto"),
+        ("ts", "legacy"),
+    ] {
+        let url = at(&balanced, &alice.url);
+        let args = [
+            "--mode",
+            mode,
+            "--call",
+            "asana_api_get_user",
+            "--arguments",
+            "{}",
+        ];
+        let seen = if peer == "python" {
+            client_at(&url, &alice.bearer_token, &args).await
+        } else {
+            ts_client_at(&url, &alice.bearer_token, &args).await
+        };
+        assert!(seen.get("error").is_none(), "{peer} {mode}: {seen}");
         assert_eq!(
             seen["call"]["structured"]["email"], "alice@acme.test",
             "{mode}: {seen}"
