@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 const PREFIX: &str = "amcp1.";
+/// The longest bearer read at all: a minted one is a few hundred bytes.
+const MAX_BEARER_BYTES: usize = 4096;
 /// The least key material accepted, in bytes.
 const MIN_KEY_BYTES: usize = 32;
 
@@ -135,6 +137,9 @@ impl Keys {
     /// The claims of `bearer` if a configured key signed it and it has not expired at `now`
     /// (seconds since the Unix epoch).
     pub fn verify(&self, bearer: &str, now: i64) -> Result<Claims, Rejected> {
+        if bearer.len() > MAX_BEARER_BYTES {
+            return Err(Rejected::Malformed);
+        }
         let (signed_part, mac_part) = bearer.rsplit_once('.').ok_or(Rejected::Malformed)?;
         let encoded = signed_part
             .strip_prefix(PREFIX)
@@ -269,6 +274,8 @@ mod tests {
     fn a_changed_or_foreign_bearer_is_refused() {
         let keys = keys(&["k1"]);
         let bearer = keys.sign(&claims(1_000));
+        let oversized = format!("{bearer}{}", "A".repeat(MAX_BEARER_BYTES));
+        assert_eq!(keys.verify(&oversized, 0), Err(Rejected::Malformed));
         let (body, mac) = bearer.rsplit_once('.').expect("two parts");
         // Other claims under the same MAC: alice's session turned into bob's.
         let forged_claims = URL_SAFE_NO_PAD.encode(

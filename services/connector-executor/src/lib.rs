@@ -6,7 +6,7 @@
 //! (`tokens`) and never leave this process except in the `Authorization` header to Asana.
 
 mod api;
-mod bearer;
+pub mod bearer;
 mod config;
 mod connections;
 mod error;

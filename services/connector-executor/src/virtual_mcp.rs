@@ -77,6 +77,9 @@ pub struct VirtualMcpConfig {
     pub session_retention: Duration,
     /// How a request's answer is sent: one JSON body, or an SSE stream.
     pub responses: Responses,
+    /// The most requests the endpoints serve at once; more are answered 503 at once rather
+    /// than queued.
+    pub max_concurrent_requests: usize,
 }
 
 /// `virtual_mcp.responses`.
@@ -104,6 +107,7 @@ impl Default for VirtualMcpConfig {
             revocation_stale_after: Duration::from_secs(60),
             session_retention: Duration::from_secs(7 * 24 * 3600),
             responses: Responses::Json,
+            max_concurrent_requests: 512,
         }
     }
 }
@@ -530,7 +534,23 @@ pub(crate) fn router(
             "/.well-known/oauth-protected-resource/mcp/{server}/{session}",
             axum::routing::get(metadata),
         )
-        .with_state(mcp))
+        .with_state(mcp)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(config.max_concurrent_requests.max(1)),
+        ))
+}
+
+/// The answer to a request over `max_concurrent_requests`.
+async fn overloaded(_: tower::BoxError) -> Response {
+    let mut response =
+        (StatusCode::SERVICE_UNAVAILABLE, "too many requests at once").into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Admits a request whose bearer verifies, belongs to the URL's server and session, is not

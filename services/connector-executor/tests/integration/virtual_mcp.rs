@@ -306,6 +306,18 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
         .await
         .expect("answered");
     assert_eq!(undeclared.status(), 404);
+    // A body past the largest tool input (1 MiB by default) and the envelope's margin is
+    // refused before it is read whole.
+    let oversized = http
+        .post(&alice.url)
+        .bearer_auth(&alice.bearer_token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 1024 * 1024 + 64 * 1024 + 1])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(oversized.status(), 413);
     let brief = mint(&setup, "alice", Some(Duration::from_secs(1)))
         .await
         .expect("minted");
