@@ -9,9 +9,12 @@
    `patches` with a `target`. The merged objects are written out for kubernetes-validate.
 3. Checks the invariants that the design and the binaries impose on the rendered objects:
    config files carry only known keys and no secrets; env overrides name known keys and take
-   secrets from Secrets; security context, probes and shutdown timing; PDBs, Services; the
-   NetworkPolicies allow exactly the edges of design.md's diagram; production replicas and
-   Ingresses.
+   secrets from Secrets, and a service gets a database URL and mounted Secret items only if
+   its config uses them; security context, probes and shutdown timing; PDBs, Services; the
+   NetworkPolicies allow exactly the edges of design.md's diagram (PostgreSQL for
+   connector-executor only where virtual MCP is on); connector-executor's virtual MCP (signing
+   keys mounted, TTLs, virtual servers and their minters' bindings, public URL and Ingress
+   routes of only its paths); production replicas and Ingresses.
 
 Usage: check.py DEPLOY_DIR OUT_DIR
 Writes OUT_DIR/raw-files.txt (resource files as written), OUT_DIR/rendered/<root>/*.yaml
@@ -32,6 +35,7 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -58,6 +62,16 @@ _WATCH = {"connection": str, "tenant": str, "identifier": str, "interval": str, 
           "mode": str, "auto_approve_first": bool}
 _POLLING = {"timeout": str, "min_gap": str, "failures_before_alert": int}
 _COMMON = {"server": _SERVER}
+# connector-executor's per-user virtual MCP endpoints (virtual_mcp::VirtualMcpConfig,
+# VirtualServerConfig, bearer::KeyConfig).
+_SIGNING_KEY = {"id": str, "key_file": str}
+_VIRTUAL_MCP = {"listen": str, "public_url": str, "allowed_hosts": list, "allowed_origins": list,
+                "default_ttl": str, "max_ttl": str, "signing_keys": [_SIGNING_KEY],
+                "revocation_refresh": str, "revocation_stale_after": str,
+                "session_retention": str, "responses": str}
+_EXPOSED_TOOL = {"connection": str, "tool": str, "upstream": bool, "fixed_inputs": dict}
+_VIRTUAL_SERVER = {"name": str, "minters": list, "include_previews": bool,
+                   "tools": [_EXPOSED_TOOL]}
 CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
     "token-vault": {
         **_COMMON,
@@ -76,6 +90,11 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
         "schema_watcher": _CLIENT,
         # Per-connection settings by connection name (requests_per_minute, asana_enable, ...).
         "connections": dict,
+        # Virtual MCP: off without a signing key; with one, [database] (from the env override)
+        # records sessions and revocations.
+        "virtual_mcp": _VIRTUAL_MCP,
+        "virtual_servers": [_VIRTUAL_SERVER],
+        "database": {"url": str},
     },
     "schema-watcher": {
         **_COMMON,
@@ -90,12 +109,31 @@ CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
 # Keys that hold secrets: they must come from a Secret through the env override, never the file.
 SECRET_KEYS = {"database"}
 # Keys the binaries default sensibly; every other key must be written out.
-OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout", "connections", "server.callers"}
+OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout", "connections", "server.callers",
+                 "virtual_mcp", "virtual_servers", "virtual_mcp.allowed_hosts",
+                 "virtual_mcp.allowed_origins", "virtual_mcp.default_ttl", "virtual_mcp.max_ttl",
+                 "virtual_mcp.revocation_refresh", "virtual_mcp.revocation_stale_after",
+                 "virtual_mcp.session_retention", "virtual_mcp.responses"}
 # Fields of array-of-table entries the binaries default: a caller's connections and tools are
 # "*" unless named (they matter only where a request names one), its rpcs empty.
 OPTIONAL_ENTRY_KEYS = {"callers": {"connections", "tools", "rpcs", "roles"},
-                       "watches": {"interval", "jitter", "auto_approve_first"}}
+                       "watches": {"interval", "jitter", "auto_approve_first"},
+                       "virtual_servers": {"include_previews"},
+                       "tools": {"upstream", "fixed_inputs"}}
 WATCH_MODES = {"warn", "pinned"}
+# Where secrets are mounted as files (API keys, signing keys); each file a Secret item.
+SECRETS_DIR = "/var/run/secrets/"
+# Virtual MCP (connector-executor): the listener behind the Service's `http` port, the only
+# paths it serves (what its Ingress may route to it), its answer modes and name syntax.
+VIRTUAL_MCP_LISTEN = f"0.0.0.0:{HTTP_PORT}"
+VIRTUAL_MCP_PATHS = {"/mcp", "/.well-known/oauth-protected-resource/mcp"}
+VIRTUAL_MCP_RESPONSES = {"json", "sse"}
+# connector-executor's roles that only serve virtual MCP (minting; listing and revoking).
+VIRTUAL_MCP_ROLES = {"mcp", "sessions"}
+VIRTUAL_MCP_DEFAULTS = {"default_ttl": "15m", "max_ttl": "1h", "revocation_refresh": "5s",
+                        "revocation_stale_after": "60s"}
+NAME_SYNTAX = re.compile(r"[A-Za-z0-9_-]+")
+KEY_ID_SYNTAX = re.compile(r"[A-Za-z0-9-]+")
 # A client section's name → the Service it must point at.
 CLIENT_SECTIONS = {"token_vault": "token-vault", "audit": "audit-log",
                    "executor": "connector-executor", "schema_watcher": "schema-watcher"}
@@ -147,6 +185,9 @@ RESERVED_RPCS = {
 # Vault 8200, Asana 443) or be reached on from outside it (callers/operators on gRPC, the
 # ingress controller on the HTTP listener).
 _COMMON_EGRESS = {("UDP", 53), ("TCP", 53), ("TCP", 4317)}
+# connector-executor reaches PostgreSQL only where it has a database (virtual MCP on, see
+# uses_database): that port is added to its set then.
+POSTGRES = ("TCP", 5432)
 EXPECTED_EXTERNAL_EGRESS = {
     "token-vault": _COMMON_EGRESS | {("TCP", 5432), ("TCP", 8200), ("TCP", 443)},
     "connector-executor": _COMMON_EGRESS | {("TCP", 443)},
@@ -164,6 +205,7 @@ EXPECTED_EXTERNAL_INGRESS = {
 ROOT_EXPECTATIONS = {
     "overlays/production": {
         "min_replicas": 2,
+        # connector-executor's only while virtual MCP is on (nothing else listens there).
         "ingress_backends": {("token-vault", "http"), ("connector-executor", "http")},
         "ipblock_policies": {"allow-postgres-egress", "allow-vault-egress"},
     },
@@ -366,10 +408,132 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
 
 
 def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"(\d+)(ms|s|m)", text)
+    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)", text)
     if not m:
         raise ValueError(f"cannot parse duration {text!r}")
-    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def virtual_mcp_on(cfg: dict) -> bool:
+    """connector-executor serves virtual MCP endpoints only with a signing key."""
+    vm = cfg.get("virtual_mcp")
+    return isinstance(vm, dict) and bool(vm.get("signing_keys"))
+
+
+def uses_database(svc: str, cfg: dict) -> bool:
+    """token-vault, audit-log and schema-watcher always keep state in PostgreSQL;
+    connector-executor only for virtual MCP sessions (its [database] is required then, and
+    should not be given otherwise)."""
+    if svc == "connector-executor":
+        return virtual_mcp_on(cfg)
+    return "database" in CONFIG_SCHEMA[svc]
+
+
+def strings(value: Any) -> set[str]:
+    """Every string in a parsed config, at any depth."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(strings(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(strings(v) for v in value)) if value else set()
+    return set()
+
+
+def check_virtual_mcp(where: str, cfg: dict, secret_files: set[str]) -> None:
+    """connector-executor's [virtual_mcp] and [[virtual_servers]], as far as the binary checks
+    them only at start (after --check-config): signing keys, TTLs, servers and their minters."""
+    vm = cfg.get("virtual_mcp") if isinstance(cfg.get("virtual_mcp"), dict) else {}
+    servers = [s for s in cfg.get("virtual_servers") or [] if isinstance(s, dict)]
+    callers = {c.get("name"): c for c in (cfg.get("server") or {}).get("callers") or []
+               if isinstance(c, dict)}
+    if not virtual_mcp_on(cfg):
+        if servers:
+            finding(where, "[[virtual_servers]] are declared but [virtual_mcp] names no signing "
+                           "key: the binary refuses to start")
+        for name, caller in sorted(callers.items()):
+            held = set(caller.get("roles") or []) & VIRTUAL_MCP_ROLES
+            if held:
+                finding(where, f"caller {name!r} holds {sorted(held)}, but virtual MCP is off")
+        return
+    if vm.get("listen") != VIRTUAL_MCP_LISTEN:
+        finding(where, f"virtual_mcp.listen must be \"{VIRTUAL_MCP_LISTEN}\" (the `http` port "
+                       "of the Service, NetworkPolicy and Ingress)")
+    if not str(vm.get("public_url", "")).startswith("https://"):
+        finding(where, "virtual_mcp.public_url must be the https URL clients reach the Ingress "
+                       "by (session URLs are built from it)")
+    if vm.get("responses", "json") not in VIRTUAL_MCP_RESPONSES:
+        finding(where, f"virtual_mcp.responses must be one of {sorted(VIRTUAL_MCP_RESPONSES)}")
+    try:
+        d = {k: parse_duration(str(vm.get(k, v))) for k, v in VIRTUAL_MCP_DEFAULTS.items()}
+        if not 0 < d["default_ttl"] <= d["max_ttl"]:
+            finding(where, "virtual_mcp.default_ttl must be positive and at most max_ttl")
+        if not 0 < d["revocation_refresh"] < d["revocation_stale_after"]:
+            finding(where, "virtual_mcp.revocation_refresh must be positive and below "
+                           "revocation_stale_after (or every replica answers 503)")
+    except ValueError as e:
+        finding(where, f"virtual_mcp: {e}")
+    ids, files = set(), set()
+    for n, key in enumerate(k for k in vm["signing_keys"] if isinstance(k, dict)):
+        kid, path = str(key.get("id", "")), key.get("key_file")
+        if not KEY_ID_SYNTAX.fullmatch(kid):
+            finding(where, f"virtual_mcp.signing_keys[{n}].id {kid!r}: letters, digits and '-'")
+        if kid in ids or path in files:
+            finding(where, f"virtual_mcp.signing_keys[{n}] repeats a key id or key file")
+        ids.add(kid)
+        files.add(path)
+        if path not in secret_files:
+            finding(where, f"virtual_mcp.signing_keys[{n}].key_file {path!r} is not a mounted "
+                           "Secret item")
+    if not servers:
+        finding(where, "virtual MCP is on but there are no [[virtual_servers]]: nothing to mint")
+    names = set()
+    # What each minter's servers expose: connection names, and tool names ("*" for every tool
+    # an upstream connection lists).
+    exposes: dict[str, dict[str, set]] = {}
+    for server in servers:
+        name = str(server.get("name", ""))
+        at = f"virtual_servers `{name}`"
+        if not NAME_SYNTAX.fullmatch(name) or name in names:
+            finding(where, f"{at}: the name must be letters, digits, '-' and '_', and unique")
+        names.add(name)
+        tools = [t for t in server.get("tools") or [] if isinstance(t, dict)]
+        if not tools:
+            finding(where, f"{at}: tools must name a tool")
+        for tool in tools:
+            if tool.get("tool") == "*" and (not tool.get("upstream") or tool.get("fixed_inputs")):
+                finding(where, f"{at}: tool \"*\" needs upstream = true and no fixed_inputs")
+        if not server.get("minters"):
+            finding(where, f"{at}: minters must name a caller")
+        for minter in server.get("minters") or []:
+            if minter not in callers:
+                finding(where, f"{at}: minter {minter!r} is not a configured caller")
+                continue
+            mine = exposes.setdefault(minter, {"connections": set(), "tools": set()})
+            mine["connections"] |= {t.get("connection") for t in tools}
+            mine["tools"] |= {t.get("tool") for t in tools}
+    for name, caller in sorted(callers.items()):
+        mints = "mcp" in (caller.get("roles") or []) or \
+            "MintMcpSession" in (caller.get("rpcs") or [])
+        if name not in exposes:
+            if mints:
+                finding(where, f"caller {name!r} may mint MCP sessions but is a minter of no "
+                               "virtual server")
+            continue
+        if not mints:
+            finding(where, f"minter {name!r} lacks the `mcp` role, so it cannot mint")
+        # MintMcpSession refuses a minter not bound to every exposed tool's connection and
+        # named tool; an unbound minter ("*", also the default) could list and expose more.
+        for field in ("connections", "tools"):
+            bound = set(caller.get(field) or ["*"])
+            want = exposes[name][field]
+            if "*" in bound and "*" not in want:
+                finding(where, f"minter {name!r} is bound to every one of its {field}: bind it to "
+                               f"those of its virtual servers, {sorted(want)}")
+            elif "*" not in bound and want - {"*"} - bound:
+                finding(where, f"minter {name!r} is not bound to {field} "
+                               f"{sorted(want - {'*'} - bound)} of its virtual servers, so it "
+                               "cannot mint")
 
 
 def check_table(where: str, value: dict, schema: dict, prefix: str = "") -> None:
@@ -454,8 +618,21 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
     for mount in container.get("volumeMounts", []):
         vol = volumes.get(mount["name"], {})
         if "secret" in vol:
+            if mount.get("readOnly") is not True:
+                finding(where, f"Secret volume {mount['name']} must be mounted readOnly")
+            if not mount["mountPath"].startswith(SECRETS_DIR):
+                finding(where, f"Secret volume {mount['name']} must be mounted under {SECRETS_DIR}")
+            if not vol["secret"].get("items"):
+                finding(where, f"Secret volume {mount['name']} must list its items (mount only "
+                               "the files the config reads)")
             for item in vol["secret"].get("items", []):
                 secret_files.add(f"{mount['mountPath'].rstrip('/')}/{item['path']}")
+    # Least privilege: no Secret item is mounted that the config does not read (e.g. signing
+    # keys where virtual MCP is off).
+    for path in sorted(secret_files - strings(cfg)):
+        finding(where, f"Secret item {path} is mounted but config.toml does not read it")
+    if svc == "connector-executor":
+        check_virtual_mcp(where, cfg, secret_files)
     for section, target in CLIENT_SECTIONS.items():
         if section not in cfg or section not in schema:
             continue
@@ -486,8 +663,12 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
                 finding(where, f"env {name} must come from a secretKeyRef")
     for key in SECRET_KEYS & set(schema):
         name = f"{ENV_PREFIX[svc]}{key.upper()}__URL"
-        if name not in env:
+        if uses_database(svc, cfg) and name not in env:
             finding(where, f"{svc} needs {name} (from a Secret): the file has no [{key}]")
+        elif not uses_database(svc, cfg) and any(e.startswith(f"{ENV_PREFIX[svc]}{key.upper()}__")
+                                                 for e in env):
+            finding(where, f"{svc} is given {name} but uses no database here (virtual MCP is "
+                           "off): leave the Secret out")
     if svc == "token-vault" and "secretKeyRef" not in (env.get("VAULT_TOKEN", {}).get("valueFrom") or {}):
         finding(where, "token-vault needs VAULT_TOKEN from a secretKeyRef")
 
@@ -622,7 +803,7 @@ def peer_kinds(peer: dict, ns_labels: dict, pods: dict[str, dict]) -> tuple[set[
     return inside, not only_here
 
 
-def check_network(where: str, objects: list[dict]) -> None:
+def check_network(where: str, objects: list[dict], db_users: set[str]) -> None:
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     namespaces = by_kind(objects, "Namespace")
     ns_labels = dict((namespaces.get(NAMESPACE, {}).get("metadata") or {}).get("labels") or {})
@@ -684,9 +865,12 @@ def check_network(where: str, objects: list[dict]) -> None:
         for direction, expected in (("egress", EXPECTED_EXTERNAL_EGRESS),
                                     ("ingress", EXPECTED_EXTERNAL_INGRESS)):
             got = {(proto, port) for peer, proto, port in allowed[direction][svc] if peer == "external"}
-            if got != expected.get(svc, set()):
+            want = set(expected.get(svc, set()))
+            if direction == "egress" and svc in db_users:
+                want.add(POSTGRES)
+            if got != want:
                 finding(where, f"{svc}: external {direction} ports {sorted(got)} != "
-                               f"expected {sorted(expected.get(svc, set()))}")
+                               f"expected {sorted(want)}")
 
 
 def load_config(configmaps: dict[str, dict], svc: str) -> dict:
@@ -767,17 +951,58 @@ def check_root(name: str, objects: list[dict]) -> None:
                 finding(where, f"Service ports {ports} do not match the listeners")
 
     check_watcher_scope(name, configmaps)
-    check_network(name, objects)
+    db_users = {svc for svc in SERVICES if uses_database(svc, load_config(configmaps, svc))}
+    check_network(name, objects, db_users)
 
     backends = set()
+    # (host, path) routed to connector-executor's http port, and hosts served over TLS.
+    mcp_routes: set[tuple[str, str]] = set()
+    tls_hosts: set[str] = set()
     for ing in (o for o in objects if o["kind"] == "Ingress"):
+        for tls in ing["spec"].get("tls") or []:
+            tls_hosts |= set(tls.get("hosts") or [])
         for rule in ing["spec"].get("rules", []):
             for path in rule.get("http", {}).get("paths", []):
                 svc = path["backend"]["service"]
                 backends.add((svc["name"], svc["port"].get("name")))
+                if (svc["name"], svc["port"].get("name")) != ("connector-executor", "http"):
+                    continue
+                mcp_routes.add((rule.get("host", ""), path.get("path", "")))
+                # Nothing but the virtual MCP endpoints is served on that port (webhook intake
+                # is not implemented), so nothing else may be routed to it.
+                if path.get("path") not in VIRTUAL_MCP_PATHS or path.get("pathType") != "Prefix":
+                    finding(f"{name}: {obj_id(ing)}",
+                            f"routes {path.get('path')!r} ({path.get('pathType')}) to "
+                            f"connector-executor:http, which serves only the Prefix paths "
+                            f"{sorted(VIRTUAL_MCP_PATHS)}")
         if not ing["spec"].get("tls"):
             finding(f"{name}: {obj_id(ing)}", "Ingress without TLS")
-    for backend in sorted(expect.get("ingress_backends", set()) - backends):
+    executor = load_config(configmaps, "connector-executor")
+    if mcp_routes and not virtual_mcp_on(executor):
+        finding(name, "an Ingress routes to connector-executor:http, but virtual MCP is off: "
+                      "nothing listens there")
+    if mcp_routes and virtual_mcp_on(executor):
+        vm = executor["virtual_mcp"]
+        url = urlsplit(str(vm.get("public_url", "")))
+        host = url.hostname or ""
+        if url.path not in ("", "/") or url.port not in (None, 443):
+            finding(name, f"virtual_mcp.public_url {vm.get('public_url')!r} must be https://<host> "
+                          "(the Ingress routes /mcp/… at the root, on 443)")
+        for path in sorted(VIRTUAL_MCP_PATHS):
+            if (host, path) not in mcp_routes:
+                finding(name, f"no Ingress routes {host}{path} (virtual_mcp.public_url's host) to "
+                              "connector-executor:http")
+        if host not in tls_hosts:
+            finding(name, f"virtual_mcp.public_url's host {host!r} is not served over TLS")
+        routed_hosts = {h for h, _ in mcp_routes}
+        for allowed in vm.get("allowed_hosts") or [host]:
+            if allowed not in routed_hosts:
+                finding(name, f"virtual_mcp.allowed_hosts names {allowed!r}, which no Ingress "
+                              "routes to connector-executor:http")
+    wanted_backends = set(expect.get("ingress_backends", set()))
+    if not virtual_mcp_on(executor):  # then nothing listens on connector-executor's http port
+        wanted_backends.discard(("connector-executor", "http"))
+    for backend in sorted(wanted_backends - backends):
         finding(name, f"no Ingress routes to {backend[0]}:{backend[1]}")
     policies = by_kind(objects, "NetworkPolicy")
     for pol in sorted(expect.get("ipblock_policies", set())):
@@ -801,10 +1026,12 @@ def write_binary_inputs(objects: list[dict], target: Path) -> None:
         # (e.g. the audit spool) directories of this run, so a binary that opens them at start
         # finds them.
         secrets = target / "mounts" / svc / "secrets"
-        for name in re.findall(r"/var/run/secrets/agentauth/([\w.-]+)", toml_text):
-            secrets.mkdir(parents=True, exist_ok=True)
-            (secrets / name).write_text(f"check-dummy-key-{svc}-{name}\n")
-        toml_text = toml_text.replace("/var/run/secrets/agentauth/", f"{secrets}/")
+        for name in re.findall(rf"{re.escape(SECRETS_DIR)}([\w.-]+(?:/[\w.-]+)*)", toml_text):
+            (secrets / name).parent.mkdir(parents=True, exist_ok=True)
+            # At least 32 bytes, as a virtual MCP signing key must be.
+            (secrets / name).write_text(f"check-dummy-key-{svc}-{name}-"
+                                        f"{hashlib.sha256(name.encode()).hexdigest()}\n")
+        toml_text = toml_text.replace(SECRETS_DIR, f"{secrets}/")
         toml_text = toml_text.replace("/var/lib/agentauth/", f"{target / 'mounts' / svc / 'var'}/")
         (target / f"{svc}.toml").write_text(toml_text)
         lines = []
@@ -871,6 +1098,21 @@ def check_admission(configs_dir: Path) -> int:
             elif entry["tenants"] != ["*"]:
                 problems.append(f"{root.name}: {callee} admits {caller} for tenants "
                                 f"{entry['tenants']}, not every tenant")
+        # MintMcpSession, as the binary resolves roles and rpcs: held by exactly the minters of
+        # connector-executor's virtual servers.
+        executor_toml = root / "connector-executor.toml"
+        servers = (tomllib.loads(executor_toml.read_text()).get("virtual_servers") or []
+                   if executor_toml.is_file() else [])
+        minters = {m for s in servers for m in s.get("minters") or []}
+        for name, entry in sorted(access.get("connector-executor", {}).items()):
+            if "MintMcpSession" in entry["methods"] and name not in minters:
+                problems.append(f"{root.name}: connector-executor grants MintMcpSession to "
+                                f"{name}, a minter of no virtual server")
+        for name in sorted(minters):
+            if "MintMcpSession" not in access.get("connector-executor", {}).get(name, {}).get(
+                    "methods", set()):
+                problems.append(f"{root.name}: connector-executor's minter {name} is not "
+                                "granted MintMcpSession")
         for (service, rpc), holders in sorted(RESERVED_RPCS.items()):
             for name, entry in sorted(access.get(service, {}).items()):
                 if rpc in entry["methods"] and name not in holders:

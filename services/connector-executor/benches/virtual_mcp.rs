@@ -24,12 +24,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentauth_grpc::ApiKey;
+use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::executor::v1 as pb;
+use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
 use agentauth_testkit::bench::{Latencies, micros};
 use asana_sandbox::seed::ALICE_PAT;
 use connector_executor::bearer::{Claims, Keys};
 use serde_json::{Value, json};
 use system::{Options, System, TENANT};
+
+/// The allocator the service binaries use (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONCURRENCY: [usize; 2] = [1, 16];
 const ROUNDS: usize = 4;
@@ -40,7 +46,7 @@ const WARMUP: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 enum Path {
     Grpc {
-        system: Arc<System>,
+        client: ConnectorExecutorClient<AuthenticatedChannel>,
         request: Arc<pb::ExecuteToolRequest>,
     },
     Endpoint {
@@ -55,14 +61,18 @@ enum Path {
 impl Path {
     async fn read(&self) {
         match self {
-            Self::Grpc { system, request } => {
-                let answer = system
-                    .executor()
+            Self::Grpc { client, request } => {
+                let answer = client
+                    .clone()
                     .execute_tool(request.as_ref().clone())
                     .await
                     .expect("ExecuteTool")
                     .into_inner();
                 assert!(!answer.is_error, "{}", answer.output_json);
+                // A client reads the answer: the tool's JSON, as the endpoint's client reads
+                // its JSON-RPC message.
+                let output: Value = serde_json::from_str(&answer.output_json).expect("JSON");
+                std::hint::black_box(output);
             }
             Self::Endpoint {
                 http,
@@ -175,7 +185,7 @@ async fn drive() {
     let mut key = tempfile::NamedTempFile::new().expect("key file");
     key.write_all(ApiKey::generate().expose().as_bytes())
         .expect("key");
-    let system = Arc::new(System::start(unlimited(key.path())).await);
+    let system = System::start(unlimited(key.path())).await;
     system.connect_pat("alice", ALICE_PAT).await;
     let task = system
         .sandbox
@@ -184,7 +194,7 @@ async fn drive() {
         .next()
         .and_then(|task| task["gid"].as_str().map(str::to_owned))
         .expect("a seeded task");
-    let mut minting = pb::connector_executor_client::ConnectorExecutorClient::new(
+    let mut minting = ConnectorExecutorClient::new(
         agentauth_grpc::client::channel(&system.executor_url, Some(minter())).expect("channel"),
     );
     let mint = pb::MintMcpSessionRequest {
@@ -219,11 +229,14 @@ async fn drive() {
         .to_owned();
 
     let input = json!({ "task_gid": task });
+    let call = Arc::new(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "asana_task_get", "arguments": input}}));
     let paths = [
         (
             "ExecuteTool (gRPC)",
             Path::Grpc {
-                system: system.clone(),
+                // One channel, as the endpoint's one HTTP client.
+                client: system.executor(),
                 request: Arc::new(pb::ExecuteToolRequest {
                     tenant: TENANT.into(),
                     connection_name: "asana-pat".into(),
@@ -241,8 +254,7 @@ async fn drive() {
                 url: session.url.clone(),
                 bearer: session.bearer_token.clone(),
                 protocol_session,
-                call: Arc::new(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                    "params": {"name": "asana_task_get", "arguments": input}})),
+                call,
             },
         ),
     ];

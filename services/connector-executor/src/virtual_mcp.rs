@@ -715,10 +715,32 @@ struct Handler {
     api: ConnectorExecutorApi,
 }
 
-/// A tool a session lists: as it is listed, and the entry that exposes it.
-struct Visible<'a> {
+/// A tool a session offers: the entry that exposes it, and its definition.
+struct Offer<'a> {
     exposed: &'a ExposedToolConfig,
-    tool: Tool,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Catalogue(&'a asana_tools::Tool),
+    Upstream(crate::mcp::UpstreamTool),
+}
+
+impl Offer<'_> {
+    fn name(&self) -> &str {
+        match &self.source {
+            Source::Catalogue(tool) => &tool.name,
+            Source::Upstream(tool) => &tool.name,
+        }
+    }
+
+    /// As `tools/list` lists it; `None` for an upstream definition MCP cannot carry.
+    fn listed(self) -> Option<Tool> {
+        match self.source {
+            Source::Catalogue(tool) => Some(listed(tool, self.exposed)),
+            Source::Upstream(tool) => upstream_listed(tool, self.exposed),
+        }
+    }
 }
 
 impl Handler {
@@ -731,54 +753,58 @@ impl Handler {
             .ok_or_else(|| ErrorData::internal_error("request reached MCP unauthenticated", None))
     }
 
-    /// What the session's server exposes that its minter may still use, as configured now:
-    /// catalogue tools, and the tools its upstream connections list that drift pinning does
-    /// not block. A name listed twice is listed once, as its first entry gives it.
-    async fn visible<'a>(
-        &self,
+    /// What the session's server exposes that its minter may still use, as configured now
+    /// (only the tool `only`, when given): catalogue tools, and the tools its upstream
+    /// connections list that drift pinning does not block. A name offered twice is offered
+    /// once, as its first entry gives it.
+    async fn offered<'a>(
+        &'a self,
         server: &'a VirtualServerConfig,
         principal: &Principal,
-    ) -> Vec<Visible<'a>> {
+        only: Option<&str>,
+    ) -> Vec<Offer<'a>> {
         let minter = &principal.minter;
-        let mut visible: Vec<Visible<'a>> = Vec::new();
+        let mut offered: Vec<Offer<'a>> = Vec::new();
         for exposed in &server.tools {
             if minter.check_connection(&exposed.connection).is_err() {
                 continue;
             }
-            let tools = if exposed.upstream {
-                self.upstream(server, exposed, minter.name())
+            let sources = if exposed.upstream {
+                self.upstream(server, exposed, minter.name(), only)
                     .await
                     .into_iter()
-                    .filter_map(|tool| upstream_listed(tool, exposed))
+                    .map(Source::Upstream)
                     .collect()
             } else {
-                self.api
-                    .executor
-                    .catalogue
-                    .get(&exposed.tool)
-                    .map(|tool| listed(tool, exposed))
+                only.is_none_or(|name| name == exposed.tool)
+                    .then(|| self.api.executor.catalogue.get(&exposed.tool))
+                    .flatten()
+                    .map(Source::Catalogue)
                     .into_iter()
                     .collect::<Vec<_>>()
             };
-            for tool in tools {
-                if minter.check_tool(&tool.name).is_ok()
-                    && !visible.iter().any(|v| v.tool.name == tool.name)
+            for source in sources {
+                let offer = Offer { exposed, source };
+                if minter.check_tool(offer.name()).is_ok()
+                    && !offered.iter().any(|o| o.name() == offer.name())
                 {
-                    visible.push(Visible { exposed, tool });
+                    offered.push(offer);
                 }
             }
         }
-        visible
+        offered
     }
 
-    /// The tools of `exposed`'s upstream connection it names, as the connection's listing
-    /// gives them, less previews (unless the server includes them) and tools drift pinning
-    /// blocks. Nothing when the connection cannot be listed now (said in the log).
+    /// The tools of `exposed`'s upstream connection it names (only `only`, when given), as
+    /// the connection's listing gives them, less previews (unless the server includes them),
+    /// tools drift pinning blocks and tools that lack an input the entry fixes. Nothing when
+    /// the connection cannot be listed now (said in the log).
     async fn upstream(
         &self,
         server: &VirtualServerConfig,
         exposed: &ExposedToolConfig,
         minter: &str,
+        only: Option<&str>,
     ) -> Vec<crate::mcp::UpstreamTool> {
         let executor = &self.api.executor;
         let listed = async {
@@ -804,9 +830,20 @@ impl Handler {
         };
         tools
             .iter()
+            .filter(|tool| only.is_none_or(|name| tool.name == name))
             .filter(|tool| exposed.tool == EVERY_TOOL || tool.name == exposed.tool)
             .filter(|tool| {
                 server.include_previews || !is_preview(&tool.name, Some(&tool.definition))
+            })
+            .filter(|tool| {
+                let properties = tool
+                    .input_schema
+                    .get("properties")
+                    .and_then(Value::as_object);
+                exposed
+                    .fixed_inputs
+                    .keys()
+                    .all(|input| properties.is_some_and(|p| p.contains_key(input)))
             })
             .filter(|tool| {
                 !matches!(
@@ -832,7 +869,12 @@ impl rmcp::ServerHandler for Handler {
     ) -> Result<ListToolsResult, ErrorData> {
         let principal = self.principal(&context)?;
         let server = self.server(&principal)?;
-        let visible = self.visible(server, &principal).await;
+        let visible: Vec<Tool> = self
+            .offered(server, &principal, None)
+            .await
+            .into_iter()
+            .filter_map(Offer::listed)
+            .collect();
         let start = match request.and_then(|r| r.cursor) {
             None => 0,
             Some(cursor) => cursor
@@ -843,12 +885,7 @@ impl rmcp::ServerHandler for Handler {
         };
         let next = start + PAGE_SIZE;
         let next_cursor = (next < visible.len()).then(|| next.to_string());
-        let tools = visible
-            .into_iter()
-            .skip(start)
-            .take(PAGE_SIZE)
-            .map(|v| v.tool)
-            .collect();
+        let tools = visible.into_iter().skip(start).take(PAGE_SIZE).collect();
         Ok(ListToolsResult {
             next_cursor,
             ..ListToolsResult::with_all_items(tools)
@@ -868,12 +905,8 @@ impl rmcp::ServerHandler for Handler {
             mcp_session: claims.sid.clone(),
         };
         let name = bounded(&request.name);
-        let visible = self.visible(server, &principal).await;
-        let Some(exposed) = visible
-            .iter()
-            .find(|v| v.tool.name == request.name)
-            .map(|v| v.exposed)
-        else {
+        let offered = self.offered(server, &principal, Some(&request.name)).await;
+        let Some(exposed) = offered.first().map(|offer| offer.exposed) else {
             let denied = agentauth_grpc::Denied::new(&claims.by, "tool", name);
             self.api.refuse_virtual(claims, name, denied, via).await;
             return Err(ErrorData::invalid_params(
@@ -939,20 +972,18 @@ impl Handler {
 /// A successful call's result: an upstream tool's as its server gave it (content and
 /// structured content), a REST tool's JSON as structured content.
 fn answered(output_json: &str, upstream: bool) -> CallToolResult {
-    let output = serde_json::from_str::<Value>(output_json).ok();
-    if upstream
-        && let Some(mut result) = output
-            .clone()
-            .and_then(|o| serde_json::from_value::<CallToolResult>(o).ok())
-    {
+    if upstream && let Ok(mut result) = serde_json::from_str::<CallToolResult>(output_json) {
         // The upstream's answer may be of an era without a result type; this one is complete.
         result.result_type = Some(rmcp::model::ResultType::COMPLETE);
         return result;
     }
-    match output {
-        Some(structured @ Value::Object(_)) => CallToolResult::structured(structured),
-        _ => CallToolResult::success(vec![ContentBlock::text(output_json)]),
+    // The JSON as text too (for clients before structured content), as it came: not
+    // serialized a second time.
+    let mut result = CallToolResult::success(vec![ContentBlock::text(output_json)]);
+    if let Ok(structured @ Value::Object(_)) = serde_json::from_str::<Value>(output_json) {
+        result.structured_content = Some(structured);
     }
+    result
 }
 
 /// `schema` without the inputs `exposed` fixes.
@@ -994,20 +1025,8 @@ fn listed(tool: &asana_tools::Tool, exposed: &ExposedToolConfig) -> Tool {
 }
 
 /// An upstream tool as a virtual server lists it: the server's definition, its fixed inputs
-/// left out of its schema. `None` for a definition MCP cannot carry, or that lacks an input
-/// the operator fixed (the tool changed under the configuration: it is not offered).
+/// left out of its schema. `None` for a definition MCP cannot carry.
 fn upstream_listed(tool: crate::mcp::UpstreamTool, exposed: &ExposedToolConfig) -> Option<Tool> {
-    let properties = tool
-        .input_schema
-        .get("properties")
-        .and_then(Value::as_object);
-    if exposed
-        .fixed_inputs
-        .keys()
-        .any(|input| !properties.is_some_and(|p| p.contains_key(input)))
-    {
-        return None;
-    }
     let mut listed: Tool = serde_json::from_value(Value::Object(tool.definition)).ok()?;
     listed.input_schema = Arc::new(without_fixed(listed.input_schema.as_ref().clone(), exposed));
     Some(listed)
