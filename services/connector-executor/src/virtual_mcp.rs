@@ -54,7 +54,8 @@ pub struct VirtualMcpConfig {
     pub public_url: Option<String>,
     /// `Host` values accepted (DNS-rebinding guard); the public URL's host when empty.
     pub allowed_hosts: Vec<String>,
-    /// Browser `Origin`s accepted; any request without an `Origin` passes.
+    /// Browser `Origin`s accepted (`https://app.example.com:443`; `:*` for any port), none
+    /// when empty; a request without an `Origin` (any client but a browser) passes.
     pub allowed_origins: Vec<String>,
     /// A session's lifetime when `MintMcpSession` asks for none.
     #[serde(with = "humantime_serde")]
@@ -511,9 +512,13 @@ pub(crate) fn router(
         .with_json_response(config.responses == Responses::Json)
         .with_allowed_hosts(allowed_hosts)
         .with_cancellation_token(shutdown);
-    if !config.allowed_origins.is_empty() {
-        http = http.with_allowed_origins(config.allowed_origins.clone());
-    }
+    // A request without an `Origin` (any client but a browser) passes; a browser page may
+    // drive a session only from a listed origin, and from none when none is listed.
+    http = if config.allowed_origins.is_empty() {
+        http.enforce_origin_validation()
+    } else {
+        http.with_allowed_origins(config.allowed_origins.clone())
+    };
     let handler = Handler {
         mcp: mcp.clone(),
         api: api.clone(),

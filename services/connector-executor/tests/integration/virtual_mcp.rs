@@ -80,6 +80,14 @@ tool = "asana_user_me"
 connection = "asana-pat"
 tool = "asana_api_get_user"
 fixed_inputs = {{ user_gid = "me" }}
+
+[[virtual_servers]]
+name = "mine"
+minters = ["platform"]
+
+[[virtual_servers.tools]]
+connection = "asana-pat"
+tool = "asana_user_me"
 "#,
             hash = minter.hash(),
         ),
@@ -306,6 +314,53 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
         .await
         .expect("answered");
     assert_eq!(undeclared.status(), 404);
+    // A bearer opens only its own server's endpoint: alice's session id on `mine` is refused.
+    let elsewhere = http
+        .post(format!("{base}/mcp/mine/{}", alice.session_id))
+        .bearer_auth(&alice.bearer_token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        elsewhere.status(),
+        401,
+        "a bearer of another virtual server"
+    );
+    // Host and Origin checks: only the public URL's host, and no browser origin unless one is
+    // configured; a client that sends no Origin passes.
+    for (name, value) in [("host", "evil.example"), ("origin", "https://evil.example")] {
+        let refused = http
+            .post(&alice.url)
+            .bearer_auth(&alice.bearer_token)
+            .header("accept", "application/json, text/event-stream")
+            .header(name, value)
+            .json(&initialize)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(refused.status(), 403, "{name}: {value}");
+    }
+
+    // An account that must be connected first answers with a result an agent reads: the
+    // reason and the link that fixes it.
+    let carol = mint(&setup, "carol", None).await.expect("minted");
+    let unconnected = client(&carol, &carol.bearer_token, &["--call", "asana_user_me"]).await;
+    assert_eq!(unconnected["call"]["is_error"], true, "{unconnected}");
+    let text = unconnected["call"]["text"].to_string();
+    assert!(
+        text.contains("AUTH_REQUIRED") && text.contains("http"),
+        "the re-authorization link: {unconnected}"
+    );
+    // No Asana token or bearer in anything an MCP client was sent.
+    for seen in [&legacy, &changed, &unlisted, &unconnected] {
+        let sent = seen.to_string();
+        for secret in [ALICE_PAT, BOB_PAT, alice.bearer_token.as_str()] {
+            assert!(!sent.contains(secret), "a secret in an MCP answer: {sent}");
+        }
+    }
+
     // A body past the largest tool input (1 MiB by default) and the envelope's margin is
     // refused before it is read whole.
     let oversized = http
@@ -338,7 +393,7 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
         .iter()
         .filter(|e| e.action == "mcp.session_minted")
         .collect();
-    assert_eq!(minted.len(), 3, "{minted:?}");
+    assert_eq!(minted.len(), 4, "{minted:?}");
     let through_session: Vec<_> = events
         .iter()
         .filter(|e| {
@@ -1124,4 +1179,87 @@ upstream = true
         },
         "the refused call is audited"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_list_pages_a_large_whitelist_for_both_clients() {
+    agentauth_testkit::logs::logs();
+    let minter = ApiKey::generate();
+    let key = signing_key();
+    let catalogue = asana_tools::Catalogue::new().expect("the catalogue");
+    let names: Vec<&str> = catalogue
+        .tools()
+        .iter()
+        .map(|tool| tool.name.as_str())
+        .filter(|name| name.starts_with("asana_api_"))
+        .take(130)
+        .collect();
+    assert_eq!(names.len(), 130);
+    let mut servers =
+        String::from("[[virtual_servers]]\nname = \"wide\"\nminters = [\"platform\"]\n");
+    for name in &names {
+        servers.push_str(&format!(
+            "\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"{name}\"\n"
+        ));
+    }
+    let system = System::start(Options {
+        executor_toml: format!(
+            "[[server.callers]]\nname = \"platform\"\nkey_sha256 = \"{}\"\ntenants = [\"{TENANT}\"]\nroles = [\"mcp\"]\n\n{servers}",
+            minter.hash()
+        ),
+        virtual_mcp_toml: vec![keys_toml(&[("k1", &key)])],
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let session = pb::connector_executor_client::ConnectorExecutorClient::new(
+        agentauth_grpc::client::channel(&system.executor_url, Some(&minter)).expect("channel"),
+    )
+    .mint_mcp_session(pb::MintMcpSessionRequest {
+        tenant: TENANT.into(),
+        identifier: "alice".into(),
+        virtual_server: "wide".into(),
+        ttl: None,
+    })
+    .await
+    .expect("minted")
+    .into_inner();
+    let (_, _, first) = post(&session.url, &session.bearer_token, None, &list_tools()).await;
+    assert_eq!(
+        first["result"]["tools"].as_array().map(Vec::len),
+        Some(100),
+        "a page holds 100"
+    );
+    assert_eq!(
+        first["result"]["nextCursor"], "100",
+        "{}",
+        first["result"]["nextCursor"]
+    );
+    let python = client(&session, &session.bearer_token, &[]).await;
+    let ts = ts_client_at(&session.url, &session.bearer_token, &[]).await;
+    let ts_legacy = ts_client_at(&session.url, &session.bearer_token, &["--mode", "legacy"]).await;
+    for seen in [&python, &ts, &ts_legacy] {
+        assert_eq!(
+            (
+                seen["pages"].clone(),
+                seen["tools"].as_array().map(Vec::len)
+            ),
+            (json!(2), Some(130)),
+            "{}",
+            seen["mode"]
+        );
+        assert_eq!(
+            seen["tools"],
+            json!(names),
+            "every whitelisted tool once, in order"
+        );
+    }
+    let (_, _, bad) = post(
+        &session.url,
+        &session.bearer_token,
+        None,
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"cursor": "999"}}),
+    )
+    .await;
+    assert_eq!(bad["error"]["code"], -32602, "an unknown cursor: {bad}");
 }

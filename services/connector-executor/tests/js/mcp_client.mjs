@@ -3,7 +3,8 @@
 // with its bearer.
 //
 // It connects (`--mode auto` probes 2026-07-28 and falls back to `initialize`; `--mode
-// legacy` forces the handshake), walks every `tools/list` page, optionally calls one tool,
+// legacy` forces the handshake), lists the tools (the SDK walks every page), optionally calls
+// one tool,
 // closes (ending a protocol session with DELETE when it opened one) and prints one JSON object
 // with what it saw. A refused connection prints `{"error": {"class", "code", "message"},
 // "status": <HTTP status of a refusal>}` and exits 0: refusal is an outcome the caller checks.
@@ -33,9 +34,13 @@ if (!args.url || !args.token || !["auto", "legacy"].includes(args.mode)) {
   process.exit(2);
 }
 
-const seen = { mode: args.mode };
-// What the SDK does not surface: the status of a refusal, and the session header.
+const seen = { mode: args.mode, pages: 0 };
+// What the SDK does not surface: the status of a refusal, the session header, and how many
+// tools/list pages it fetched (its listTools() walks every page itself).
 const fetchSeen = async (input, init) => {
+  if (typeof init?.body === "string" && JSON.parse(init.body).method === "tools/list") {
+    seen.pages += 1;
+  }
   const response = await fetch(input, init);
   if (response.status >= 400) {
     seen.status = response.status;
@@ -62,17 +67,7 @@ try {
   await client.connect(transport);
   seen.protocol_version = client.getNegotiatedProtocolVersion() ?? null;
   seen.server_name = client.getServerVersion()?.name ?? null;
-  const tools = [];
-  let cursor;
-  let pages = 0;
-  do {
-    const page = await client.listTools(cursor ? { cursor } : {});
-    pages += 1;
-    tools.push(...page.tools.map((tool) => tool.name));
-    cursor = page.nextCursor;
-  } while (cursor);
-  seen.tools = tools;
-  seen.pages = pages;
+  seen.tools = (await client.listTools()).tools.map((tool) => tool.name);
   if (args.call) {
     const result = await client.callTool({ name: args.call, arguments: JSON.parse(args.arguments) });
     seen.call = {
