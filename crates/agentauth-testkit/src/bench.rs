@@ -29,6 +29,34 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// Every call's latency, from `concurrency` tasks that each keep making `call` for `run`.
+pub async fn keep_calling<F, Fut>(concurrency: usize, run: Duration, call: F) -> Vec<Duration>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = std::time::Instant::now() + run;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while std::time::Instant::now() < deadline {
+                    let started = std::time::Instant::now();
+                    call().await;
+                    samples.push(started.elapsed());
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.expect("a calling task"));
+    }
+    all
+}
+
 /// `d` in microseconds.
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6

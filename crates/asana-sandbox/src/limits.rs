@@ -36,6 +36,19 @@ impl Default for LimitConfig {
     }
 }
 
+impl LimitConfig {
+    /// No limit at all: for benchmarks that measure a call, not its budget.
+    pub fn unlimited() -> Self {
+        Self {
+            free_per_minute: usize::MAX,
+            paid_per_minute: usize::MAX,
+            max_reads_in_flight: u32::MAX,
+            max_writes_in_flight: u32::MAX,
+            search_per_minute: usize::MAX,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct TokenState {
     window: VecDeque<Instant>,

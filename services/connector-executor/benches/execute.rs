@@ -42,7 +42,7 @@ use agentauth_proto::executor::v1 as pb;
 use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
 use agentauth_proto::vault::v1 as vault_pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
-use agentauth_testkit::bench::{Latencies, cpu_time, micros};
+use agentauth_testkit::bench::{Latencies, cpu_time, keep_calling, micros};
 use agentauth_testkit::process::ServiceProcess;
 use agentauth_testkit::{free_port, openbao, wait_serving};
 use asana_sandbox::seed::ALICE_PAT;
@@ -101,13 +101,7 @@ mod sandbox {
     pub async fn serve() -> ExitCode {
         let address = listen_flag();
         let listener = tokio::net::TcpListener::bind(address).await.expect("bind");
-        let unlimited = asana_sandbox::LimitConfig {
-            free_per_minute: usize::MAX,
-            paid_per_minute: usize::MAX,
-            max_reads_in_flight: u32::MAX,
-            max_writes_in_flight: u32::MAX,
-            search_per_minute: usize::MAX,
-        };
+        let unlimited = asana_sandbox::LimitConfig::unlimited();
         let sandbox = asana_sandbox::Sandbox::new(asana_sandbox::Config {
             public_url: format!("http://{address}"),
             seed: true,
@@ -328,26 +322,12 @@ impl Path {
 
     /// Every call's latency, from `concurrency` callers that keep calling for `run`.
     async fn callers(&self, concurrency: usize, run: Duration) -> Vec<Duration> {
-        let deadline = Instant::now() + run;
-        let workers: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let path = self.clone();
-                tokio::spawn(async move {
-                    let mut samples = Vec::new();
-                    while Instant::now() < deadline {
-                        let started = Instant::now();
-                        path.read().await;
-                        samples.push(started.elapsed());
-                    }
-                    samples
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for worker in workers {
-            all.extend(worker.await.expect("caller"));
-        }
-        all
+        let path = self.clone();
+        keep_calling(concurrency, run, move || {
+            let path = path.clone();
+            async move { path.read().await }
+        })
+        .await
     }
 }
 

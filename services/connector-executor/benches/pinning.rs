@@ -40,13 +40,7 @@ fn unlimited(watcher: bool) -> Options {
     Options {
         watcher,
         executor_toml: "[connections.asana-mcp]\nrequests_per_minute = 1000000000\n".to_owned(),
-        sandbox_limits: asana_sandbox::LimitConfig {
-            free_per_minute: usize::MAX,
-            paid_per_minute: usize::MAX,
-            max_reads_in_flight: u32::MAX,
-            max_writes_in_flight: u32::MAX,
-            search_per_minute: usize::MAX,
-        },
+        sandbox_limits: asana_sandbox::LimitConfig::unlimited(),
         ..Options::default()
     }
 }

@@ -27,7 +27,7 @@ use agentauth_grpc::ApiKey;
 use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::executor::v1 as pb;
 use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
-use agentauth_testkit::bench::{Latencies, micros};
+use agentauth_testkit::bench::{Latencies, keep_calling, micros};
 use asana_sandbox::seed::ALICE_PAT;
 use connector_executor::bearer::{Claims, Keys};
 use serde_json::{Value, json};
@@ -98,29 +98,17 @@ impl Path {
         }
     }
 
-    /// Every call's latency, from `concurrency` callers that keep calling for `run`.
+    /// Every call's latency, from `concurrency` callers that keep calling for `run`, and
+    /// how long they took.
     async fn callers(&self, concurrency: usize, run: Duration) -> (Vec<Duration>, Duration) {
         let started = Instant::now();
-        let deadline = started + run;
-        let workers: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let path = self.clone();
-                tokio::spawn(async move {
-                    let mut samples = Vec::new();
-                    while Instant::now() < deadline {
-                        let call = Instant::now();
-                        path.read().await;
-                        samples.push(call.elapsed());
-                    }
-                    samples
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for worker in workers {
-            all.extend(worker.await.expect("caller"));
-        }
-        (all, started.elapsed())
+        let path = self.clone();
+        let calls = keep_calling(concurrency, run, move || {
+            let path = path.clone();
+            async move { path.read().await }
+        })
+        .await;
+        (calls, started.elapsed())
     }
 }
 
@@ -155,13 +143,7 @@ tool = "asana_task_get"
             signing_key.display()
         )],
         audit: false,
-        sandbox_limits: asana_sandbox::LimitConfig {
-            free_per_minute: usize::MAX,
-            paid_per_minute: usize::MAX,
-            max_reads_in_flight: u32::MAX,
-            max_writes_in_flight: u32::MAX,
-            search_per_minute: usize::MAX,
-        },
+        sandbox_limits: asana_sandbox::LimitConfig::unlimited(),
         ..Options::default()
     }
 }

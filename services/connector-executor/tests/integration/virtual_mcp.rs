@@ -137,6 +137,30 @@ async fn ts_client_at(url: &str, token: &str, extra: &[&str]) -> Value {
         .expect("the TypeScript client ran")
 }
 
+/// An independent MCP client library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Python,
+    TypeScript,
+}
+
+/// Each client in each protocol era.
+const PEERS: [(Peer, &str); 4] = [
+    (Peer::Python, "auto"),
+    (Peer::Python, "legacy"),
+    (Peer::TypeScript, "auto"),
+    (Peer::TypeScript, "legacy"),
+];
+
+impl Peer {
+    async fn run(self, url: &str, token: &str, extra: &[&str]) -> Value {
+        match self {
+            Self::Python => client_at(url, token, extra).await,
+            Self::TypeScript => ts_client_at(url, token, extra).await,
+        }
+    }
+}
+
 async fn client_at(url: &str, token: &str, extra: &[&str]) -> Value {
     let mut args = vec!["--url", url, "--token", token];
     args.extend_from_slice(extra);
@@ -159,70 +183,46 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
     assert_eq!(alice.tool_names, ["asana_user_me", "asana_api_get_user"]);
     assert!(alice.expires_at.is_some());
 
-    for mode in ["auto", "legacy"] {
-        let seen = client(
-            &alice,
-            &alice.bearer_token,
-            &[
-                "--mode",
-                mode,
-                "--call",
-                "asana_api_get_user",
-                "--arguments",
-                "{}",
-            ],
-        )
-        .await;
-        assert!(seen.get("error").is_none(), "{mode}: {seen}");
+    // Both SDK clients, in both eras; the handshake era opens a protocol session, which the
+    // TypeScript client ends with DELETE.
+    for (peer, mode) in PEERS {
+        let seen = peer
+            .run(
+                &alice.url,
+                &alice.bearer_token,
+                &[
+                    "--mode",
+                    mode,
+                    "--call",
+                    "asana_api_get_user",
+                    "--arguments",
+                    "{}",
+                ],
+            )
+            .await;
+        assert!(seen.get("error").is_none(), "{peer:?} {mode}: {seen}");
         assert_eq!(
             seen["tools"],
             json!(["asana_user_me", "asana_api_get_user"]),
-            "{mode}: only the whitelist is listed"
+            "{peer:?} {mode}: only the whitelist is listed"
         );
-        assert_eq!(seen["call"]["is_error"], false, "{mode}: {seen}");
+        assert_eq!(seen["server_name"], "agentauth", "{peer:?} {mode}: {seen}");
+        assert_eq!(seen["call"]["is_error"], false, "{peer:?} {mode}: {seen}");
         assert_eq!(
             seen["call"]["structured"]["email"], "alice@acme.test",
-            "{mode}: the call acts as the session's user, its fixed input applied"
+            "{peer:?} {mode}: the call acts as the session's user, its fixed input applied"
         );
-    }
-    let legacy = client(&alice, &alice.bearer_token, &["--mode", "legacy"]).await;
-    assert_ne!(legacy["protocol_version"], "2026-07-28", "{legacy}");
-
-    // The TypeScript SDK's client too, in both eras; the handshake era opens a protocol
-    // session and ends it with DELETE.
-    for mode in ["auto", "legacy"] {
-        let seen = ts_client_at(
-            &alice.url,
-            &alice.bearer_token,
-            &[
-                "--mode",
-                mode,
-                "--call",
-                "asana_api_get_user",
-                "--arguments",
-                "{}",
-            ],
-        )
-        .await;
-        assert!(seen.get("error").is_none(), "{mode}: {seen}");
         assert_eq!(
-            seen["tools"],
-            json!(["asana_user_me", "asana_api_get_user"]),
-            "{mode}"
+            seen["protocol_version"] == "2026-07-28",
+            mode == "auto",
+            "{peer:?} {mode}: {seen}"
         );
-        assert_eq!(seen["server_name"], "agentauth", "{mode}: {seen}");
-        assert_eq!(
-            seen["call"]["structured"]["email"], "alice@acme.test",
-            "{mode}: {seen}"
-        );
-        if mode == "legacy" {
-            assert_ne!(seen["protocol_version"], "2026-07-28", "{seen}");
+        if peer == Peer::TypeScript && mode == "legacy" {
             assert!(seen["protocol_session"].is_string(), "{seen}");
             assert_eq!(seen["delete_status"], 204, "{seen}");
-        } else {
-            assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
         }
     }
+    let legacy = client(&alice, &alice.bearer_token, &["--mode", "legacy"]).await;
 
     // A fixed input cannot be changed, and a tool outside the whitelist does not exist here.
     let changed = client(
@@ -643,33 +643,28 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
     let alice = mint_on(&setup, 0, "alice").await.expect("minted");
     let bob = mint_on(&setup, 1, "bob").await.expect("minted");
 
-    // The Python client through a balancer that alternates replicas, in both eras: each of
-    // its requests lands on the other replica from the one before.
+    // Both clients through a balancer that alternates replicas, in both eras: each of their
+    // requests lands on the other replica from the one before.
     let balanced = round_robin(replicas.clone()).await;
-    for (peer, mode) in [
-        ("python", "auto"),
-        ("python", "legacy"),
-        ("ts", "auto"),
-        ("ts", "legacy"),
-    ] {
-        let url = at(&balanced, &alice.url);
-        let args = [
-            "--mode",
-            mode,
-            "--call",
-            "asana_api_get_user",
-            "--arguments",
-            "{}",
-        ];
-        let seen = if peer == "python" {
-            client_at(&url, &alice.bearer_token, &args).await
-        } else {
-            ts_client_at(&url, &alice.bearer_token, &args).await
-        };
-        assert!(seen.get("error").is_none(), "{peer} {mode}: {seen}");
+    for (peer, mode) in PEERS {
+        let seen = peer
+            .run(
+                &at(&balanced, &alice.url),
+                &alice.bearer_token,
+                &[
+                    "--mode",
+                    mode,
+                    "--call",
+                    "asana_api_get_user",
+                    "--arguments",
+                    "{}",
+                ],
+            )
+            .await;
+        assert!(seen.get("error").is_none(), "{peer:?} {mode}: {seen}");
         assert_eq!(
             seen["call"]["structured"]["email"], "alice@acme.test",
-            "{mode}: {seen}"
+            "{peer:?} {mode}: {seen}"
         );
     }
 
