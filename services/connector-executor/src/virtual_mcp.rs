@@ -974,21 +974,17 @@ impl Handler {
     }
 }
 
-/// A successful call's result: an upstream tool's as its server gave it (content and
-/// structured content), a REST tool's JSON as structured content.
+/// A successful call's result: an upstream tool's as its server gave it, a REST tool's JSON as
+/// one text block, as it came. A catalogue tool declares no output schema, so MCP asks for no
+/// `structuredContent`; sending it would parse the answer and send it twice, which is most of
+/// what a call through the endpoint costs beyond `ExecuteTool` (BENCHMARKS.md).
 fn answered(output_json: &str, upstream: bool) -> CallToolResult {
     if upstream && let Ok(mut result) = serde_json::from_str::<CallToolResult>(output_json) {
         // The upstream's answer may be of an era without a result type; this one is complete.
         result.result_type = Some(rmcp::model::ResultType::COMPLETE);
         return result;
     }
-    // The JSON as text too (for clients before structured content), as it came: not
-    // serialized a second time.
-    let mut result = CallToolResult::success(vec![ContentBlock::text(output_json)]);
-    if let Ok(structured @ Value::Object(_)) = serde_json::from_str::<Value>(output_json) {
-        result.structured_content = Some(structured);
-    }
-    result
+    CallToolResult::success(vec![ContentBlock::text(output_json)])
 }
 
 /// `schema` without the inputs `exposed` fixes.
