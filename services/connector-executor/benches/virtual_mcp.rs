@@ -5,7 +5,7 @@
 //! session model: every request carries the bearer, `Mcp-Session-Id` and
 //! `MCP-Protocol-Version`). Rounds interleave the two at concurrency 1 and 16; calls/s, p50,
 //! p99 and the endpoint's ratio to the baseline are printed (goal: within 1.3×). Then what a
-//! session costs: `MintMcpSession` end to end (the session recorded in SQLite and audited),
+//! session costs: `MintMcpSession` end to end (the session recorded in SQLite; audit is off),
 //! and signing and verifying one bearer.
 //!
 //! `cargo bench -p connector-executor --bench virtual_mcp` (needs the OpenBao dev server from

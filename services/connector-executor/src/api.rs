@@ -219,8 +219,9 @@ impl ConnectorExecutorApi {
     ) -> Result<(Session, bool), Error> {
         let mcp = self.virtual_servers()?;
         self.executor.audit_ready()?;
+        // Stored as a UUID's canonical text, so an id in capitals finds its session too.
         let revoked = match uuid::Uuid::parse_str(session_id) {
-            Ok(_) => mcp.sessions.revoke(tenant, session_id, actor).await,
+            Ok(id) => mcp.sessions.revoke(tenant, &id.to_string(), actor).await,
             Err(_) => Err(Error::InvalidArgument {
                 field: "session_id",
                 description: "must be a session id (a UUID)".to_owned(),
@@ -996,19 +997,23 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         let r = request.get_ref();
         caller.check_tenant(&r.tenant).map_err(Error::from)?;
         let mcp = self.virtual_servers()?;
-        if given(&r.page_token).is_some_and(|token| uuid::Uuid::parse_str(token).is_err()) {
-            return Err(Error::InvalidArgument {
-                field: "page_token",
-                description: "is not a page token of ListMcpSessions".to_owned(),
+        let before = match given(&r.page_token).map(uuid::Uuid::parse_str) {
+            None => None,
+            Some(Ok(id)) => Some(id.to_string()),
+            Some(Err(_)) => {
+                return Err(Error::InvalidArgument {
+                    field: "page_token",
+                    description: "is not a page token of ListMcpSessions".to_owned(),
+                }
+                .into());
             }
-            .into());
-        }
+        };
         let filter = Filter {
             tenant: &r.tenant,
             virtual_server: given(&r.virtual_server),
             identifier: given(&r.identifier),
             include_ended: r.include_ended,
-            before: given(&r.page_token),
+            before: before.as_deref(),
             page_size: r.page_size,
         };
         let (sessions, more) = mcp
@@ -1135,6 +1140,7 @@ fn session_message(session: Session) -> pb::McpSession {
         virtual_server: session.virtual_server,
         identifier: session.identifier,
         minted_by: session.minted_by,
+        key_id: session.key_id,
         created_at: Some(at_us(session.created_at_us)),
         expires_at: Some(prost_types::Timestamp {
             seconds: session.expires_at,

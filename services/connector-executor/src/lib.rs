@@ -77,17 +77,12 @@ pub const POLICY: Policy = Policy {
         },
         Role {
             name: "mcp",
-            purpose: "mint per-user virtual MCP sessions, list and revoke them",
-            rpcs: &[
-                "MintMcpSession",
-                "ListMcpSessions",
-                "RevokeMcpSession",
-                "ListTools",
-            ],
+            purpose: "mint per-user virtual MCP sessions",
+            rpcs: &["MintMcpSession", "ListTools"],
         },
         Role {
             name: "sessions",
-            purpose: "operators: list and revoke virtual MCP sessions",
+            purpose: "list and revoke the virtual MCP sessions of the caller's tenants",
             rpcs: &["ListMcpSessions", "RevokeMcpSession"],
         },
         Role {
@@ -212,7 +207,10 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             .serve(
                 listener,
                 api,
-                AuditKeepsUp(executor.clone()),
+                Ready {
+                    executor: executor.clone(),
+                    sessions: virtual_mcp.as_ref().map(|mcp| mcp.sessions.clone()),
+                },
                 shutdown.clone(),
             )
             .await;
@@ -260,15 +258,22 @@ fn watcher_client(
 }
 
 /// Ready while every call can be audited: the emitter takes events and keeps up with them
-/// (token-vault and Asana are per call, and answer for themselves).
-struct AuditKeepsUp(Arc<executor::Executor>);
+/// (token-vault and Asana are per call, and answer for themselves); and, with virtual MCP, once
+/// its session store is migrated and its revocations were read (a later outage of that
+/// database answers MCP requests 503 rather than take every RPC out of service).
+struct Ready {
+    executor: Arc<executor::Executor>,
+    sessions: Option<Arc<sessions::Sessions>>,
+}
 
-impl Readiness for AuditKeepsUp {
+impl Readiness for Ready {
     async fn check(&self) -> Result<(), String> {
-        if self.0.audit.keeps_up() {
-            Ok(())
-        } else {
-            Err("the audit emitter does not keep up (its queue is nearly full or its spool is full)".to_owned())
+        if !self.executor.audit.keeps_up() {
+            return Err("the audit emitter does not keep up (its queue is nearly full or its spool is full)".to_owned());
         }
+        if self.sessions.as_ref().is_some_and(|s| !s.started()) {
+            return Err("the virtual MCP session store is not migrated and read yet".to_owned());
+        }
+        Ok(())
     }
 }

@@ -28,6 +28,10 @@ pub(crate) static MIGRATIONS: agentauth_db::Migrations = agentauth_db::Migration
 /// The most sessions one page lists.
 const MAX_PAGE: u32 = 1000;
 
+/// The most protocol sessions one session's clients may end: each is held in every replica's
+/// revocation set until the session expires, so one bearer cannot grow it without bound.
+const MAX_ENDED_PER_SESSION: i64 = 256;
+
 /// How the revocation set is kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Freshness {
@@ -47,6 +51,8 @@ pub(crate) struct Session {
     pub virtual_server: String,
     pub identifier: String,
     pub minted_by: String,
+    /// The signing key's id.
+    pub key_id: String,
     pub created_at_us: i64,
     /// Seconds since the Unix epoch.
     pub expires_at: i64,
@@ -90,15 +96,20 @@ pub(crate) struct Sessions {
     freshness: Freshness,
 }
 
-const COLUMNS: &str = "session_id, tenant, virtual_server, identifier, minted_by, created_at_us, expires_at, revoked_at_us, revoked_by";
+const COLUMNS: &str = "session_id, tenant, virtual_server, identifier, minted_by, key_id, created_at_us, expires_at, revoked_at_us, revoked_by";
 
-fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
+fn session(row: &AnyRow) -> Result<Session, Error> {
+    read_session(row).map_err(|e| Error::Internal(format!("an MCP session row: {e}")))
+}
+
+fn read_session(row: &AnyRow) -> Result<Session, sqlx::Error> {
     Ok(Session {
         session_id: row.try_get("session_id")?,
         tenant: row.try_get("tenant")?,
         virtual_server: row.try_get("virtual_server")?,
         identifier: row.try_get("identifier")?,
         minted_by: row.try_get("minted_by")?,
+        key_id: row.try_get("key_id")?,
         created_at_us: row.try_get("created_at_us")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at_us: row.try_get("revoked_at_us")?,
@@ -106,19 +117,17 @@ fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
     })
 }
 
+/// UNAVAILABLE, its cause in the log only (a driver's text is no answer to a client).
 fn unavailable(error: &sqlx::Error) -> Error {
+    tracing::warn!(%error, "connector-executor's database failed");
     Error::Unavailable {
         dependency: "connector-executor's database",
-        reason: error.to_string(),
+        reason: "it did not answer as expected".to_owned(),
     }
 }
 
 fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
-        })
+    crate::virtual_mcp::unix_now().saturating_mul(1_000_000)
 }
 
 impl Sessions {
@@ -196,11 +205,7 @@ impl Sessions {
             .fetch_all(self.database.pool())
             .await
             .map_err(|e| unavailable(&e))?;
-        let mut sessions = rows
-            .iter()
-            .map(session)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Internal(format!("an MCP session row: {e}")))?;
+        let mut sessions = rows.iter().map(session).collect::<Result<Vec<_>, _>>()?;
         let more = sessions.len() > page as usize;
         sessions.truncate(page as usize);
         Ok((sessions, more))
@@ -215,12 +220,13 @@ impl Sessions {
         by: &str,
     ) -> Result<(Session, bool), Error> {
         let updated = sqlx::query(
-            "UPDATE mcp_sessions SET revoked_at_us = $1, revoked_by = $2 WHERE session_id = $3 AND tenant = $4 AND revoked_at_us IS NULL",
+            "UPDATE mcp_sessions SET revoked_at_us = $1, revoked_by = $2 WHERE session_id = $3 AND tenant = $4 AND revoked_at_us IS NULL AND expires_at > $5",
         )
         .bind(now_us())
         .bind(by)
         .bind(session_id)
         .bind(tenant)
+        .bind(crate::virtual_mcp::unix_now())
         .execute(self.database.pool())
         .await
         .map_err(|e| unavailable(&e))?
@@ -236,13 +242,8 @@ impl Sessions {
         .ok_or_else(|| Error::UnknownSession {
             id: crate::virtual_mcp::bounded(session_id).to_owned(),
         })?;
-        let stored =
-            session(&row).map_err(|e| Error::Internal(format!("an MCP session row: {e}")))?;
-        self.revoked
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .expiries
-            .insert(stored.session_id.clone(), stored.expires_at);
+        let stored = session(&row)?;
+        self.refuse_now(&stored.session_id, stored.expires_at);
         Ok((stored, updated == 0))
     }
 
@@ -255,6 +256,19 @@ impl Sessions {
         session_id: &str,
         expires_at: i64,
     ) -> Result<(), Error> {
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ended_protocol_sessions WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_one(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        if ended >= MAX_ENDED_PER_SESSION {
+            return Err(Error::RateLimited {
+                limit: "the protocol sessions one session may end",
+                retry_after: Duration::from_secs(60),
+            });
+        }
         sqlx::query(
             "INSERT INTO ended_protocol_sessions (protocol_session_id, session_id, ended_at_us, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (protocol_session_id) DO NOTHING",
         )
@@ -265,12 +279,17 @@ impl Sessions {
             .execute(self.database.pool())
             .await
             .map_err(|e| unavailable(&e))?;
+        self.refuse_now(id, expires_at);
+        Ok(())
+    }
+
+    /// This replica refuses `id` from now on, until `expires_at`.
+    fn refuse_now(&self, id: &str, expires_at: i64) {
         self.revoked
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .expiries
             .insert(id.to_owned(), expires_at);
-        Ok(())
     }
 
     /// Whether a verified bearer's session (or a protocol session) may act now.
@@ -327,6 +346,16 @@ impl Sessions {
             .execute(self.database.pool())
             .await?;
         Ok(sessions.rows_affected() + protocol.rows_affected())
+    }
+
+    /// Whether the schema is migrated and the revocations were read once: until then nothing
+    /// can be minted or honoured, and the service is not ready.
+    pub(crate) fn started(&self) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_at
+            .is_some()
     }
 
     /// Migrates the schema, then keeps the revocation set fresh (and prunes ended sessions
@@ -438,6 +467,13 @@ mod tests {
         assert_eq!(here.check(&sid), Err(Refusal::Revoked));
         let (_, again) = here.revoke("acme", &sid, "ops").await.expect("idempotent");
         assert!(again);
+        // An expired session is not revoked: nothing changes.
+        let expired = uuid::Uuid::now_v7().to_string();
+        here.record(&claims(&expired, now - 1), "k1")
+            .await
+            .expect("recorded");
+        let (untouched, ended) = here.revoke("acme", &expired, "ops").await.expect("found");
+        assert!(ended && untouched.revoked_at_us.is_none());
         assert!(matches!(
             here.revoke("globex", &sid, "ops").await,
             Err(Error::UnknownSession { .. })

@@ -7,8 +7,9 @@
 //! verifies, is unexpired, belongs to the URL's server and session and is not revoked), so any
 //! replica serves any request and no session lives in one process: rmcp serves the endpoint
 //! statelessly, and the 2025-06-18 / 2025-11-25 session model is laid over it from what the
-//! request carries (`Mcp-Session-Id` is the bearer's session id; DELETE revokes it), while the
-//! 2026-07-28 form passes as it is. A `tools/call` runs through the same path as `ExecuteTool`
+//! request carries (`Mcp-Session-Id` is a nonce bound to the bearer's session by an HMAC;
+//! DELETE ends that protocol session, not the bearer), while the 2026-07-28 form passes as it
+//! is. A `tools/call` runs through the same path as `ExecuteTool`
 //! (validation, rate control, audit, which names the virtual server and session).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,9 @@ use crate::executor::CallContext;
 use crate::requests::{Pages, ToolCall};
 use crate::sessions::Refusal;
 use crate::tokens::AccountKey;
+
+/// The RPC a minter must still be granted for its sessions to act.
+const MINT_RPC: &str = "/agentauth.executor.v1.ConnectorExecutor/MintMcpSession";
 
 /// The most tools one `tools/list` page holds.
 const PAGE_SIZE: usize = 100;
@@ -259,6 +263,14 @@ impl VirtualMcp {
             }
             return Ok(None);
         }
+        if config.revocation_refresh.is_zero()
+            || config.revocation_stale_after <= config.revocation_refresh
+        {
+            return Err(
+                "virtual_mcp.revocation_refresh must be positive and below virtual_mcp.revocation_stale_after"
+                    .to_owned(),
+            );
+        }
         if config.default_ttl.is_zero() || config.default_ttl > config.max_ttl {
             return Err(
                 "virtual_mcp.default_ttl must be positive and at most virtual_mcp.max_ttl"
@@ -382,8 +394,11 @@ impl VirtualMcp {
         let minter = self.callers.named(&claims.by)?;
         let longest = i64::try_from(self.max_ttl.as_secs()).unwrap_or(i64::MAX);
         let within = claims.exp.saturating_sub(now) <= longest.saturating_add(60);
-        (within && server.minters.contains(&claims.by) && minter.check_tenant(&claims.ten).is_ok())
-            .then_some(minter)
+        (within
+            && server.minters.contains(&claims.by)
+            && minter.may_call(MINT_RPC)
+            && minter.check_tenant(&claims.ten).is_ok())
+        .then_some(minter)
     }
 }
 
@@ -430,6 +445,15 @@ fn check_server(
         }
         if exposed.upstream {
             check_upstream(name, server.include_previews, exposed)?;
+            let every = server.tools.iter().any(|other| {
+                other.upstream && other.connection == exposed.connection && other.tool == EVERY_TOOL
+            });
+            if every && exposed.tool != EVERY_TOOL {
+                return Err(format!(
+                    "virtual_servers `{name}`: `{}` is also listed by `*` of connection `{}`; name each tool instead, so its fixed inputs cannot be bypassed",
+                    exposed.tool, exposed.connection
+                ));
+            }
             continue;
         }
         let Some(tool) = catalogue.get(&exposed.tool) else {
@@ -438,15 +462,7 @@ fn check_server(
                 exposed.tool
             ));
         };
-        let properties = tool
-            .input_schema
-            .get("properties")
-            .and_then(Value::as_object);
-        if let Some(input) = exposed
-            .fixed_inputs
-            .keys()
-            .find(|input| !properties.is_some_and(|p| p.contains_key(*input)))
-        {
+        if let Some(input) = missing_input(&tool.input_schema, &exposed.fixed_inputs) {
             return Err(format!(
                 "virtual_servers `{name}`: tool `{}` has no input `{input}` to fix",
                 exposed.tool
@@ -454,6 +470,14 @@ fn check_server(
         }
     }
     Ok(())
+}
+
+/// An input of `fixed` that `schema` does not have.
+fn missing_input<'a>(schema: &Value, fixed: &'a Map<String, Value>) -> Option<&'a String> {
+    let properties = schema.get("properties").and_then(Value::as_object);
+    fixed
+        .keys()
+        .find(|input| !properties.is_some_and(|p| p.contains_key(*input)))
 }
 
 /// An upstream tool's entry: its definition is known only when the server lists it, so what
@@ -657,12 +681,21 @@ async fn sessions(
         return (StatusCode::NOT_FOUND, "no such MCP session").into_response();
     }
     match (request.method().clone(), named) {
-        (axum::http::Method::DELETE, None) => {
-            (StatusCode::BAD_REQUEST, "Mcp-Session-Id is required").into_response()
-        }
-        (axum::http::Method::DELETE, Some(id)) => {
+        (axum::http::Method::DELETE, named) => {
+            // rmcp checks Host and Origin before it answers a DELETE (405, serving no
+            // sessions itself): a DELETE it refuses is refused.
+            let checked = next.run(request).await;
+            if checked.status() != StatusCode::METHOD_NOT_ALLOWED {
+                return checked;
+            }
+            let Some(id) = named else {
+                return (StatusCode::BAD_REQUEST, "Mcp-Session-Id is required").into_response();
+            };
             match api.end_protocol_session(&claims, &id).await {
                 Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(error @ Error::RateLimited { .. }) => {
+                    (StatusCode::TOO_MANY_REQUESTS, error.to_string()).into_response()
+                }
                 Err(error) => {
                     tracing::warn!(%error, "an MCP client could not end its protocol session");
                     StatusCode::SERVICE_UNAVAILABLE.into_response()
@@ -728,7 +761,8 @@ struct Offer<'a> {
 
 enum Source<'a> {
     Catalogue(&'a asana_tools::Tool),
-    Upstream(crate::mcp::UpstreamTool),
+    /// As it is listed: the upstream's definition, its fixed inputs left out.
+    Upstream(Tool),
 }
 
 impl Offer<'_> {
@@ -739,13 +773,20 @@ impl Offer<'_> {
         }
     }
 
-    /// As `tools/list` lists it; `None` for an upstream definition MCP cannot carry.
-    fn listed(self) -> Option<Tool> {
+    /// As `tools/list` lists it.
+    fn listed(self) -> Tool {
         match self.source {
-            Source::Catalogue(tool) => Some(listed(tool, self.exposed)),
-            Source::Upstream(tool) => upstream_listed(tool, self.exposed),
+            Source::Catalogue(tool) => listed(tool, self.exposed),
+            Source::Upstream(tool) => tool,
         }
     }
+}
+
+/// What a session offers, and why an upstream connection's tools are missing from it, if
+/// they are (it could not be listed now).
+struct Offered<'a> {
+    offers: Vec<Offer<'a>>,
+    unavailable: Option<Error>,
 }
 
 impl Handler {
@@ -767,19 +808,25 @@ impl Handler {
         server: &'a VirtualServerConfig,
         principal: &Principal,
         only: Option<&str>,
-    ) -> Vec<Offer<'a>> {
+    ) -> Offered<'a> {
         let minter = &principal.minter;
-        let mut offered: Vec<Offer<'a>> = Vec::new();
+        let mut offered = Offered {
+            offers: Vec::new(),
+            unavailable: None,
+        };
         for exposed in &server.tools {
             if minter.check_connection(&exposed.connection).is_err() {
                 continue;
             }
             let sources = if exposed.upstream {
-                self.upstream(server, exposed, minter.name(), only)
-                    .await
-                    .into_iter()
-                    .map(Source::Upstream)
-                    .collect()
+                match self.upstream(server, exposed, minter.name(), only).await {
+                    Ok(tools) => tools.into_iter().map(Source::Upstream).collect(),
+                    Err(error) => {
+                        tracing::warn!(%error, virtual_server = %server.name, connection = %exposed.connection, "a virtual server's upstream tools cannot be listed");
+                        offered.unavailable.get_or_insert(error);
+                        Vec::new()
+                    }
+                }
             } else {
                 only.is_none_or(|name| name == exposed.tool)
                     .then(|| self.api.executor.catalogue.get(&exposed.tool))
@@ -791,9 +838,9 @@ impl Handler {
             for source in sources {
                 let offer = Offer { exposed, source };
                 if minter.check_tool(offer.name()).is_ok()
-                    && !offered.iter().any(|o| o.name() == offer.name())
+                    && !offered.offers.iter().any(|o| o.name() == offer.name())
                 {
-                    offered.push(offer);
+                    offered.offers.push(offer);
                 }
             }
         }
@@ -801,63 +848,44 @@ impl Handler {
     }
 
     /// The tools of `exposed`'s upstream connection it names (only `only`, when given), as
-    /// the connection's listing gives them, less previews (unless the server includes them),
-    /// tools drift pinning blocks and tools that lack an input the entry fixes. Nothing when
-    /// the connection cannot be listed now (said in the log).
+    /// listed from the connection's listing, less previews (unless the server includes them),
+    /// tools drift pinning blocks, tools that lack an input the entry fixes and definitions MCP
+    /// cannot carry.
     async fn upstream(
         &self,
         server: &VirtualServerConfig,
         exposed: &ExposedToolConfig,
         minter: &str,
         only: Option<&str>,
-    ) -> Vec<crate::mcp::UpstreamTool> {
+    ) -> Result<Vec<Tool>, Error> {
         let executor = &self.api.executor;
-        let listed = async {
-            let connection = executor.connections.named(&exposed.connection).await?;
-            let crate::connections::Target::Mcp { url } = &connection.target else {
-                return Err(Error::WrongKind {
-                    connection: connection.name.clone(),
-                    reason: "is not an MCP connection, and its tools are declared upstream",
-                });
-            };
-            let tools = executor
-                .upstream_catalogue(&connection, url, minter)
-                .await?;
-            let approvals = executor.pins.approvals(&connection.name).await?;
-            Ok::<_, Error>((tools, approvals))
+        let connection = executor.connections.named(&exposed.connection).await?;
+        let crate::connections::Target::Mcp { url } = &connection.target else {
+            return Err(Error::WrongKind {
+                connection: connection.name.clone(),
+                reason: "is not an MCP connection, and its tools are declared upstream",
+            });
         };
-        let (tools, approvals) = match listed.await {
-            Ok(listed) => listed,
-            Err(error) => {
-                tracing::warn!(%error, virtual_server = %server.name, connection = %exposed.connection, "a virtual server's upstream tools cannot be listed");
-                return Vec::new();
-            }
-        };
-        tools
+        let tools = executor
+            .upstream_catalogue(&connection, url, minter)
+            .await?;
+        let approvals = executor.pins.approvals(&connection.name).await?;
+        Ok(tools
             .iter()
             .filter(|tool| only.is_none_or(|name| tool.name == name))
             .filter(|tool| exposed.tool == EVERY_TOOL || tool.name == exposed.tool)
             .filter(|tool| {
                 server.include_previews || !is_preview(&tool.name, Some(&tool.definition))
             })
-            .filter(|tool| {
-                let properties = tool
-                    .input_schema
-                    .get("properties")
-                    .and_then(Value::as_object);
-                exposed
-                    .fixed_inputs
-                    .keys()
-                    .all(|input| properties.is_some_and(|p| p.contains_key(input)))
-            })
+            .filter(|tool| missing_input(&tool.input_schema, &exposed.fixed_inputs).is_none())
             .filter(|tool| {
                 !matches!(
                     approvals.standing(tool),
                     crate::pins::Standing::Drifted { pinned: true, .. }
                 )
             })
-            .cloned()
-            .collect()
+            .filter_map(|tool| upstream_listed(tool, exposed))
+            .collect())
     }
 }
 
@@ -877,8 +905,9 @@ impl rmcp::ServerHandler for Handler {
         let visible: Vec<Tool> = self
             .offered(server, &principal, None)
             .await
+            .offers
             .into_iter()
-            .filter_map(Offer::listed)
+            .map(Offer::listed)
             .collect();
         let start = match request.and_then(|r| r.cursor) {
             None => 0,
@@ -911,7 +940,14 @@ impl rmcp::ServerHandler for Handler {
         };
         let name = bounded(&request.name);
         let offered = self.offered(server, &principal, Some(&request.name)).await;
-        let Some(exposed) = offered.first().map(|offer| offer.exposed) else {
+        let Some(exposed) = offered.offers.first().map(|offer| offer.exposed) else {
+            if let Some(error) = offered.unavailable {
+                // The tool may be an upstream one that cannot be listed now: say so, rather
+                // than that it does not exist.
+                return Ok(
+                    CallToolResult::error(vec![ContentBlock::text(tool_error(error))]).into(),
+                );
+            }
             let denied = agentauth_grpc::Denied::new(&claims.by, "tool", name);
             self.api.refuse_virtual(claims, name, denied, via).await;
             return Err(ErrorData::invalid_params(
@@ -1027,8 +1063,8 @@ fn listed(tool: &asana_tools::Tool, exposed: &ExposedToolConfig) -> Tool {
 
 /// An upstream tool as a virtual server lists it: the server's definition, its fixed inputs
 /// left out of its schema. `None` for a definition MCP cannot carry.
-fn upstream_listed(tool: crate::mcp::UpstreamTool, exposed: &ExposedToolConfig) -> Option<Tool> {
-    let mut listed: Tool = serde_json::from_value(Value::Object(tool.definition)).ok()?;
+fn upstream_listed(tool: &crate::mcp::UpstreamTool, exposed: &ExposedToolConfig) -> Option<Tool> {
+    let mut listed: Tool = serde_json::from_value(Value::Object(tool.definition.clone())).ok()?;
     listed.input_schema = Arc::new(without_fixed(listed.input_schema.as_ref().clone(), exposed));
     Some(listed)
 }
@@ -1092,12 +1128,19 @@ mod tests {
             roles: vec!["mcp".into()],
             rpcs: Vec::new(),
         };
-        agentauth_grpc::auth::Callers::new(&[platform], &[&crate::POLICY]).expect("callers")
+        // A minter that lost its `mcp` role: its sessions no longer act.
+        let lapsed = agentauth_grpc::CallerConfig {
+            name: "lapsed".into(),
+            key_sha256: agentauth_grpc::ApiKey::generate().hash(),
+            roles: vec!["reader".into()],
+            ..platform.clone()
+        };
+        agentauth_grpc::auth::Callers::new(&[platform, lapsed], &[&crate::POLICY]).expect("callers")
     }
 
     const PEOPLE: &str = r#"
 name = "people"
-minters = ["platform"]
+minters = ["platform", "lapsed"]
 [[tools]]
 connection = "asana-pat"
 tool = "asana_api_get_user"
@@ -1129,10 +1172,13 @@ fixed_inputs = { user_gid = "me" }
                 "no input `workspace_gid`",
             ),
             (
-                PEOPLE.replace("[\"platform\"]", "[\"stranger\"]"),
+                PEOPLE.replace("[\"platform\", \"lapsed\"]", "[\"stranger\"]"),
                 "not a configured caller",
             ),
-            (PEOPLE.replace("[\"platform\"]", "[]"), "minters must name"),
+            (
+                PEOPLE.replace("[\"platform\", \"lapsed\"]", "[]"),
+                "minters must name",
+            ),
             (
                 PEOPLE.replace("\"people\"", "\"peo/ple\""),
                 "must be letters",
@@ -1176,6 +1222,14 @@ fixed_inputs = { user_gid = "me" }
                 format!(
                     "{}{}",
                     upstream("*", ""),
+                    "[[tools]]\nconnection = \"asana-mcp\"\ntool = \"get_task\"\nupstream = true\nfixed_inputs = { task_gid = \"1\" }\n"
+                ),
+                "also listed by `*`",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    upstream("*", ""),
                     "[[tools]]\nconnection = \"asana-mcp\"\ntool = \"*\"\nupstream = true\n"
                 ),
                 "listed twice",
@@ -1208,6 +1262,16 @@ fixed_inputs = { user_gid = "me" }
             .expect_err("a server without a key");
         assert!(declared.contains("no signing key"), "{declared}");
         let (mut config, _key) = config_with_key();
+        for (refresh, stale) in [(0, 60), (60, 60), (90, 60)] {
+            config.revocation_refresh = Duration::from_secs(refresh);
+            config.revocation_stale_after = Duration::from_secs(stale);
+            assert!(
+                VirtualMcp::new(&config, &[], &catalogue, callers(), Some(&database())).is_err(),
+                "refresh {refresh} s, stale after {stale} s"
+            );
+        }
+        config.revocation_refresh = Duration::from_secs(5);
+        config.revocation_stale_after = Duration::from_secs(60);
         config.default_ttl = Duration::from_secs(7200);
         assert!(VirtualMcp::new(&config, &[], &catalogue, callers(), Some(&database())).is_err());
         config.default_ttl = Duration::from_secs(60);
@@ -1246,6 +1310,11 @@ fixed_inputs = { user_gid = "me" }
             mcp.admits(&claims("stranger", "acme", now + 60), now)
                 .is_none(),
             "a minter no longer configured"
+        );
+        assert!(
+            mcp.admits(&claims("lapsed", "acme", now + 60), now)
+                .is_none(),
+            "a minter no longer granted MintMcpSession"
         );
         assert!(
             mcp.admits(&claims("platform", "globex", now + 60), now)

@@ -14,12 +14,13 @@ CREATE TABLE mcp_sessions (
     -- Seconds since the Unix epoch, as the bearer says.
     expires_at     BIGINT  NOT NULL,
     revoked_at_us  BIGINT,
-    -- The caller that revoked it, or `mcp-client` for a client that ended it (DELETE).
+    -- The caller that revoked it.
     revoked_by     TEXT
 );
 
-CREATE INDEX mcp_sessions_by_tenant ON mcp_sessions (tenant, created_at_us);
-CREATE INDEX mcp_sessions_revoked ON mcp_sessions (revoked_at_us);
+CREATE INDEX mcp_sessions_by_tenant ON mcp_sessions (tenant, session_id);
+CREATE INDEX mcp_sessions_revoked ON mcp_sessions (revoked_at_us, expires_at);
+CREATE INDEX mcp_sessions_expiry ON mcp_sessions (expires_at);
 
 -- Protocol sessions (`Mcp-Session-Id`, 2025-06-18 / 2025-11-25) their clients ended with
 -- DELETE: a request naming one is 404, until the bearer it was opened with expires.
@@ -29,3 +30,6 @@ CREATE TABLE ended_protocol_sessions (
     ended_at_us         BIGINT  NOT NULL,
     expires_at          BIGINT  NOT NULL
 );
+
+CREATE INDEX ended_protocol_sessions_by_session ON ended_protocol_sessions (session_id);
+CREATE INDEX ended_protocol_sessions_expiry ON ended_protocol_sessions (expires_at);

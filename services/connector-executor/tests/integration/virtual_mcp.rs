@@ -66,7 +66,7 @@ key_sha256 = "{hash}"
 tenants = ["{TENANT}"]
 connections = ["asana-pat"]
 tools = ["asana_user_me", "asana_api_get_user"]
-roles = ["mcp"]
+roles = ["mcp", "sessions"]
 
 [[virtual_servers]]
 name = "people"
@@ -746,6 +746,15 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
         delete(&replicas[0], None).await.expect("answered").status(),
         400
     );
+    let foreign = http
+        .delete(at(&replicas[0], &alice.url))
+        .bearer_auth(&alice.bearer_token)
+        .header("mcp-session-id", &protocol)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(foreign.status(), 403, "a DELETE passes the Host check too");
     assert_eq!(
         delete(&replicas[0], Some(&protocol))
             .await
@@ -907,7 +916,7 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
     )
     .await;
     assert_eq!(status, 200, "bob's session is untouched");
-    let again = revoke(TENANT, &alice.session_id, &setup.minter)
+    let again = revoke(TENANT, &alice.session_id.to_uppercase(), &setup.minter)
         .await
         .expect("revoked again");
     assert!(again.already_revoked);
