@@ -594,7 +594,10 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, bearer)| bearer.trim());
     let now = unix_now();
     let verified = presented.map(|bearer| mcp.keys.verify(bearer, now));
     let admitted = match &verified {

@@ -370,6 +370,17 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
         }
     }
 
+    // The scheme is case-insensitive.
+    let lowercase = http
+        .post(&alice.url)
+        .header("authorization", format!("bearer {}", alice.bearer_token))
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(lowercase.status(), 200);
+
     // A body past the largest tool input (1 MiB by default) and the envelope's margin is
     // refused before it is read whole.
     let oversized = http
@@ -618,17 +629,23 @@ async fn post(
 
 /// The content type of an `initialize` answer from `base`.
 async fn content_type(base: &str, session: &pb::MintMcpSessionResponse) -> Option<String> {
-    let (_, headers, _) = post(
+    let (_, headers) = open_at(base, session).await;
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
+}
+
+/// `initialize` of the 2025-11-25 handshake on `base`'s listener: its status and headers.
+async fn open_at(base: &str, session: &pb::MintMcpSessionResponse) -> (u16, axum::http::HeaderMap) {
+    let (status, headers, _) = post(
         &at(base, &session.url),
         &session.bearer_token,
         None,
         &initialize(),
     )
     .await;
-    headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
+    (status, headers)
 }
 
 fn initialize() -> Value {
@@ -680,13 +697,7 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
 
     // The 2025 session model by hand: initialize on one replica, list on the other, end the
     // protocol session on the first; it is gone on both, and the bearer opens a new one.
-    let (status, headers, _) = post(
-        &at(&replicas[0], &alice.url),
-        &alice.bearer_token,
-        None,
-        &initialize(),
-    )
-    .await;
+    let (status, headers) = open_at(&replicas[0], &alice).await;
     assert_eq!(status, 200);
     let protocol = headers
         .get("mcp-session-id")
@@ -778,13 +789,7 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
             "an ended protocol session is 404 on every replica"
         );
     }
-    let (status, headers, _) = post(
-        &at(&replicas[1], &alice.url),
-        &alice.bearer_token,
-        None,
-        &initialize(),
-    )
-    .await;
+    let (status, headers) = open_at(&replicas[1], &alice).await;
     assert_eq!(status, 200, "the bearer opens a new protocol session");
     assert_ne!(
         headers.get("mcp-session-id").and_then(|v| v.to_str().ok()),
@@ -874,13 +879,7 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
     let session = revoked.session.expect("the session");
     assert!(session.revoked_at.is_some());
     assert_eq!(session.revoked_by, "platform");
-    let (status, headers, _) = post(
-        &at(&replicas[1], &alice.url),
-        &alice.bearer_token,
-        None,
-        &initialize(),
-    )
-    .await;
+    let (status, headers) = open_at(&replicas[1], &alice).await;
     assert_eq!(status, 401, "the revoking replica refuses at once");
     assert!(
         headers
