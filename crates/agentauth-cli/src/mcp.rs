@@ -123,26 +123,28 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
     }
 }
 
-/// One line of a session: id, server, user, minter, expiry and, if it ended, how.
+/// `time` in RFC 3339, empty when unset.
+fn rfc3339(time: Option<&prost_types::Timestamp>) -> String {
+    time.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// One line of a session: id, server, user, minter, expiry and, if it was revoked, when and
+/// by whom.
 fn describe(session: &pb::McpSession) -> String {
-    let at = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default()
-    };
     let mut line = format!(
         "{}  {}  {}  minted by {}  expires {}",
         session.session_id,
         session.virtual_server,
         session.identifier,
         session.minted_by,
-        at(&session.expires_at)
+        rfc3339(session.expires_at.as_ref())
     );
     if session.revoked_at.is_some() {
         line.push_str(&format!(
             "  revoked {} by {}",
-            at(&session.revoked_at),
+            rfc3339(session.revoked_at.as_ref()),
             session.revoked_by
         ));
     }
@@ -167,11 +169,7 @@ async fn mint(
         .await
         .map_err(|s| explain(&s))?
         .into_inner();
-    let expires = session
-        .expires_at
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
+    let expires = rfc3339(session.expires_at.as_ref());
     let client_config = serde_json::json!({
         "mcpServers": {
             virtual_server: {

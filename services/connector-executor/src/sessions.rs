@@ -3,8 +3,9 @@
 //!
 //! A bearer verifies without this table ([`crate::bearer`]); what a replica reads from it is
 //! the set of revoked sessions, and of protocol sessions (`Mcp-Session-Id`) their clients
-//! ended, that have not yet expired, refreshed every `revocation_refresh`. A replica that could not refresh it for `revocation_stale_after`
-//! refuses every bearer rather than honour one that may have been revoked.
+//! ended, that have not yet expired, refreshed every `revocation_refresh`. A replica that
+//! could not refresh it for `revocation_stale_after` refuses every bearer rather than honour
+//! one that may have been revoked.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -39,7 +40,7 @@ pub(crate) struct Freshness {
     pub refresh: Duration,
     /// How old it may be before every bearer is refused.
     pub stale_after: Duration,
-    /// How long an ended session stays listed.
+    /// How long a session stays listed after it expired.
     pub retention: Duration,
 }
 
@@ -126,8 +127,13 @@ fn unavailable(error: &sqlx::Error) -> Error {
     }
 }
 
+/// Microseconds since the Unix epoch.
 fn now_us() -> i64 {
-    crate::virtual_mcp::unix_now().saturating_mul(1_000_000)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+        })
 }
 
 impl Sessions {
@@ -324,10 +330,8 @@ impl Sessions {
             .revoked
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A revocation this replica made while the read was under way is kept.
-        revoked
-            .expiries
-            .retain(|id, expires| *expires > now && !expiries.contains_key(id));
+        // What this replica revoked while the read was under way is kept; only the expired go.
+        revoked.expiries.retain(|_, expires| *expires > now);
         revoked.expiries.extend(expiries);
         revoked.read_at = Some(started);
         Ok(())

@@ -554,7 +554,10 @@ pub(crate) fn router(
     );
     Ok(axum::Router::new()
         .route_service("/mcp/{server}/{session}", service)
-        .route_layer(axum::middleware::from_fn_with_state(api, sessions))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (mcp.clone(), api),
+            sessions,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             mcp.clone(),
             authenticate,
@@ -574,11 +577,15 @@ pub(crate) fn router(
 
 /// The answer to a request over `max_concurrent_requests`.
 async fn overloaded(_: tower::BoxError) -> Response {
-    let mut response =
-        (StatusCode::SERVICE_UNAVAILABLE, "too many requests at once").into_response();
+    try_again("too many requests at once", "1")
+}
+
+/// 503 with `Retry-After: seconds`.
+fn try_again(why: &'static str, seconds: &'static str) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
     response
 }
 
@@ -616,15 +623,7 @@ async fn authenticate(
                 return next.run(request).await;
             }
             Err(Refusal::Stale) => {
-                let mut response = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "session revocations cannot be read; try again shortly",
-                )
-                    .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return response;
+                return try_again("session revocations cannot be read; try again shortly", "5");
             }
             Err(Refusal::Revoked) => {}
         }
@@ -661,17 +660,16 @@ struct Probe {
 /// a new one). A request without the header (the 2026-07-28 form) passes as it is. Bodies are
 /// capped at the largest tool input and a margin for the JSON-RPC envelope.
 async fn sessions(
-    State(api): State<ConnectorExecutorApi>,
+    State((mcp, api)): State<(Arc<VirtualMcp>, ConnectorExecutorApi)>,
     request: Request,
     next: Next,
 ) -> Response {
-    let (Some(mcp), Some(claims)) = (
-        api.virtual_mcp.clone(),
-        request
-            .extensions()
-            .get::<Principal>()
-            .map(|p| p.claims.clone()),
-    ) else {
+    // `authenticate`, which runs first, put it there.
+    let Some(claims) = request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.claims.clone())
+    else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let named = request
@@ -802,6 +800,13 @@ impl Handler {
             .ok_or_else(|| ErrorData::internal_error("request reached MCP unauthenticated", None))
     }
 
+    fn server(&self, principal: &Principal) -> Result<&VirtualServerConfig, ErrorData> {
+        self.mcp
+            .servers
+            .get(&principal.claims.srv)
+            .ok_or_else(|| ErrorData::internal_error("unknown virtual server", None))
+    }
+
     /// What the session's server exposes that its minter may still use, as configured now
     /// (only the tool `only`, when given): catalogue tools, and the tools its upstream
     /// connections list that drift pinning does not block. A name offered twice is offered
@@ -905,13 +910,7 @@ impl rmcp::ServerHandler for Handler {
     ) -> Result<ListToolsResult, ErrorData> {
         let principal = self.principal(&context)?;
         let server = self.server(&principal)?;
-        let visible: Vec<Tool> = self
-            .offered(server, &principal, None)
-            .await
-            .offers
-            .into_iter()
-            .map(Offer::listed)
-            .collect();
+        let visible = self.offered(server, &principal, None).await.offers;
         let start = match request.and_then(|r| r.cursor) {
             None => 0,
             Some(cursor) => cursor
@@ -922,7 +921,12 @@ impl rmcp::ServerHandler for Handler {
         };
         let next = start + PAGE_SIZE;
         let next_cursor = (next < visible.len()).then(|| next.to_string());
-        let tools = visible.into_iter().skip(start).take(PAGE_SIZE).collect();
+        let tools = visible
+            .into_iter()
+            .skip(start)
+            .take(PAGE_SIZE)
+            .map(Offer::listed)
+            .collect();
         Ok(ListToolsResult {
             next_cursor,
             ..ListToolsResult::with_all_items(tools)
@@ -1001,15 +1005,6 @@ impl rmcp::ServerHandler for Handler {
             Err(error) => CallToolResult::error(vec![ContentBlock::text(tool_error(error))]),
         };
         Ok(result.into())
-    }
-}
-
-impl Handler {
-    fn server(&self, principal: &Principal) -> Result<&VirtualServerConfig, ErrorData> {
-        self.mcp
-            .servers
-            .get(&principal.claims.srv)
-            .ok_or_else(|| ErrorData::internal_error("unknown virtual server", None))
     }
 }
 
