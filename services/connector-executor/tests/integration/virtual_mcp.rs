@@ -161,6 +161,21 @@ const PEERS: [(Peer, &str); 4] = [
 ];
 
 impl Peer {
+    /// Connects in `mode`, lists, and calls `asana_api_get_user`, which must succeed.
+    async fn get_user(self, mode: &str, url: &str, token: &str) -> Value {
+        let args = [
+            "--mode",
+            mode,
+            "--call",
+            "asana_api_get_user",
+            "--arguments",
+            "{}",
+        ];
+        let seen = self.run(url, token, &args).await;
+        assert!(seen.get("error").is_none(), "{self:?} {mode}: {seen}");
+        seen
+    }
+
     async fn run(self, url: &str, token: &str, extra: &[&str]) -> Value {
         match self {
             Self::Python => client_at(url, token, extra).await,
@@ -194,21 +209,7 @@ async fn a_minted_session_lists_and_calls_only_its_tools_as_its_user_in_both_era
     // Both SDK clients, in both eras; the handshake era opens a protocol session, which the
     // TypeScript client ends with DELETE.
     for (peer, mode) in PEERS {
-        let seen = peer
-            .run(
-                &alice.url,
-                &alice.bearer_token,
-                &[
-                    "--mode",
-                    mode,
-                    "--call",
-                    "asana_api_get_user",
-                    "--arguments",
-                    "{}",
-                ],
-            )
-            .await;
-        assert!(seen.get("error").is_none(), "{peer:?} {mode}: {seen}");
+        let seen = peer.get_user(mode, &alice.url, &alice.bearer_token).await;
         assert_eq!(
             seen["tools"],
             json!(["asana_user_me", "asana_api_get_user"]),
@@ -674,20 +675,8 @@ async fn any_replica_serves_a_session_and_every_replica_refuses_it_once_revoked(
     let balanced = round_robin(replicas.clone()).await;
     for (peer, mode) in PEERS {
         let seen = peer
-            .run(
-                &at(&balanced, &alice.url),
-                &alice.bearer_token,
-                &[
-                    "--mode",
-                    mode,
-                    "--call",
-                    "asana_api_get_user",
-                    "--arguments",
-                    "{}",
-                ],
-            )
+            .get_user(mode, &at(&balanced, &alice.url), &alice.bearer_token)
             .await;
-        assert!(seen.get("error").is_none(), "{peer:?} {mode}: {seen}");
         assert_eq!(
             output(&seen)["email"],
             "alice@acme.test",
