@@ -12,8 +12,8 @@
 //!   cached one is answered from the cache, so a burst of 401s on one stale token costs one
 //!   refresh.
 //! - Revocation: [`follow`] reads token-vault's `WatchAccountChanges` and drops the entry of
-//!   every account that was disconnected, needs a new consent or got a new credential (every
-//!   entry of a deleted tenant; everything on a reset). While that stream is down, an entry
+//!   every account that was disconnected, needs a new consent or got a credential newer than
+//!   the cached one (every entry of a deleted tenant; everything on a reset). While that stream is down, an entry
 //!   older than `ttl_without_changes` is fetched again instead of used, so a revocation takes
 //!   effect within that bound even then.
 
@@ -330,6 +330,16 @@ impl Tokens {
             connection: change.connection_name.clone(),
             identifier: change.identifier.clone(),
         };
+        // A new credential the cache already holds (fetched before its report arrived) is
+        // current: dropping it would only close the MCP session it just opened.
+        let current = change.kind() == pb::AccountChangeKind::CredentialReplaced
+            && cache
+                .entries
+                .get(&key)
+                .is_some_and(|entry| entry.token.version >= change.credential_version);
+        if current {
+            return Vec::new();
+        }
         cache
             .remove(&key)
             .map(|entry| vec![entry.token.account_id.clone()])
@@ -537,7 +547,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn changes_drop_their_accounts_and_a_deleted_tenant_drops_all_of_its() {
+    async fn changes_drop_stale_accounts_and_a_deleted_tenant_drops_all_of_its() {
         let tokens = tokens(CacheConfig::default());
         following(&tokens);
         tokens.store(&key("acme", "alice"), token("acme-alice", 1));
@@ -551,6 +561,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(tokens.apply(&revoked), ["acme-alice"]);
+        let replaced = |version| pb::AccountChange {
+            tenant: "acme".into(),
+            connection_name: "asana".into(),
+            identifier: "bob".into(),
+            kind: pb::AccountChangeKind::CredentialReplaced.into(),
+            credential_version: version,
+            ..Default::default()
+        };
+        assert!(
+            tokens.apply(&replaced(1)).is_empty(),
+            "the credential the report names is the one cached"
+        );
+        assert!(tokens.cached(&key("acme", "bob"), None).is_some());
+        assert_eq!(tokens.apply(&replaced(2)), ["acme-bob"], "a newer one");
+        tokens.store(&key("acme", "bob"), token("acme-bob", 2));
         assert!(tokens.cached(&key("acme", "alice"), None).is_none());
         assert!(tokens.cached(&key("acme", "bob"), None).is_some());
         let deleted = pb::AccountChange {
