@@ -23,6 +23,8 @@ const SECRET_MESSAGES: &[&str] = &[
     ".agentauth.vault.v1.GetAccessTokenResponse",
     ".agentauth.vault.v1.ReportRejectedTokenResponse",
     ".agentauth.executor.v1.MintMcpSessionResponse",
+    ".agentauth.vault.v1.PutWebhookSecretRequest",
+    ".agentauth.vault.v1.GetWebhookSecretResponse",
 ];
 
 /// Name of the encoded `FileDescriptorSet` in `OUT_DIR`.

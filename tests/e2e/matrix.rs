@@ -221,6 +221,44 @@ fn rows() -> Vec<Row> {
             Code::Ok,
             false,
         ),
+        row(
+            VAULT,
+            "PutWebhookSecret",
+            |_| {
+                boxed(vault::PutWebhookSecretRequest {
+                    tenant: TENANT.into(),
+                    subscription_id: "0190a000-0000-7000-8000-0000000000a1".into(),
+                    secret: "matrix-secret".into(),
+                })
+            },
+            Code::Ok,
+            true,
+        ),
+        row(
+            VAULT,
+            "GetWebhookSecret",
+            |_| {
+                boxed(vault::GetWebhookSecretRequest {
+                    tenant: TENANT.into(),
+                    subscription_id: "0190a000-0000-7000-8000-0000000000a2".into(),
+                })
+            },
+            // Admitted: nothing is kept for this subscription.
+            Code::NotFound,
+            true,
+        ),
+        row(
+            VAULT,
+            "DeleteWebhookSecret",
+            |_| {
+                boxed(vault::DeleteWebhookSecretRequest {
+                    tenant: TENANT.into(),
+                    subscription_id: "0190a000-0000-7000-8000-0000000000a3".into(),
+                })
+            },
+            Code::Ok,
+            true,
+        ),
         // connector-executor, in front of the real token-vault: nobody has connected.
         row(
             EXECUTOR,
@@ -330,7 +368,47 @@ fn rows() -> Vec<Row> {
                     ..Default::default()
                 })
             },
-            Code::Unimplemented,
+            // Admitted, then refused: the matrix's executor declares no [webhooks].
+            Code::FailedPrecondition,
+            true,
+        ),
+        row(
+            EXECUTOR,
+            "CreateEventSubscription",
+            |_| {
+                boxed(executor::CreateEventSubscriptionRequest {
+                    tenant: TENANT.into(),
+                    connection_name: "asana-pat".into(),
+                    identifier: "user_1".into(),
+                    resource_gid: "1".into(),
+                    filters_json: String::new(),
+                })
+            },
+            Code::FailedPrecondition,
+            true,
+        ),
+        row(
+            EXECUTOR,
+            "ListEventSubscriptions",
+            |_| {
+                boxed(executor::ListEventSubscriptionsRequest {
+                    tenant: TENANT.into(),
+                    ..Default::default()
+                })
+            },
+            Code::FailedPrecondition,
+            true,
+        ),
+        row(
+            EXECUTOR,
+            "DeleteEventSubscription",
+            |_| {
+                boxed(executor::DeleteEventSubscriptionRequest {
+                    tenant: TENANT.into(),
+                    subscription_id: "0190a000-0000-7000-8000-000000000001".into(),
+                })
+            },
+            Code::FailedPrecondition,
             true,
         ),
         row(

@@ -25,6 +25,9 @@ pub mod action {
     pub const MCP_SESSION_REVOKED: &str = "mcp.session_revoked";
     pub const MCP_PROTOCOL_SESSION_ENDED: &str = "mcp.protocol_session_ended";
     pub const WEBHOOK_RECEIVED: &str = "webhook.received";
+    pub const WEBHOOK_SUBSCRIBED: &str = "webhook.subscribed";
+    pub const WEBHOOK_UNSUBSCRIBED: &str = "webhook.unsubscribed";
+    pub const WEBHOOK_REFUSED: &str = "webhook.refused";
 }
 
 /// How a tool input is recorded when its connection does not opt in to capture:

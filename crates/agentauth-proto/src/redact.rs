@@ -7,7 +7,10 @@
 use std::fmt;
 
 use crate::executor::v1::MintMcpSessionResponse;
-use crate::vault::v1::{GetAccessTokenResponse, PutCredentialRequest, ReportRejectedTokenResponse};
+use crate::vault::v1::{
+    GetAccessTokenResponse, GetWebhookSecretResponse, PutCredentialRequest,
+    PutWebhookSecretRequest, ReportRejectedTokenResponse,
+};
 
 /// Prints `[redacted]` for a present secret and `""` for an absent one, so a
 /// log still shows whether a token was there.
@@ -99,6 +102,30 @@ impl fmt::Debug for MintMcpSessionResponse {
     }
 }
 
+impl fmt::Debug for PutWebhookSecretRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            tenant,
+            subscription_id,
+            secret,
+        } = self;
+        f.debug_struct("PutWebhookSecretRequest")
+            .field("tenant", tenant)
+            .field("subscription_id", subscription_id)
+            .field("secret", &Redacted(secret))
+            .finish()
+    }
+}
+
+impl fmt::Debug for GetWebhookSecretResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { secret } = self;
+        f.debug_struct("GetWebhookSecretResponse")
+            .field("secret", &Redacted(secret))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +194,20 @@ mod tests {
                 "asana_task_search",
             ],
         );
+    }
+
+    #[test]
+    fn webhook_secrets_are_hidden() {
+        let request = PutWebhookSecretRequest {
+            tenant: "acme".into(),
+            subscription_id: "sub_1".into(),
+            secret: SECRET.into(),
+        };
+        assert_redacted(&format!("{request:?}"), &["acme", "sub_1"]);
+        let response = GetWebhookSecretResponse {
+            secret: SECRET.into(),
+        };
+        assert_redacted(&format!("{response:?}"), &[]);
     }
 
     #[test]

@@ -221,6 +221,27 @@ mod forwarder {
             Err(Status::unimplemented("the forwarder only reads"))
         }
 
+        async fn create_event_subscription(
+            &self,
+            _: Request<pb::CreateEventSubscriptionRequest>,
+        ) -> Result<Response<pb::CreateEventSubscriptionResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
+        async fn list_event_subscriptions(
+            &self,
+            _: Request<pb::ListEventSubscriptionsRequest>,
+        ) -> Result<Response<pb::ListEventSubscriptionsResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
+        async fn delete_event_subscription(
+            &self,
+            _: Request<pb::DeleteEventSubscriptionRequest>,
+        ) -> Result<Response<pb::DeleteEventSubscriptionResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
         async fn list_upstream_tools(
             &self,
             _: Request<pb::ListUpstreamToolsRequest>,

@@ -36,6 +36,8 @@ pub(crate) struct ConnectorExecutorApi {
     pub executor: Arc<Executor>,
     /// The virtual MCP servers; `None` when no signing key is configured.
     pub virtual_mcp: Option<Arc<VirtualMcp>>,
+    /// Event subscriptions and their intake; `None` without `[webhooks] public_url`.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// A request's deadline: the caller's `grpc-timeout`, bounded by the configured wait.
@@ -86,7 +88,7 @@ fn parse_input(text: &str, max_bytes: usize) -> Result<Map<String, Value>, Error
 }
 
 impl ConnectorExecutorApi {
-    fn context<T>(
+    pub(crate) fn context<T>(
         &self,
         request: &Request<T>,
         caller: &Caller,
@@ -101,7 +103,7 @@ impl ConnectorExecutorApi {
     }
 
     /// Whether `caller` may act for the account's tenant and use its connection.
-    fn check_account(&self, caller: &Caller, account: &AccountKey) -> Result<(), Error> {
+    pub(crate) fn check_account(&self, caller: &Caller, account: &AccountKey) -> Result<(), Error> {
         caller.check_tenant(&account.tenant)?;
         caller.check_connection(&account.connection)?;
         Ok(())
@@ -1052,16 +1054,50 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         &self,
         request: Request<pb::SubscribeEventsRequest>,
     ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
+        let caller = Caller::shared(&request)?;
+        Ok(Response::new(
+            self.follow_events(caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_event_subscription(
+        &self,
+        request: Request<pb::CreateEventSubscriptionRequest>,
+    ) -> Result<Response<pb::CreateEventSubscriptionResponse>, Status> {
         let caller = Caller::of(&request)?;
         let r = request.get_ref();
-        caller.check_tenant(&r.tenant).map_err(Error::from)?;
-        if let Some(name) = &r.connection_name {
-            caller.check_connection(name).map_err(Error::from)?;
-        }
-        Err(Error::NotImplemented {
-            rpc: "SubscribeEvents",
-        }
-        .into())
+        let account = AccountKey {
+            tenant: r.tenant.clone(),
+            connection: r.connection_name.clone(),
+            identifier: r.identifier.clone(),
+        };
+        self.check_account(caller, &account)?;
+        let context = self.context(&request, caller, account);
+        let subscription = self.create_subscription(caller, &context, r).await?;
+        Ok(Response::new(pb::CreateEventSubscriptionResponse {
+            subscription: Some(subscription),
+        }))
+    }
+
+    async fn list_event_subscriptions(
+        &self,
+        request: Request<pb::ListEventSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListEventSubscriptionsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(
+            self.list_subscriptions(caller, request.get_ref()).await?,
+        ))
+    }
+
+    async fn delete_event_subscription(
+        &self,
+        request: Request<pb::DeleteEventSubscriptionRequest>,
+    ) -> Result<Response<pb::DeleteEventSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(
+            self.delete_subscription(&request, caller, request.get_ref())
+                .await?,
+        ))
     }
 }
 

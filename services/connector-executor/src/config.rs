@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::mcp::McpConfig;
 use crate::tokens::CacheConfig;
 use crate::virtual_mcp::{VirtualMcpConfig, VirtualServerConfig};
+use crate::webhooks::WebhooksConfig;
 
 /// connector-executor's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -46,8 +47,12 @@ pub struct Config {
     pub virtual_mcp: VirtualMcpConfig,
     /// The virtual MCP servers: which tools each exposes and which callers mint sessions.
     pub virtual_servers: Vec<VirtualServerConfig>,
-    /// Where virtual MCP sessions are recorded, so they can be listed and revoked; needed
-    /// when `[virtual_mcp]` names a signing key, and shared by every replica.
+    /// Asana webhooks: event subscriptions, their intake and the events they delivered;
+    /// without a `public_url` there are none.
+    pub webhooks: WebhooksConfig,
+    /// Where virtual MCP sessions, event subscriptions and webhook events are recorded; needed
+    /// when `[virtual_mcp]` names a signing key or `[webhooks]` a public URL, and shared by
+    /// every replica.
     pub database: Option<agentauth_db::Config>,
 }
 

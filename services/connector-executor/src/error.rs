@@ -80,9 +80,15 @@ pub enum Error {
     /// The operator has not configured what the request needs.
     #[error("{what} is not configured on this connector-executor")]
     NotConfigured { what: &'static str },
-    /// The RPC belongs to a later issue.
-    #[error("ConnectorExecutor.{rpc} is not implemented yet")]
-    NotImplemented { rpc: &'static str },
+    /// Asana refused what was asked of it (its message says why).
+    #[error("Asana refused {what}: {message}")]
+    AsanaRefused { what: &'static str, message: String },
+    /// No event subscription of this id in the request's tenant.
+    #[error("no event subscription `{id}` in this tenant")]
+    UnknownSubscription { id: String },
+    /// A `SubscribeEvents` cursor names a position retention already removed.
+    #[error("the cursor is older than the retained events; subscribe again without one")]
+    CursorExpired,
     /// Something this service relies on answered in a way it never should.
     #[error("{0}")]
     Internal(String),
@@ -141,7 +147,10 @@ impl Error {
             Self::RateLimited { .. } => "RATE_LIMITED".to_owned(),
             Self::Unavailable { .. } => "UNAVAILABLE".to_owned(),
             Self::NotConfigured { .. } => "NOT_CONFIGURED".to_owned(),
-            Self::NotImplemented { .. } | Self::Internal(_) => String::new(),
+            Self::UnknownSubscription { .. } => "EVENT_SUBSCRIPTION_NOT_FOUND".to_owned(),
+            Self::AsanaRefused { .. } => "ASANA_REFUSED".to_owned(),
+            Self::CursorExpired => "CURSOR_EXPIRED".to_owned(),
+            Self::Internal(_) => String::new(),
         }
     }
 }
@@ -243,7 +252,21 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_error_info("NOT_CONFIGURED", ERROR_DOMAIN, HashMap::new()),
             ),
-            Error::NotImplemented { .. } => Status::unimplemented(error.to_string()),
+            Error::UnknownSubscription { ref id } => Status::with_error_details(
+                Code::NotFound,
+                error.to_string(),
+                ErrorDetails::with_error_info(
+                    "EVENT_SUBSCRIPTION_NOT_FOUND",
+                    ERROR_DOMAIN,
+                    HashMap::from([("subscription_id".to_owned(), id.clone())]),
+                ),
+            ),
+            Error::CursorExpired => Status::out_of_range(error.to_string()),
+            Error::AsanaRefused { .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                error.to_string(),
+                ErrorDetails::with_error_info("ASANA_REFUSED", ERROR_DOMAIN, HashMap::new()),
+            ),
             Error::Internal(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

@@ -10,6 +10,8 @@ pub mod bearer;
 mod config;
 mod connections;
 mod error;
+mod event_api;
+mod events;
 mod executor;
 mod mcp;
 mod pins;
@@ -23,6 +25,7 @@ mod tokens;
 mod trail;
 mod upstream;
 mod virtual_mcp;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +59,9 @@ pub const POLICY: Policy = Policy {
         "ListMcpSessions",
         "RevokeMcpSession",
         "SubscribeEvents",
+        "CreateEventSubscription",
+        "ListEventSubscriptions",
+        "DeleteEventSubscription",
         "ListUpstreamTools",
         "WatchUpstreamChanges",
     ],
@@ -89,6 +95,15 @@ pub const POLICY: Policy = Policy {
             name: "events",
             purpose: "follow Asana webhook events",
             rpcs: &["SubscribeEvents"],
+        },
+        Role {
+            name: "webhooks",
+            purpose: "register, list and delete the Asana webhooks of event subscriptions",
+            rpcs: &[
+                "CreateEventSubscription",
+                "ListEventSubscriptions",
+                "DeleteEventSubscription",
+            ],
         },
         Role {
             name: "watcher",
@@ -144,8 +159,9 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         let mcp = mcp::McpClients::new(config.mcp.clone());
         let pins = Arc::new(pins::Pins::new(watcher_client(&config)?));
         let pinning = tokio::spawn(pins.clone().follow(shutdown.clone()));
+        let vault = TokenVaultClient::new(channel);
         let executor = Arc::new(
-            executor::Executor::new(&config, TokenVaultClient::new(channel), audit, mcp, pins)
+            executor::Executor::new(&config, vault.clone(), audit, mcp, pins)
                 .map_err(anyhow::Error::msg)?,
         );
         let mcp_sessions = executor.mcp.clone();
@@ -167,9 +183,65 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         let revocations = virtual_mcp
             .as_ref()
             .map(|mcp| tokio::spawn(mcp.sessions.clone().follow(shutdown.clone())));
+        let webhooks = match &config.webhooks.public_url {
+            Some(public_url) => {
+                let database = config.database.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "[webhooks] names a public_url but there is no [database] to store subscriptions and events in"
+                    )
+                })?;
+                let pool = agentauth_db::Database::connect_lazy(database)
+                    .map_err(|e| anyhow::anyhow!("database: {e}"))?;
+                let events = events::Events::new(pool.clone(), config.webhooks.poll_interval);
+                Some(Arc::new(webhooks::Webhooks::new(
+                    &config.webhooks,
+                    public_url,
+                    events,
+                    vault,
+                    executor.clone(),
+                )))
+            }
+            None => {
+                tracing::info!("no [webhooks] public_url: no event subscriptions and no intake");
+                None
+            }
+        };
+        let maintaining = webhooks.as_ref().map(|webhooks| {
+            let listen_url = config
+                .database
+                .as_ref()
+                .map(|d| d.url.clone())
+                .filter(|url| url.starts_with("postgres"));
+            let retention = config.webhooks.retention;
+            tokio::spawn(webhooks.events.clone().maintain(
+                listen_url,
+                retention,
+                (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                shutdown.clone(),
+            ))
+        });
+        let intake = match &webhooks {
+            Some(webhooks) => {
+                let router = webhooks::router(webhooks.clone(), &config.webhooks);
+                let listener = TcpListener::bind(config.webhooks.listen)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("webhooks.listen {}: {e}", config.webhooks.listen)
+                    })?;
+                tracing::info!(address = %config.webhooks.listen, "webhook intake listening");
+                let stop = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                }))
+            }
+            None => None,
+        };
         let handlers = api::ConnectorExecutorApi {
             executor: executor.clone(),
             virtual_mcp: virtual_mcp.clone(),
+            webhooks: webhooks.clone(),
         };
         let mcp_endpoints = match &virtual_mcp {
             Some(mcp) => {
@@ -210,6 +282,7 @@ impl agentauth_launch::Service for ConnectorExecutorService {
                 Ready {
                     executor: executor.clone(),
                     sessions: virtual_mcp.as_ref().map(|mcp| mcp.sessions.clone()),
+                    events: webhooks.as_ref().map(|w| w.events.clone()),
                 },
                 shutdown.clone(),
             )
@@ -225,6 +298,18 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             && let Err(error) = revocations.await
         {
             tracing::warn!(%error, "reading MCP session revocations panicked");
+        }
+        if let Some(maintaining) = maintaining
+            && let Err(error) = maintaining.await
+        {
+            tracing::warn!(%error, "maintaining the event store panicked");
+        }
+        if let Some(intake) = intake {
+            match intake.await {
+                Ok(Err(error)) => tracing::warn!(%error, "the webhook intake failed"),
+                Err(error) => tracing::warn!(%error, "the webhook intake panicked"),
+                Ok(Ok(())) => {}
+            }
         }
         if let Some(endpoints) = mcp_endpoints {
             match endpoints.await {
@@ -258,12 +343,14 @@ fn watcher_client(
 }
 
 /// Ready while every call can be audited: the emitter takes events and keeps up with them
-/// (token-vault and Asana are per call, and answer for themselves); and, with virtual MCP, once
+/// (token-vault and Asana are per call, and answer for themselves); with webhooks, once the
+/// event store is migrated; and, with virtual MCP, once
 /// its session store is migrated and its revocations were read (a later outage of that
 /// database answers MCP requests 503 rather than take every RPC out of service).
 struct Ready {
     executor: Arc<executor::Executor>,
     sessions: Option<Arc<sessions::Sessions>>,
+    events: Option<Arc<events::Events>>,
 }
 
 impl Readiness for Ready {
@@ -273,6 +360,9 @@ impl Readiness for Ready {
         }
         if self.sessions.as_ref().is_some_and(|s| !s.started()) {
             return Err("the virtual MCP session store is not migrated and read yet".to_owned());
+        }
+        if self.events.as_ref().is_some_and(|e| !e.started()) {
+            return Err("the event store is not migrated yet".to_owned());
         }
         Ok(())
     }

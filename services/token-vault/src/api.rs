@@ -579,6 +579,14 @@ fn to_wire(account: &Account) -> pb::Account {
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1_000;
 
+/// Checks a webhook secret request: the caller is bound to `tenant`, and the subscription id
+/// is given and of a sane length.
+fn webhook_subscription(caller: &Caller, tenant: &str, subscription_id: &str) -> Result<(), Error> {
+    required("tenant", tenant, MAX_NAME)?;
+    caller.check_tenant(tenant)?;
+    required("subscription_id", subscription_id, MAX_NAME)
+}
+
 #[tonic::async_trait]
 impl pb::token_vault_server::TokenVault for TokenVaultApi {
     type WatchAccountChangesStream = tonic::codegen::BoxStream<pb::WatchAccountChangesResponse>;
@@ -592,6 +600,52 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
         Ok(Response::new(Box::pin(
             self.changes.clone().stream(caller, after),
         )))
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        request: Request<pb::PutWebhookSecretRequest>,
+    ) -> Result<Response<pb::PutWebhookSecretResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let r = request.get_ref();
+        webhook_subscription(caller, &r.tenant, &r.subscription_id)?;
+        required("secret", &r.secret, MAX_TOKEN)?;
+        self.secrets
+            .write_webhook_secret(&r.tenant, &r.subscription_id, &Token::new(r.secret.clone()))
+            .await?;
+        Ok(Response::new(pb::PutWebhookSecretResponse {}))
+    }
+
+    async fn get_webhook_secret(
+        &self,
+        request: Request<pb::GetWebhookSecretRequest>,
+    ) -> Result<Response<pb::GetWebhookSecretResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let r = request.get_ref();
+        webhook_subscription(caller, &r.tenant, &r.subscription_id)?;
+        let secret = self
+            .secrets
+            .read_webhook_secret(&r.tenant, &r.subscription_id)
+            .await?
+            .ok_or_else(|| Error::WebhookSecretNotFound {
+                subscription_id: r.subscription_id.clone(),
+            })?;
+        Ok(Response::new(pb::GetWebhookSecretResponse {
+            secret: secret.expose().to_owned(),
+        }))
+    }
+
+    async fn delete_webhook_secret(
+        &self,
+        request: Request<pb::DeleteWebhookSecretRequest>,
+    ) -> Result<Response<pb::DeleteWebhookSecretResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let r = request.get_ref();
+        webhook_subscription(caller, &r.tenant, &r.subscription_id)?;
+        self.secrets
+            .destroy_webhook_secret(&r.tenant, &r.subscription_id)
+            .await?;
+        Ok(Response::new(pb::DeleteWebhookSecretResponse {}))
     }
 
     async fn create_authorization_link(

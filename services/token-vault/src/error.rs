@@ -36,6 +36,9 @@ pub enum Error {
         connection: String,
         identifier: String,
     },
+    /// No webhook secret is kept for this subscription.
+    #[error("no webhook secret is kept for subscription `{subscription_id}`")]
+    WebhookSecretNotFound { subscription_id: String },
     /// Another writer stored a newer credential first; nothing was overwritten.
     #[error("the credential changed concurrently (expected version {expected}); retry")]
     Conflict { expected: u64 },
@@ -150,7 +153,9 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_error_info("ASANA_USER_MISMATCH", ERROR_DOMAIN, HashMap::new()),
             ),
-            Error::AccountNotFound { .. } => Status::not_found(error.to_string()),
+            Error::AccountNotFound { .. } | Error::WebhookSecretNotFound { .. } => {
+                Status::not_found(error.to_string())
+            }
             Error::Conflict { .. } => Status::aborted(error.to_string()),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),
             Error::AuthRequired {

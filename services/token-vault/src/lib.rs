@@ -95,17 +95,23 @@ pub const POLICY: Policy = Policy {
         "GetConnection",
         "ListConnections",
         "WatchAccountChanges",
+        "PutWebhookSecret",
+        "GetWebhookSecret",
+        "DeleteWebhookSecret",
     ],
     roles: &[
         Role {
             name: "executor",
-            purpose: "connector-executor: tokens for the calls it runs, account changes, connections",
+            purpose: "connector-executor: tokens for the calls it runs, account changes, connections, the secrets of the webhooks it registers",
             rpcs: &[
                 "GetAccessToken",
                 "ReportRejectedToken",
                 "WatchAccountChanges",
                 "GetConnection",
                 "ListConnections",
+                "PutWebhookSecret",
+                "GetWebhookSecret",
+                "DeleteWebhookSecret",
             ],
         },
         Role {

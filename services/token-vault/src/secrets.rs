@@ -177,6 +177,65 @@ impl Secrets {
         )
     }
 
+    /// The KV path of an event subscription's webhook secret. Its hash starts with an empty
+    /// part, which no account's path has (connection names are never empty), so it can reach
+    /// no credential; it sits beside them, so deleting the tenant shreds it too.
+    fn webhook_path(&self, tenant: &str, subscription_id: &str) -> String {
+        format!(
+            "{}/{}",
+            self.tenant_dir(tenant),
+            sha256_hex(&["", "webhook", subscription_id])
+        )
+    }
+
+    /// Encrypts a webhook's `X-Hook-Secret` under `tenant`'s key and keeps it for
+    /// `subscription_id`, replacing an earlier one.
+    pub async fn write_webhook_secret(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        secret: &Token,
+    ) -> Result<(), Error> {
+        let ciphertext = self.encrypt(tenant, secret.expose().as_bytes()).await?;
+        vaultrs::kv2::set(
+            &self.client,
+            &self.kv_mount,
+            &self.webhook_path(tenant, subscription_id),
+            &Entry { ciphertext },
+        )
+        .await
+        .map_err(vault_error)?;
+        Ok(())
+    }
+
+    /// The webhook secret of `subscription_id`; `None` when none is kept.
+    pub async fn read_webhook_secret(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<Option<Token>, Error> {
+        let path = self.webhook_path(tenant, subscription_id);
+        let entry: Entry = match vaultrs::kv2::read(&self.client, &self.kv_mount, &path).await {
+            Ok(entry) => entry,
+            Err(ClientError::APIError { code: 404, .. }) => return Ok(None),
+            Err(error) => return Err(vault_error(error)),
+        };
+        let plaintext = self.decrypt(tenant, &entry.ciphertext).await?;
+        String::from_utf8(plaintext)
+            .map(|text| Some(Token::new(text)))
+            .map_err(|_| Error::Internal("a stored webhook secret does not decode".into()))
+    }
+
+    /// Destroys every version of `subscription_id`'s webhook secret.
+    pub async fn destroy_webhook_secret(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<(), Error> {
+        self.destroy_path(&self.webhook_path(tenant, subscription_id))
+            .await
+    }
+
     /// The KV mount secrets are written to.
     pub fn kv_mount(&self) -> &str {
         &self.kv_mount

@@ -8,3 +8,4 @@ mod peers;
 #[path = "../support/system.rs"]
 mod system;
 mod virtual_mcp;
+mod webhooks;

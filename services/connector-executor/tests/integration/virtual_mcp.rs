@@ -93,7 +93,7 @@ tool = "asana_user_me"
         ),
         executor_replicas: replicas.len(),
         virtual_mcp_toml: replicas,
-        virtual_mcp_postgres: postgres,
+        database_postgres: postgres,
         ..Options::default()
     })
     .await;

@@ -72,10 +72,14 @@ pub struct Options {
     pub sandbox_mcp_page_size: usize,
     /// Virtual MCP: the keys of `[virtual_mcp]` besides `listen`, for each replica in turn
     /// (the last for the rest); each replica gets its own port
-    /// ([`System::virtual_mcp_urls`]), and every replica's `[database]` is one store:
-    /// PostgreSQL when `virtual_mcp_postgres`, else one SQLite file.
+    /// ([`System::virtual_mcp_urls`]).
     pub virtual_mcp_toml: Vec<String>,
-    pub virtual_mcp_postgres: bool,
+    /// Webhooks: each replica's intake on its own port ([`System::webhook_urls`]), its
+    /// `public_url` that address.
+    pub webhooks: bool,
+    /// Whether every replica's `[database]` (one store, with virtual MCP or webhooks) is
+    /// PostgreSQL rather than one SQLite file.
+    pub database_postgres: bool,
 }
 
 impl Default for Options {
@@ -94,7 +98,8 @@ impl Default for Options {
             watcher: false,
             sandbox_mcp_page_size: asana_sandbox::Config::default().mcp_page_size,
             virtual_mcp_toml: Vec::new(),
-            virtual_mcp_postgres: false,
+            webhooks: false,
+            database_postgres: false,
         }
     }
 }
@@ -108,6 +113,10 @@ pub struct System {
     pub executor_urls: Vec<String>,
     /// Every replica's virtual MCP listener, `http://host:port`, with `Options::virtual_mcp_toml`.
     pub virtual_mcp_urls: Vec<String>,
+    /// Every replica's webhook intake, `http://host:port`, with `Options::webhooks`.
+    pub webhook_urls: Vec<String>,
+    /// connector-executor's `[database]` URL (virtual MCP sessions, webhook events).
+    pub executor_database_url: String,
     pub vault_url: String,
     pub audit_url: String,
     /// An agent's key: tenant `acme`, every connection and tool.
@@ -360,9 +369,10 @@ flush_interval = "20ms"
         });
         let mut executor_urls = Vec::new();
         let mut virtual_mcp_urls = Vec::new();
+        let mut webhook_urls = Vec::new();
         let mut sessions_postgres = None;
         let sessions_sqlite = SqliteDatabase::create().expect("sqlite");
-        let sessions_url = if options.virtual_mcp_postgres {
+        let sessions_url = if options.database_postgres {
             let database = PostgresDatabase::create().await.expect("postgres");
             let url = database.url().to_owned();
             sessions_postgres = Some(database);
@@ -370,16 +380,33 @@ flush_interval = "20ms"
         } else {
             sessions_sqlite.url().to_owned()
         };
+        let webhook_listens: Vec<_> = (0..options.executor_replicas.max(1))
+            .map(|_| agentauth_testkit::free_port())
+            .collect();
         for replica in 0..options.executor_replicas.max(1) {
             let replica_toml = options
                 .virtual_mcp_toml
                 .get(replica)
                 .or(options.virtual_mcp_toml.last());
-            let virtual_mcp_section = replica_toml.map_or(String::new(), |toml| {
+            let mut virtual_mcp_section = replica_toml.map_or(String::new(), |toml| {
                 let listen = agentauth_testkit::free_port();
                 virtual_mcp_urls.push(format!("http://{listen}"));
-                format!("[database]\nurl = \"{sessions_url}\"\n\n[virtual_mcp]\nlisten = \"{listen}\"\n{toml}\n")
+                format!("[virtual_mcp]\nlisten = \"{listen}\"\n{toml}\n")
             });
+            if options.webhooks {
+                // Each replica names the next one's intake as its public URL, so a handshake
+                // and the deliveries of a webhook land on another replica than its creator's.
+                let listen = &webhook_listens[replica];
+                let public = &webhook_listens[(replica + 1) % webhook_listens.len()];
+                webhook_urls.push(format!("http://{listen}"));
+                virtual_mcp_section.push_str(&format!(
+                    "[webhooks]\nlisten = \"{listen}\"\npublic_url = \"http://{public}\"\npoll_interval = \"200ms\"\n"
+                ));
+            }
+            if !virtual_mcp_section.is_empty() {
+                virtual_mcp_section =
+                    format!("[database]\nurl = \"{sessions_url}\"\n\n{virtual_mcp_section}");
+            }
             let executor_spool = tempfile::tempdir().expect("spool");
             let audit_section = if options.audit {
                 format!(
@@ -400,13 +427,13 @@ readiness_interval = "100ms"
 name = "agent"
 key_sha256 = "{agent_hash}"
 tenants = ["{TENANT}"]
-roles = ["executor", "proxy"]
+roles = ["executor", "proxy", "events", "webhooks"]
 
 [[server.callers]]
 name = "globex-agent"
 key_sha256 = "{other_hash}"
 tenants = ["{OTHER_TENANT}"]
-roles = ["executor", "proxy"]
+roles = ["executor", "proxy", "events", "webhooks"]
 
 [[server.callers]]
 name = "narrow-agent"
@@ -476,6 +503,8 @@ api_key_file = "{executor_key_path}"
             executor_url,
             executor_urls,
             virtual_mcp_urls,
+            webhook_urls,
+            executor_database_url: sessions_url,
             vault_url,
             audit_url,
             agent,

@@ -1,0 +1,55 @@
+-- Event subscriptions (Asana webhooks agentauth registered) and the events they delivered.
+-- No webhook secret is kept here: token-vault keeps each in Vault.
+
+CREATE TABLE event_subscriptions (
+    subscription_id      TEXT    NOT NULL PRIMARY KEY,
+    tenant               TEXT    NOT NULL,
+    connection_name      TEXT    NOT NULL,
+    identifier           TEXT    NOT NULL,
+    resource_gid         TEXT    NOT NULL,
+    -- Asana's WebhookFilter array as JSON text; empty for none.
+    filters_json         TEXT    NOT NULL,
+    -- Empty until Asana confirmed the webhook.
+    webhook_gid          TEXT    NOT NULL,
+    -- PENDING, ACTIVE, FAILED or DELETED.
+    state                TEXT    NOT NULL,
+    failure_reason       TEXT    NOT NULL,
+    -- The caller that created it.
+    created_by           TEXT    NOT NULL,
+    created_at_us        BIGINT NOT NULL,
+    -- Set by the one handshake accepted.
+    handshake_at_us      BIGINT,
+    last_delivery_at_us  BIGINT,
+    last_heartbeat_at_us BIGINT,
+    events_received      BIGINT NOT NULL
+);
+
+CREATE INDEX event_subscriptions_by_tenant ON event_subscriptions (tenant, subscription_id);
+
+-- One row per delivered event, in the order deliveries were stored.
+CREATE TABLE webhook_events (
+    position BIGSERIAL PRIMARY KEY,
+    event_id        TEXT    NOT NULL,
+    subscription_id TEXT    NOT NULL,
+    tenant          TEXT    NOT NULL,
+    connection_name TEXT    NOT NULL,
+    identifier      TEXT    NOT NULL,
+    webhook_gid     TEXT    NOT NULL,
+    resource_gid    TEXT    NOT NULL,
+    parent_gid      TEXT    NOT NULL,
+    -- SHA-256 of the event's JSON: a redelivery stores nothing.
+    digest          TEXT    NOT NULL,
+    event_json      TEXT    NOT NULL,
+    received_at_us  BIGINT NOT NULL,
+    UNIQUE (subscription_id, digest)
+);
+
+CREATE INDEX webhook_events_by_tenant ON webhook_events (tenant, position);
+CREATE INDEX webhook_events_by_age ON webhook_events (received_at_us);
+
+-- The last position retention removed: a cursor before it is expired.
+CREATE TABLE webhook_events_retention (
+    purged_through BIGINT NOT NULL
+);
+
+INSERT INTO webhook_events_retention (purged_through) VALUES (0);

@@ -1,0 +1,594 @@
+//! Event subscriptions and the events their webhooks delivered, in connector-executor's
+//! database, shared by every replica.
+//!
+//! - A subscription is recorded PENDING before Asana is asked to create its webhook, so the
+//!   handshake finds it on whichever replica it lands; exactly one handshake is accepted
+//!   (an atomic update of a pending row still inside its handshake window).
+//! - Each accepted delivery is stored in one transaction before the intake answers: one row per
+//!   event, deduplicated by (subscription, digest of the event), so a redelivery stores nothing.
+//! - Positions order the events: SQLite assigns them under its single writer; on PostgreSQL the
+//!   writers hold one advisory lock, so positions commit in order and a reader that saw
+//!   position n never later finds a smaller one appear.
+//! - Readers wake on this replica's own writes at once, on other replicas' through PostgreSQL
+//!   `LISTEN/NOTIFY`, and otherwise look again every `poll_interval`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agentauth_db::{Backend, Database};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+
+/// The PostgreSQL channel writers notify and readers listen on.
+const CHANNEL: &str = "agentauth_webhook_events";
+/// The advisory lock that orders writers on PostgreSQL.
+const WRITE_LOCK: i64 = 0x6167_6577_6831;
+
+/// Where a subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Pending,
+    Active,
+    Failed,
+    Deleted,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Active => "ACTIVE",
+            Self::Failed => "FAILED",
+            Self::Deleted => "DELETED",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, sqlx::Error> {
+        Ok(match text {
+            "PENDING" => Self::Pending,
+            "ACTIVE" => Self::Active,
+            "FAILED" => Self::Failed,
+            "DELETED" => Self::Deleted,
+            other => {
+                return Err(sqlx::Error::Decode(
+                    format!("unknown subscription state {other:?}").into(),
+                ));
+            }
+        })
+    }
+
+    /// Whether its webhook's deliveries are still taken.
+    pub(crate) fn receives(self) -> bool {
+        matches!(self, Self::Pending | Self::Active)
+    }
+}
+
+/// One subscription as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    pub subscription_id: String,
+    pub tenant: String,
+    pub connection_name: String,
+    pub identifier: String,
+    pub resource_gid: String,
+    pub filters_json: String,
+    pub webhook_gid: String,
+    pub state: State,
+    pub failure_reason: String,
+    pub created_by: String,
+    pub created_at_us: i64,
+    pub handshake_at_us: Option<i64>,
+    pub last_delivery_at_us: Option<i64>,
+    pub last_heartbeat_at_us: Option<i64>,
+    pub events_received: i64,
+}
+
+/// One stored event and its position.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredEvent {
+    pub position: i64,
+    pub event_id: String,
+    pub subscription_id: String,
+    pub connection_name: String,
+    pub identifier: String,
+    pub webhook_gid: String,
+    pub event: Value,
+    pub received_at_us: i64,
+}
+
+/// What [`Events::page`] reads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventFilter {
+    pub tenant: String,
+    pub connection_name: Option<String>,
+    pub resource_gid: Option<String>,
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, handshake_at_us, last_delivery_at_us, last_heartbeat_at_us, events_received";
+
+fn read_subscription(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
+    Ok(Subscription {
+        subscription_id: row.try_get("subscription_id")?,
+        tenant: row.try_get("tenant")?,
+        connection_name: row.try_get("connection_name")?,
+        identifier: row.try_get("identifier")?,
+        resource_gid: row.try_get("resource_gid")?,
+        filters_json: row.try_get("filters_json")?,
+        webhook_gid: row.try_get("webhook_gid")?,
+        state: State::parse(&row.try_get::<String, _>("state")?)?,
+        failure_reason: row.try_get("failure_reason")?,
+        created_by: row.try_get("created_by")?,
+        created_at_us: row.try_get("created_at_us")?,
+        handshake_at_us: row.try_get("handshake_at_us")?,
+        last_delivery_at_us: row.try_get("last_delivery_at_us")?,
+        last_heartbeat_at_us: row.try_get("last_heartbeat_at_us")?,
+        events_received: row.try_get("events_received")?,
+    })
+}
+
+fn read_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    let text: String = row.try_get("event_json")?;
+    Ok(StoredEvent {
+        position: row.try_get("position")?,
+        event_id: row.try_get("event_id")?,
+        subscription_id: row.try_get("subscription_id")?,
+        connection_name: row.try_get("connection_name")?,
+        identifier: row.try_get("identifier")?,
+        webhook_gid: row.try_get("webhook_gid")?,
+        event: serde_json::from_str(&text)
+            .map_err(|e| sqlx::Error::Decode(format!("a stored event: {e}").into()))?,
+        received_at_us: row.try_get("received_at_us")?,
+    })
+}
+
+/// UNAVAILABLE, its cause in the log only (a driver's text is no answer to a client).
+fn unavailable(error: &sqlx::Error) -> Error {
+    tracing::warn!(%error, "connector-executor's event store failed");
+    Error::Unavailable {
+        dependency: "connector-executor's database",
+        reason: "it did not answer as expected".to_owned(),
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+        })
+}
+
+/// The digest a redelivered event is recognised by: SHA-256 of its JSON text as parsed and
+/// written again (keys sorted), so whitespace or key order does not make it new.
+fn digest(event: &Value) -> String {
+    hex::encode(Sha256::digest(event.to_string().as_bytes()))
+}
+
+/// The subscription and event store, and this replica's view of the newest position.
+#[derive(Debug)]
+pub(crate) struct Events {
+    database: Database,
+    /// The newest position this replica knows to be committed (its own writes, or a
+    /// notification); readers wait on it.
+    newest: watch::Sender<i64>,
+    poll_interval: Duration,
+    migrated: AtomicBool,
+}
+
+impl Events {
+    pub(crate) fn new(database: Database, poll_interval: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            database,
+            newest: watch::Sender::new(0),
+            poll_interval,
+            migrated: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the schema is migrated: until then the service is not ready.
+    pub(crate) fn started(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    /// Records a new subscription, PENDING.
+    pub(crate) async fn create(&self, subscription: &Subscription) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO event_subscriptions (subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, events_received) VALUES ($1, $2, $3, $4, $5, $6, '', $7, '', $8, $9, 0)",
+        )
+        .bind(&subscription.subscription_id)
+        .bind(&subscription.tenant)
+        .bind(&subscription.connection_name)
+        .bind(&subscription.identifier)
+        .bind(&subscription.resource_gid)
+        .bind(&subscription.filters_json)
+        .bind(State::Pending.as_str())
+        .bind(&subscription.created_by)
+        .bind(subscription.created_at_us)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// The subscription `id`, whatever its tenant (the intake knows no tenant yet).
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Subscription>, Error> {
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE subscription_id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        row.as_ref()
+            .map(read_subscription)
+            .transpose()
+            .map_err(|e| unavailable(&e))
+    }
+
+    /// A tenant's subscriptions, newest first.
+    pub(crate) async fn list(
+        &self,
+        tenant: &str,
+        connection_name: Option<&str>,
+        include_ended: bool,
+    ) -> Result<Vec<Subscription>, Error> {
+        let mut sql =
+            format!("SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE tenant = $1");
+        if connection_name.is_some() {
+            sql.push_str(" AND connection_name = $2");
+        }
+        if !include_ended {
+            sql.push_str(" AND state IN ('PENDING', 'ACTIVE')");
+        }
+        sql.push_str(" ORDER BY subscription_id DESC LIMIT 10000");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
+        if let Some(name) = connection_name {
+            query = query.bind(name);
+        }
+        let rows = query
+            .fetch_all(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        rows.iter()
+            .map(read_subscription)
+            .collect::<Result<_, _>>()
+            .map_err(|e| unavailable(&e))
+    }
+
+    /// Takes the handshake of a pending subscription created less than `window` ago; `false`
+    /// when there is none, or one was already taken (only the first one counts).
+    pub(crate) async fn take_handshake(&self, id: &str, window: Duration) -> Result<bool, Error> {
+        let now = now_us();
+        let since = now - i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "UPDATE event_subscriptions SET handshake_at_us = $1, last_heartbeat_at_us = $1 WHERE subscription_id = $2 AND state = 'PENDING' AND handshake_at_us IS NULL AND created_at_us > $3",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(since)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A pending subscription's webhook was created: it becomes ACTIVE with its gid.
+    pub(crate) async fn activate(&self, id: &str, webhook_gid: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE event_subscriptions SET state = 'ACTIVE', webhook_gid = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
+        )
+        .bind(webhook_gid)
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// A pending subscription could not be registered: it becomes FAILED with `reason`.
+    pub(crate) async fn fail(&self, id: &str, reason: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE event_subscriptions SET state = 'FAILED', failure_reason = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// Marks the subscription DELETED; `false` when it had already ended.
+    pub(crate) async fn delete(&self, id: &str) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE event_subscriptions SET state = 'DELETED' WHERE subscription_id = $1 AND state IN ('PENDING', 'ACTIVE')",
+        )
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A verified heartbeat of the subscription.
+    pub(crate) async fn heartbeat(&self, id: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE event_subscriptions SET last_heartbeat_at_us = $1 WHERE subscription_id = $2",
+        )
+        .bind(now_us())
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// Stores a verified delivery's `events` of `subscription` in one transaction, skipping
+    /// those already stored; how many were new. Readers are woken once it committed.
+    pub(crate) async fn store(
+        &self,
+        subscription: &Subscription,
+        events: &[Value],
+    ) -> Result<u64, Error> {
+        let now = now_us();
+        let mut tx = self
+            .database
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if self.database.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
+        let mut stored = 0;
+        for event in events {
+            let gid = |key: &str| {
+                event
+                    .get(key)
+                    .and_then(|v| v.get("gid"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let done = sqlx::query(
+                "INSERT INTO webhook_events (event_id, subscription_id, tenant, connection_name, identifier, webhook_gid, resource_gid, parent_gid, digest, event_json, received_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (subscription_id, digest) DO NOTHING",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(&subscription.subscription_id)
+            .bind(&subscription.tenant)
+            .bind(&subscription.connection_name)
+            .bind(&subscription.identifier)
+            .bind(&subscription.webhook_gid)
+            .bind(gid("resource"))
+            .bind(gid("parent"))
+            .bind(digest(event))
+            .bind(event.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unavailable(&e))?;
+            stored += done.rows_affected();
+        }
+        sqlx::query(
+            "UPDATE event_subscriptions SET last_delivery_at_us = $1, events_received = events_received + $2 WHERE subscription_id = $3",
+        )
+        .bind(now)
+        .bind(i64::try_from(stored).unwrap_or(i64::MAX))
+        .bind(&subscription.subscription_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unavailable(&e))?;
+        if self.database.backend() == Backend::Postgres && stored > 0 {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
+        tx.commit().await.map_err(|e| unavailable(&e))?;
+        if stored > 0 {
+            self.wake().await;
+        }
+        Ok(stored)
+    }
+
+    /// Raises this replica's newest position to what the database holds, waking readers.
+    async fn wake(&self) {
+        match self.head().await {
+            Ok(head) => {
+                self.newest.send_if_modified(|newest| {
+                    let newer = head > *newest;
+                    *newest = (*newest).max(head);
+                    newer
+                });
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the newest event position"),
+        }
+    }
+
+    /// The newest stored position (0 when none).
+    pub(crate) async fn head(&self) -> Result<i64, Error> {
+        let row = sqlx::query("SELECT COALESCE(MAX(position), 0) AS head FROM webhook_events")
+            .fetch_one(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        row.try_get("head").map_err(|e| unavailable(&e))
+    }
+
+    /// The last position retention removed (0 when none): a cursor below it is expired.
+    pub(crate) async fn purged_through(&self) -> Result<i64, Error> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(purged_through), 0) AS purged FROM webhook_events_retention",
+        )
+        .fetch_one(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        row.try_get("purged").map_err(|e| unavailable(&e))
+    }
+
+    /// Up to `limit` events after `after` that pass `filter`, in position order.
+    pub(crate) async fn page(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        let mut sql = "SELECT position, event_id, subscription_id, connection_name, identifier, webhook_gid, event_json, received_at_us FROM webhook_events WHERE tenant = $1 AND position > $2".to_owned();
+        let mut n = 2;
+        if filter.connection_name.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND connection_name = ${n}"));
+        }
+        if filter.resource_gid.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND (resource_gid = ${n} OR parent_gid = ${n})"));
+        }
+        sql.push_str(&format!(" ORDER BY position LIMIT ${}", n + 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&filter.tenant)
+            .bind(after);
+        if let Some(name) = &filter.connection_name {
+            query = query.bind(name);
+        }
+        if let Some(gid) = &filter.resource_gid {
+            query = query.bind(gid);
+        }
+        let rows = query
+            .bind(limit)
+            .fetch_all(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        rows.iter()
+            .map(read_event)
+            .collect::<Result<_, _>>()
+            .map_err(|e| unavailable(&e))
+    }
+
+    /// Waits until a position after `after` may have been committed: this replica's own
+    /// write, a notification from another replica, or `poll_interval` passing.
+    pub(crate) async fn wait_after(&self, after: i64) {
+        let mut newest = self.newest.subscribe();
+        let _ = tokio::time::timeout(self.poll_interval, newest.wait_for(|n| *n > after)).await;
+    }
+
+    /// Removes the events received before `cutoff_us`, recording the last position removed.
+    pub(crate) async fn purge(&self, cutoff_us: i64) -> Result<u64, Error> {
+        let mut tx = self
+            .database
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(position), 0) AS upto FROM webhook_events WHERE received_at_us < $1",
+        )
+        .bind(cutoff_us)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| unavailable(&e))?;
+        let upto: i64 = row.try_get("upto").map_err(|e| unavailable(&e))?;
+        if upto == 0 {
+            return Ok(0);
+        }
+        let removed = sqlx::query("DELETE FROM webhook_events WHERE position <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE webhook_events_retention SET purged_through = $1 WHERE purged_through < $1",
+        )
+        .bind(upto)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unavailable(&e))?;
+        tx.commit().await.map_err(|e| unavailable(&e))?;
+        Ok(removed)
+    }
+
+    /// Migrates the schema, then until `shutdown`: on PostgreSQL, listens for other replicas'
+    /// writes and wakes readers; on both, removes events older than `retention` every
+    /// `purge_every`.
+    pub(crate) async fn maintain(
+        self: Arc<Self>,
+        url: Option<String>,
+        retention: Duration,
+        purge_every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        if !self
+            .database
+            .migrate_until_done(&crate::sessions::MIGRATIONS, "the event store", &shutdown)
+            .await
+        {
+            return;
+        }
+        self.migrated.store(true, Ordering::Release);
+        let listening = url.map(|url| {
+            let events = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { events.listen(&url, stop).await })
+        });
+        let mut ticks = tokio::time::interval(purge_every);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let cutoff = now_us() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+            match self.purge(cutoff).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed webhook events past retention"),
+                Err(error) => tracing::warn!(%error, "cannot remove webhook events past retention"),
+            }
+        }
+        if let Some(listening) = listening {
+            let _ = listening.await;
+        }
+    }
+
+    /// PostgreSQL `LISTEN` on [`CHANNEL`], re-established after a failure.
+    async fn listen(&self, url: &str, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let failed = tokio::select! {
+                () = shutdown.cancelled() => return,
+                listened = self.listen_once(url) => match listened {
+                    Err(failed) => failed,
+                    Ok(never) => match never {},
+                },
+            };
+            tracing::warn!(error = %failed, retry_in = ?delay, "cannot listen for webhook events");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+            }
+        }
+    }
+
+    /// One `LISTEN` connection, until it fails.
+    async fn listen_once(&self, url: &str) -> Result<std::convert::Infallible, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(CHANNEL).await?;
+        // Anything committed before the listener was up.
+        self.wake().await;
+        loop {
+            listener.recv().await?;
+            self.wake().await;
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! Asana webhooks: event subscriptions registered as an account, and the intake that takes
+//! their handshakes and deliveries (an HTTP listener of its own, for an Ingress).
+//!
+//! - Subscribing records the subscription PENDING, then asks Asana (through the one call path:
+//!   token, rate slots, 401 retry) to create a webhook whose target is
+//!   `<public_url>/webhooks/<subscription id>`. Asana's handshake may reach any replica: it
+//!   takes the one handshake the pending row admits, hands the `X-Hook-Secret` to token-vault
+//!   (Vault; never this database, a log or an audit row) and echoes it. Once Asana answers 201
+//!   the subscription is ACTIVE.
+//! - A delivery is verified before anything is read from it: the subscription must still take
+//!   deliveries, `X-Hook-Signature` must be the HMAC-SHA256 of the raw body under its secret
+//!   (compared in constant time), the body at most `max_body_bytes` and well-formed. Only then
+//!   is it stored ([`crate::events`]), and only once it is stored is it answered 200. A refusal
+//!   changes nothing and is an audit event.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use agentauth_audit::{Outcome, action};
+use agentauth_grpc::client::AuthenticatedChannel;
+use agentauth_proto::vault::v1 as vault_pb;
+use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::Error;
+use crate::events::{Events, State as SubscriptionState, Subscription, now_us};
+use crate::executor::{CallContext, Executor};
+use crate::proxy::Checked;
+use crate::trail::Trail;
+
+/// The handshake header Asana sends once and expects echoed.
+const SECRET_HEADER: &str = "x-hook-secret";
+/// The header of a delivery's signature: lowercase hex HMAC-SHA256 of the raw body.
+const SIGNATURE_HEADER: &str = "x-hook-signature";
+/// The longest secret accepted in a handshake.
+const MAX_SECRET: usize = 1024;
+/// The most secrets kept in memory; past it the cache starts again.
+const MAX_CACHED_SECRETS: usize = 10_000;
+/// The largest `filters_json` accepted.
+const MAX_FILTERS: usize = 64 * 1024;
+/// Who an intake refusal is attributed to in the audit trail.
+const INTAKE_ACTOR: &str = "asana-webhook";
+
+/// `[webhooks]`: event subscriptions and their intake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The intake's address as Asana reaches it (through the Ingress): each webhook's target
+    /// is `<public_url>/webhooks/<subscription id>`. Without it there are no event
+    /// subscriptions and no intake; with it `[database]` is needed.
+    pub public_url: Option<String>,
+    /// Where the intake listens.
+    pub listen: SocketAddr,
+    /// The largest delivery accepted, in bytes; a larger one is 413.
+    pub max_body_bytes: usize,
+    /// The most events one delivery may carry.
+    pub max_events_per_delivery: usize,
+    /// How long after a subscription is created its handshake is taken.
+    #[serde(with = "humantime_serde")]
+    pub handshake_window: Duration,
+    /// How long stored events stay readable by `SubscribeEvents` cursors.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often a waiting `SubscribeEvents` stream looks for events no notification told of
+    /// (another replica on SQLite); on PostgreSQL `LISTEN/NOTIFY` wakes it at once.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The most deliveries handled at once; more wait.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8091)),
+            max_body_bytes: 1024 * 1024,
+            max_events_per_delivery: 1000,
+            handshake_window: Duration::from_secs(60),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            poll_interval: Duration::from_secs(1),
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
+/// A webhook secret: its `Debug` prints `[redacted]`.
+#[derive(Clone)]
+struct HookSecret(Arc<str>);
+
+impl fmt::Debug for HookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Event subscriptions: the store, the intake's state, token-vault for secrets.
+#[derive(Debug)]
+pub(crate) struct Webhooks {
+    pub events: Arc<Events>,
+    public_url: String,
+    vault: TokenVaultClient<AuthenticatedChannel>,
+    secrets: Mutex<HashMap<String, HookSecret>>,
+    executor: Arc<Executor>,
+    handshake_window: Duration,
+    max_events: usize,
+}
+
+/// Audit details of a subscription created or deleted.
+#[derive(Debug, Serialize)]
+struct SubscriptionChanged<'a> {
+    subscription_id: &'a str,
+    connection: &'a str,
+    resource_gid: &'a str,
+    webhook_gid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Audit details of a refused delivery or handshake.
+#[derive(Debug, Serialize)]
+struct DeliveryRefused<'a> {
+    subscription_id: &'a str,
+    reason: &'a str,
+}
+
+/// Why the intake refused a request, and its status.
+#[derive(Debug)]
+enum Refusal {
+    UnknownSubscription,
+    HandshakeRefused,
+    BadSignature,
+    Malformed(&'static str),
+    Unavailable,
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownSubscription => StatusCode::NOT_FOUND,
+            Self::HandshakeRefused => StatusCode::FORBIDDEN,
+            Self::BadSignature => StatusCode::UNAUTHORIZED,
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownSubscription => "unknown or ended subscription",
+            Self::HandshakeRefused => "no handshake is expected for this subscription",
+            Self::BadSignature => "missing or wrong X-Hook-Signature",
+            Self::Malformed(why) => why,
+            Self::Unavailable => "the event store or token-vault is unavailable",
+        }
+    }
+}
+
+/// Validates `filters_json`: empty, or a JSON array of objects.
+fn filters(text: &str) -> Result<Option<Value>, Error> {
+    let invalid = |description: String| Error::InvalidArgument {
+        field: "filters_json",
+        description,
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_FILTERS {
+        return Err(invalid(format!(
+            "{} bytes exceed the limit of {MAX_FILTERS}",
+            text.len()
+        )));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(items)) if items.iter().all(Value::is_object) => {
+            Ok(Some(Value::Array(items)))
+        }
+        Ok(_) => Err(invalid("must be a JSON array of filter objects".to_owned())),
+        Err(e) => Err(invalid(format!("is not valid JSON: {e}"))),
+    }
+}
+
+/// Validates a resource gid: what Asana's gids are made of.
+fn resource_gid(gid: &str) -> Result<(), Error> {
+    if gid.is_empty()
+        || gid.len() > 64
+        || !gid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Error::InvalidArgument {
+            field: "resource_gid",
+            description: "must be an Asana gid (letters, digits, `_` or `-`, at most 64)"
+                .to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Asana's first error message in an answer's body, or its status.
+fn asana_message(status: u16, body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["errors"][0]["message"]
+                .as_str()
+                .map(|m| m.chars().take(500).collect())
+        })
+        .unwrap_or_else(|| format!("HTTP {status}"))
+}
+
+impl Webhooks {
+    pub(crate) fn new(
+        config: &WebhooksConfig,
+        public_url: &str,
+        events: Arc<Events>,
+        vault: TokenVaultClient<AuthenticatedChannel>,
+        executor: Arc<Executor>,
+    ) -> Self {
+        Self {
+            events,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            vault,
+            secrets: Mutex::new(HashMap::new()),
+            executor,
+            handshake_window: config.handshake_window,
+            max_events: config.max_events_per_delivery,
+        }
+    }
+
+    /// The target Asana posts a subscription's deliveries to.
+    fn target(&self, subscription_id: &str) -> String {
+        format!("{}/webhooks/{subscription_id}", self.public_url)
+    }
+
+    /// Registers a webhook on `resource` as the account of `context`, through `client`.
+    pub(crate) async fn subscribe(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        resource: &str,
+        filters_json: &str,
+    ) -> Result<Subscription, Error> {
+        resource_gid(resource)?;
+        let filters = filters(filters_json)?;
+        let mut subscription = Subscription {
+            subscription_id: uuid::Uuid::now_v7().to_string(),
+            tenant: context.account.tenant.clone(),
+            connection_name: context.account.connection.clone(),
+            identifier: context.account.identifier.clone(),
+            resource_gid: resource.to_owned(),
+            filters_json: filters.as_ref().map(Value::to_string).unwrap_or_default(),
+            webhook_gid: String::new(),
+            state: SubscriptionState::Pending,
+            failure_reason: String::new(),
+            created_by: context.caller.clone(),
+            created_at_us: now_us(),
+            handshake_at_us: None,
+            last_delivery_at_us: None,
+            last_heartbeat_at_us: None,
+            events_received: 0,
+        };
+        self.events.create(&subscription).await?;
+        let id = subscription.subscription_id.clone();
+        let mut data = json!({"resource": resource, "target": self.target(&id)});
+        if let Some(filters) = filters {
+            data["filters"] = filters;
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let checked = Checked {
+            request: asana_client::RawRequest {
+                method: reqwest::Method::POST,
+                path: "/webhooks".to_owned(),
+                query: Vec::new(),
+                headers,
+                body: json!({ "data": data }).to_string().into(),
+            },
+            class: asana_tools::RateClass::Write,
+        };
+        let answer = self
+            .executor
+            .run_proxy(context, client, &checked, &mut Trail::default())
+            .await;
+        let created = match answer {
+            Ok(answer) if answer.status.is_success() => {
+                serde_json::from_slice::<Value>(&answer.body)
+                    .ok()
+                    .and_then(|v| v["data"]["gid"].as_str().map(str::to_owned))
+                    .ok_or_else(|| "Asana's answer names no webhook".to_owned())
+            }
+            Ok(answer) => Err(asana_message(answer.status.as_u16(), &answer.body)),
+            Err(error) => Err(error.to_string()),
+        };
+        let outcome = match created {
+            Ok(webhook_gid) => {
+                self.events.activate(&id, &webhook_gid).await?;
+                subscription.webhook_gid = webhook_gid;
+                subscription.state = SubscriptionState::Active;
+                Ok(())
+            }
+            Err(reason) => {
+                self.events.fail(&id, &reason).await?;
+                subscription.state = SubscriptionState::Failed;
+                subscription.failure_reason = reason.clone();
+                Err(reason)
+            }
+        };
+        self.record_change(
+            action::WEBHOOK_SUBSCRIBED,
+            &context.caller,
+            &subscription,
+            outcome.as_ref().err().map(String::as_str),
+        )
+        .await;
+        match outcome {
+            Ok(()) => Ok(self.events.get(&id).await?.unwrap_or(subscription)),
+            Err(reason) => Err(Error::AsanaRefused {
+                what: "creating the webhook",
+                message: reason,
+            }),
+        }
+    }
+
+    /// Deletes a subscription: its webhook at Asana as the account (through `client`), its
+    /// secret, its state. `false` when it had already ended.
+    pub(crate) async fn unsubscribe(
+        &self,
+        context: &CallContext,
+        client: Option<&asana_client::Client>,
+        subscription: &Subscription,
+    ) -> Result<bool, Error> {
+        if !subscription.state.receives() {
+            return Ok(false);
+        }
+        let mut asana_error = None;
+        if let (Some(client), false) = (client, subscription.webhook_gid.is_empty()) {
+            let checked = Checked {
+                request: asana_client::RawRequest {
+                    method: reqwest::Method::DELETE,
+                    path: format!("/webhooks/{}", subscription.webhook_gid),
+                    query: Vec::new(),
+                    headers: reqwest::header::HeaderMap::new(),
+                    body: Bytes::new(),
+                },
+                class: asana_tools::RateClass::Write,
+            };
+            match self
+                .executor
+                .run_proxy(context, client, &checked, &mut Trail::default())
+                .await
+            {
+                // Gone already (deleted by Asana, or by hand) is what was asked.
+                Ok(answer) if answer.status.is_success() || answer.status.as_u16() == 404 => {}
+                Ok(answer) => {
+                    asana_error = Some(asana_message(answer.status.as_u16(), &answer.body));
+                }
+                Err(error) => asana_error = Some(error.to_string()),
+            }
+        }
+        let deleted = self.events.delete(&subscription.subscription_id).await?;
+        self.forget_secret(&subscription.subscription_id);
+        self.vault
+            .clone()
+            .delete_webhook_secret(vault_pb::DeleteWebhookSecretRequest {
+                tenant: subscription.tenant.clone(),
+                subscription_id: subscription.subscription_id.clone(),
+            })
+            .await
+            .map_err(Error::from_token_vault)?;
+        if let Some(error) = &asana_error {
+            tracing::warn!(
+                subscription_id = %subscription.subscription_id,
+                %error,
+                "the webhook could not be deleted at Asana; its deliveries are refused"
+            );
+        }
+        self.record_change(
+            action::WEBHOOK_UNSUBSCRIBED,
+            &context.caller,
+            subscription,
+            asana_error.as_deref(),
+        )
+        .await;
+        Ok(deleted)
+    }
+
+    async fn record_change(
+        &self,
+        action_name: &'static str,
+        actor: &str,
+        subscription: &Subscription,
+        error: Option<&str>,
+    ) {
+        self.executor
+            .record_session(
+                action_name,
+                actor,
+                &subscription.tenant,
+                Some(&subscription.identifier),
+                if error.is_some() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                },
+                &SubscriptionChanged {
+                    subscription_id: &subscription.subscription_id,
+                    connection: &subscription.connection_name,
+                    resource_gid: &subscription.resource_gid,
+                    webhook_gid: &subscription.webhook_gid,
+                    error,
+                },
+            )
+            .await;
+    }
+
+    fn forget_secret(&self, id: &str) {
+        self.secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    fn remember_secret(&self, id: &str, secret: HookSecret) {
+        let mut secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        if secrets.len() >= MAX_CACHED_SECRETS {
+            secrets.clear();
+        }
+        secrets.insert(id.to_owned(), secret);
+    }
+
+    /// The subscription's secret: cached, or read from token-vault.
+    async fn secret(&self, subscription: &Subscription) -> Result<Option<HookSecret>, Refusal> {
+        let id = &subscription.subscription_id;
+        if let Some(secret) = self
+            .secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            return Ok(Some(secret.clone()));
+        }
+        let read = self
+            .vault
+            .clone()
+            .get_webhook_secret(vault_pb::GetWebhookSecretRequest {
+                tenant: subscription.tenant.clone(),
+                subscription_id: id.clone(),
+            })
+            .await;
+        match read {
+            Ok(answer) => {
+                let secret = HookSecret(Arc::from(answer.into_inner().secret));
+                self.remember_secret(id, secret.clone());
+                Ok(Some(secret))
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "cannot read a webhook secret");
+                Err(Refusal::Unavailable)
+            }
+        }
+    }
+
+    /// One request to the intake.
+    async fn receive(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        let subscription = match uuid::Uuid::parse_str(id) {
+            Ok(_) => match self.events.get(id).await {
+                Ok(Some(subscription)) if subscription.state.receives() => subscription,
+                Ok(Some(ended)) => {
+                    return self
+                        .refuse(Some(&ended), id, Refusal::UnknownSubscription)
+                        .await;
+                }
+                Ok(None) => return self.refuse(None, id, Refusal::UnknownSubscription).await,
+                Err(_) => return self.refuse(None, id, Refusal::Unavailable).await,
+            },
+            Err(_) => return self.refuse(None, id, Refusal::UnknownSubscription).await,
+        };
+        let answered = match headers.get(SECRET_HEADER) {
+            Some(secret) => self.handshake(&subscription, secret).await,
+            None => self.deliver(&subscription, headers, body).await,
+        };
+        match answered {
+            Ok(response) => response,
+            Err(refusal) => self.refuse(Some(&subscription), id, refusal).await,
+        }
+    }
+
+    /// Takes the handshake of a pending subscription: the secret goes to token-vault, and is
+    /// echoed.
+    async fn handshake(
+        &self,
+        subscription: &Subscription,
+        secret: &HeaderValue,
+    ) -> Result<Response, Refusal> {
+        let text = secret
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SECRET)
+            .ok_or(Refusal::Malformed(
+                "X-Hook-Secret is empty, too long or not text",
+            ))?;
+        let id = &subscription.subscription_id;
+        match self.events.take_handshake(id, self.handshake_window).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Refusal::HandshakeRefused),
+            Err(_) => return Err(Refusal::Unavailable),
+        }
+        self.vault
+            .clone()
+            .put_webhook_secret(vault_pb::PutWebhookSecretRequest {
+                tenant: subscription.tenant.clone(),
+                subscription_id: id.clone(),
+                secret: text.to_owned(),
+            })
+            .await
+            .map_err(|status| {
+                tracing::warn!(code = ?status.code(), message = status.message(), "cannot keep a webhook secret");
+                Refusal::Unavailable
+            })?;
+        self.remember_secret(id, HookSecret(Arc::from(text)));
+        tracing::info!(subscription_id = %id, "webhook handshake taken");
+        let mut response = StatusCode::OK.into_response();
+        response.headers_mut().insert(SECRET_HEADER, secret.clone());
+        Ok(response)
+    }
+
+    /// Verifies and stores a delivery.
+    async fn deliver(
+        &self,
+        subscription: &Subscription,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, Refusal> {
+        let signature = headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| hex::decode(v.trim()).ok())
+            .ok_or(Refusal::BadSignature)?;
+        let secret = self
+            .secret(subscription)
+            .await?
+            .ok_or(Refusal::BadSignature)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
+            .map_err(|_| Refusal::BadSignature)?;
+        mac.update(body);
+        mac.verify_slice(&signature)
+            .map_err(|_| Refusal::BadSignature)?;
+        let events = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(mut delivery)) => match delivery.remove("events") {
+                Some(Value::Array(events)) if events.iter().all(Value::is_object) => events,
+                _ => return Err(Refusal::Malformed("`events` must be an array of objects")),
+            },
+            _ => return Err(Refusal::Malformed("the body must be a JSON object")),
+        };
+        if events.len() > self.max_events {
+            return Err(Refusal::Malformed("too many events in one delivery"));
+        }
+        if events.is_empty() {
+            self.events
+                .heartbeat(&subscription.subscription_id)
+                .await
+                .map_err(|_| Refusal::Unavailable)?;
+            return Ok(StatusCode::OK.into_response());
+        }
+        let stored = self
+            .events
+            .store(subscription, &events)
+            .await
+            .map_err(|_| Refusal::Unavailable)?;
+        tracing::debug!(
+            subscription_id = %subscription.subscription_id,
+            received = events.len(),
+            stored,
+            "webhook delivery stored"
+        );
+        Ok(StatusCode::OK.into_response())
+    }
+
+    /// Answers a refusal; audited when the subscription (so its tenant) is known, logged
+    /// otherwise.
+    async fn refuse(
+        &self,
+        subscription: Option<&Subscription>,
+        id: &str,
+        refusal: Refusal,
+    ) -> Response {
+        let reason = refusal.reason();
+        match subscription {
+            Some(subscription) if !matches!(refusal, Refusal::Unavailable) => {
+                self.executor
+                    .record_session(
+                        action::WEBHOOK_REFUSED,
+                        INTAKE_ACTOR,
+                        &subscription.tenant,
+                        Some(&subscription.identifier),
+                        Outcome::Denied,
+                        &DeliveryRefused {
+                            subscription_id: &subscription.subscription_id,
+                            reason,
+                        },
+                    )
+                    .await;
+            }
+            _ => {
+                let shown: String = id.chars().take(64).collect();
+                tracing::warn!(subscription_id = %shown.escape_debug(), reason, "webhook request refused");
+            }
+        }
+        (refusal.status(), reason).into_response()
+    }
+}
+
+/// The intake's routes: `POST /webhooks/{subscription_id}`.
+pub(crate) fn router(webhooks: Arc<Webhooks>, config: &WebhooksConfig) -> Router {
+    Router::new()
+        .route("/webhooks/{subscription_id}", post(receive))
+        .with_state(webhooks)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            config.max_concurrent_requests.max(1),
+        ))
+}
+
+async fn receive(
+    State(webhooks): State<Arc<Webhooks>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    webhooks.receive(&id, &headers, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_an_array_of_objects_or_nothing() {
+        assert_eq!(filters("").expect("empty"), None);
+        assert!(
+            filters(r#"[{"resource_type": "task"}]"#)
+                .expect("array")
+                .is_some()
+        );
+        for bad in ["{}", "[1]", "[", "\"x\""] {
+            assert!(filters(bad).is_err(), "{bad}");
+        }
+        assert!(filters(&format!("[{}]", " ".repeat(MAX_FILTERS))).is_err());
+    }
+
+    #[test]
+    fn resource_gids_are_plain() {
+        assert!(resource_gid("1204567890").is_ok());
+        for bad in ["", "../x", "a/b", "1 2", &"9".repeat(65)] {
+            assert!(resource_gid(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_secret_is_never_printed() {
+        let secret = HookSecret(Arc::from("b537207f20cbfa02"));
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+    }
+}

@@ -1,0 +1,590 @@
+//! Event subscriptions against the sandbox's real webhooks: the handshake answered by another
+//! replica while Asana's create call is open, signed deliveries of task changes reaching
+//! `SubscribeEvents`, resumption from a cursor, refusals that change nothing, tenants apart,
+//! and the secret nowhere but Vault.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use agentauth_proto::executor::v1 as pb;
+use agentauth_testkit::assert_eventually;
+use asana_sandbox::seed::ALICE_PAT;
+use futures::StreamExt as _;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tonic::Code;
+
+use crate::system::{OTHER_TENANT, Options, System, TENANT};
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// The seeded task "Book the venue" and its project.
+fn venue(system: &System) -> (String, String) {
+    let world = system.sandbox.world();
+    let task = world
+        .all("task", |t| t["name"] == "Book the venue")
+        .next()
+        .expect("seeded task")
+        .clone();
+    (
+        task["projects"][0]["gid"]
+            .as_str()
+            .expect("project")
+            .to_owned(),
+        task["gid"].as_str().expect("gid").to_owned(),
+    )
+}
+
+/// The sandbox's secret of the webhook `gid`, which signs its deliveries.
+fn sandbox_secret(system: &System, gid: &str) -> String {
+    system
+        .sandbox
+        .world()
+        .all("webhook", |w| w["gid"] == gid)
+        .next()
+        .and_then(|w| w["_sandbox_secret"].as_str().map(str::to_owned))
+        .expect("the sandbox's webhook")
+}
+
+async fn subscribe(system: &System, replica: usize, resource: &str) -> pb::EventSubscription {
+    system
+        .executor_replica(replica)
+        .create_event_subscription(pb::CreateEventSubscriptionRequest {
+            tenant: TENANT.into(),
+            connection_name: "asana-pat".into(),
+            identifier: "alice".into(),
+            resource_gid: resource.into(),
+            filters_json: json!([{"resource_type": "task", "action": "changed"}]).to_string(),
+        })
+        .await
+        .expect("subscribed")
+        .into_inner()
+        .subscription
+        .expect("subscription")
+}
+
+async fn follow(
+    system: &System,
+    replica: usize,
+    cursor: Option<String>,
+) -> tonic::Streaming<pb::SubscribeEventsResponse> {
+    system
+        .executor_replica(replica)
+        .subscribe_events(pb::SubscribeEventsRequest {
+            tenant: TENANT.into(),
+            cursor,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe events")
+        .into_inner()
+}
+
+/// The next event of `stream` that sets a task's notes to `text`.
+async fn next_note(
+    stream: &mut tonic::Streaming<pb::SubscribeEventsResponse>,
+    text: &str,
+) -> pb::SubscribeEventsResponse {
+    tokio::time::timeout(WITHIN, async {
+        loop {
+            let message = stream
+                .next()
+                .await
+                .expect("the stream stays open")
+                .expect("an event");
+            let event = message.event.as_ref().expect("event");
+            let change: Value = serde_json::from_str(&event.change_json).unwrap_or_default();
+            if change["field"] == "notes" && change["new_value"] == text {
+                return message;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no event for the note {text:?}"))
+}
+
+async fn write_note(system: &System, task: &str, text: &str) {
+    let answer = system
+        .execute(
+            "asana-pat",
+            "alice",
+            "asana_task_update",
+            json!({"task_gid": task, "notes": text}),
+        )
+        .await
+        .expect("updated");
+    assert!(!answer.is_error, "{}", answer.output_json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor_and_gets_each_event_once() {
+    let system = System::start(Options {
+        webhooks: true,
+        executor_replicas: 2,
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    let mut stream = follow(&system, 0, None).await;
+
+    // Created through replica 0, whose public URL is replica 1's intake: the handshake was
+    // answered there while the create call was open.
+    let subscription = subscribe(&system, 0, &project).await;
+    assert_eq!(subscription.state(), pb::EventSubscriptionState::Active);
+    assert!(!subscription.webhook_gid.is_empty());
+    assert!(
+        subscription.last_heartbeat_at.is_some(),
+        "the handshake counts"
+    );
+    assert_eq!(subscription.resource_gid, project);
+
+    write_note(&system, &task, "first").await;
+    let first = next_note(&mut stream, "first").await;
+    let event = first.event.as_ref().expect("event");
+    assert_eq!(event.subscription_id, subscription.subscription_id);
+    assert_eq!(event.webhook_gid, subscription.webhook_gid);
+    assert_eq!(event.resource_gid, task);
+    assert_eq!(event.resource_type, "task");
+    assert_eq!(event.action, "changed");
+    assert_eq!(event.connection_name, "asana-pat");
+    assert_eq!(event.identifier, "alice");
+    assert!(event.created_at.is_some() && event.received_at.is_some());
+    drop(stream);
+
+    // While nobody listens, events keep arriving; the subscriber resumes on the other replica
+    // from its cursor and gets each once, in order.
+    write_note(&system, &task, "second").await;
+    write_note(&system, &task, "third").await;
+    let mut resumed = follow(&system, 1, Some(first.cursor.clone())).await;
+    let second = next_note(&mut resumed, "second").await;
+    let third = next_note(&mut resumed, "third").await;
+    let position = |m: &pb::SubscribeEventsResponse| {
+        m.cursor
+            .trim_start_matches("ev1.")
+            .parse::<u64>()
+            .expect("position")
+    };
+    assert!(position(&first) < position(&second) && position(&second) < position(&third));
+
+    // Replayed again from the first cursor: the same events, no duplicates, nothing else.
+    let mut replay = follow(&system, 0, Some(first.cursor.clone())).await;
+    let mut seen = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(1500), replay.next()).await
+    {
+        seen.push(message.event.expect("event").event_id);
+    }
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "each event once: {seen:?}");
+    for expected in [&second, &third] {
+        assert!(seen.contains(&expected.event.as_ref().expect("event").event_id));
+    }
+    assert!(
+        !seen.contains(&event.event_id),
+        "nothing at or before the cursor"
+    );
+
+    let listed = system
+        .executor()
+        .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+            tenant: TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner()
+        .subscriptions;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].events_received >= 3, "{listed:?}");
+    assert!(listed[0].last_delivery_at.is_some());
+
+    let audit = system.audit_events(TENANT).await;
+    assert!(
+        audit.iter().any(|e| e.action == "webhook.subscribed"
+            && e.outcome() == agentauth_proto::audit::v1::Outcome::Success
+            && e.details_json.contains(&subscription.subscription_id)),
+        "the subscription is audited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_and_change_nothing() {
+    let system = System::start(Options {
+        webhooks: true,
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    let subscription = subscribe(&system, 0, &project).await;
+    let secret = sandbox_secret(&system, &subscription.webhook_gid);
+    let intake = format!(
+        "{}/webhooks/{}",
+        system.webhook_urls[0], subscription.subscription_id
+    );
+    let http = reqwest::Client::new();
+    let sign = |key: &str, body: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("key");
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let body = json!({"events": [{
+        "user": {"gid": "1", "resource_type": "user"},
+        "created_at": "2026-12-07T00:00:00.000Z",
+        "action": "changed",
+        "resource": {"gid": task, "resource_type": "task"},
+        "parent": null,
+        "change": {"field": "notes", "action": "changed", "new_value": "forged"}
+    }]})
+    .to_string();
+    let altered = body.replace("forged", "altered");
+    let post = |url: String, signature: Option<String>, body: Vec<u8>| {
+        let mut request = http.post(url).body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Hook-Signature", signature);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("the intake answers")
+                .status()
+                .as_u16()
+        }
+    };
+    let received = || async {
+        system
+            .executor()
+            .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+                tenant: TENANT.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("listed")
+            .into_inner()
+            .subscriptions[0]
+            .events_received
+    };
+    let before = received().await;
+
+    let refusals = [
+        (
+            "unsigned",
+            post(intake.clone(), None, body.clone().into()).await,
+            401,
+        ),
+        (
+            "signed with another key",
+            post(
+                intake.clone(),
+                Some(sign("not the secret", body.as_bytes())),
+                body.clone().into(),
+            )
+            .await,
+            401,
+        ),
+        (
+            "altered after signing",
+            post(
+                intake.clone(),
+                Some(sign(&secret, body.as_bytes())),
+                altered.clone().into(),
+            )
+            .await,
+            401,
+        ),
+        (
+            "not hex",
+            post(intake.clone(), Some("zz".into()), body.clone().into()).await,
+            401,
+        ),
+        (
+            "signed but not JSON",
+            post(
+                intake.clone(),
+                Some(sign(&secret, b"not json")),
+                b"not json".to_vec(),
+            )
+            .await,
+            400,
+        ),
+        (
+            "oversized",
+            post(
+                intake.clone(),
+                Some(sign(&secret, &[b' '; 2 * 1024 * 1024])),
+                vec![b' '; 2 * 1024 * 1024],
+            )
+            .await,
+            413,
+        ),
+        (
+            "unknown subscription",
+            post(
+                format!(
+                    "{}/webhooks/0190a000-0000-7000-8000-000000000001",
+                    system.webhook_urls[0]
+                ),
+                Some(sign(&secret, body.as_bytes())),
+                body.clone().into(),
+            )
+            .await,
+            404,
+        ),
+        (
+            "not a subscription id",
+            post(
+                format!("{}/webhooks/..%2f..%2fetc", system.webhook_urls[0]),
+                Some(sign(&secret, body.as_bytes())),
+                body.clone().into(),
+            )
+            .await,
+            404,
+        ),
+    ];
+    for (what, status, expected) in refusals {
+        assert_eq!(status, expected, "{what}");
+    }
+    // A second handshake would replace the secret: only the first one is taken.
+    let handshake = http
+        .post(&intake)
+        .header("X-Hook-Secret", "attacker-chosen")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(handshake.status().as_u16(), 403);
+    assert!(handshake.headers().get("X-Hook-Secret").is_none());
+    assert_eq!(received().await, before, "no refused delivery was stored");
+
+    // The real signature over the same body is accepted, and a redelivery stores nothing.
+    let signature = sign(&secret, body.as_bytes());
+    assert_eq!(
+        post(intake.clone(), Some(signature.clone()), body.clone().into()).await,
+        200
+    );
+    assert_eq!(received().await, before + 1);
+    assert_eq!(
+        post(intake.clone(), Some(signature), body.clone().into()).await,
+        200
+    );
+    assert_eq!(received().await, before + 1, "a redelivery is deduplicated");
+    assert_eq!(
+        post(
+            intake.clone(),
+            Some(sign(&secret, br#"{"events": []}"#)),
+            br#"{"events": []}"#.to_vec()
+        )
+        .await,
+        200,
+        "a heartbeat"
+    );
+
+    assert_eventually!(
+        WITHIN,
+        async {
+            system
+                .audit_events(TENANT)
+                .await
+                .iter()
+                .filter(|e| {
+                    e.action == "webhook.refused"
+                        && e.outcome() == agentauth_proto::audit::v1::Outcome::Denied
+                })
+                .count()
+                >= 5
+        },
+        "refusals of a known subscription are audited"
+    );
+
+    // The secret is in Vault only: not in connector-executor's database, not in the audit
+    // trail, not in any answer.
+    let database = system
+        .executor_database_url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .expect("path")
+        .to_owned();
+    let mut stored = std::fs::read(&database).expect("the database file");
+    if let Ok(wal) = std::fs::read(format!("{database}-wal")) {
+        stored.extend(wal);
+    }
+    assert!(
+        !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is not in the database"
+    );
+    for event in system.audit_events(TENANT).await {
+        assert!(!format!("{event:?}").contains(&secret), "{event:?}");
+    }
+    assert!(!format!("{subscription:?}").contains(&secret));
+
+    // Deleted: Asana's webhook is gone and the intake refuses what its secret signs.
+    let deleted = system
+        .executor()
+        .delete_event_subscription(pb::DeleteEventSubscriptionRequest {
+            tenant: TENANT.into(),
+            subscription_id: subscription.subscription_id.clone(),
+        })
+        .await
+        .expect("deleted")
+        .into_inner();
+    assert!(!deleted.already_deleted);
+    assert_eq!(
+        deleted.subscription.expect("subscription").state(),
+        pb::EventSubscriptionState::Deleted
+    );
+    assert_eq!(
+        system
+            .sandbox
+            .world()
+            .all("webhook", |w| w["gid"] == subscription.webhook_gid.as_str())
+            .count(),
+        0,
+        "the Asana webhook is deleted"
+    );
+    assert_eq!(
+        post(
+            intake.clone(),
+            Some(sign(&secret, altered.as_bytes())),
+            altered.into()
+        )
+        .await,
+        404
+    );
+    let again = system
+        .executor()
+        .delete_event_subscription(pb::DeleteEventSubscriptionRequest {
+            tenant: TENANT.into(),
+            subscription_id: subscription.subscription_id.clone(),
+        })
+        .await
+        .expect("idempotent")
+        .into_inner();
+    assert!(again.already_deleted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_events_are_kept_apart_by_tenant_and_bad_requests_are_refused() {
+    let system = System::start(Options {
+        webhooks: true,
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    let subscription = subscribe(&system, 0, &project).await;
+    let mut globex = system.executor_as(&system.other_tenant_agent);
+
+    let foreign = globex
+        .subscribe_events(pb::SubscribeEventsRequest {
+            tenant: TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("another tenant's events");
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+    let not_theirs = globex
+        .delete_event_subscription(pb::DeleteEventSubscriptionRequest {
+            tenant: OTHER_TENANT.into(),
+            subscription_id: subscription.subscription_id.clone(),
+        })
+        .await
+        .expect_err("acme's subscription is no globex one");
+    assert_eq!(not_theirs.code(), Code::NotFound);
+    let listed = globex
+        .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+            tenant: OTHER_TENANT.into(),
+            include_ended: true,
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(listed.subscriptions.is_empty());
+
+    let mut own = globex
+        .subscribe_events(pb::SubscribeEventsRequest {
+            tenant: OTHER_TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("own events")
+        .into_inner();
+    write_note(&system, &task, "acme only").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), own.next())
+            .await
+            .is_err(),
+        "an acme event never reaches globex"
+    );
+
+    let mut client = system.executor();
+    for (request, field) in [
+        (
+            pb::CreateEventSubscriptionRequest {
+                resource_gid: "../../x".into(),
+                ..valid(&project)
+            },
+            "resource_gid",
+        ),
+        (
+            pb::CreateEventSubscriptionRequest {
+                filters_json: "{\"not\": \"an array\"}".into(),
+                ..valid(&project)
+            },
+            "filters_json",
+        ),
+    ] {
+        let refused = client
+            .create_event_subscription(request)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().contains(field), "{refused:?}");
+    }
+    let missing = client
+        .create_event_subscription(pb::CreateEventSubscriptionRequest {
+            resource_gid: "9999999999".into(),
+            ..valid(&project)
+        })
+        .await
+        .expect_err("Asana refuses an unknown resource");
+    assert_eq!(missing.code(), Code::FailedPrecondition, "{missing:?}");
+    let expired = client
+        .subscribe_events(pb::SubscribeEventsRequest {
+            tenant: TENANT.into(),
+            cursor: Some("not a cursor".into()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a bad cursor");
+    assert_eq!(expired.code(), Code::InvalidArgument);
+    let failed = client
+        .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+            tenant: TENANT.into(),
+            include_ended: true,
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner()
+        .subscriptions;
+    assert!(
+        failed.iter().any(
+            |s| s.state() == pb::EventSubscriptionState::Failed && !s.failure_reason.is_empty()
+        ),
+        "{failed:?}"
+    );
+}
+
+fn valid(project: &str) -> pb::CreateEventSubscriptionRequest {
+    pb::CreateEventSubscriptionRequest {
+        tenant: TENANT.into(),
+        connection_name: "asana-pat".into(),
+        identifier: "alice".into(),
+        resource_gid: project.into(),
+        filters_json: String::new(),
+    }
+}
