@@ -118,10 +118,22 @@ async fn write_note(system: &System, task: &str, text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor_and_gets_each_event_once() {
+async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor_on_sqlite() {
+    a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor(false).await;
+}
+
+/// On PostgreSQL the other replica's stream is woken by `LISTEN/NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor_on_postgres() {
+    a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor(true).await;
+}
+
+/// Each event once, in order, wherever the subscriber reconnects.
+async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor(postgres: bool) {
     let system = System::start(Options {
         webhooks: true,
         executor_replicas: 2,
+        database_postgres: postgres,
         ..Options::default()
     })
     .await;
