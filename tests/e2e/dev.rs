@@ -8,17 +8,18 @@ use agentauth_testkit::process::binary;
 use agentauth_testkit::{openbao, wait_serving};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Eight consecutive free ports: four services, the virtual MCP endpoints (the port after
-/// the services'), OpenBao, the Asana sandbox, token-vault's OAuth callback.
+/// Nine consecutive free ports: four services, the virtual MCP endpoints and the webhook
+/// intake (the ports after the services'), OpenBao, the Asana sandbox, token-vault's OAuth
+/// callback.
 fn free_ports() -> (u16, u16, u16, u16) {
     for base in (20_000u16..60_000).step_by(97) {
         let all_free =
-            (base..base + 8).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            (base..base + 9).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
-            return (base, base + 5, base + 6, base + 7);
+            return (base, base + 6, base + 7, base + 8);
         }
     }
-    panic!("no eight consecutive free ports");
+    panic!("no nine consecutive free ports");
 }
 
 /// Whether any process whose parent is `pid` has `needle` on its command line.
@@ -309,6 +310,84 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         .await
         .expect("answered");
     assert_eq!(refused.status(), 401, "a revoked session's bearer");
+
+    // Asana webhooks: alice's task is subscribed to, a change to it reaches `events follow`.
+    let exec_json = |tool: &str, input: serde_json::Value| {
+        let executed = cli(&[
+            "exec",
+            tool,
+            "--tenant",
+            "dev",
+            "--connection",
+            "asana-pat",
+            "--identifier",
+            "alice",
+            "--input",
+            &input.to_string(),
+        ])
+        .output()
+        .expect("exec");
+        assert!(executed.status.success(), "{executed:?}");
+        serde_json::from_slice::<serde_json::Value>(&executed.stdout).expect("JSON output")
+    };
+    let me = exec_json("asana_api_get_user", serde_json::json!({"user_gid": "me"}));
+    let workspace = me["workspaces"][0]["gid"].as_str().expect("a workspace");
+    let task = exec_json(
+        "asana_task_create",
+        serde_json::json!({"name": "Webhook probe", "workspace": workspace}),
+    );
+    let task_gid = task["gid"].as_str().expect("the task's gid").to_owned();
+    let subscribed = cli(&[
+        "events",
+        "subscribe",
+        "--tenant",
+        "dev",
+        "--connection",
+        "asana-pat",
+        "--identifier",
+        "alice",
+        "--resource",
+        &task_gid,
+    ])
+    .output()
+    .expect("events subscribe");
+    let subscribed_text = String::from_utf8_lossy(&subscribed.stdout).into_owned();
+    assert!(subscribed.status.success(), "{subscribed:?}");
+    assert!(
+        subscribed_text.contains(&format!("ACTIVE  asana-pat/alice  resource {task_gid}")),
+        "{subscribed_text}"
+    );
+    exec_json(
+        "asana_task_update",
+        serde_json::json!({"task_gid": task_gid, "notes": "seen by a webhook"}),
+    );
+    let followed = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::from(cli(&[
+            "events", "follow", "--tenant", "dev", "--cursor", "ev1.0", "--count", "1",
+        ]))
+        .output(),
+    )
+    .await
+    .expect("an event within 30 s")
+    .expect("events follow");
+    assert!(followed.status.success(), "{followed:?}");
+    let event: serde_json::Value =
+        serde_json::from_slice(&followed.stdout).expect("one JSON event");
+    assert_eq!(event["resource"]["gid"], task_gid.as_str(), "{event}");
+    assert!(
+        event["cursor"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("ev1."))
+    );
+    let listed = cli(&["events", "list", "--tenant", "dev"])
+        .output()
+        .expect("events list");
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("last delivery"),
+        "{listed:?}"
+    );
 
     // schema-watcher follows the sandbox's MCP tools: a change made through the sandbox's
     // control API is reported, shown as a diff, and approved from the CLI.

@@ -66,7 +66,7 @@ const SERVICES: [(&str, &[Admitted]); 4] = [
     (
         "connector-executor",
         &[
-            ("agent", &["executor", "proxy", "mcp"]),
+            ("agent", &["executor", "proxy", "mcp", "events", "webhooks"]),
             ("operator", &["reader", "sessions"]),
             ("schema-watcher", &["watcher"]),
         ],
@@ -110,6 +110,12 @@ fn virtual_mcp_address(addresses: &[SocketAddr]) -> SocketAddr {
     SocketAddr::new(last.ip(), last.port() + 1)
 }
 
+/// Where connector-executor takes Asana webhooks: the port after virtual MCP's.
+fn webhook_intake_address(addresses: &[SocketAddr]) -> SocketAddr {
+    let virtual_mcp = virtual_mcp_address(addresses);
+    SocketAddr::new(virtual_mcp.ip(), virtual_mcp.port() + 1)
+}
+
 /// A process this command started, stopped when this value is dropped.
 struct Started {
     name: &'static str,
@@ -133,7 +139,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|i| SocketAddr::new(args.host, args.first_port + i))
         .collect();
     let virtual_mcp = virtual_mcp_address(&addresses);
-    for address in [&vault, &sandbox, &callback, &virtual_mcp]
+    let intake = webhook_intake_address(&addresses);
+    for address in [&vault, &sandbox, &callback, &virtual_mcp, &intake]
         .into_iter()
         .chain(&addresses)
     {
@@ -324,12 +331,13 @@ fn service_config(
             );
             let _ = write!(
                 config,
-                "\n# A virtual MCP server for MCP clients: `agentauth mcp mint --virtual-server {VIRTUAL_SERVER} …`;\n# its sessions are recorded (to list and revoke them) in the database.\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[virtual_mcp]\nlisten = \"{}\"\n\n[[virtual_mcp.signing_keys]]\nid = \"dev\"\nkey_file = \"{}\"\n\n[[virtual_servers]]\nname = \"{VIRTUAL_SERVER}\"\nminters = [\"agent\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\nfixed_inputs = {{ user_gid = \"me\" }}\n\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n",
+                "\n# A virtual MCP server for MCP clients: `agentauth mcp mint --virtual-server {VIRTUAL_SERVER} …`;\n# its sessions are recorded (to list and revoke them) in the database.\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[virtual_mcp]\nlisten = \"{}\"\n\n[[virtual_mcp.signing_keys]]\nid = \"dev\"\nkey_file = \"{}\"\n\n[[virtual_servers]]\nname = \"{VIRTUAL_SERVER}\"\nminters = [\"agent\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\nfixed_inputs = {{ user_gid = \"me\" }}\n\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n\n# Asana webhooks: `agentauth events subscribe|follow`; the sandbox delivers to this intake.\n[webhooks]\nlisten = \"{intake}\"\npublic_url = \"http://{intake}\"\n",
                 data.join("connector-executor.db").display(),
                 virtual_mcp_address(addresses),
                 data.join("keys").join("virtual-mcp-signing.key").display(),
                 addresses[3],
                 data.join("keys").join("connector-executor.key").display(),
+                intake = webhook_intake_address(addresses),
             );
         }
         "schema-watcher" => {
@@ -627,6 +635,14 @@ fn print_running(
             "  {:<20} http://{}/mcp/{VIRTUAL_SERVER}/…  (agentauth mcp mint --virtual-server {VIRTUAL_SERVER} --tenant T --identifier U)",
             "virtual MCP",
             virtual_mcp_address(addresses)
+        ),
+    )?;
+    writeln_out(
+        &mut out,
+        &format!(
+            "  {:<20} http://{}/webhooks/…  (agentauth events subscribe --tenant T --connection asana-pat --identifier U --resource GID)",
+            "webhook intake",
+            webhook_intake_address(addresses)
         ),
     )?;
     writeln_out(

@@ -4,6 +4,7 @@ mod accounts;
 mod audit;
 mod dev;
 mod drift;
+mod events;
 mod mcp;
 mod status;
 mod tools;
@@ -116,6 +117,9 @@ enum Command {
     /// Virtual MCP servers: mint a per-user session.
     #[command(subcommand)]
     Mcp(mcp::Command),
+    /// Asana webhooks as event subscriptions, and the stream of their events.
+    #[command(subcommand)]
+    Events(events::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tools(command) => tools::list(command, &cli.endpoints).await,
         Command::Exec(args) => tools::exec(args, &cli.endpoints).await,
         Command::Mcp(command) => mcp::run(command, &cli.endpoints).await,
+        Command::Events(command) => events::run(command, &cli.endpoints).await,
     }
 }
 

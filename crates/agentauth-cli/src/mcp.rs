@@ -124,7 +124,7 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
 }
 
 /// `time` in RFC 3339, empty when unset.
-fn rfc3339(time: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn rfc3339(time: Option<&prost_types::Timestamp>) -> String {
     time.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
