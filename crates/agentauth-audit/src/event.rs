@@ -28,6 +28,9 @@ pub mod action {
     pub const WEBHOOK_SUBSCRIBED: &str = "webhook.subscribed";
     pub const WEBHOOK_UNSUBSCRIBED: &str = "webhook.unsubscribed";
     pub const WEBHOOK_REFUSED: &str = "webhook.refused";
+    pub const WEBHOOK_REPAIRED: &str = "webhook.repaired";
+    pub const WEBHOOK_BACKFILLED: &str = "webhook.backfilled";
+    pub const WEBHOOK_GAP_LOST: &str = "webhook.gap_lost";
 }
 
 /// How a tool input is recorded when its connection does not opt in to capture:

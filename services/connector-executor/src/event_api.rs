@@ -54,6 +54,10 @@ fn subscription_message(s: Subscription) -> pb::EventSubscription {
         last_delivery_at: s.last_delivery_at_us.map(at_us),
         last_heartbeat_at: s.last_heartbeat_at_us.map(at_us),
         events_received: u64::try_from(s.events_received).unwrap_or_default(),
+        last_failure_at: s.asana_last_failure_at_us.map(at_us),
+        last_checked_at: s.last_checked_at_us.map(at_us),
+        repaired_at: s.repaired_at_us.map(at_us),
+        gap_lost_at: s.gap_lost_at_us.map(at_us),
     }
 }
 
@@ -85,6 +89,7 @@ fn event_message(stored: StoredEvent) -> pb::SubscribeEventsResponse {
                 .and_then(|at| prost_types::Timestamp::from_str(at).ok()),
             received_at: Some(at_us(stored.received_at_us)),
             subscription_id: stored.subscription_id,
+            backfilled: stored.backfilled,
         }),
     }
 }
@@ -334,6 +339,7 @@ mod tests {
                 "change": {"field": "assignee", "action": "changed"}
             }),
             received_at_us: 1_000_001,
+            backfilled: true,
         };
         let sent = event_message(stored);
         assert_eq!(sent.cursor, "ev1.7");
@@ -346,5 +352,6 @@ mod tests {
         assert!(event.change_json.contains("assignee"));
         assert_eq!(event.created_at.expect("created").seconds, 1_768_500_000);
         assert_eq!(event.received_at.expect("received").nanos, 1000);
+        assert!(event.backfilled);
     }
 }

@@ -84,10 +84,16 @@ pub(crate) struct Subscription {
     pub failure_reason: String,
     pub created_by: String,
     pub created_at_us: i64,
+    pub pending_since_us: i64,
     pub handshake_at_us: Option<i64>,
     pub last_delivery_at_us: Option<i64>,
     pub last_heartbeat_at_us: Option<i64>,
     pub events_received: i64,
+    pub sync_token: String,
+    pub last_checked_at_us: Option<i64>,
+    pub asana_last_failure_at_us: Option<i64>,
+    pub repaired_at_us: Option<i64>,
+    pub gap_lost_at_us: Option<i64>,
 }
 
 /// One stored event and its position.
@@ -101,6 +107,7 @@ pub(crate) struct StoredEvent {
     pub webhook_gid: String,
     pub event: Value,
     pub received_at_us: i64,
+    pub backfilled: bool,
 }
 
 /// What [`Events::page`] reads.
@@ -111,7 +118,7 @@ pub(crate) struct EventFilter {
     pub resource_gid: Option<String>,
 }
 
-const SUBSCRIPTION_COLUMNS: &str = "subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, handshake_at_us, last_delivery_at_us, last_heartbeat_at_us, events_received";
+const SUBSCRIPTION_COLUMNS: &str = "subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, pending_since_us, handshake_at_us, last_delivery_at_us, last_heartbeat_at_us, events_received, sync_token, last_checked_at_us, asana_last_failure_at_us, repaired_at_us, gap_lost_at_us";
 
 fn read_subscription(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
     Ok(Subscription {
@@ -126,10 +133,16 @@ fn read_subscription(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
         failure_reason: row.try_get("failure_reason")?,
         created_by: row.try_get("created_by")?,
         created_at_us: row.try_get("created_at_us")?,
+        pending_since_us: row.try_get("pending_since_us")?,
         handshake_at_us: row.try_get("handshake_at_us")?,
         last_delivery_at_us: row.try_get("last_delivery_at_us")?,
         last_heartbeat_at_us: row.try_get("last_heartbeat_at_us")?,
         events_received: row.try_get("events_received")?,
+        sync_token: row.try_get("sync_token")?,
+        last_checked_at_us: row.try_get("last_checked_at_us")?,
+        asana_last_failure_at_us: row.try_get("asana_last_failure_at_us")?,
+        repaired_at_us: row.try_get("repaired_at_us")?,
+        gap_lost_at_us: row.try_get("gap_lost_at_us")?,
     })
 }
 
@@ -145,6 +158,7 @@ fn read_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
         event: serde_json::from_str(&text)
             .map_err(|e| sqlx::Error::Decode(format!("a stored event: {e}").into()))?,
         received_at_us: row.try_get("received_at_us")?,
+        backfilled: row.try_get::<i64, _>("backfilled")? != 0,
     })
 }
 
@@ -166,10 +180,26 @@ pub(crate) fn now_us() -> i64 {
         })
 }
 
-/// The digest a redelivered event is recognised by: SHA-256 of its JSON text as parsed and
-/// written again (keys sorted), so whitespace or key order does not make it new.
+/// The digest an event is recognised by, whichever way it came (a webhook delivery, a
+/// redelivery, Asana's events API): SHA-256 of what identifies it (who, when, what, which
+/// resource and parent, the change), so fields one source adds and the other lacks, key
+/// order or whitespace do not make it new.
 fn digest(event: &Value) -> String {
-    hex::encode(Sha256::digest(event.to_string().as_bytes()))
+    let gid = |key: &str| &event[key]["gid"];
+    let identity = serde_json::json!([
+        gid("user"),
+        event["created_at"],
+        event["action"],
+        gid("resource"),
+        gid("parent"),
+        event["change"],
+    ]);
+    hex::encode(Sha256::digest(identity.to_string().as_bytes()))
+}
+
+/// Microseconds of a duration, saturated.
+pub(crate) fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// The subscription and event store, and this replica's view of the newest position.
@@ -198,10 +228,14 @@ impl Events {
         self.migrated.load(Ordering::Acquire)
     }
 
-    /// Records a new subscription, PENDING.
-    pub(crate) async fn create(&self, subscription: &Subscription) -> Result<(), Error> {
+    /// Records a new subscription, PENDING, its health first checked at `next_check_at_us`.
+    pub(crate) async fn create(
+        &self,
+        subscription: &Subscription,
+        next_check_at_us: i64,
+    ) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO event_subscriptions (subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, events_received) VALUES ($1, $2, $3, $4, $5, $6, '', $7, '', $8, $9, 0)",
+            "INSERT INTO event_subscriptions (subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, pending_since_us, events_received, sync_token, next_check_at_us) VALUES ($1, $2, $3, $4, $5, $6, '', $7, '', $8, $9, $9, 0, $10, $11)",
         )
         .bind(&subscription.subscription_id)
         .bind(&subscription.tenant)
@@ -212,6 +246,8 @@ impl Events {
         .bind(State::Pending.as_str())
         .bind(&subscription.created_by)
         .bind(subscription.created_at_us)
+        .bind(&subscription.sync_token)
+        .bind(next_check_at_us)
         .execute(self.database.pool())
         .await
         .map_err(|e| unavailable(&e))?;
@@ -264,29 +300,137 @@ impl Events {
             .map_err(|e| unavailable(&e))
     }
 
-    /// Takes the handshake of a pending subscription created less than `window` ago; `false`
-    /// when there is none, or one was already taken (only the first one counts).
-    pub(crate) async fn take_handshake(&self, id: &str, window: Duration) -> Result<bool, Error> {
+    /// Takes the handshake of a subscription pending for less than `window`; when it was
+    /// taken, or `None` when none is expected (only the first one since it became pending
+    /// counts).
+    pub(crate) async fn take_handshake(
+        &self,
+        id: &str,
+        window: Duration,
+    ) -> Result<Option<i64>, Error> {
         let now = now_us();
-        let since = now - i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
         let done = sqlx::query(
-            "UPDATE event_subscriptions SET handshake_at_us = $1, last_heartbeat_at_us = $1 WHERE subscription_id = $2 AND state = 'PENDING' AND handshake_at_us IS NULL AND created_at_us > $3",
+            "UPDATE event_subscriptions SET handshake_at_us = $1, last_heartbeat_at_us = $1 WHERE subscription_id = $2 AND state = 'PENDING' AND handshake_at_us IS NULL AND pending_since_us > $3",
         )
         .bind(now)
         .bind(id)
-        .bind(since)
+        .bind(now - micros(window))
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok((done.rows_affected() == 1).then_some(now))
+    }
+
+    /// An ACTIVE subscription whose webhook Asana deleted waits for the handshake of its
+    /// replacement; `false` when it was not ACTIVE (another replica is at it).
+    pub(crate) async fn begin_repair(&self, id: &str) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE event_subscriptions SET state = 'PENDING', handshake_at_us = NULL, pending_since_us = $1 WHERE subscription_id = $2 AND state = 'ACTIVE'",
+        )
+        .bind(now_us())
+        .bind(id)
         .execute(self.database.pool())
         .await
         .map_err(|e| unavailable(&e))?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// A pending subscription's webhook was created: it becomes ACTIVE with its gid.
-    pub(crate) async fn activate(&self, id: &str, webhook_gid: &str) -> Result<(), Error> {
+    /// Keeps the events API position of the subscription.
+    pub(crate) async fn set_sync_token(&self, id: &str, token: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE event_subscriptions SET sync_token = $1 WHERE subscription_id = $2")
+            .bind(token)
+            .bind(id)
+            .execute(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// Events of the subscription were lost for good (its sync token expired).
+    pub(crate) async fn gap_lost(&self, id: &str, token: &str) -> Result<(), Error> {
         sqlx::query(
-            "UPDATE event_subscriptions SET state = 'ACTIVE', webhook_gid = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
+            "UPDATE event_subscriptions SET sync_token = $1, gap_lost_at_us = $2 WHERE subscription_id = $3",
+        )
+        .bind(token)
+        .bind(now_us())
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// The subscriptions whose health check is due, each claimed for this replica until
+    /// `interval` from now (a claim is a conditional update: one replica wins it).
+    pub(crate) async fn claim_due(
+        &self,
+        interval: Duration,
+        limit: i64,
+    ) -> Result<Vec<Subscription>, Error> {
+        let now = now_us();
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS}, next_check_at_us FROM event_subscriptions WHERE state = 'ACTIVE' AND next_check_at_us <= $1 ORDER BY next_check_at_us LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut claimed = Vec::new();
+        for row in &rows {
+            let subscription = read_subscription(row).map_err(|e| unavailable(&e))?;
+            let due: i64 = row
+                .try_get("next_check_at_us")
+                .map_err(|e| unavailable(&e))?;
+            let won = sqlx::query(
+                "UPDATE event_subscriptions SET next_check_at_us = $1 WHERE subscription_id = $2 AND next_check_at_us = $3",
+            )
+            .bind(now + micros(interval))
+            .bind(&subscription.subscription_id)
+            .bind(due)
+            .execute(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+            if won.rows_affected() == 1 {
+                claimed.push(subscription);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// What a health check read of the webhook at Asana.
+    pub(crate) async fn checked(
+        &self,
+        id: &str,
+        asana_last_failure_at_us: Option<i64>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE event_subscriptions SET last_checked_at_us = $1, asana_last_failure_at_us = $2 WHERE subscription_id = $3",
+        )
+        .bind(now_us())
+        .bind(asana_last_failure_at_us)
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// A pending subscription's webhook was created: it becomes ACTIVE with its gid (after a
+    /// repair, noting when).
+    pub(crate) async fn activate(
+        &self,
+        id: &str,
+        webhook_gid: &str,
+        repaired: bool,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE event_subscriptions SET state = 'ACTIVE', webhook_gid = $1, repaired_at_us = CASE WHEN $2 = 1 THEN $3 ELSE repaired_at_us END WHERE subscription_id = $4 AND state = 'PENDING'",
         )
         .bind(webhook_gid)
+        .bind(i64::from(repaired))
+        .bind(now_us())
         .bind(id)
         .execute(self.database.pool())
         .await
@@ -332,12 +476,14 @@ impl Events {
         Ok(())
     }
 
-    /// Stores a verified delivery's `events` of `subscription` in one transaction, skipping
-    /// those already stored; how many were new. Readers are woken once it committed.
+    /// Stores `events` of `subscription` (a verified delivery, or `backfilled` from Asana's
+    /// events API) in one transaction, skipping those already stored; how many were new.
+    /// Readers are woken once it committed.
     pub(crate) async fn store(
         &self,
         subscription: &Subscription,
         events: &[Value],
+        backfilled: bool,
     ) -> Result<u64, Error> {
         let now = now_us();
         let mut tx = self
@@ -364,7 +510,7 @@ impl Events {
                     .to_owned()
             };
             let done = sqlx::query(
-                "INSERT INTO webhook_events (event_id, subscription_id, tenant, connection_name, identifier, webhook_gid, resource_gid, parent_gid, digest, event_json, received_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (subscription_id, digest) DO NOTHING",
+                "INSERT INTO webhook_events (event_id, subscription_id, tenant, connection_name, identifier, webhook_gid, resource_gid, parent_gid, digest, event_json, received_at_us, backfilled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (subscription_id, digest) DO NOTHING",
             )
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(&subscription.subscription_id)
@@ -377,14 +523,16 @@ impl Events {
             .bind(digest(event))
             .bind(event.to_string())
             .bind(now)
+            .bind(i64::from(backfilled))
             .execute(&mut *tx)
             .await
             .map_err(|e| unavailable(&e))?;
             stored += done.rows_affected();
         }
         sqlx::query(
-            "UPDATE event_subscriptions SET last_delivery_at_us = $1, events_received = events_received + $2 WHERE subscription_id = $3",
+            "UPDATE event_subscriptions SET last_delivery_at_us = CASE WHEN $1 = 1 THEN last_delivery_at_us ELSE $2 END, events_received = events_received + $3 WHERE subscription_id = $4",
         )
+        .bind(i64::from(backfilled))
         .bind(now)
         .bind(i64::try_from(stored).unwrap_or(i64::MAX))
         .bind(&subscription.subscription_id)
@@ -446,7 +594,7 @@ impl Events {
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, Error> {
-        let mut sql = "SELECT position, event_id, subscription_id, connection_name, identifier, webhook_gid, event_json, received_at_us FROM webhook_events WHERE tenant = $1 AND position > $2".to_owned();
+        let mut sql = "SELECT position, event_id, subscription_id, connection_name, identifier, webhook_gid, event_json, received_at_us, backfilled FROM webhook_events WHERE tenant = $1 AND position > $2".to_owned();
         let mut n = 2;
         if filter.connection_name.is_some() {
             n += 1;

@@ -220,6 +220,9 @@ impl agentauth_launch::Service for ConnectorExecutorService {
                 shutdown.clone(),
             ))
         });
+        let health = webhooks
+            .as_ref()
+            .map(|webhooks| tokio::spawn(webhooks.clone().watch_health(shutdown.clone())));
         let intake = match &webhooks {
             Some(webhooks) => {
                 let router = webhooks::router(webhooks.clone(), &config.webhooks);
@@ -303,6 +306,11 @@ impl agentauth_launch::Service for ConnectorExecutorService {
             && let Err(error) = maintaining.await
         {
             tracing::warn!(%error, "maintaining the event store panicked");
+        }
+        if let Some(health) = health
+            && let Err(error) = health.await
+        {
+            tracing::warn!(%error, "checking webhook health panicked");
         }
         if let Some(intake) = intake {
             match intake.await {

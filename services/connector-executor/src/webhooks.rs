@@ -13,6 +13,8 @@
 //!   is it stored ([`crate::events`]), and only once it is stored is it answered 200. A refusal
 //!   changes nothing and is an audit event.
 
+mod health;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,7 +37,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::Error;
-use crate::events::{Events, State as SubscriptionState, Subscription, now_us};
+use crate::events::{Events, State as SubscriptionState, Subscription, micros, now_us};
 use crate::executor::{CallContext, Executor};
 use crate::proxy::Checked;
 use crate::trail::Trail;
@@ -79,6 +81,14 @@ pub struct WebhooksConfig {
     pub poll_interval: Duration,
     /// The most deliveries handled at once; more wait.
     pub max_concurrent_requests: usize,
+    /// How often each subscription's webhook is checked at Asana (re-created if Asana deleted
+    /// it) and its gap-fill from Asana's events API runs; one replica does each check.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// How old an event from Asana's events API must be before gap-fill stores it as one the
+    /// webhook missed (younger ones may still be on their way by webhook).
+    #[serde(with = "humantime_serde")]
+    pub backfill_grace: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -92,6 +102,8 @@ impl Default for WebhooksConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             poll_interval: Duration::from_secs(1),
             max_concurrent_requests: 256,
+            health_interval: Duration::from_secs(300),
+            backfill_grace: Duration::from_secs(120),
         }
     }
 }
@@ -112,10 +124,14 @@ pub(crate) struct Webhooks {
     pub events: Arc<Events>,
     public_url: String,
     vault: TokenVaultClient<AuthenticatedChannel>,
-    secrets: Mutex<HashMap<String, HookSecret>>,
+    /// Secrets read or taken, by subscription, with the handshake they came from: a row whose
+    /// handshake differs (its webhook was re-created) makes the entry stale.
+    secrets: Mutex<HashMap<String, (HookSecret, Option<i64>)>>,
     executor: Arc<Executor>,
     handshake_window: Duration,
     max_events: usize,
+    health_interval: Duration,
+    backfill_grace: Duration,
 }
 
 /// Audit details of a subscription created or deleted.
@@ -237,6 +253,8 @@ impl Webhooks {
             executor,
             handshake_window: config.handshake_window,
             max_events: config.max_events_per_delivery,
+            health_interval: config.health_interval,
+            backfill_grace: config.backfill_grace,
         }
     }
 
@@ -255,6 +273,7 @@ impl Webhooks {
     ) -> Result<Subscription, Error> {
         resource_gid(resource)?;
         let filters = filters(filters_json)?;
+        let now = now_us();
         let mut subscription = Subscription {
             subscription_id: uuid::Uuid::now_v7().to_string(),
             tenant: context.account.tenant.clone(),
@@ -266,36 +285,78 @@ impl Webhooks {
             state: SubscriptionState::Pending,
             failure_reason: String::new(),
             created_by: context.caller.clone(),
-            created_at_us: now_us(),
+            created_at_us: now,
+            pending_since_us: now,
             handshake_at_us: None,
             last_delivery_at_us: None,
             last_heartbeat_at_us: None,
             events_received: 0,
+            // Taken before the webhook exists, so gap-fill covers everything after it.
+            sync_token: self
+                .fresh_sync_token(context, client, resource)
+                .await
+                .unwrap_or_default(),
+            last_checked_at_us: None,
+            asana_last_failure_at_us: None,
+            repaired_at_us: None,
+            gap_lost_at_us: None,
         };
-        self.events.create(&subscription).await?;
+        self.events
+            .create(&subscription, now + micros(self.health_interval))
+            .await?;
         let id = subscription.subscription_id.clone();
-        let mut data = json!({"resource": resource, "target": self.target(&id)});
-        if let Some(filters) = filters {
+        let outcome = self.register(context, client, &subscription, false).await;
+        match &outcome {
+            Ok(webhook_gid) => {
+                subscription.webhook_gid.clone_from(webhook_gid);
+                subscription.state = SubscriptionState::Active;
+            }
+            Err(reason) => {
+                subscription.state = SubscriptionState::Failed;
+                subscription.failure_reason.clone_from(reason);
+            }
+        }
+        self.record_change(
+            action::WEBHOOK_SUBSCRIBED,
+            &context.caller,
+            &subscription,
+            outcome.as_ref().err().map(String::as_str),
+        )
+        .await;
+        match outcome {
+            Ok(_) => Ok(self.events.get(&id).await?.unwrap_or(subscription)),
+            Err(reason) => Err(Error::AsanaRefused {
+                what: "creating the webhook",
+                message: reason,
+            }),
+        }
+    }
+
+    /// Asks Asana for the pending `subscription`'s webhook (its handshake reaches the intake
+    /// meanwhile), and records the outcome: ACTIVE with the webhook's gid, or FAILED with
+    /// Asana's reason (which is also the error).
+    async fn register(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        subscription: &Subscription,
+        repair: bool,
+    ) -> Result<String, String> {
+        let id = &subscription.subscription_id;
+        let mut data = json!({"resource": subscription.resource_gid, "target": self.target(id)});
+        if let Ok(Some(filters)) = filters(&subscription.filters_json) {
             data["filters"] = filters;
         }
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let checked = Checked {
-            request: asana_client::RawRequest {
-                method: reqwest::Method::POST,
-                path: "/webhooks".to_owned(),
-                query: Vec::new(),
-                headers,
-                body: json!({ "data": data }).to_string().into(),
-            },
-            class: asana_tools::RateClass::Write,
-        };
+        let body = json!({ "data": data }).to_string().into();
         let answer = self
-            .executor
-            .run_proxy(context, client, &checked, &mut Trail::default())
+            .send(
+                context,
+                client,
+                reqwest::Method::POST,
+                "/webhooks",
+                &[],
+                body,
+            )
             .await;
         let created = match answer {
             Ok(answer) if answer.status.is_success() => {
@@ -307,34 +368,86 @@ impl Webhooks {
             Ok(answer) => Err(asana_message(answer.status.as_u16(), &answer.body)),
             Err(error) => Err(error.to_string()),
         };
-        let outcome = match created {
-            Ok(webhook_gid) => {
-                self.events.activate(&id, &webhook_gid).await?;
-                subscription.webhook_gid = webhook_gid;
-                subscription.state = SubscriptionState::Active;
-                Ok(())
+        let recorded = match &created {
+            Ok(webhook_gid) => self.events.activate(id, webhook_gid, repair).await,
+            Err(reason) if repair => {
+                self.events
+                    .fail(
+                        id,
+                        &format!("Asana deleted the webhook, and re-creating it failed: {reason}"),
+                    )
+                    .await
             }
-            Err(reason) => {
-                self.events.fail(&id, &reason).await?;
-                subscription.state = SubscriptionState::Failed;
-                subscription.failure_reason = reason.clone();
-                Err(reason)
-            }
+            Err(reason) => self.events.fail(id, reason).await,
         };
-        self.record_change(
-            action::WEBHOOK_SUBSCRIBED,
-            &context.caller,
-            &subscription,
-            outcome.as_ref().err().map(String::as_str),
-        )
-        .await;
-        match outcome {
-            Ok(()) => Ok(self.events.get(&id).await?.unwrap_or(subscription)),
-            Err(reason) => Err(Error::AsanaRefused {
-                what: "creating the webhook",
-                message: reason,
-            }),
+        recorded.map_err(|e| e.to_string())?;
+        created
+    }
+
+    /// One request to Asana as the account, through the one call path.
+    async fn send(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<asana_client::RawResponse, Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if !body.is_empty() {
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
+        let class = if method == reqwest::Method::GET {
+            asana_tools::RateClass::Read
+        } else {
+            asana_tools::RateClass::Write
+        };
+        let checked = Checked {
+            request: asana_client::RawRequest {
+                method,
+                path: path.to_owned(),
+                query: query
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                headers,
+                body,
+            },
+            class,
+        };
+        self.executor
+            .run_proxy(context, client, &checked, &mut Trail::default())
+            .await
+    }
+
+    /// A fresh events API position for `resource`: Asana answers a read without one 412 with
+    /// a token at the end of its log.
+    async fn fresh_sync_token(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        resource: &str,
+    ) -> Option<String> {
+        let answer = self
+            .send(
+                context,
+                client,
+                reqwest::Method::GET,
+                "/events",
+                &[("resource", resource)],
+                Bytes::new(),
+            )
+            .await
+            .ok()?;
+        serde_json::from_slice::<Value>(&answer.body)
+            .ok()?
+            .get("sync")?
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// Deletes a subscription: its webhook at Asana as the account (through `client`), its
@@ -350,19 +463,16 @@ impl Webhooks {
         }
         let mut asana_error = None;
         if let (Some(client), false) = (client, subscription.webhook_gid.is_empty()) {
-            let checked = Checked {
-                request: asana_client::RawRequest {
-                    method: reqwest::Method::DELETE,
-                    path: format!("/webhooks/{}", subscription.webhook_gid),
-                    query: Vec::new(),
-                    headers: reqwest::header::HeaderMap::new(),
-                    body: Bytes::new(),
-                },
-                class: asana_tools::RateClass::Write,
-            };
+            let path = format!("/webhooks/{}", subscription.webhook_gid);
             match self
-                .executor
-                .run_proxy(context, client, &checked, &mut Trail::default())
+                .send(
+                    context,
+                    client,
+                    reqwest::Method::DELETE,
+                    &path,
+                    &[],
+                    Bytes::new(),
+                )
                 .await
             {
                 // Gone already (deleted by Asana, or by hand) is what was asked.
@@ -436,22 +546,24 @@ impl Webhooks {
             .remove(id);
     }
 
-    fn remember_secret(&self, id: &str, secret: HookSecret) {
+    fn remember_secret(&self, id: &str, secret: HookSecret, handshake_at_us: Option<i64>) {
         let mut secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
         if secrets.len() >= MAX_CACHED_SECRETS {
             secrets.clear();
         }
-        secrets.insert(id.to_owned(), secret);
+        secrets.insert(id.to_owned(), (secret, handshake_at_us));
     }
 
-    /// The subscription's secret: cached, or read from token-vault.
+    /// The subscription's secret: cached from its current handshake, or read from
+    /// token-vault.
     async fn secret(&self, subscription: &Subscription) -> Result<Option<HookSecret>, Refusal> {
         let id = &subscription.subscription_id;
-        if let Some(secret) = self
+        if let Some((secret, _)) = self
             .secrets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
+            .filter(|(_, handshake)| *handshake == subscription.handshake_at_us)
         {
             return Ok(Some(secret.clone()));
         }
@@ -466,7 +578,7 @@ impl Webhooks {
         match read {
             Ok(answer) => {
                 let secret = HookSecret(Arc::from(answer.into_inner().secret));
-                self.remember_secret(id, secret.clone());
+                self.remember_secret(id, secret.clone(), subscription.handshake_at_us);
                 Ok(Some(secret))
             }
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
@@ -517,11 +629,11 @@ impl Webhooks {
                 "X-Hook-Secret is empty, too long or not text",
             ))?;
         let id = &subscription.subscription_id;
-        match self.events.take_handshake(id, self.handshake_window).await {
-            Ok(true) => {}
-            Ok(false) => return Err(Refusal::HandshakeRefused),
+        let taken_at = match self.events.take_handshake(id, self.handshake_window).await {
+            Ok(Some(at)) => at,
+            Ok(None) => return Err(Refusal::HandshakeRefused),
             Err(_) => return Err(Refusal::Unavailable),
-        }
+        };
         self.vault
             .clone()
             .put_webhook_secret(vault_pb::PutWebhookSecretRequest {
@@ -534,7 +646,7 @@ impl Webhooks {
                 tracing::warn!(code = ?status.code(), message = status.message(), "cannot keep a webhook secret");
                 Refusal::Unavailable
             })?;
-        self.remember_secret(id, HookSecret(Arc::from(text)));
+        self.remember_secret(id, HookSecret(Arc::from(text)), Some(taken_at));
         tracing::info!(subscription_id = %id, "webhook handshake taken");
         let mut response = StatusCode::OK.into_response();
         response.headers_mut().insert(SECRET_HEADER, secret.clone());
@@ -581,7 +693,7 @@ impl Webhooks {
         }
         let stored = self
             .events
-            .store(subscription, &events)
+            .store(subscription, &events, false)
             .await
             .map_err(|_| Refusal::Unavailable)?;
         tracing::debug!(

@@ -17,14 +17,30 @@ CREATE TABLE event_subscriptions (
     -- The caller that created it.
     created_by           TEXT    NOT NULL,
     created_at_us        BIGINT NOT NULL,
-    -- Set by the one handshake accepted.
+    -- Since when it waits for a handshake (created, or being re-created after Asana
+    -- deleted its webhook).
+    pending_since_us     BIGINT NOT NULL,
+    -- Set by the one handshake accepted since then.
     handshake_at_us      BIGINT,
     last_delivery_at_us  BIGINT,
     last_heartbeat_at_us BIGINT,
-    events_received      BIGINT NOT NULL
+    events_received      BIGINT NOT NULL,
+    -- Asana's events API position for gap-fill (an opaque token, not a secret); empty
+    -- until one was obtained.
+    sync_token           TEXT    NOT NULL,
+    -- When its health is checked next (the replica that moves it does the check).
+    next_check_at_us     BIGINT NOT NULL,
+    last_checked_at_us   BIGINT,
+    -- Asana's last_failure_at of the webhook, as last read.
+    asana_last_failure_at_us BIGINT,
+    -- When its webhook was last re-created after Asana deleted it.
+    repaired_at_us       BIGINT,
+    -- When events were lost for good (a sync token Asana no longer honoured).
+    gap_lost_at_us       BIGINT
 );
 
 CREATE INDEX event_subscriptions_by_tenant ON event_subscriptions (tenant, subscription_id);
+CREATE INDEX event_subscriptions_due ON event_subscriptions (state, next_check_at_us);
 
 -- One row per delivered event, in the order deliveries were stored.
 CREATE TABLE webhook_events (
@@ -37,9 +53,12 @@ CREATE TABLE webhook_events (
     webhook_gid     TEXT    NOT NULL,
     resource_gid    TEXT    NOT NULL,
     parent_gid      TEXT    NOT NULL,
-    -- SHA-256 of the event's JSON: a redelivery stores nothing.
+    -- SHA-256 of what identifies the event: a redelivery, or the same event read again
+    -- from Asana's events API, stores nothing.
     digest          TEXT    NOT NULL,
     event_json      TEXT    NOT NULL,
+    -- 1 when it came from Asana's events API because the webhook missed it.
+    backfilled      BIGINT NOT NULL,
     received_at_us  BIGINT NOT NULL,
     UNIQUE (subscription_id, digest)
 );

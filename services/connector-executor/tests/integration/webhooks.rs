@@ -600,3 +600,106 @@ fn valid(project: &str) -> pb::CreateEventSubscriptionRequest {
         filters_json: String::new(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_asana_deleted_is_recreated_and_the_events_it_missed_are_back_filled_once() {
+    let system = System::start(Options {
+        webhooks: true,
+        webhooks_toml: "health_interval = \"300ms\"\nbackfill_grace = \"2s\"".into(),
+        sandbox_webhook_failure_window: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    let mut stream = follow(&system, 0, None).await;
+    let subscription = subscribe(&system, 0, &project).await;
+
+    write_note(&system, &task, "delivered").await;
+    let delivered = next_note(&mut stream, "delivered").await;
+    assert!(!delivered.event.expect("event").backfilled);
+
+    // The webhook's target stops answering: the sandbox retries, then deletes the webhook, and
+    // the event it was trying to deliver is lost to the webhook.
+    system
+        .sandbox
+        .world()
+        .get_mut(&subscription.webhook_gid)
+        .expect("the sandbox's webhook")["target"] = json!("http://127.0.0.1:9/gone");
+    write_note(&system, &task, "missed").await;
+    assert_eventually!(
+        WITHIN,
+        async {
+            system
+                .sandbox
+                .world()
+                .all("webhook", |w| w["gid"] == subscription.webhook_gid.as_str())
+                .count()
+                == 0
+        },
+        "the sandbox deletes the failing webhook"
+    );
+
+    // agentauth re-creates it and back-fills what it missed, marked as such.
+    let missed = next_note(&mut stream, "missed").await;
+    assert!(
+        missed.event.as_ref().expect("event").backfilled,
+        "{missed:?}"
+    );
+    write_note(&system, &task, "after the repair").await;
+    let after = next_note(&mut stream, "after the repair").await;
+    assert!(!after.event.expect("event").backfilled);
+
+    let listed = system
+        .executor()
+        .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+            tenant: TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner()
+        .subscriptions;
+    let repaired = &listed[0];
+    assert_eq!(repaired.state(), pb::EventSubscriptionState::Active);
+    assert_ne!(
+        repaired.webhook_gid, subscription.webhook_gid,
+        "a new webhook"
+    );
+    assert!(repaired.repaired_at.is_some() && repaired.last_checked_at.is_some());
+
+    // Each event once: replayed from before the first, "missed" is there a single time.
+    let mut replay = follow(&system, 0, Some("ev1.0".into())).await;
+    let mut notes = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(1500), replay.next()).await
+    {
+        let change: Value =
+            serde_json::from_str(&message.event.expect("event").change_json).unwrap_or_default();
+        if change["field"] == "notes" {
+            notes.push(change["new_value"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(
+        notes.iter().filter(|n| *n == "missed").count(),
+        1,
+        "{notes:?}"
+    );
+    assert_eq!(
+        notes.iter().filter(|n| *n == "delivered").count(),
+        1,
+        "{notes:?}"
+    );
+
+    let audit = system.audit_events(TENANT).await;
+    for (action, what) in [
+        ("webhook.repaired", "the repair"),
+        ("webhook.backfilled", "the gap-fill"),
+    ] {
+        assert!(
+            audit.iter().any(|e| e.action == action
+                && e.outcome() == agentauth_proto::audit::v1::Outcome::Success),
+            "{what} is audited"
+        );
+    }
+}

@@ -75,8 +75,11 @@ pub struct Options {
     /// ([`System::virtual_mcp_urls`]).
     pub virtual_mcp_toml: Vec<String>,
     /// Webhooks: each replica's intake on its own port ([`System::webhook_urls`]), its
-    /// `public_url` that address.
+    /// `public_url` the next replica's intake; `webhooks_toml` adds keys to `[webhooks]`.
     pub webhooks: bool,
+    pub webhooks_toml: String,
+    /// How long the sandbox lets a webhook fail before it deletes it.
+    pub sandbox_webhook_failure_window: Duration,
     /// Whether every replica's `[database]` (one store, with virtual MCP or webhooks) is
     /// PostgreSQL rather than one SQLite file.
     pub database_postgres: bool,
@@ -99,6 +102,8 @@ impl Default for Options {
             sandbox_mcp_page_size: asana_sandbox::Config::default().mcp_page_size,
             virtual_mcp_toml: Vec::new(),
             webhooks: false,
+            webhooks_toml: String::new(),
+            sandbox_webhook_failure_window: asana_sandbox::Config::default().webhook_failure_window,
             database_postgres: false,
         }
     }
@@ -212,6 +217,7 @@ impl System {
             token_lifetime: options.token_lifetime,
             limits: options.sandbox_limits.clone(),
             mcp_page_size: options.sandbox_mcp_page_size,
+            webhook_failure_window: options.sandbox_webhook_failure_window,
             ..asana_sandbox::Config::default()
         });
         tokio::spawn(sandbox.clone().serve(sandbox_listener, shutdown.clone()));
@@ -400,7 +406,8 @@ flush_interval = "20ms"
                 let public = &webhook_listens[(replica + 1) % webhook_listens.len()];
                 webhook_urls.push(format!("http://{listen}"));
                 virtual_mcp_section.push_str(&format!(
-                    "[webhooks]\nlisten = \"{listen}\"\npublic_url = \"http://{public}\"\npoll_interval = \"200ms\"\n"
+                    "[webhooks]\nlisten = \"{listen}\"\npublic_url = \"http://{public}\"\npoll_interval = \"200ms\"\n{}\n",
+                    options.webhooks_toml
                 ));
             }
             if !virtual_mcp_section.is_empty() {
