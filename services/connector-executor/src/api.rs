@@ -361,6 +361,9 @@ impl ConnectorExecutorApi {
     ) -> Result<Output, Error> {
         let http = self.prepare(connection, call)?;
         let client = self.executor.rest_client(connection, api_base_url)?;
+        if let Some(webhooks) = self.subscribes(call) {
+            return webhooks.subscribe_tool(context, &client, &http).await;
+        }
         let max_pages = if http.paginated {
             self.max_pages(call.pages)
         } else {
@@ -369,6 +372,15 @@ impl ConnectorExecutorApi {
         self.executor
             .run_rest(context, &client, &http, max_pages, trail)
             .await
+    }
+
+    /// The webhooks, when `call` creates a webhook and they are configured: the call then
+    /// registers an event subscription (agentauth's intake as the target, the secret kept by
+    /// token-vault) instead of handing Asana's secret to the caller.
+    fn subscribes(&self, call: &ToolCall) -> Option<&Arc<crate::webhooks::Webhooks>> {
+        (call.tool == crate::webhooks::CREATE_TOOL)
+            .then_some(self.webhooks.as_ref())
+            .flatten()
     }
 
     /// The tool's request for `call`'s input, or why there is none.
@@ -421,7 +433,11 @@ impl ConnectorExecutorApi {
         let mut packed = Vec::new();
         for (index, call) in items.iter().enumerate() {
             match self.prepare(connection, call) {
-                Ok(http) if call.pages == Pages::One && batchable(&http) => {
+                Ok(http)
+                    if call.pages == Pages::One
+                        && batchable(&http)
+                        && self.subscribes(call).is_none() =>
+                {
                     packed.push((index, http))
                 }
                 _ => {}

@@ -40,6 +40,7 @@ use crate::Error;
 use crate::events::{Events, State as SubscriptionState, Subscription, micros, now_us};
 use crate::executor::{CallContext, Executor};
 use crate::proxy::Checked;
+use crate::rest::Output;
 use crate::trail::Trail;
 
 /// The handshake header Asana sends once and expects echoed.
@@ -52,6 +53,9 @@ const MAX_SECRET: usize = 1024;
 const MAX_CACHED_SECRETS: usize = 10_000;
 /// The largest `filters_json` accepted.
 const MAX_FILTERS: usize = 64 * 1024;
+/// The catalogue tool that creates a webhook: through `ExecuteTool` it registers an event
+/// subscription.
+pub(crate) const CREATE_TOOL: &str = "asana_webhook_create";
 /// Who an intake refusal is attributed to in the audit trail.
 const INTAKE_ACTOR: &str = "asana-webhook";
 
@@ -184,6 +188,24 @@ impl Refusal {
     }
 }
 
+/// Why a webhook was not registered.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Asana answered no (its message).
+    Asana(String),
+    /// Asana could not be asked: the account, the rate limit, a dependency.
+    Call(Error),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Asana(message) => f.write_str(message),
+            Self::Call(error) => write!(f, "{error}"),
+        }
+    }
+}
+
 /// Validates `filters_json`: empty, or a JSON array of objects.
 fn filters(text: &str) -> Result<Option<Value>, Error> {
     let invalid = |description: String| Error::InvalidArgument {
@@ -311,24 +333,75 @@ impl Webhooks {
                 subscription.webhook_gid.clone_from(webhook_gid);
                 subscription.state = SubscriptionState::Active;
             }
-            Err(reason) => {
+            Err(refused) => {
                 subscription.state = SubscriptionState::Failed;
-                subscription.failure_reason.clone_from(reason);
+                subscription.failure_reason = refused.to_string();
             }
         }
+        let reason = outcome.as_ref().err().map(ToString::to_string);
         self.record_change(
             action::WEBHOOK_SUBSCRIBED,
             &context.caller,
             &subscription,
-            outcome.as_ref().err().map(String::as_str),
+            reason.as_deref(),
         )
         .await;
         match outcome {
             Ok(_) => Ok(self.events.get(&id).await?.unwrap_or(subscription)),
-            Err(reason) => Err(Error::AsanaRefused {
+            Err(Refused::Asana(message)) => Err(Error::AsanaRefused {
                 what: "creating the webhook",
-                message: reason,
+                message,
             }),
+            Err(Refused::Call(error)) => Err(error),
+        }
+    }
+
+    /// `asana_webhook_create` through `ExecuteTool`: its checked request's `resource` and
+    /// `filters` become an event subscription, whose webhook targets the intake whatever
+    /// `target` said; the output is the webhook as Asana describes it, with the subscription
+    /// id and without the secret. Asana's refusal is a tool error the model can read.
+    pub(crate) async fn subscribe_tool(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        http: &asana_tools::HttpCall,
+    ) -> Result<Output, Error> {
+        let data = http.data.clone().unwrap_or_default();
+        let resource = data["resource"].as_str().unwrap_or_default();
+        let filters_json = match &data["filters"] {
+            Value::Null => String::new(),
+            filters => filters.to_string(),
+        };
+        let output = |value: Value, is_error: bool| Output {
+            output: value.to_string(),
+            is_error,
+            next_page: None,
+            request_id: None,
+            pages: 1,
+            status: None,
+        };
+        match self
+            .subscribe(context, client, resource, &filters_json)
+            .await
+        {
+            Ok(subscription) => Ok(output(
+                json!({
+                    "gid": subscription.webhook_gid,
+                    "resource_type": "webhook",
+                    "resource": {"gid": subscription.resource_gid},
+                    "target": self.target(&subscription.subscription_id),
+                    "active": true,
+                    "filters": filters(&subscription.filters_json).ok().flatten(),
+                    "subscription_id": subscription.subscription_id,
+                    "events": "delivered to agentauth: follow them with SubscribeEvents",
+                }),
+                false,
+            )),
+            Err(Error::AsanaRefused { message, .. }) => Ok(output(
+                json!({"error": {"errors": [{"message": message}]}}),
+                true,
+            )),
+            Err(error) => Err(error),
         }
     }
 
@@ -341,7 +414,7 @@ impl Webhooks {
         client: &asana_client::Client,
         subscription: &Subscription,
         repair: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, Refused> {
         let id = &subscription.subscription_id;
         let mut data = json!({"resource": subscription.resource_gid, "target": self.target(id)});
         if let Ok(Some(filters)) = filters(&subscription.filters_json) {
@@ -363,24 +436,27 @@ impl Webhooks {
                 serde_json::from_slice::<Value>(&answer.body)
                     .ok()
                     .and_then(|v| v["data"]["gid"].as_str().map(str::to_owned))
-                    .ok_or_else(|| "Asana's answer names no webhook".to_owned())
+                    .ok_or_else(|| Refused::Asana("Asana's answer names no webhook".to_owned()))
             }
-            Ok(answer) => Err(asana_message(answer.status.as_u16(), &answer.body)),
-            Err(error) => Err(error.to_string()),
+            Ok(answer) => Err(Refused::Asana(asana_message(
+                answer.status.as_u16(),
+                &answer.body,
+            ))),
+            Err(error) => Err(Refused::Call(error)),
         };
         let recorded = match &created {
             Ok(webhook_gid) => self.events.activate(id, webhook_gid, repair).await,
-            Err(reason) if repair => {
+            Err(refused) if repair => {
                 self.events
                     .fail(
                         id,
-                        &format!("Asana deleted the webhook, and re-creating it failed: {reason}"),
+                        &format!("Asana deleted the webhook, and re-creating it failed: {refused}"),
                     )
                     .await
             }
-            Err(reason) => self.events.fail(id, reason).await,
+            Err(refused) => self.events.fail(id, &refused.to_string()).await,
         };
-        recorded.map_err(|e| e.to_string())?;
+        recorded.map_err(Refused::Call)?;
         created
     }
 

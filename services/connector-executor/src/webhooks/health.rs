@@ -177,7 +177,10 @@ impl Webhooks {
             return Ok(false);
         }
         tracing::info!(subscription_id = %id, "Asana deleted the webhook; re-creating it");
-        let outcome = self.register(context, client, subscription, true).await;
+        let outcome = self
+            .register(context, client, subscription, true)
+            .await
+            .map_err(|refused| refused.to_string());
         self.executor
             .record_session(
                 action::WEBHOOK_REPAIRED,

@@ -703,3 +703,65 @@ async fn a_webhook_asana_deleted_is_recreated_and_the_events_it_missed_are_back_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asana_webhook_create_through_execute_tool_registers_a_subscription_and_never_returns_the_secret()
+ {
+    let system = System::start(Options {
+        webhooks: true,
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    let mut stream = follow(&system, 0, None).await;
+    let created = system
+        .execute(
+            "asana-pat",
+            "alice",
+            "asana_webhook_create",
+            json!({"resource": project, "target": "https://example.com/hooks/asana",
+                   "filters": [{"resource_type": "task", "action": "changed"}]}),
+        )
+        .await
+        .expect("created");
+    assert!(!created.is_error, "{}", created.output_json);
+    let output: Value = serde_json::from_str(&created.output_json).expect("JSON");
+    let subscription_id = output["subscription_id"].as_str().expect("a subscription");
+    assert_eq!(
+        output["target"],
+        format!("{}/webhooks/{subscription_id}", system.webhook_urls[0]),
+        "the intake, not the caller's target"
+    );
+    let secret = sandbox_secret(&system, output["gid"].as_str().expect("webhook gid"));
+    assert!(
+        !created.output_json.contains(&secret),
+        "no secret in the answer"
+    );
+    assert!(
+        !created
+            .output_json
+            .to_ascii_lowercase()
+            .contains("x-hook-secret")
+    );
+
+    write_note(&system, &task, "via ExecuteTool").await;
+    let event = next_note(&mut stream, "via ExecuteTool").await;
+    assert_eq!(event.event.expect("event").subscription_id, subscription_id);
+
+    let refused = system
+        .execute(
+            "asana-pat",
+            "alice",
+            "asana_webhook_create",
+            json!({"resource": "9999999999", "target": "https://example.com/hooks/asana"}),
+        )
+        .await
+        .expect("a tool error, not an RPC error");
+    assert!(refused.is_error, "{}", refused.output_json);
+    assert!(
+        refused.output_json.contains("errors"),
+        "{}",
+        refused.output_json
+    );
+}
