@@ -9,3 +9,4 @@ mod grpc_peer;
 mod matrix;
 mod otlp;
 mod vault;
+mod webhooks;
