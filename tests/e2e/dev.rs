@@ -388,6 +388,29 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         String::from_utf8_lossy(&listed.stdout).contains("last delivery"),
         "{listed:?}"
     );
+    let subscription_id = subscribed_text
+        .split_whitespace()
+        .next()
+        .expect("the subscription id")
+        .to_owned();
+    for (verb, done) in [("pause", "PAUSED"), ("resume", "ACTIVE")] {
+        let changed = cli(&[
+            "events",
+            verb,
+            "--tenant",
+            "dev",
+            "--subscription-id",
+            &subscription_id,
+        ])
+        .output()
+        .expect("events pause/resume");
+        let text = String::from_utf8_lossy(&changed.stdout).into_owned();
+        assert!(changed.status.success(), "{changed:?}");
+        assert!(
+            text.contains(&format!("{subscription_id}  {done}")),
+            "{text}"
+        );
+    }
 
     // schema-watcher follows the sandbox's MCP tools: a change made through the sandbox's
     // control API is reported, shown as a diff, and approved from the CLI.

@@ -401,6 +401,30 @@ fn rows() -> Vec<Row> {
         ),
         row(
             EXECUTOR,
+            "PauseEventSubscription",
+            |_| {
+                boxed(executor::PauseEventSubscriptionRequest {
+                    tenant: TENANT.into(),
+                    subscription_id: "0190a000-0000-7000-8000-000000000001".into(),
+                })
+            },
+            Code::FailedPrecondition,
+            true,
+        ),
+        row(
+            EXECUTOR,
+            "ResumeEventSubscription",
+            |_| {
+                boxed(executor::ResumeEventSubscriptionRequest {
+                    tenant: TENANT.into(),
+                    subscription_id: "0190a000-0000-7000-8000-000000000001".into(),
+                })
+            },
+            Code::FailedPrecondition,
+            true,
+        ),
+        row(
+            EXECUTOR,
             "DeleteEventSubscription",
             |_| {
                 boxed(executor::DeleteEventSubscriptionRequest {

@@ -27,6 +27,8 @@ pub mod action {
     pub const WEBHOOK_RECEIVED: &str = "webhook.received";
     pub const WEBHOOK_SUBSCRIBED: &str = "webhook.subscribed";
     pub const WEBHOOK_UNSUBSCRIBED: &str = "webhook.unsubscribed";
+    pub const WEBHOOK_PAUSED: &str = "webhook.paused";
+    pub const WEBHOOK_RESUMED: &str = "webhook.resumed";
     pub const WEBHOOK_REFUSED: &str = "webhook.refused";
     pub const WEBHOOK_REPAIRED: &str = "webhook.repaired";
     pub const WEBHOOK_BACKFILLED: &str = "webhook.backfilled";

@@ -1,5 +1,5 @@
-//! `agentauth events subscribe|list|delete|follow`: Asana webhooks registered as an account,
-//! and the stream of their events.
+//! `agentauth events subscribe|list|pause|resume|delete|follow`: Asana webhooks registered as
+//! an account, and the stream of their events.
 
 use std::process::ExitCode;
 
@@ -40,6 +40,21 @@ pub enum Command {
         connection: Option<String>,
         #[arg(long)]
         all: bool,
+    },
+    /// Pauses a subscription: its Asana webhook is deleted until it is resumed.
+    Pause {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        subscription_id: String,
+    },
+    /// Resumes a paused subscription: a new webhook, and what happened meanwhile back-filled
+    /// from Asana's events API.
+    Resume {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        subscription_id: String,
     },
     /// Deletes a subscription: its Asana webhook, its secret; later deliveries are refused.
     Delete {
@@ -114,6 +129,44 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
                 writeln_out(&mut out, "no subscriptions")?;
             }
         }
+        Command::Pause {
+            tenant,
+            subscription_id,
+        } => {
+            let paused = client
+                .pause_event_subscription(pb::PauseEventSubscriptionRequest {
+                    tenant,
+                    subscription_id,
+                })
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            changed(
+                &mut out,
+                paused.unchanged,
+                "paused",
+                paused.subscription.as_ref(),
+            )?;
+        }
+        Command::Resume {
+            tenant,
+            subscription_id,
+        } => {
+            let resumed = client
+                .resume_event_subscription(pb::ResumeEventSubscriptionRequest {
+                    tenant,
+                    subscription_id,
+                })
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            changed(
+                &mut out,
+                resumed.unchanged,
+                "resumed",
+                resumed.subscription.as_ref(),
+            )?;
+        }
         Command::Delete {
             tenant,
             subscription_id,
@@ -126,17 +179,12 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
                 .await
                 .map_err(|s| explain(&s))?
                 .into_inner();
-            writeln_out(
+            changed(
                 &mut out,
-                if deleted.already_deleted {
-                    "already deleted; nothing changed"
-                } else {
-                    "deleted"
-                },
+                deleted.already_deleted,
+                "deleted",
+                deleted.subscription.as_ref(),
             )?;
-            if let Some(subscription) = &deleted.subscription {
-                writeln_out(&mut out, &describe(subscription))?;
-            }
         }
         Command::Follow {
             tenant,
@@ -166,6 +214,24 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a change did: `done`, or that nothing changed; then the subscription.
+fn changed(
+    out: &mut impl std::io::Write,
+    unchanged: bool,
+    done: &str,
+    subscription: Option<&pb::EventSubscription>,
+) -> anyhow::Result<()> {
+    if unchanged {
+        writeln_out(out, &format!("not {done}: nothing changed"))?;
+    } else {
+        writeln_out(out, done)?;
+    }
+    if let Some(subscription) = subscription {
+        writeln_out(out, &describe(subscription))?;
+    }
+    Ok(())
 }
 
 /// One line of a subscription: id, state, account, resource, webhook and health.
@@ -199,6 +265,15 @@ fn describe(s: &pb::EventSubscription) -> String {
             rfc3339(s.last_heartbeat_at.as_ref())
         ));
     }
+    for (what, at) in [
+        ("Asana's last failure", &s.last_failure_at),
+        ("repaired", &s.repaired_at),
+        ("events lost before", &s.gap_lost_at),
+    ] {
+        if at.is_some() {
+            line.push_str(&format!("  {what} {}", rfc3339(at.as_ref())));
+        }
+    }
     if !s.failure_reason.is_empty() {
         line.push_str(&format!("  failed: {}", s.failure_reason.escape_debug()));
     }
@@ -219,6 +294,7 @@ fn event_line(message: &pb::SubscribeEventsResponse) -> serde_json::Value {
         "resource": {"gid": event.resource_gid, "resource_type": event.resource_type,
                      "resource_subtype": event.resource_subtype},
         "parent_gid": event.parent_gid,
+        "backfilled": event.backfilled,
         "user_gid": event.user_gid,
         "change": change,
         "created_at": rfc3339(event.created_at.as_ref()),

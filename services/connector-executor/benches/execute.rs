@@ -242,6 +242,20 @@ mod forwarder {
             Err(Status::unimplemented("the forwarder only reads"))
         }
 
+        async fn pause_event_subscription(
+            &self,
+            _: Request<pb::PauseEventSubscriptionRequest>,
+        ) -> Result<Response<pb::PauseEventSubscriptionResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
+        async fn resume_event_subscription(
+            &self,
+            _: Request<pb::ResumeEventSubscriptionRequest>,
+        ) -> Result<Response<pb::ResumeEventSubscriptionResponse>, Status> {
+            Err(Status::unimplemented("the forwarder only reads"))
+        }
+
         async fn list_upstream_tools(
             &self,
             _: Request<pb::ListUpstreamToolsRequest>,

@@ -1105,6 +1105,36 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
         ))
     }
 
+    async fn pause_event_subscription(
+        &self,
+        request: Request<pb::PauseEventSubscriptionRequest>,
+    ) -> Result<Response<pb::PauseEventSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let r = request.get_ref();
+        let (subscription, unchanged) = self
+            .pause_or_resume(&request, caller, &r.tenant, &r.subscription_id, false)
+            .await?;
+        Ok(Response::new(pb::PauseEventSubscriptionResponse {
+            subscription: Some(subscription),
+            unchanged,
+        }))
+    }
+
+    async fn resume_event_subscription(
+        &self,
+        request: Request<pb::ResumeEventSubscriptionRequest>,
+    ) -> Result<Response<pb::ResumeEventSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let r = request.get_ref();
+        let (subscription, unchanged) = self
+            .pause_or_resume(&request, caller, &r.tenant, &r.subscription_id, true)
+            .await?;
+        Ok(Response::new(pb::ResumeEventSubscriptionResponse {
+            subscription: Some(subscription),
+            unchanged,
+        }))
+    }
+
     async fn delete_event_subscription(
         &self,
         request: Request<pb::DeleteEventSubscriptionRequest>,

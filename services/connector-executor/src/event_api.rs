@@ -46,6 +46,7 @@ fn subscription_message(s: Subscription) -> pb::EventSubscription {
             State::Active => pb::EventSubscriptionState::Active,
             State::Failed => pb::EventSubscriptionState::Failed,
             State::Deleted => pb::EventSubscriptionState::Deleted,
+            State::Paused => pb::EventSubscriptionState::Paused,
         }
         .into(),
         failure_reason: s.failure_reason,
@@ -202,26 +203,28 @@ impl ConnectorExecutorApi {
         })
     }
 
-    /// `DeleteEventSubscription`, as the account that created it.
-    pub(crate) async fn delete_subscription<T>(
+    /// The tenant's subscription `id` the caller may touch, the account's call context, and
+    /// its REST client (`None` when its connection is gone or is no REST one).
+    async fn subscription_of<T>(
         &self,
         request: &Request<T>,
         caller: &Caller,
-        r: &pb::DeleteEventSubscriptionRequest,
-    ) -> Result<pb::DeleteEventSubscriptionResponse, Error> {
-        caller.check_tenant(&r.tenant)?;
+        tenant: &str,
+        id: &str,
+    ) -> Result<(Subscription, CallContext, Option<asana_client::Client>), Error> {
+        caller.check_tenant(tenant)?;
         let webhooks = self.webhooks()?;
         let unknown = || Error::UnknownSubscription {
-            id: r.subscription_id.chars().take(64).collect(),
+            id: id.chars().take(64).collect(),
         };
-        let id = uuid::Uuid::parse_str(&r.subscription_id)
+        let id = uuid::Uuid::parse_str(id)
             .map_err(|_| unknown())?
             .to_string();
         let subscription = webhooks
             .events
             .get(&id)
             .await?
-            .filter(|s| s.tenant == r.tenant)
+            .filter(|s| s.tenant == tenant)
             .ok_or_else(unknown)?;
         caller.check_connection(&subscription.connection_name)?;
         let context = self.context(
@@ -233,8 +236,6 @@ impl ConnectorExecutorApi {
                 identifier: subscription.identifier.clone(),
             },
         );
-        // Without its connection (removed since), the webhook cannot be deleted at Asana;
-        // its deliveries are refused all the same, and Asana drops it after a day of them.
         let client = match self
             .executor
             .connections
@@ -249,14 +250,67 @@ impl ConnectorExecutorApi {
             },
             Err(_) => None,
         };
-        let deleted = webhooks
+        Ok((subscription, context, client))
+    }
+
+    /// The subscription `id` as it is now.
+    async fn current(&self, subscription: Subscription) -> Result<pb::EventSubscription, Error> {
+        let now = self
+            .webhooks()?
+            .events
+            .get(&subscription.subscription_id)
+            .await?
+            .unwrap_or(subscription);
+        Ok(subscription_message(now))
+    }
+
+    /// `DeleteEventSubscription`, as the account that created it. Without its connection
+    /// (removed since), the webhook cannot be deleted at Asana; its deliveries are refused all
+    /// the same, and Asana drops it after a day of them.
+    pub(crate) async fn delete_subscription<T>(
+        &self,
+        request: &Request<T>,
+        caller: &Caller,
+        r: &pb::DeleteEventSubscriptionRequest,
+    ) -> Result<pb::DeleteEventSubscriptionResponse, Error> {
+        let (subscription, context, client) = self
+            .subscription_of(request, caller, &r.tenant, &r.subscription_id)
+            .await?;
+        self.executor.audit_ready()?;
+        let deleted = self
+            .webhooks()?
             .unsubscribe(&context, client.as_ref(), &subscription)
             .await?;
-        let now = webhooks.events.get(&id).await?.unwrap_or(subscription);
         Ok(pb::DeleteEventSubscriptionResponse {
-            subscription: Some(subscription_message(now)),
+            subscription: Some(self.current(subscription).await?),
             already_deleted: !deleted,
         })
+    }
+
+    /// `PauseEventSubscription` or `ResumeEventSubscription`, as the account that created it:
+    /// the subscription as it is now, and whether it was unchanged.
+    pub(crate) async fn pause_or_resume<T>(
+        &self,
+        request: &Request<T>,
+        caller: &Caller,
+        tenant: &str,
+        id: &str,
+        resume: bool,
+    ) -> Result<(pb::EventSubscription, bool), Error> {
+        let (subscription, context, client) =
+            self.subscription_of(request, caller, tenant, id).await?;
+        self.executor.audit_ready()?;
+        let client = client.ok_or_else(|| Error::Unavailable {
+            dependency: "the subscription's connection",
+            reason: "it is no longer a REST connection this service knows".to_owned(),
+        })?;
+        let webhooks = self.webhooks()?;
+        let changed = if resume {
+            webhooks.resume(&context, &client, &subscription).await?
+        } else {
+            webhooks.pause(&context, &client, &subscription).await?
+        };
+        Ok((self.current(subscription).await?, !changed))
     }
 
     /// `SubscribeEvents`: from the cursor (checked against retention), or from now.

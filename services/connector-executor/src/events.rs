@@ -38,6 +38,7 @@ pub(crate) enum State {
     Active,
     Failed,
     Deleted,
+    Paused,
 }
 
 impl State {
@@ -47,6 +48,7 @@ impl State {
             Self::Active => "ACTIVE",
             Self::Failed => "FAILED",
             Self::Deleted => "DELETED",
+            Self::Paused => "PAUSED",
         }
     }
 
@@ -56,6 +58,7 @@ impl State {
             "ACTIVE" => Self::Active,
             "FAILED" => Self::Failed,
             "DELETED" => Self::Deleted,
+            "PAUSED" => Self::Paused,
             other => {
                 return Err(sqlx::Error::Decode(
                     format!("unknown subscription state {other:?}").into(),
@@ -67,6 +70,11 @@ impl State {
     /// Whether its webhook's deliveries are still taken.
     pub(crate) fn receives(self) -> bool {
         matches!(self, Self::Pending | Self::Active)
+    }
+
+    /// Whether it has ended (failed or deleted).
+    pub(crate) fn ended(self) -> bool {
+        matches!(self, Self::Failed | Self::Deleted)
     }
 }
 
@@ -283,7 +291,7 @@ impl Events {
             sql.push_str(" AND connection_name = $2");
         }
         if !include_ended {
-            sql.push_str(" AND state IN ('PENDING', 'ACTIVE')");
+            sql.push_str(" AND state IN ('PENDING', 'ACTIVE', 'PAUSED')");
         }
         sql.push_str(" ORDER BY subscription_id DESC LIMIT 10000");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
@@ -321,13 +329,40 @@ impl Events {
         Ok((done.rows_affected() == 1).then_some(now))
     }
 
-    /// An ACTIVE subscription whose webhook Asana deleted waits for the handshake of its
-    /// replacement; `false` when it was not ACTIVE (another replica is at it).
-    pub(crate) async fn begin_repair(&self, id: &str) -> Result<bool, Error> {
+    /// A subscription in state `from` (ACTIVE: Asana deleted its webhook; PAUSED: it is
+    /// resumed) waits for the handshake of a new webhook; `false` when it was not in `from`
+    /// (another replica or request is at it).
+    pub(crate) async fn await_new_webhook(&self, id: &str, from: State) -> Result<bool, Error> {
         let done = sqlx::query(
-            "UPDATE event_subscriptions SET state = 'PENDING', handshake_at_us = NULL, pending_since_us = $1 WHERE subscription_id = $2 AND state = 'ACTIVE'",
+            "UPDATE event_subscriptions SET state = 'PENDING', handshake_at_us = NULL, pending_since_us = $1 WHERE subscription_id = $2 AND state = $3",
         )
         .bind(now_us())
+        .bind(id)
+        .bind(from.as_str())
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A PENDING subscription goes back to `state` (a webhook that could not be created yet).
+    pub(crate) async fn back_to(&self, id: &str, state: State) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE event_subscriptions SET state = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
+        )
+        .bind(state.as_str())
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// An ACTIVE subscription is PAUSED; `false` when it was not ACTIVE.
+    pub(crate) async fn pause(&self, id: &str) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE event_subscriptions SET state = 'PAUSED' WHERE subscription_id = $1 AND state = 'ACTIVE'",
+        )
         .bind(id)
         .execute(self.database.pool())
         .await
@@ -454,7 +489,7 @@ impl Events {
     /// Marks the subscription DELETED; `false` when it had already ended.
     pub(crate) async fn delete(&self, id: &str) -> Result<bool, Error> {
         let done = sqlx::query(
-            "UPDATE event_subscriptions SET state = 'DELETED' WHERE subscription_id = $1 AND state IN ('PENDING', 'ACTIVE')",
+            "UPDATE event_subscriptions SET state = 'DELETED' WHERE subscription_id = $1 AND state IN ('PENDING', 'ACTIVE', 'PAUSED')",
         )
         .bind(id)
         .execute(self.database.pool())
@@ -500,6 +535,7 @@ impl Events {
                 .map_err(|e| unavailable(&e))?;
         }
         let mut stored = 0;
+        let mut newest = 0;
         for event in events {
             let gid = |key: &str| {
                 event
@@ -510,7 +546,7 @@ impl Events {
                     .to_owned()
             };
             let done = sqlx::query(
-                "INSERT INTO webhook_events (event_id, subscription_id, tenant, connection_name, identifier, webhook_gid, resource_gid, parent_gid, digest, event_json, received_at_us, backfilled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (subscription_id, digest) DO NOTHING",
+                "INSERT INTO webhook_events (event_id, subscription_id, tenant, connection_name, identifier, webhook_gid, resource_gid, parent_gid, digest, event_json, received_at_us, backfilled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (subscription_id, digest) DO NOTHING RETURNING position",
             )
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(&subscription.subscription_id)
@@ -524,10 +560,13 @@ impl Events {
             .bind(event.to_string())
             .bind(now)
             .bind(i64::from(backfilled))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| unavailable(&e))?;
-            stored += done.rows_affected();
+            if let Some(row) = done {
+                stored += 1;
+                newest = row.try_get("position").map_err(|e| unavailable(&e))?;
+            }
         }
         sqlx::query(
             "UPDATE event_subscriptions SET last_delivery_at_us = CASE WHEN $1 = 1 THEN last_delivery_at_us ELSE $2 END, events_received = events_received + $3 WHERE subscription_id = $4",
@@ -548,7 +587,7 @@ impl Events {
         }
         tx.commit().await.map_err(|e| unavailable(&e))?;
         if stored > 0 {
-            self.wake().await;
+            self.raise(newest);
         }
         Ok(stored)
     }
@@ -556,15 +595,18 @@ impl Events {
     /// Raises this replica's newest position to what the database holds, waking readers.
     async fn wake(&self) {
         match self.head().await {
-            Ok(head) => {
-                self.newest.send_if_modified(|newest| {
-                    let newer = head > *newest;
-                    *newest = (*newest).max(head);
-                    newer
-                });
-            }
+            Ok(head) => self.raise(head),
             Err(error) => tracing::debug!(%error, "cannot read the newest event position"),
         }
+    }
+
+    /// Raises this replica's newest position to `position`, waking readers.
+    fn raise(&self, position: i64) {
+        self.newest.send_if_modified(|newest| {
+            let newer = position > *newest;
+            *newest = (*newest).max(position);
+            newer
+        });
     }
 
     /// The newest stored position (0 when none).

@@ -62,6 +62,8 @@ pub const POLICY: Policy = Policy {
         "CreateEventSubscription",
         "ListEventSubscriptions",
         "DeleteEventSubscription",
+        "PauseEventSubscription",
+        "ResumeEventSubscription",
         "ListUpstreamTools",
         "WatchUpstreamChanges",
     ],
@@ -98,11 +100,13 @@ pub const POLICY: Policy = Policy {
         },
         Role {
             name: "webhooks",
-            purpose: "register, list and delete the Asana webhooks of event subscriptions",
+            purpose: "register, list, pause, resume and delete the Asana webhooks of event subscriptions",
             rpcs: &[
                 "CreateEventSubscription",
                 "ListEventSubscriptions",
                 "DeleteEventSubscription",
+                "PauseEventSubscription",
+                "ResumeEventSubscription",
             ],
         },
         Role {

@@ -188,6 +188,17 @@ impl Refusal {
     }
 }
 
+/// Why a subscription's webhook is being created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registering {
+    /// A new subscription.
+    New,
+    /// Asana deleted the webhook of an ACTIVE one.
+    Repair,
+    /// A PAUSED one is resumed.
+    Resume,
+}
+
 /// Why a webhook was not registered.
 #[derive(Debug)]
 pub(crate) enum Refused {
@@ -327,7 +338,9 @@ impl Webhooks {
             .create(&subscription, now + micros(self.health_interval))
             .await?;
         let id = subscription.subscription_id.clone();
-        let outcome = self.register(context, client, &subscription, false).await;
+        let outcome = self
+            .register(context, client, &subscription, Registering::New)
+            .await;
         match &outcome {
             Ok(webhook_gid) => {
                 subscription.webhook_gid.clone_from(webhook_gid);
@@ -413,7 +426,7 @@ impl Webhooks {
         context: &CallContext,
         client: &asana_client::Client,
         subscription: &Subscription,
-        repair: bool,
+        why: Registering,
     ) -> Result<String, Refused> {
         let id = &subscription.subscription_id;
         let mut data = json!({"resource": subscription.resource_gid, "target": self.target(id)});
@@ -444,9 +457,17 @@ impl Webhooks {
             ))),
             Err(error) => Err(Refused::Call(error)),
         };
-        let recorded = match &created {
-            Ok(webhook_gid) => self.events.activate(id, webhook_gid, repair).await,
-            Err(refused) if repair => {
+        let recorded = match (&created, why) {
+            (Ok(webhook_gid), _) => {
+                self.events
+                    .activate(id, webhook_gid, why == Registering::Repair)
+                    .await
+            }
+            // Asana could not be asked now: a resumed subscription stays paused.
+            (Err(Refused::Call(_)), Registering::Resume) => {
+                self.events.back_to(id, SubscriptionState::Paused).await
+            }
+            (Err(refused), Registering::Repair) => {
                 self.events
                     .fail(
                         id,
@@ -454,7 +475,7 @@ impl Webhooks {
                     )
                     .await
             }
-            Err(refused) => self.events.fail(id, &refused.to_string()).await,
+            (Err(refused), _) => self.events.fail(id, &refused.to_string()).await,
         };
         recorded.map_err(Refused::Call)?;
         created
@@ -534,31 +555,13 @@ impl Webhooks {
         client: Option<&asana_client::Client>,
         subscription: &Subscription,
     ) -> Result<bool, Error> {
-        if !subscription.state.receives() {
+        if subscription.state.ended() {
             return Ok(false);
         }
-        let mut asana_error = None;
-        if let (Some(client), false) = (client, subscription.webhook_gid.is_empty()) {
-            let path = format!("/webhooks/{}", subscription.webhook_gid);
-            match self
-                .send(
-                    context,
-                    client,
-                    reqwest::Method::DELETE,
-                    &path,
-                    &[],
-                    Bytes::new(),
-                )
-                .await
-            {
-                // Gone already (deleted by Asana, or by hand) is what was asked.
-                Ok(answer) if answer.status.is_success() || answer.status.as_u16() == 404 => {}
-                Ok(answer) => {
-                    asana_error = Some(asana_message(answer.status.as_u16(), &answer.body));
-                }
-                Err(error) => asana_error = Some(error.to_string()),
-            }
-        }
+        let asana_error = match client {
+            Some(client) => self.delete_webhook(context, client, subscription).await,
+            None => Some("its connection is gone".to_owned()),
+        };
         let deleted = self.events.delete(&subscription.subscription_id).await?;
         self.forget_secret(&subscription.subscription_id);
         self.vault
@@ -584,6 +587,98 @@ impl Webhooks {
         )
         .await;
         Ok(deleted)
+    }
+
+    /// Deletes the subscription's webhook at Asana as the account; Asana's refusal, if any
+    /// (a webhook already gone is what was asked).
+    async fn delete_webhook(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        subscription: &Subscription,
+    ) -> Option<String> {
+        if subscription.webhook_gid.is_empty() {
+            return None;
+        }
+        let path = format!("/webhooks/{}", subscription.webhook_gid);
+        match self
+            .send(
+                context,
+                client,
+                reqwest::Method::DELETE,
+                &path,
+                &[],
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok(answer) if answer.status.is_success() || answer.status.as_u16() == 404 => None,
+            Ok(answer) => Some(asana_message(answer.status.as_u16(), &answer.body)),
+            Err(error) => Some(error.to_string()),
+        }
+    }
+
+    /// Pauses an ACTIVE subscription: its webhook is deleted at Asana, its events API position
+    /// kept. `false` when it was not ACTIVE.
+    pub(crate) async fn pause(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        subscription: &Subscription,
+    ) -> Result<bool, Error> {
+        if subscription.state != SubscriptionState::Active {
+            return Ok(false);
+        }
+        if let Some(message) = self.delete_webhook(context, client, subscription).await {
+            return Err(Error::AsanaRefused {
+                what: "deleting the webhook",
+                message,
+            });
+        }
+        let paused = self.events.pause(&subscription.subscription_id).await?;
+        if paused {
+            self.record_change(action::WEBHOOK_PAUSED, &context.caller, subscription, None)
+                .await;
+        }
+        Ok(paused)
+    }
+
+    /// Resumes a PAUSED subscription: a new webhook (and handshake); what happened meanwhile
+    /// is back-filled by the next health checks. `false` when it was not PAUSED.
+    pub(crate) async fn resume(
+        &self,
+        context: &CallContext,
+        client: &asana_client::Client,
+        subscription: &Subscription,
+    ) -> Result<bool, Error> {
+        let id = &subscription.subscription_id;
+        if subscription.state != SubscriptionState::Paused
+            || !self
+                .events
+                .await_new_webhook(id, SubscriptionState::Paused)
+                .await?
+        {
+            return Ok(false);
+        }
+        let outcome = self
+            .register(context, client, subscription, Registering::Resume)
+            .await;
+        let reason = outcome.as_ref().err().map(ToString::to_string);
+        self.record_change(
+            action::WEBHOOK_RESUMED,
+            &context.caller,
+            subscription,
+            reason.as_deref(),
+        )
+        .await;
+        match outcome {
+            Ok(_) => Ok(true),
+            Err(Refused::Asana(message)) => Err(Error::AsanaRefused {
+                what: "creating the webhook again",
+                message,
+            }),
+            Err(Refused::Call(error)) => Err(error),
+        }
     }
 
     async fn record_change(

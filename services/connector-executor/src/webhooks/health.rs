@@ -173,12 +173,16 @@ impl Webhooks {
         subscription: &Subscription,
     ) -> Result<bool, Error> {
         let id = &subscription.subscription_id;
-        if !self.events.begin_repair(id).await? {
+        if !self
+            .events
+            .await_new_webhook(id, crate::events::State::Active)
+            .await?
+        {
             return Ok(false);
         }
         tracing::info!(subscription_id = %id, "Asana deleted the webhook; re-creating it");
         let outcome = self
-            .register(context, client, subscription, true)
+            .register(context, client, subscription, super::Registering::Repair)
             .await
             .map_err(|refused| refused.to_string());
         self.executor

@@ -765,3 +765,89 @@ async fn asana_webhook_create_through_execute_tool_registers_a_subscription_and_
         refused.output_json
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_subscription_has_no_webhook_and_resumed_it_catches_up_on_what_happened_meanwhile()
+{
+    let system = System::start(Options {
+        webhooks: true,
+        webhooks_toml: "health_interval = \"300ms\"\nbackfill_grace = \"1s\"".into(),
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    let mut stream = follow(&system, 0, None).await;
+    let subscription = subscribe(&system, 0, &project).await;
+    let id = subscription.subscription_id.clone();
+    let mut client = system.executor();
+
+    let paused = client
+        .pause_event_subscription(pb::PauseEventSubscriptionRequest {
+            tenant: TENANT.into(),
+            subscription_id: id.clone(),
+        })
+        .await
+        .expect("paused")
+        .into_inner();
+    assert!(!paused.unchanged);
+    assert_eq!(
+        paused.subscription.expect("subscription").state(),
+        pb::EventSubscriptionState::Paused
+    );
+    assert_eq!(
+        system
+            .sandbox
+            .world()
+            .all("webhook", |w| w["gid"] == subscription.webhook_gid.as_str())
+            .count(),
+        0,
+        "no webhook while paused"
+    );
+    let again = client
+        .pause_event_subscription(pb::PauseEventSubscriptionRequest {
+            tenant: TENANT.into(),
+            subscription_id: id.clone(),
+        })
+        .await
+        .expect("idempotent")
+        .into_inner();
+    assert!(again.unchanged);
+
+    write_note(&system, &task, "while paused").await;
+    let resumed = client
+        .resume_event_subscription(pb::ResumeEventSubscriptionRequest {
+            tenant: TENANT.into(),
+            subscription_id: id.clone(),
+        })
+        .await
+        .expect("resumed")
+        .into_inner();
+    assert!(!resumed.unchanged);
+    let resumed = resumed.subscription.expect("subscription");
+    assert_eq!(resumed.state(), pb::EventSubscriptionState::Active);
+    assert_ne!(resumed.webhook_gid, subscription.webhook_gid);
+
+    let caught_up = next_note(&mut stream, "while paused").await;
+    assert!(caught_up.event.expect("event").backfilled);
+    write_note(&system, &task, "after resuming").await;
+    let live = next_note(&mut stream, "after resuming").await;
+    assert!(!live.event.expect("event").backfilled);
+
+    let audit = system.audit_events(TENANT).await;
+    for action in ["webhook.paused", "webhook.resumed"] {
+        assert!(
+            audit.iter().any(|e| e.action == action),
+            "{action} is audited"
+        );
+    }
+    let foreign = system
+        .executor_as(&system.other_tenant_agent)
+        .pause_event_subscription(pb::PauseEventSubscriptionRequest {
+            tenant: OTHER_TENANT.into(),
+            subscription_id: id,
+        })
+        .await
+        .expect_err("another tenant's subscription");
+    assert_eq!(foreign.code(), Code::NotFound);
+}
