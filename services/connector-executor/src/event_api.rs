@@ -110,6 +110,7 @@ fn position(cursor: &str) -> Result<i64, Error> {
 /// One `SubscribeEvents` stream: the events after `position` the caller may see.
 struct Following {
     events: Arc<Events>,
+    webhooks: Arc<Webhooks>,
     caller: Arc<Caller>,
     filter: EventFilter,
     position: i64,
@@ -130,6 +131,10 @@ impl Following {
                     .check_connection(&stored.connection_name)
                     .is_ok()
                 {
+                    let lag = crate::events::now_us().saturating_sub(stored.received_at_us);
+                    self.webhooks.metrics.lag(std::time::Duration::from_micros(
+                        u64::try_from(lag).unwrap_or_default(),
+                    ));
                     return Some(Ok(event_message(stored)));
                 }
             }
@@ -343,6 +348,7 @@ impl ConnectorExecutorApi {
         };
         let following = Following {
             events,
+            webhooks: webhooks.clone(),
             caller,
             filter: EventFilter {
                 tenant: r.tenant,

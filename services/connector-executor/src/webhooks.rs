@@ -14,6 +14,7 @@
 //!   changes nothing and is an audit event.
 
 mod health;
+mod metrics;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,11 +31,12 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tracing::Instrument as _;
 
 use crate::Error;
 use crate::events::{Events, State as SubscriptionState, Subscription, micros, now_us};
@@ -126,6 +128,7 @@ impl fmt::Debug for HookSecret {
 #[derive(Debug)]
 pub(crate) struct Webhooks {
     pub events: Arc<Events>,
+    pub metrics: metrics::Metrics,
     public_url: String,
     vault: TokenVaultClient<AuthenticatedChannel>,
     /// Secrets read or taken, by subscription, with the handshake they came from: a row whose
@@ -174,6 +177,17 @@ impl Refusal {
             Self::BadSignature => StatusCode::UNAUTHORIZED,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Its index in [`metrics::REFUSALS`].
+    fn metric(&self) -> usize {
+        match self {
+            Self::UnknownSubscription => 0,
+            Self::HandshakeRefused => 1,
+            Self::BadSignature => 2,
+            Self::Malformed(_) => 3,
+            Self::Unavailable => 4,
         }
     }
 
@@ -280,6 +294,7 @@ impl Webhooks {
     ) -> Self {
         Self {
             events,
+            metrics: metrics::Metrics::default(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             vault,
             secrets: Mutex::new(HashMap::new()),
@@ -760,8 +775,23 @@ impl Webhooks {
         }
     }
 
-    /// One request to the intake.
+    /// One request to the intake, in its span (the subscription, the answer's status).
     async fn receive(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        let span = tracing::info_span!(
+            "webhook.intake",
+            subscription_id = %id.chars().take(64).collect::<String>().escape_debug(),
+            bytes = body.len(),
+            status = tracing::field::Empty,
+        );
+        let response = self
+            .answer(id, headers, body)
+            .instrument(span.clone())
+            .await;
+        span.record("status", response.status().as_u16());
+        response
+    }
+
+    async fn answer(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
         let subscription = match uuid::Uuid::parse_str(id) {
             Ok(_) => match self.events.get(id).await {
                 Ok(Some(subscription)) if subscription.state.receives() => subscription,
@@ -818,6 +848,7 @@ impl Webhooks {
                 Refusal::Unavailable
             })?;
         self.remember_secret(id, HookSecret(Arc::from(text)), Some(taken_at));
+        self.metrics.handshake();
         tracing::info!(subscription_id = %id, "webhook handshake taken");
         let mut response = StatusCode::OK.into_response();
         response.headers_mut().insert(SECRET_HEADER, secret.clone());
@@ -860,6 +891,7 @@ impl Webhooks {
                 .heartbeat(&subscription.subscription_id)
                 .await
                 .map_err(|_| Refusal::Unavailable)?;
+            self.metrics.heartbeat();
             return Ok(StatusCode::OK.into_response());
         }
         let stored = self
@@ -867,12 +899,9 @@ impl Webhooks {
             .store(subscription, &events, false)
             .await
             .map_err(|_| Refusal::Unavailable)?;
-        tracing::debug!(
-            subscription_id = %subscription.subscription_id,
-            received = events.len(),
-            stored,
-            "webhook delivery stored"
-        );
+        let received = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        self.metrics.delivery(received, stored);
+        tracing::debug!(received, stored, "webhook delivery stored");
         Ok(StatusCode::OK.into_response())
     }
 
@@ -885,6 +914,7 @@ impl Webhooks {
         refusal: Refusal,
     ) -> Response {
         let reason = refusal.reason();
+        self.metrics.refused(refusal.metric());
         match subscription {
             Some(subscription) if !matches!(refusal, Refusal::Unavailable) => {
                 self.executor
@@ -910,15 +940,27 @@ impl Webhooks {
     }
 }
 
-/// The intake's routes: `POST /webhooks/{subscription_id}`.
+/// The intake's routes: `POST /webhooks/{subscription_id}`, and `GET /metrics`.
 pub(crate) fn router(webhooks: Arc<Webhooks>, config: &WebhooksConfig) -> Router {
     Router::new()
         .route("/webhooks/{subscription_id}", post(receive))
+        .route("/metrics", get(metrics))
         .with_state(webhooks)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             config.max_concurrent_requests.max(1),
         ))
+}
+
+async fn metrics(State(webhooks): State<Arc<Webhooks>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        webhooks.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn receive(

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{Webhooks, asana_message, filters};
 use crate::Error;
@@ -96,8 +97,7 @@ impl Webhooks {
                     "webhook.health",
                     subscription_id = %subscription.subscription_id
                 );
-                let _entered = span.enter();
-                if let Err(error) = self.check(&subscription).await {
+                if let Err(error) = self.check(&subscription).instrument(span).await {
                     tracing::warn!(
                         subscription_id = %subscription.subscription_id,
                         %error,
@@ -284,6 +284,7 @@ impl Webhooks {
             }
         }
         if stored > 0 {
+            self.metrics.backfilled(stored);
             tracing::info!(subscription_id = %id, stored, "back-filled events the webhook missed");
             self.record_backfill(action::WEBHOOK_BACKFILLED, subscription, stored, None)
                 .await;

@@ -164,6 +164,18 @@ async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor(postgres
     assert_eq!(event.identifier, "alice");
     assert!(event.created_at.is_some() && event.received_at.is_some());
     drop(stream);
+    let metrics = reqwest::get(format!("{}/metrics", system.webhook_urls[0]))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(|l| l
+            .strip_prefix("agentauth_webhook_delivery_lag_seconds_count ")
+            .is_some_and(|n| n != "0")),
+        "the stream's delivery lag is measured:\n{metrics}"
+    );
 
     // While nobody listens, events keep arriving; the subscriber resumes on the other replica
     // from its cursor and gets each once, in order.
@@ -393,6 +405,28 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
         "a heartbeat"
     );
 
+    // The intake's counters say the same.
+    let metrics = http
+        .get(format!("{}/metrics", system.webhook_urls[0]))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "agentauth_webhook_handshakes_total 1",
+        "agentauth_webhook_deliveries_total 2",
+        "agentauth_webhook_events_stored_total 1",
+        "agentauth_webhook_events_duplicate_total 1",
+        "agentauth_webhook_heartbeats_total 1",
+        "agentauth_webhook_refused_total{reason=\"bad_signature\"} 4",
+        "agentauth_webhook_refused_total{reason=\"malformed\"} 1",
+        "agentauth_webhook_refused_total{reason=\"handshake_refused\"} 1",
+        "agentauth_webhook_refused_total{reason=\"unknown_subscription\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     assert_eventually!(
         WITHIN,
         async {
