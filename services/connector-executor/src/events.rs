@@ -345,29 +345,31 @@ impl Events {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Moves the subscription from one of the states `from` to `to`; whether it was in one.
+    async fn transition(&self, id: &str, from: &[State], to: State) -> Result<bool, Error> {
+        let from: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE event_subscriptions SET state = $1 WHERE subscription_id = $2 AND state IN ({})",
+            from.join(", ")
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to.as_str())
+            .bind(id)
+            .execute(self.database.pool())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// A PENDING subscription goes back to `state` (a webhook that could not be created yet).
     pub(crate) async fn back_to(&self, id: &str, state: State) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE event_subscriptions SET state = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
-        )
-        .bind(state.as_str())
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        self.transition(id, &[State::Pending], state).await?;
         Ok(())
     }
 
     /// An ACTIVE subscription is PAUSED; `false` when it was not ACTIVE.
     pub(crate) async fn pause(&self, id: &str) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE event_subscriptions SET state = 'PAUSED' WHERE subscription_id = $1 AND state = 'ACTIVE'",
-        )
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
-        Ok(done.rows_affected() == 1)
+        self.transition(id, &[State::Active], State::Paused).await
     }
 
     /// Keeps the events API position of the subscription.
@@ -488,14 +490,12 @@ impl Events {
 
     /// Marks the subscription DELETED; `false` when it had already ended.
     pub(crate) async fn delete(&self, id: &str) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE event_subscriptions SET state = 'DELETED' WHERE subscription_id = $1 AND state IN ('PENDING', 'ACTIVE', 'PAUSED')",
+        self.transition(
+            id,
+            &[State::Pending, State::Active, State::Paused],
+            State::Deleted,
         )
-        .bind(id)
-        .execute(self.database.pool())
         .await
-        .map_err(|e| unavailable(&e))?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// A verified heartbeat of the subscription.
