@@ -878,3 +878,79 @@ async fn a_paused_subscription_has_no_webhook_and_resumed_it_catches_up_on_what_
         .expect_err("another tenant's subscription");
     assert_eq!(foreign.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_old_cursors_and_a_sync_token_asana_refuses_is_recorded_as_a_lost_gap() {
+    let system = System::start(Options {
+        webhooks: true,
+        webhooks_toml: "retention = \"1s\"\nhealth_interval = \"300ms\"".into(),
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    let mut stream = follow(&system, 0, None).await;
+    let subscription = subscribe(&system, 0, &project).await;
+    write_note(&system, &task, "soon gone").await;
+    next_note(&mut stream, "soon gone").await;
+
+    // Past retention the event is removed, and a cursor from before it is out of range.
+    let mut client = system.executor();
+    let mut expired = None;
+    for _ in 0..100 {
+        match client
+            .subscribe_events(pb::SubscribeEventsRequest {
+                tenant: TENANT.into(),
+                cursor: Some("ev1.0".into()),
+                ..Default::default()
+            })
+            .await
+        {
+            Err(status) => {
+                expired = Some(status);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let expired = expired.expect("the cursor expires once retention removed events");
+    assert_eq!(expired.code(), Code::OutOfRange, "{expired:?}");
+    // A sync token Asana no longer honours: replaced, and the loss recorded.
+    let database = agentauth_db::Database::connect_lazy(&agentauth_db::Config::new(
+        &system.executor_database_url,
+    ))
+    .expect("the executor's database");
+    sqlx::query("UPDATE event_subscriptions SET sync_token = 'expired' WHERE subscription_id = $1")
+        .bind(&subscription.subscription_id)
+        .execute(database.pool())
+        .await
+        .expect("the token aged");
+    assert_eventually!(
+        WITHIN,
+        async {
+            client
+                .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+                    tenant: TENANT.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("listed")
+                .into_inner()
+                .subscriptions[0]
+                .gap_lost_at
+                .is_some()
+        },
+        "the lost gap is reported"
+    );
+    assert_eventually!(
+        WITHIN,
+        async {
+            system
+                .audit_events(TENANT)
+                .await
+                .iter()
+                .any(|e| e.action == "webhook.gap_lost")
+        },
+        "and audited"
+    );
+}
