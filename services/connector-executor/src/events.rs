@@ -4,8 +4,10 @@
 //! - A subscription is recorded PENDING before Asana is asked to create its webhook, so the
 //!   handshake finds it on whichever replica it lands; exactly one handshake is accepted
 //!   (an atomic update of a pending row still inside its handshake window).
-//! - Each accepted delivery is stored in one transaction before the intake answers: one row per
-//!   event, deduplicated by (subscription, digest of the event), so a redelivery stores nothing.
+//! - Each accepted delivery is stored before the intake answers: one row per event,
+//!   deduplicated by (subscription, digest of the event), so a redelivery stores nothing.
+//!   Deliveries arriving together are committed together by one writer (group commit), each
+//!   answered only once its group committed.
 //! - Positions order the events: SQLite assigns them under its single writer; on PostgreSQL the
 //!   writers hold one advisory lock, so positions commit in order and a reader that saw
 //!   position n never later finds a smaller one appear.
@@ -21,7 +23,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -210,6 +212,114 @@ pub(crate) fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The most stores one transaction commits.
+const MAX_GROUP: usize = 256;
+
+/// One store waiting for the writer, and where its outcome goes: how many events were new and
+/// the newest position stored.
+struct Write {
+    subscription: Subscription,
+    events: Vec<Value>,
+    backfilled: bool,
+    done: oneshot::Sender<Result<(u64, i64), Error>>,
+}
+
+/// Commits the stores waiting in `queue` in groups until every sender is gone.
+async fn write_groups(database: Database, mut queue: mpsc::Receiver<Write>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        match commit(&database, &group).await {
+            Ok(outcomes) => {
+                for (write, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = write.done.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                for write in group {
+                    let _ = write.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for every store of `group`: per store, how many events were new and the
+/// newest position stored. Nothing of any is stored if it fails.
+async fn commit(database: &Database, group: &[Write]) -> Result<Vec<(u64, i64)>, Error> {
+    let now = now_us();
+    let mut tx = database.pool().begin().await.map_err(|e| unavailable(&e))?;
+    if database.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unavailable(&e))?;
+    }
+    let mut outcomes = Vec::with_capacity(group.len());
+    for write in group {
+        let subscription = &write.subscription;
+        let (mut stored, mut newest) = (0, 0);
+        for event in &write.events {
+            let gid = |key: &str| {
+                event
+                    .get(key)
+                    .and_then(|v| v.get("gid"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let done = sqlx::query(
+                "INSERT INTO webhook_events (event_id, subscription_id, tenant, connection_name, identifier, webhook_gid, resource_gid, parent_gid, digest, event_json, received_at_us, backfilled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (subscription_id, digest) DO NOTHING RETURNING position",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(&subscription.subscription_id)
+            .bind(&subscription.tenant)
+            .bind(&subscription.connection_name)
+            .bind(&subscription.identifier)
+            .bind(&subscription.webhook_gid)
+            .bind(gid("resource"))
+            .bind(gid("parent"))
+            .bind(digest(event))
+            .bind(event.to_string())
+            .bind(now)
+            .bind(i64::from(write.backfilled))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| unavailable(&e))?;
+            if let Some(row) = done {
+                stored += 1;
+                newest = row.try_get("position").map_err(|e| unavailable(&e))?;
+            }
+        }
+        sqlx::query(
+            "UPDATE event_subscriptions SET last_delivery_at_us = CASE WHEN $1 = 1 THEN last_delivery_at_us ELSE $2 END, events_received = events_received + $3 WHERE subscription_id = $4",
+        )
+        .bind(i64::from(write.backfilled))
+        .bind(now)
+        .bind(i64::try_from(stored).unwrap_or(i64::MAX))
+        .bind(&subscription.subscription_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unavailable(&e))?;
+        outcomes.push((stored, newest));
+    }
+    if database.backend() == Backend::Postgres && outcomes.iter().any(|(stored, _)| *stored > 0) {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unavailable(&e))?;
+    }
+    tx.commit().await.map_err(|e| unavailable(&e))?;
+    Ok(outcomes)
+}
+
 /// The subscription and event store, and this replica's view of the newest position.
 #[derive(Debug)]
 pub(crate) struct Events {
@@ -219,11 +329,17 @@ pub(crate) struct Events {
     newest: watch::Sender<i64>,
     poll_interval: Duration,
     migrated: AtomicBool,
+    /// Stores for the writer that commits them in groups.
+    writes: mpsc::Sender<Write>,
 }
 
 impl Events {
+    /// The store on `database`, its writer started (it stops when the store is dropped).
     pub(crate) fn new(database: Database, poll_interval: Duration) -> Arc<Self> {
+        let (writes, queue) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(write_groups(database.clone(), queue));
         Arc::new(Self {
+            writes,
             database,
             newest: watch::Sender::new(0),
             poll_interval,
@@ -512,80 +628,28 @@ impl Events {
     }
 
     /// Stores `events` of `subscription` (a verified delivery, or `backfilled` from Asana's
-    /// events API) in one transaction, skipping those already stored; how many were new.
-    /// Readers are woken once it committed.
+    /// events API), skipping those already stored; how many were new, once they are committed.
+    /// Readers are woken then. Concurrent stores are committed together by one writer (group
+    /// commit): one transaction, one fsync, for every delivery waiting at the time.
     pub(crate) async fn store(
         &self,
         subscription: &Subscription,
         events: &[Value],
         backfilled: bool,
     ) -> Result<u64, Error> {
-        let now = now_us();
-        let mut tx = self
-            .database
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if self.database.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| unavailable(&e))?;
-        }
-        let mut stored = 0;
-        let mut newest = 0;
-        for event in events {
-            let gid = |key: &str| {
-                event
-                    .get(key)
-                    .and_then(|v| v.get("gid"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let done = sqlx::query(
-                "INSERT INTO webhook_events (event_id, subscription_id, tenant, connection_name, identifier, webhook_gid, resource_gid, parent_gid, digest, event_json, received_at_us, backfilled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (subscription_id, digest) DO NOTHING RETURNING position",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(&subscription.subscription_id)
-            .bind(&subscription.tenant)
-            .bind(&subscription.connection_name)
-            .bind(&subscription.identifier)
-            .bind(&subscription.webhook_gid)
-            .bind(gid("resource"))
-            .bind(gid("parent"))
-            .bind(digest(event))
-            .bind(event.to_string())
-            .bind(now)
-            .bind(i64::from(backfilled))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| unavailable(&e))?;
-            if let Some(row) = done {
-                stored += 1;
-                newest = row.try_get("position").map_err(|e| unavailable(&e))?;
-            }
-        }
-        sqlx::query(
-            "UPDATE event_subscriptions SET last_delivery_at_us = CASE WHEN $1 = 1 THEN last_delivery_at_us ELSE $2 END, events_received = events_received + $3 WHERE subscription_id = $4",
-        )
-        .bind(i64::from(backfilled))
-        .bind(now)
-        .bind(i64::try_from(stored).unwrap_or(i64::MAX))
-        .bind(&subscription.subscription_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unavailable(&e))?;
-        if self.database.backend() == Backend::Postgres && stored > 0 {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CHANNEL)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| unavailable(&e))?;
-        }
-        tx.commit().await.map_err(|e| unavailable(&e))?;
+        let (done, stored) = oneshot::channel();
+        let write = Write {
+            subscription: subscription.clone(),
+            events: events.to_vec(),
+            backfilled,
+            done,
+        };
+        let writer_gone = || Error::Unavailable {
+            dependency: "connector-executor's database",
+            reason: "the event writer stopped".to_owned(),
+        };
+        self.writes.send(write).await.map_err(|_| writer_gone())?;
+        let (stored, newest) = stored.await.map_err(|_| writer_gone())??;
         if stored > 0 {
             self.raise(newest);
         }
