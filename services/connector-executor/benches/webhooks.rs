@@ -102,11 +102,11 @@ async fn bare_handler() -> String {
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let router = axum::Router::new().route(
-        "/webhooks/{id}",
+        "/webhooks/{id}/{key}",
         axum::routing::post(|_: axum::body::Bytes| async { axum::http::StatusCode::OK }),
     );
     tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{address}/webhooks/bare")
+    format!("http://{address}/webhooks/bare/key")
 }
 
 fn main() {
@@ -180,10 +180,13 @@ async fn drive() {
             "intake (verify, store, 200)",
             Target {
                 http,
-                url: format!(
-                    "{}/webhooks/{}",
-                    system.webhook_urls[0], subscription.subscription_id
-                ),
+                url: system
+                    .sandbox
+                    .world()
+                    .all("webhook", |w| w["gid"] == subscription.webhook_gid.as_str())
+                    .next()
+                    .and_then(|w| w["target"].as_str().map(str::to_owned))
+                    .expect("the webhook's target"),
                 secret,
                 task: Arc::from(task.as_str()),
                 sequence,

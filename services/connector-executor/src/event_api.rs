@@ -113,7 +113,11 @@ struct Following {
     webhooks: Arc<Webhooks>,
     caller: Arc<Caller>,
     filter: EventFilter,
+    /// The last event read (sent, or skipped as another connection's).
     position: i64,
+    /// Up to where the store is known to hold nothing more for this stream: an empty page
+    /// after `position` read when the store's head was here.
+    scanned: i64,
     pending: VecDeque<StoredEvent>,
     failed: bool,
 }
@@ -138,15 +142,30 @@ impl Following {
                     return Some(Ok(event_message(stored)));
                 }
             }
-            match self.events.page(&self.filter, self.position, PAGE).await {
-                Ok(page) if page.is_empty() => self.events.wait_after(self.position).await,
-                Ok(page) => self.pending.extend(page),
-                Err(error) => {
-                    self.failed = true;
-                    return Some(Err(error.into()));
-                }
+            if let Err(error) = self.read().await {
+                self.failed = true;
+                return Some(Err(error.into()));
             }
         }
+    }
+
+    /// The next page, or a wait for one when the store has nothing new for this stream. A
+    /// stream that fell behind retention (events it had not read were removed) fails with
+    /// OUT_OF_RANGE rather than skip them.
+    async fn read(&mut self) -> Result<(), Error> {
+        // Every position up to the head read now was committed before the page's query.
+        let known = self.events.head().await?;
+        let page = self.events.page(&self.filter, self.position, PAGE).await?;
+        if self.position.max(self.scanned) < self.events.purged_through().await? {
+            return Err(Error::CursorExpired);
+        }
+        if page.is_empty() {
+            self.scanned = self.scanned.max(known).max(self.position);
+            self.events.wait_after(self.scanned).await;
+        } else {
+            self.pending.extend(page);
+        }
+        Ok(())
     }
 }
 
@@ -342,6 +361,13 @@ impl ConnectorExecutorApi {
                 if at < events.purged_through().await? {
                     return Err(Error::CursorExpired);
                 }
+                if at > events.head().await? {
+                    return Err(Error::InvalidArgument {
+                        field: "cursor",
+                        description: "is past the newest event: it is no cursor this service gave"
+                            .to_owned(),
+                    });
+                }
                 at
             }
             None => events.head().await?,
@@ -356,6 +382,7 @@ impl ConnectorExecutorApi {
                 resource_gid: r.resource_gid,
             },
             position: start,
+            scanned: start,
             pending: VecDeque::new(),
             failed: false,
         };

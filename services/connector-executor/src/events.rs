@@ -14,6 +14,7 @@
 //! - Readers wake on this replica's own writes at once, on other replicas' through PostgreSQL
 //!   `LISTEN/NOTIFY`, and otherwise look again every `poll_interval`.
 
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -90,6 +91,7 @@ pub(crate) struct Subscription {
     pub resource_gid: String,
     pub filters_json: String,
     pub webhook_gid: String,
+    pub target_key_sha256: String,
     pub state: State,
     pub failure_reason: String,
     pub created_by: String,
@@ -128,7 +130,7 @@ pub(crate) struct EventFilter {
     pub resource_gid: Option<String>,
 }
 
-const SUBSCRIPTION_COLUMNS: &str = "subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, pending_since_us, handshake_at_us, last_delivery_at_us, last_heartbeat_at_us, events_received, sync_token, last_checked_at_us, asana_last_failure_at_us, repaired_at_us, gap_lost_at_us";
+const SUBSCRIPTION_COLUMNS: &str = "subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, target_key_sha256, state, failure_reason, created_by, created_at_us, pending_since_us, handshake_at_us, last_delivery_at_us, last_heartbeat_at_us, events_received, sync_token, last_checked_at_us, asana_last_failure_at_us, repaired_at_us, gap_lost_at_us";
 
 fn read_subscription(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
     Ok(Subscription {
@@ -139,6 +141,7 @@ fn read_subscription(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
         resource_gid: row.try_get("resource_gid")?,
         filters_json: row.try_get("filters_json")?,
         webhook_gid: row.try_get("webhook_gid")?,
+        target_key_sha256: row.try_get("target_key_sha256")?,
         state: State::parse(&row.try_get::<String, _>("state")?)?,
         failure_reason: row.try_get("failure_reason")?,
         created_by: row.try_get("created_by")?,
@@ -191,18 +194,35 @@ pub(crate) fn now_us() -> i64 {
 }
 
 /// The digest an event is recognised by, whichever way it came (a webhook delivery, a
-/// redelivery, Asana's events API): SHA-256 of what identifies it (who, when, what, which
-/// resource and parent, the change), so fields one source adds and the other lacks, key
-/// order or whitespace do not make it new.
+/// redelivery, Asana's events API): SHA-256 of what identifies it (who, when to the
+/// microsecond, what, which resource and parent, which field changed how, and the gids or
+/// values involved), so that details one source adds and the other lacks (names, nested
+/// fields), key order or whitespace do not make it new.
 fn digest(event: &Value) -> String {
-    let gid = |key: &str| &event[key]["gid"];
+    let gid = |value: &Value| value.get("gid").cloned().unwrap_or(Value::Null);
+    // A changed value is named by its gid when it is an object, else it is itself.
+    let value = |value: &Value| match value {
+        Value::Object(_) => gid(value),
+        other => other.clone(),
+    };
+    let change = &event["change"];
+    let created_at = event["created_at"].as_str().map_or(Value::Null, |at| {
+        prost_types::Timestamp::from_str(at).map_or_else(
+            |_| Value::from(at),
+            |at| Value::from(format!("{}.{:09}", at.seconds, at.nanos)),
+        )
+    });
     let identity = serde_json::json!([
-        gid("user"),
-        event["created_at"],
+        gid(&event["user"]),
+        created_at,
         event["action"],
-        gid("resource"),
-        gid("parent"),
-        event["change"],
+        gid(&event["resource"]),
+        gid(&event["parent"]),
+        change["field"],
+        change["action"],
+        value(&change["new_value"]),
+        value(&change["added_value"]),
+        value(&change["removed_value"]),
     ]);
     hex::encode(Sha256::digest(identity.to_string().as_bytes()))
 }
@@ -238,6 +258,15 @@ async fn write_groups(database: Database, mut queue: mpsc::Receiver<Write>) {
             Ok(outcomes) => {
                 for (write, outcome) in group.into_iter().zip(outcomes) {
                     let _ = write.done.send(Ok(outcome));
+                }
+            }
+            // One store's failure must not fail the others: each is tried alone.
+            Err(_) if group.len() > 1 => {
+                for write in group {
+                    let outcome = commit(&database, std::slice::from_ref(&write))
+                        .await
+                        .map(|outcomes| outcomes[0]);
+                    let _ = write.done.send(outcome);
                 }
             }
             Err(error) => {
@@ -359,7 +388,7 @@ impl Events {
         next_check_at_us: i64,
     ) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO event_subscriptions (subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, state, failure_reason, created_by, created_at_us, pending_since_us, events_received, sync_token, next_check_at_us) VALUES ($1, $2, $3, $4, $5, $6, '', $7, '', $8, $9, $9, 0, $10, $11)",
+            "INSERT INTO event_subscriptions (subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, target_key_sha256, state, failure_reason, created_by, created_at_us, pending_since_us, events_received, sync_token, next_check_at_us) VALUES ($1, $2, $3, $4, $5, $6, '', '', $7, '', $8, $9, $9, 0, $10, $11)",
         )
         .bind(&subscription.subscription_id)
         .bind(&subscription.tenant)
@@ -409,7 +438,7 @@ impl Events {
         if !include_ended {
             sql.push_str(" AND state IN ('PENDING', 'ACTIVE', 'PAUSED')");
         }
-        sql.push_str(" ORDER BY subscription_id DESC LIMIT 10000");
+        sql.push_str(" ORDER BY subscription_id DESC LIMIT 1000");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
         if let Some(name) = connection_name {
             query = query.bind(name);
@@ -462,7 +491,12 @@ impl Events {
     }
 
     /// Moves the subscription from one of the states `from` to `to`; whether it was in one.
-    async fn transition(&self, id: &str, from: &[State], to: State) -> Result<bool, Error> {
+    pub(crate) async fn transition(
+        &self,
+        id: &str,
+        from: &[State],
+        to: State,
+    ) -> Result<bool, Error> {
         let from: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
         let sql = format!(
             "UPDATE event_subscriptions SET state = $1 WHERE subscription_id = $2 AND state IN ({})",
@@ -486,6 +520,20 @@ impl Events {
     /// An ACTIVE subscription is PAUSED; `false` when it was not ACTIVE.
     pub(crate) async fn pause(&self, id: &str) -> Result<bool, Error> {
         self.transition(id, &[State::Active], State::Paused).await
+    }
+
+    /// The digest of the key the next webhook's target holds (set before Asana is asked for
+    /// it, so its handshake finds it).
+    pub(crate) async fn set_target_key(&self, id: &str, key_sha256: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE event_subscriptions SET target_key_sha256 = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
+        )
+        .bind(key_sha256)
+        .bind(id)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(())
     }
 
     /// Keeps the events API position of the subscription.
@@ -552,6 +600,28 @@ impl Events {
         Ok(claimed)
     }
 
+    /// Subscriptions left PENDING for longer than `stale` (their registration was cut short:
+    /// a crash, a cancelled call): a new one becomes FAILED, one whose webhook was being
+    /// replaced ACTIVE again, so that the next check repairs it. How many were moved.
+    pub(crate) async fn settle_stale(&self, stale: Duration) -> Result<u64, Error> {
+        let before = now_us() - micros(stale);
+        let failed = sqlx::query(
+            "UPDATE event_subscriptions SET state = 'FAILED', failure_reason = 'its registration did not complete' WHERE state = 'PENDING' AND webhook_gid = '' AND pending_since_us < $1",
+        )
+        .bind(before)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        let revived = sqlx::query(
+            "UPDATE event_subscriptions SET state = 'ACTIVE' WHERE state = 'PENDING' AND webhook_gid <> '' AND pending_since_us < $1",
+        )
+        .bind(before)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
+        Ok(failed.rows_affected() + revived.rows_affected())
+    }
+
     /// What a health check read of the webhook at Asana.
     pub(crate) async fn checked(
         &self,
@@ -571,14 +641,14 @@ impl Events {
     }
 
     /// A pending subscription's webhook was created: it becomes ACTIVE with its gid (after a
-    /// repair, noting when).
+    /// repair, noting when); `false` when it is no longer pending (deleted meanwhile).
     pub(crate) async fn activate(
         &self,
         id: &str,
         webhook_gid: &str,
         repaired: bool,
-    ) -> Result<(), Error> {
-        sqlx::query(
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
             "UPDATE event_subscriptions SET state = 'ACTIVE', webhook_gid = $1, repaired_at_us = CASE WHEN $2 = 1 THEN $3 ELSE repaired_at_us END WHERE subscription_id = $4 AND state = 'PENDING'",
         )
         .bind(webhook_gid)
@@ -588,7 +658,7 @@ impl Events {
         .execute(self.database.pool())
         .await
         .map_err(|e| unavailable(&e))?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// A pending subscription could not be registered: it becomes FAILED with `reason`.
@@ -738,8 +808,16 @@ impl Events {
         let _ = tokio::time::timeout(self.poll_interval, newest.wait_for(|n| *n > after)).await;
     }
 
-    /// Removes the events received before `cutoff_us`, recording the last position removed.
+    /// Removes the events received before `cutoff_us`, recording the last position removed,
+    /// and the failed and deleted subscriptions created before it.
     pub(crate) async fn purge(&self, cutoff_us: i64) -> Result<u64, Error> {
+        sqlx::query(
+            "DELETE FROM event_subscriptions WHERE state IN ('FAILED', 'DELETED') AND created_at_us < $1",
+        )
+        .bind(cutoff_us)
+        .execute(self.database.pool())
+        .await
+        .map_err(|e| unavailable(&e))?;
         let mut tx = self
             .database
             .pool()
@@ -844,5 +922,41 @@ impl Events {
             listener.recv().await?;
             self.wake().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_event_is_the_same_whichever_source_describes_it_more_fully() {
+        let webhook = json!({
+            "user": {"gid": "1516", "resource_type": "user"},
+            "created_at": "2026-01-15T18:00:00.000Z",
+            "action": "changed",
+            "resource": {"gid": "1337", "resource_type": "task"},
+            "parent": null,
+            "change": {"field": "assignee", "action": "changed",
+                       "new_value": {"gid": "1516", "resource_type": "user"}}
+        });
+        let events_api = json!({
+            "type": "task",
+            "user": {"gid": "1516", "resource_type": "user", "name": "Alice"},
+            "created_at": "2026-01-15T18:00:00Z",
+            "action": "changed",
+            "resource": {"gid": "1337", "resource_type": "task", "name": "Book the venue"},
+            "change": {"field": "assignee", "action": "changed",
+                       "new_value": {"gid": "1516", "resource_type": "user", "name": "Alice"}}
+        });
+        assert_eq!(digest(&webhook), digest(&events_api));
+        let mut other = webhook.clone();
+        other["change"]["new_value"]["gid"] = json!("1517");
+        assert_ne!(digest(&webhook), digest(&other), "another assignee");
+        let mut later = webhook.clone();
+        later["created_at"] = json!("2026-01-15T18:00:00.001Z");
+        assert_ne!(digest(&webhook), digest(&later), "another moment");
     }
 }

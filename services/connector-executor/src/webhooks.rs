@@ -35,7 +35,7 @@ use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use tracing::Instrument as _;
 
 use crate::Error;
@@ -54,7 +54,7 @@ const MAX_SECRET: usize = 1024;
 /// The most secrets kept in memory; past it the cache starts again.
 const MAX_CACHED_SECRETS: usize = 10_000;
 /// The largest `filters_json` accepted.
-const MAX_FILTERS: usize = 64 * 1024;
+const MAX_FILTERS: usize = 8 * 1024;
 /// The catalogue tool that creates a webhook: through `ExecuteTool` it registers an event
 /// subscription.
 pub(crate) const CREATE_TOOL: &str = "asana_webhook_create";
@@ -231,6 +231,11 @@ impl fmt::Display for Refused {
     }
 }
 
+/// The digest kept of a target key.
+fn key_digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
 /// Validates `filters_json`: empty, or a JSON array of objects.
 fn filters(text: &str) -> Result<Option<Value>, Error> {
     let invalid = |description: String| Error::InvalidArgument {
@@ -306,9 +311,10 @@ impl Webhooks {
         }
     }
 
-    /// The target Asana posts a subscription's deliveries to.
-    fn target(&self, subscription_id: &str) -> String {
-        format!("{}/webhooks/{subscription_id}", self.public_url)
+    /// The target Asana posts a subscription's deliveries to: its id and a key drawn for this
+    /// webhook, which nobody but Asana learns (callers see the id, never the key).
+    fn target(&self, subscription_id: &str, key: &str) -> String {
+        format!("{}/webhooks/{subscription_id}/{key}", self.public_url)
     }
 
     /// Registers a webhook on `resource` as the account of `context`, through `client`.
@@ -330,6 +336,7 @@ impl Webhooks {
             resource_gid: resource.to_owned(),
             filters_json: filters.as_ref().map(Value::to_string).unwrap_or_default(),
             webhook_gid: String::new(),
+            target_key_sha256: String::new(),
             state: SubscriptionState::Pending,
             failure_reason: String::new(),
             created_by: context.caller.clone(),
@@ -417,7 +424,7 @@ impl Webhooks {
                     "gid": subscription.webhook_gid,
                     "resource_type": "webhook",
                     "resource": {"gid": subscription.resource_gid},
-                    "target": self.target(&subscription.subscription_id),
+                    "target": format!("{}/webhooks/{}/…", self.public_url, subscription.subscription_id),
                     "active": true,
                     "filters": filters(&subscription.filters_json).ok().flatten(),
                     "subscription_id": subscription.subscription_id,
@@ -444,7 +451,17 @@ impl Webhooks {
         why: Registering,
     ) -> Result<String, Refused> {
         let id = &subscription.subscription_id;
-        let mut data = json!({"resource": subscription.resource_gid, "target": self.target(id)});
+        let key = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.events
+            .set_target_key(id, &key_digest(&key))
+            .await
+            .map_err(Refused::Call)?;
+        let mut data =
+            json!({"resource": subscription.resource_gid, "target": self.target(id, &key)});
         if let Ok(Some(filters)) = filters(&subscription.filters_json) {
             data["filters"] = filters;
         }
@@ -474,13 +491,35 @@ impl Webhooks {
         };
         let recorded = match (&created, why) {
             (Ok(webhook_gid), _) => {
-                self.events
+                match self
+                    .events
                     .activate(id, webhook_gid, why == Registering::Repair)
                     .await
+                {
+                    Ok(true) => Ok(()),
+                    // Deleted while its webhook was being created: that webhook goes too.
+                    Ok(false) => {
+                        let created = Subscription {
+                            webhook_gid: webhook_gid.clone(),
+                            ..subscription.clone()
+                        };
+                        if let Some(error) = self.delete_webhook(context, client, &created).await {
+                            tracing::warn!(subscription_id = %id, %error, "a webhook of a deleted subscription could not be deleted");
+                        }
+                        return Err(Refused::Asana(
+                            "the subscription was deleted while its webhook was created".to_owned(),
+                        ));
+                    }
+                    Err(error) => Err(error),
+                }
             }
-            // Asana could not be asked now: a resumed subscription stays paused.
+            // Asana could not be asked now: a resumed subscription stays paused, a repaired
+            // one active (the next check tries again).
             (Err(Refused::Call(_)), Registering::Resume) => {
                 self.events.back_to(id, SubscriptionState::Paused).await
+            }
+            (Err(Refused::Call(_)), Registering::Repair) => {
+                self.events.back_to(id, SubscriptionState::Active).await
             }
             (Err(refused), Registering::Repair) => {
                 self.events
@@ -577,8 +616,8 @@ impl Webhooks {
             Some(client) => self.delete_webhook(context, client, subscription).await,
             None => Some("its connection is gone".to_owned()),
         };
-        let deleted = self.events.delete(&subscription.subscription_id).await?;
-        self.forget_secret(&subscription.subscription_id);
+        // The secret first: should its deletion fail, the subscription is still there to
+        // delete again.
         self.vault
             .clone()
             .delete_webhook_secret(vault_pb::DeleteWebhookSecretRequest {
@@ -587,6 +626,8 @@ impl Webhooks {
             })
             .await
             .map_err(Error::from_token_vault)?;
+        self.forget_secret(&subscription.subscription_id);
+        let deleted = self.events.delete(&subscription.subscription_id).await?;
         if let Some(error) = &asana_error {
             tracing::warn!(
                 subscription_id = %subscription.subscription_id,
@@ -641,21 +682,28 @@ impl Webhooks {
         client: &asana_client::Client,
         subscription: &Subscription,
     ) -> Result<bool, Error> {
-        if subscription.state != SubscriptionState::Active {
+        // Paused first, so no health check takes the deleted webhook for one to repair.
+        if subscription.state != SubscriptionState::Active
+            || !self.events.pause(&subscription.subscription_id).await?
+        {
             return Ok(false);
         }
         if let Some(message) = self.delete_webhook(context, client, subscription).await {
+            self.events
+                .transition(
+                    &subscription.subscription_id,
+                    &[SubscriptionState::Paused],
+                    SubscriptionState::Active,
+                )
+                .await?;
             return Err(Error::AsanaRefused {
                 what: "deleting the webhook",
                 message,
             });
         }
-        let paused = self.events.pause(&subscription.subscription_id).await?;
-        if paused {
-            self.record_change(action::WEBHOOK_PAUSED, &context.caller, subscription, None)
-                .await;
-        }
-        Ok(paused)
+        self.record_change(action::WEBHOOK_PAUSED, &context.caller, subscription, None)
+            .await;
+        Ok(true)
     }
 
     /// Resumes a PAUSED subscription: a new webhook (and handshake); what happened meanwhile
@@ -740,18 +788,26 @@ impl Webhooks {
         secrets.insert(id.to_owned(), (secret, handshake_at_us));
     }
 
-    /// The subscription's secret: cached from its current handshake, or read from
-    /// token-vault.
-    async fn secret(&self, subscription: &Subscription) -> Result<Option<HookSecret>, Refusal> {
+    /// The subscription's secret, and whether it came from the cache: cached from its current
+    /// handshake, or read from token-vault (`fresh`: read it, whatever is cached).
+    async fn secret(
+        &self,
+        subscription: &Subscription,
+        fresh: bool,
+    ) -> Result<Option<(HookSecret, bool)>, Refusal> {
         let id = &subscription.subscription_id;
-        if let Some((secret, _)) = self
-            .secrets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .filter(|(_, handshake)| *handshake == subscription.handshake_at_us)
-        {
-            return Ok(Some(secret.clone()));
+        let cached = (!fresh)
+            .then(|| {
+                self.secrets
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(id)
+                    .filter(|(_, handshake)| *handshake == subscription.handshake_at_us)
+                    .map(|(secret, _)| secret.clone())
+            })
+            .flatten();
+        if let Some(secret) = cached {
+            return Ok(Some((secret, true)));
         }
         let read = self
             .vault
@@ -765,7 +821,7 @@ impl Webhooks {
             Ok(answer) => {
                 let secret = HookSecret(Arc::from(answer.into_inner().secret));
                 self.remember_secret(id, secret.clone(), subscription.handshake_at_us);
-                Ok(Some(secret))
+                Ok(Some((secret, false)))
             }
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => {
@@ -776,7 +832,7 @@ impl Webhooks {
     }
 
     /// One request to the intake, in its span (the subscription, the answer's status).
-    async fn receive(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    async fn receive(&self, id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Response {
         let span = tracing::info_span!(
             "webhook.intake",
             subscription_id = %id.chars().take(64).collect::<String>().escape_debug(),
@@ -784,27 +840,37 @@ impl Webhooks {
             status = tracing::field::Empty,
         );
         let response = self
-            .answer(id, headers, body)
+            .answer(id, key, headers, body)
             .instrument(span.clone())
             .await;
         span.record("status", response.status().as_u16());
         response
     }
 
-    async fn answer(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-        let subscription = match uuid::Uuid::parse_str(id) {
-            Ok(_) => match self.events.get(id).await {
-                Ok(Some(subscription)) if subscription.state.receives() => subscription,
-                Ok(Some(ended)) => {
-                    return self
-                        .refuse(Some(&ended), id, Refusal::UnknownSubscription)
-                        .await;
-                }
-                Ok(None) => return self.refuse(None, id, Refusal::UnknownSubscription).await,
-                Err(_) => return self.refuse(None, id, Refusal::Unavailable).await,
-            },
-            Err(_) => return self.refuse(None, id, Refusal::UnknownSubscription).await,
+    /// A request names its subscription and the key of its current webhook's target; one that
+    /// gets either wrong learns nothing (404), leaves no audit row and costs no token-vault
+    /// call: only Asana, which alone was given the target, reaches the signature check.
+    async fn answer(&self, id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        let found = match uuid::Uuid::parse_str(id) {
+            Ok(_) => self.events.get(id).await,
+            Err(_) => Ok(None),
         };
+        // Digests are compared, so how long it takes tells nothing about the key.
+        let subscription = match found {
+            Ok(Some(subscription))
+                if !subscription.target_key_sha256.is_empty()
+                    && subscription.target_key_sha256 == key_digest(key) =>
+            {
+                subscription
+            }
+            Ok(_) => return self.refuse(None, id, Refusal::UnknownSubscription).await,
+            Err(_) => return self.refuse(None, id, Refusal::Unavailable).await,
+        };
+        if !subscription.state.receives() {
+            return self
+                .refuse(Some(&subscription), id, Refusal::UnknownSubscription)
+                .await;
+        }
         let answered = match headers.get(SECRET_HEADER) {
             Some(secret) => self.handshake(&subscription, secret).await,
             None => self.deliver(&subscription, headers, body).await,
@@ -867,15 +933,27 @@ impl Webhooks {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| hex::decode(v.trim()).ok())
             .ok_or(Refusal::BadSignature)?;
-        let secret = self
-            .secret(subscription)
+        let signed_with = |secret: &HookSecret| {
+            Hmac::<Sha256>::new_from_slice(secret.0.as_bytes()).is_ok_and(|mut mac| {
+                mac.update(body);
+                mac.verify_slice(&signature).is_ok()
+            })
+        };
+        let (secret, cached) = self
+            .secret(subscription, false)
             .await?
             .ok_or(Refusal::BadSignature)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
-            .map_err(|_| Refusal::BadSignature)?;
-        mac.update(body);
-        mac.verify_slice(&signature)
-            .map_err(|_| Refusal::BadSignature)?;
+        if !signed_with(&secret) {
+            // A secret cached from a handshake another replica has since replaced (in the
+            // moment between its handshake time and its Vault write) is read once more.
+            let renewed = match cached {
+                true => self.secret(subscription, true).await?,
+                false => None,
+            };
+            if !renewed.is_some_and(|(secret, _)| signed_with(&secret)) {
+                return Err(Refusal::BadSignature);
+            }
+        }
         let events = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(mut delivery)) => match delivery.remove("events") {
                 Some(Value::Array(events)) if events.iter().all(Value::is_object) => events,
@@ -940,10 +1018,10 @@ impl Webhooks {
     }
 }
 
-/// The intake's routes: `POST /webhooks/{subscription_id}`, and `GET /metrics`.
+/// The intake's routes: `POST /webhooks/{subscription_id}/{key}`, and `GET /metrics`.
 pub(crate) fn router(webhooks: Arc<Webhooks>, config: &WebhooksConfig) -> Router {
     Router::new()
-        .route("/webhooks/{subscription_id}", post(receive))
+        .route("/webhooks/{subscription_id}/{key}", post(receive))
         .route("/metrics", get(metrics))
         .with_state(webhooks)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -965,11 +1043,11 @@ async fn metrics(State(webhooks): State<Arc<Webhooks>>) -> Response {
 
 async fn receive(
     State(webhooks): State<Arc<Webhooks>>,
-    Path(id): Path<String>,
+    Path((id, key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    webhooks.receive(&id, &headers, &body).await
+    webhooks.receive(&id, &key, &headers, &body).await
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@ CREATE TABLE event_subscriptions (
     filters_json         TEXT    NOT NULL,
     -- Empty until Asana confirmed the webhook.
     webhook_gid          TEXT    NOT NULL,
+    -- SHA-256 (hex) of the random key in the current webhook's target path: the intake takes
+    -- a handshake or delivery only at the URL holding it. The key itself is known only to
+    -- Asana; a new one is drawn for every webhook the subscription gets.
+    target_key_sha256    TEXT    NOT NULL,
     -- PENDING, ACTIVE, FAILED or DELETED.
     state                TEXT    NOT NULL,
     failure_reason       TEXT    NOT NULL,

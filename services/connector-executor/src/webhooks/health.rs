@@ -85,6 +85,14 @@ impl Webhooks {
             if !self.events.started() {
                 continue;
             }
+            match self.events.settle_stale(self.handshake_window * 2).await {
+                Ok(0) => {}
+                Ok(settled) => tracing::warn!(
+                    settled,
+                    "settled subscriptions whose registration was cut short"
+                ),
+                Err(error) => tracing::warn!(%error, "cannot settle stale subscriptions"),
+            }
             let due = match self.events.claim_due(self.health_interval, CLAIM).await {
                 Ok(due) => due,
                 Err(error) => {

@@ -46,6 +46,18 @@ fn sandbox_has_webhook(system: &System, gid: &str) -> bool {
         .is_some()
 }
 
+/// The target the sandbox's webhook `gid` posts to: the intake, with the key only Asana was
+/// given.
+fn sandbox_target(system: &System, gid: &str) -> String {
+    system
+        .sandbox
+        .world()
+        .all("webhook", |w| w["gid"] == gid)
+        .next()
+        .and_then(|w| w["target"].as_str().map(str::to_owned))
+        .expect("the sandbox's webhook")
+}
+
 /// The sandbox's secret of the webhook `gid`, which signs its deliveries.
 fn sandbox_secret(system: &System, gid: &str) -> String {
     system
@@ -254,10 +266,12 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
     let (project, task) = venue(&system);
     let subscription = subscribe(&system, 0, &project).await;
     let secret = sandbox_secret(&system, &subscription.webhook_gid);
-    let intake = format!(
+    let intake = sandbox_target(&system, &subscription.webhook_gid);
+    let without_key = format!(
         "{}/webhooks/{}",
         system.webhook_urls[0], subscription.subscription_id
     );
+    assert!(intake.starts_with(&format!("{without_key}/")), "{intake}");
     let http = reqwest::Client::new();
     let sign = |key: &str, body: &[u8]| {
         let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("key");
@@ -358,7 +372,7 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
             "unknown subscription",
             post(
                 format!(
-                    "{}/webhooks/0190a000-0000-7000-8000-000000000001",
+                    "{}/webhooks/0190a000-0000-7000-8000-000000000001/key",
                     system.webhook_urls[0]
                 ),
                 Some(sign(&secret, body.as_bytes())),
@@ -370,7 +384,27 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
         (
             "not a subscription id",
             post(
-                format!("{}/webhooks/..%2f..%2fetc", system.webhook_urls[0]),
+                format!("{}/webhooks/..%2f..%2fetc/key", system.webhook_urls[0]),
+                Some(sign(&secret, body.as_bytes())),
+                body.clone().into(),
+            )
+            .await,
+            404,
+        ),
+        (
+            "the subscription without its key",
+            post(
+                without_key.clone(),
+                Some(sign(&secret, body.as_bytes())),
+                body.clone().into(),
+            )
+            .await,
+            404,
+        ),
+        (
+            "the subscription with another key",
+            post(
+                format!("{without_key}/guessed"),
                 Some(sign(&secret, body.as_bytes())),
                 body.clone().into(),
             )
@@ -381,6 +415,15 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
     for (what, status, expected) in refusals {
         assert_eq!(status, expected, "{what}");
     }
+    // Knowing the subscription id (callers see it) is not enough to offer a handshake: only
+    // the target Asana was given, key included, takes one.
+    let guessed = http
+        .post(format!("{without_key}/guessed"))
+        .header("X-Hook-Secret", "attacker-chosen")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(guessed.status().as_u16(), 404);
     // A second handshake would replace the secret: only the first one is taken.
     let handshake = http
         .post(&intake)
@@ -433,7 +476,7 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
         "agentauth_webhook_refused_total{reason=\"bad_signature\"} 4",
         "agentauth_webhook_refused_total{reason=\"malformed\"} 1",
         "agentauth_webhook_refused_total{reason=\"handshake_refused\"} 1",
-        "agentauth_webhook_refused_total{reason=\"unknown_subscription\"} 2",
+        "agentauth_webhook_refused_total{reason=\"unknown_subscription\"} 4",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
@@ -760,12 +803,21 @@ async fn asana_webhook_create_through_execute_tool_registers_a_subscription_and_
     assert!(!created.is_error, "{}", created.output_json);
     let output: Value = serde_json::from_str(&created.output_json).expect("JSON");
     let subscription_id = output["subscription_id"].as_str().expect("a subscription");
-    assert_eq!(
-        output["target"],
-        format!("{}/webhooks/{subscription_id}", system.webhook_urls[0]),
-        "the intake, not the caller's target"
+    let webhook_gid = output["gid"].as_str().expect("webhook gid");
+    let target = sandbox_target(&system, webhook_gid);
+    assert!(
+        target.starts_with(&format!(
+            "{}/webhooks/{subscription_id}/",
+            system.webhook_urls[0]
+        )),
+        "the intake, not the caller's target: {target}"
     );
-    let secret = sandbox_secret(&system, output["gid"].as_str().expect("webhook gid"));
+    let key = target.rsplit('/').next().expect("the key");
+    assert!(
+        !created.output_json.contains(key),
+        "the target's key is Asana's alone"
+    );
+    let secret = sandbox_secret(&system, webhook_gid);
     assert!(
         !created.output_json.contains(&secret),
         "no secret in the answer"
@@ -953,4 +1005,92 @@ async fn retention_expires_old_cursors_and_a_sync_token_asana_refuses_is_recorde
         },
         "and audited"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_bound_to_some_connections_sees_and_touches_only_their_subscriptions_and_events() {
+    let system = System::start(Options {
+        webhooks: true,
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    system.connect_oauth("asana", "alice").await;
+    let (project, task) = venue(&system);
+    let on_pat = subscribe(&system, 0, &project).await;
+    let on_oauth = system
+        .executor()
+        .create_event_subscription(pb::CreateEventSubscriptionRequest {
+            connection_name: "asana".into(),
+            ..valid(&project)
+        })
+        .await
+        .expect("subscribed on asana")
+        .into_inner()
+        .subscription
+        .expect("subscription");
+    let mut narrow = system.executor_as(&system.narrow_agent);
+
+    let listed = narrow
+        .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+            tenant: TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner()
+        .subscriptions;
+    let ids: Vec<_> = listed.iter().map(|s| s.subscription_id.as_str()).collect();
+    assert_eq!(ids, [on_pat.subscription_id.as_str()]);
+
+    let mut stream = narrow
+        .subscribe_events(pb::SubscribeEventsRequest {
+            tenant: TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("its events")
+        .into_inner();
+    write_note(&system, &task, "seen twice, shown once").await;
+    let mut subscriptions = HashSet::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(1500), stream.next()).await
+    {
+        let event = message.event.expect("event");
+        assert_eq!(event.connection_name, "asana-pat", "{event:?}");
+        subscriptions.insert(event.subscription_id);
+    }
+    assert_eq!(
+        subscriptions,
+        HashSet::from([on_pat.subscription_id.clone()]),
+        "the asana-pat subscription's events, none of asana's"
+    );
+
+    for refused in [
+        narrow
+            .delete_event_subscription(pb::DeleteEventSubscriptionRequest {
+                tenant: TENANT.into(),
+                subscription_id: on_oauth.subscription_id.clone(),
+            })
+            .await
+            .expect_err("not its connection"),
+        narrow
+            .pause_event_subscription(pb::PauseEventSubscriptionRequest {
+                tenant: TENANT.into(),
+                subscription_id: on_oauth.subscription_id.clone(),
+            })
+            .await
+            .expect_err("not its connection"),
+        narrow
+            .subscribe_events(pb::SubscribeEventsRequest {
+                tenant: TENANT.into(),
+                connection_name: Some("asana".into()),
+                ..Default::default()
+            })
+            .await
+            .expect_err("not its connection"),
+    ] {
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    }
+    assert!(sandbox_has_webhook(&system, &on_oauth.webhook_gid));
 }

@@ -447,7 +447,7 @@ name = "narrow-agent"
 key_sha256 = "{narrow_hash}"
 tenants = ["{TENANT}"]
 connections = ["asana-pat", "asana-pats"]
-roles = ["executor"]
+roles = ["executor", "events", "webhooks"]
 
 [[server.callers]]
 name = "read-only-agent"
