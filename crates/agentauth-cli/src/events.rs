@@ -113,19 +113,30 @@ pub async fn run(command: Command, endpoints: &Endpoints) -> anyhow::Result<Exit
             connection,
             all,
         } => {
-            let listed = client
-                .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
-                    tenant,
-                    connection_name: connection,
-                    include_ended: all,
-                })
-                .await
-                .map_err(|s| explain(&s))?
-                .into_inner();
-            for subscription in &listed.subscriptions {
-                writeln_out(&mut out, &describe(subscription))?;
+            let mut page_token = String::new();
+            let mut listed = 0;
+            loop {
+                let page = client
+                    .list_event_subscriptions(pb::ListEventSubscriptionsRequest {
+                        tenant: tenant.clone(),
+                        connection_name: connection.clone(),
+                        include_ended: all,
+                        page_size: 500,
+                        page_token,
+                    })
+                    .await
+                    .map_err(|s| explain(&s))?
+                    .into_inner();
+                for subscription in &page.subscriptions {
+                    listed += 1;
+                    writeln_out(&mut out, &describe(subscription))?;
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
             }
-            if listed.subscriptions.is_empty() {
+            if listed == 0 {
                 writeln_out(&mut out, "no subscriptions")?;
             }
         }

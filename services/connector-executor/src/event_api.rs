@@ -21,6 +21,8 @@ use crate::webhooks::Webhooks;
 
 /// How many events one read of the store fetches for a stream.
 const PAGE: i64 = 100;
+/// The most subscriptions one `ListEventSubscriptions` page holds.
+const MAX_PAGE_SIZE: u32 = 1000;
 /// The prefix of a `SubscribeEvents` cursor.
 const CURSOR_PREFIX: &str = "ev1.";
 
@@ -203,7 +205,8 @@ impl ConnectorExecutorApi {
         Ok(subscription_message(subscription))
     }
 
-    /// `ListEventSubscriptions`: the tenant's, of the connections the caller may use.
+    /// `ListEventSubscriptions`: a page of the tenant's, of the connections the caller may
+    /// use.
     pub(crate) async fn list_subscriptions(
         &self,
         caller: &Caller,
@@ -214,16 +217,47 @@ impl ConnectorExecutorApi {
             caller.check_connection(name)?;
         }
         let webhooks = self.webhooks()?;
-        let subscriptions = webhooks
+        let before = match r.page_token.as_str() {
+            "" => None,
+            token => Some(
+                uuid::Uuid::parse_str(token)
+                    .map_err(|_| Error::InvalidArgument {
+                        field: "page_token",
+                        description: "is not a page token of ListEventSubscriptions".to_owned(),
+                    })?
+                    .to_string(),
+            ),
+        };
+        let size = match r.page_size {
+            0 => 100,
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let mut page = webhooks
             .events
-            .list(&r.tenant, r.connection_name.as_deref(), r.include_ended)
+            .list(
+                &r.tenant,
+                r.connection_name.as_deref(),
+                r.include_ended,
+                before.as_deref(),
+                i64::from(size) + 1,
+            )
             .await?;
+        let more = page.len() > size as usize;
+        page.truncate(size as usize);
+        let next_page_token = if more {
+            page.last()
+                .map(|s| s.subscription_id.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(pb::ListEventSubscriptionsResponse {
-            subscriptions: subscriptions
+            subscriptions: page
                 .into_iter()
                 .filter(|s| caller.check_connection(&s.connection_name).is_ok())
                 .map(subscription_message)
                 .collect(),
+            next_page_token,
         })
     }
 

@@ -423,27 +423,41 @@ impl Events {
             .map_err(|e| unavailable(&e))
     }
 
-    /// A tenant's subscriptions, newest first.
+    /// A page of a tenant's subscriptions, newest first (ids are UUIDv7): at most `limit`
+    /// older than the subscription `before`, if given.
     pub(crate) async fn list(
         &self,
         tenant: &str,
         connection_name: Option<&str>,
         include_ended: bool,
+        before: Option<&str>,
+        limit: i64,
     ) -> Result<Vec<Subscription>, Error> {
         let mut sql =
             format!("SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE tenant = $1");
-        if connection_name.is_some() {
-            sql.push_str(" AND connection_name = $2");
+        let mut texts = vec![tenant];
+        for (column, value) in [
+            ("connection_name = ", connection_name),
+            ("subscription_id < ", before),
+        ] {
+            if let Some(value) = value {
+                texts.push(value);
+                sql.push_str(&format!(" AND {column}${}", texts.len()));
+            }
         }
         if !include_ended {
             sql.push_str(" AND state IN ('PENDING', 'ACTIVE', 'PAUSED')");
         }
-        sql.push_str(" ORDER BY subscription_id DESC LIMIT 1000");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
-        if let Some(name) = connection_name {
-            query = query.bind(name);
+        sql.push_str(&format!(
+            " ORDER BY subscription_id DESC LIMIT ${}",
+            texts.len() + 1
+        ));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for text in texts {
+            query = query.bind(text);
         }
         let rows = query
+            .bind(limit)
             .fetch_all(self.database.pool())
             .await
             .map_err(|e| unavailable(&e))?;
