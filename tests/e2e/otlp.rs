@@ -97,11 +97,26 @@ fn tokio_stream_wrapper(
 /// request causes records that trace: compliance can follow an event to the request's spans.
 #[tokio::test]
 async fn an_audit_event_records_the_trace_of_the_request_that_caused_it() {
+    audit_events_record_the_callers_trace(&[]).await;
+}
+
+/// Logs quieter than the request spans leave tracing as it is.
+#[tokio::test]
+async fn the_trace_is_recorded_whatever_rust_log_says() {
+    audit_events_record_the_callers_trace(&[("RUST_LOG", "warn")]).await;
+}
+
+async fn audit_events_record_the_callers_trace(env: &[(&str, &str)]) {
     use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
     use agentauth_proto::audit::v1::{EventFilter, PurgeBeforeRequest, QueryRequest};
 
     let key = ApiKey::generate();
-    let process = super::binaries::start("audit-log", &key);
+    let process = ServiceProcess::start(
+        "audit-log",
+        &super::binaries::config("audit-log", &key),
+        env,
+    )
+    .expect("start");
     wait_serving(process.address(), "", Duration::from_secs(30))
         .await
         .expect("serving");

@@ -91,7 +91,8 @@ pub fn otlp_requested(var: impl Fn(&str) -> Option<String>) -> bool {
 /// Installs the global subscriber and propagator for the binary `service`.
 ///
 /// Log levels come from `RUST_LOG` when set, otherwise `info` plus the service's
-/// `default_directives` (e.g. `vaultrs=off` where a library logs errors the service handles).
+/// `default_directives` (e.g. `vaultrs=off` where a library logs errors the service handles);
+/// spans are traced at those defaults whatever `RUST_LOG` says.
 /// Must be called from within a Tokio runtime (the OTLP gRPC exporter needs one).
 pub fn init(
     service: &'static str,
@@ -108,14 +109,18 @@ pub fn init(
         None
     };
     let provider = tracer_provider(service, exporter);
-    let filter = EnvFilter::try_from_default_env().or_else(|_| {
+    let defaults = || {
         EnvFilter::try_new(
             std::iter::once("info")
                 .chain(default_directives.split(',').filter(|d| !d.is_empty()))
                 .collect::<Vec<_>>()
                 .join(","),
         )
-    })?;
+    };
+    // RUST_LOG chooses what is logged, not what is traced: the request spans (info) stay, so a
+    // caller's trace is continued and audit events name it however quiet the logs are.
+    let filter = EnvFilter::try_from_default_env().or_else(|_| defaults())?;
+    let traced = defaults()?;
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .fmt_fields(TextFields::default())
@@ -128,9 +133,8 @@ pub fn init(
             .boxed(),
     };
     Registry::default()
-        .with(filter)
-        .with(fmt)
-        .with(otel_layer(&provider, service))
+        .with(fmt.with_filter(filter))
+        .with(otel_layer(&provider, service).with_filter(traced))
         .try_init()
         .map_err(|_| Error::AlreadyInstalled)?;
     Ok(Telemetry { provider })
