@@ -135,15 +135,20 @@ impl Database {
         Ok(())
     }
 
-    /// Brings the schema up to date with this backend's migrations.
+    /// Brings the schema up to date with this backend's migrations. Migrations in one process
+    /// run one at a time, so two parts of a service that share a database (connector-executor's
+    /// virtual MCP sessions and webhook events) do not apply the same migration at once; the
+    /// second finds it applied.
     pub async fn migrate(
         &self,
         migrations: &Migrations,
     ) -> Result<(), sqlx::migrate::MigrateError> {
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let migrator = match self.backend {
             Backend::Postgres => &migrations.postgres,
             Backend::Sqlite => &migrations.sqlite,
         };
+        let _turn = ONE_AT_A_TIME.lock().await;
         migrator.run(&self.pool).await
     }
 
