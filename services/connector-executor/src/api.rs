@@ -241,7 +241,7 @@ impl ConnectorExecutorApi {
             error_reason: error.map(Error::reason),
         };
         self.executor
-            .record_session(
+            .record_action(
                 action::MCP_SESSION_REVOKED,
                 actor,
                 tenant,
@@ -271,7 +271,7 @@ impl ConnectorExecutorApi {
             protocol_session: id,
         };
         self.executor
-            .record_session(
+            .record_action(
                 action::MCP_PROTOCOL_SESSION_ENDED,
                 &claims.by,
                 &claims.ten,
@@ -964,7 +964,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
                     error_reason: Some(error.reason()),
                 };
                 self.executor
-                    .record_session(
+                    .record_action(
                         action::MCP_SESSION_MINTED,
                         caller.name(),
                         &r.tenant,
@@ -986,7 +986,7 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             error_reason: None,
         };
         self.executor
-            .record_session(
+            .record_action(
                 action::MCP_SESSION_MINTED,
                 caller.name(),
                 &claims.ten,

@@ -233,10 +233,10 @@ impl Executor {
 }
 
 impl Executor {
-    /// Records an event of a virtual MCP session (`mcp.session_minted`,
-    /// `mcp.session_revoked`) by `actor` for (`tenant`, `identifier`): SUCCESS, DENIED for a
-    /// caller refused, FAILURE for a bad request or an unavailable store.
-    pub(crate) async fn record_session<D: serde::Serialize>(
+    /// Records an action that is no tool call (a virtual MCP session minted or revoked, an
+    /// event subscription changed, repaired or refused, …) by `actor` for (`tenant`,
+    /// `identifier`), with its typed `details`.
+    pub(crate) async fn record_action<D: serde::Serialize>(
         &self,
         action: &'static str,
         actor: &str,

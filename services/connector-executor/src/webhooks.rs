@@ -752,7 +752,7 @@ impl Webhooks {
         error: Option<&str>,
     ) {
         self.executor
-            .record_session(
+            .record_action(
                 action_name,
                 actor,
                 &subscription.tenant,
@@ -996,7 +996,7 @@ impl Webhooks {
         match subscription {
             Some(subscription) if !matches!(refusal, Refusal::Unavailable) => {
                 self.executor
-                    .record_session(
+                    .record_action(
                         action::WEBHOOK_REFUSED,
                         INTAKE_ACTOR,
                         &subscription.tenant,

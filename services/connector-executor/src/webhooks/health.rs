@@ -194,7 +194,7 @@ impl Webhooks {
             .await
             .map_err(|refused| refused.to_string());
         self.executor
-            .record_session(
+            .record_action(
                 action::WEBHOOK_REPAIRED,
                 &subscription.created_by,
                 &subscription.tenant,
@@ -308,7 +308,7 @@ impl Webhooks {
         error: Option<&str>,
     ) {
         self.executor
-            .record_session(
+            .record_action(
                 action_name,
                 &subscription.created_by,
                 &subscription.tenant,
