@@ -322,103 +322,77 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
     };
     let before = received().await;
 
-    let refusals = [
-        (
-            "unsigned",
-            post(intake.clone(), None, body.clone().into()).await,
-            401,
-        ),
+    let signed = sign(&secret, body.as_bytes());
+    let oversized = vec![b' '; 2 * 1024 * 1024];
+    let hook = |path: &str| format!("{}/webhooks/{path}", system.webhook_urls[0]);
+    let refusals: [(&str, String, Option<String>, Vec<u8>, u16); 10] = [
+        ("unsigned", intake.clone(), None, body.clone().into(), 401),
         (
             "signed with another key",
-            post(
-                intake.clone(),
-                Some(sign("not the secret", body.as_bytes())),
-                body.clone().into(),
-            )
-            .await,
+            intake.clone(),
+            Some(sign("not the secret", body.as_bytes())),
+            body.clone().into(),
             401,
         ),
         (
             "altered after signing",
-            post(
-                intake.clone(),
-                Some(sign(&secret, body.as_bytes())),
-                altered.clone().into(),
-            )
-            .await,
+            intake.clone(),
+            Some(signed.clone()),
+            altered.clone().into(),
             401,
         ),
         (
             "not hex",
-            post(intake.clone(), Some("zz".into()), body.clone().into()).await,
+            intake.clone(),
+            Some("zz".into()),
+            body.clone().into(),
             401,
         ),
         (
             "signed but not JSON",
-            post(
-                intake.clone(),
-                Some(sign(&secret, b"not json")),
-                b"not json".to_vec(),
-            )
-            .await,
+            intake.clone(),
+            Some(sign(&secret, b"not json")),
+            b"not json".to_vec(),
             400,
         ),
         (
             "oversized",
-            post(
-                intake.clone(),
-                Some(sign(&secret, &[b' '; 2 * 1024 * 1024])),
-                vec![b' '; 2 * 1024 * 1024],
-            )
-            .await,
+            intake.clone(),
+            Some(sign(&secret, &oversized)),
+            oversized.clone(),
             413,
         ),
         (
             "unknown subscription",
-            post(
-                format!(
-                    "{}/webhooks/0190a000-0000-7000-8000-000000000001/key",
-                    system.webhook_urls[0]
-                ),
-                Some(sign(&secret, body.as_bytes())),
-                body.clone().into(),
-            )
-            .await,
+            hook("0190a000-0000-7000-8000-000000000001/key"),
+            Some(signed.clone()),
+            body.clone().into(),
             404,
         ),
         (
             "not a subscription id",
-            post(
-                format!("{}/webhooks/..%2f..%2fetc/key", system.webhook_urls[0]),
-                Some(sign(&secret, body.as_bytes())),
-                body.clone().into(),
-            )
-            .await,
+            hook("..%2f..%2fetc/key"),
+            Some(signed.clone()),
+            body.clone().into(),
             404,
         ),
         (
             "the subscription without its key",
-            post(
-                without_key.clone(),
-                Some(sign(&secret, body.as_bytes())),
-                body.clone().into(),
-            )
-            .await,
+            without_key.clone(),
+            Some(signed.clone()),
+            body.clone().into(),
             404,
         ),
         (
             "the subscription with another key",
-            post(
-                format!("{without_key}/guessed"),
-                Some(sign(&secret, body.as_bytes())),
-                body.clone().into(),
-            )
-            .await,
+            format!("{without_key}/guessed"),
+            Some(signed.clone()),
+            body.clone().into(),
             404,
         ),
     ];
-    for (what, status, expected) in refusals {
-        assert_eq!(status, expected, "{what}");
+    for (what, url, signature, payload, expected) in refusals {
+        assert_eq!(post(url, signature, payload).await, expected, "{what}");
     }
     // Knowing the subscription id (callers see it) is not enough to offer a handshake: only
     // the target Asana was given, key included, takes one.
