@@ -325,7 +325,7 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
     let signed = sign(&secret, body.as_bytes());
     let oversized = vec![b' '; 2 * 1024 * 1024];
     let hook = |path: &str| format!("{}/webhooks/{path}", system.webhook_urls[0]);
-    let refusals: [(&str, String, Option<String>, Vec<u8>, u16); 10] = [
+    let refusals = [
         ("unsigned", intake.clone(), None, body.clone().into(), 401),
         (
             "signed with another key",
