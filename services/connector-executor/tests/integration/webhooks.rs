@@ -36,6 +36,19 @@ fn venue(system: &System) -> (String, String) {
     )
 }
 
+/// The system with webhooks on (and `options` otherwise), alice's PAT connected on
+/// `asana-pat`, and the seeded task "Book the venue" with its project.
+async fn started(options: Options) -> (System, String, String) {
+    let system = System::start(Options {
+        webhooks: true,
+        ..options
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let (project, task) = venue(&system);
+    (system, project, task)
+}
+
 /// Whether the sandbox still has the webhook `gid`.
 fn sandbox_has_webhook(system: &System, gid: &str) -> bool {
     system
@@ -152,15 +165,12 @@ async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor_on_postg
 
 /// Each event once, in order, wherever the subscriber reconnects.
 async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor(postgres: bool) {
-    let system = System::start(Options {
-        webhooks: true,
+    let (system, project, task) = started(Options {
         executor_replicas: 2,
         database_postgres: postgres,
         ..Options::default()
     })
     .await;
-    system.connect_pat("alice", ALICE_PAT).await;
-    let (project, task) = venue(&system);
     let mut stream = follow(&system, 0, None).await;
 
     // Created through replica 0, whose public URL is replica 1's intake: the handshake was
@@ -257,13 +267,7 @@ async fn a_task_change_reaches_a_subscriber_who_resumes_from_its_cursor(postgres
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_and_change_nothing() {
-    let system = System::start(Options {
-        webhooks: true,
-        ..Options::default()
-    })
-    .await;
-    system.connect_pat("alice", ALICE_PAT).await;
-    let (project, task) = venue(&system);
+    let (system, project, task) = started(Options::default()).await;
     let subscription = subscribe(&system, 0, &project).await;
     let secret = sandbox_secret(&system, &subscription.webhook_gid);
     let intake = sandbox_target(&system, &subscription.webhook_gid);
@@ -540,13 +544,7 @@ async fn forged_unsigned_altered_oversized_and_unknown_deliveries_are_refused_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_and_events_are_kept_apart_by_tenant_and_bad_requests_are_refused() {
-    let system = System::start(Options {
-        webhooks: true,
-        ..Options::default()
-    })
-    .await;
-    system.connect_pat("alice", ALICE_PAT).await;
-    let (project, task) = venue(&system);
+    let (system, project, task) = started(Options::default()).await;
     let subscription = subscribe(&system, 0, &project).await;
     let mut globex = system.executor_as(&system.other_tenant_agent);
 
@@ -664,15 +662,12 @@ fn valid(project: &str) -> pb::CreateEventSubscriptionRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_asana_deleted_is_recreated_and_the_events_it_missed_are_back_filled_once() {
-    let system = System::start(Options {
-        webhooks: true,
+    let (system, project, task) = started(Options {
         webhooks_toml: "health_interval = \"300ms\"\nbackfill_grace = \"2s\"".into(),
         sandbox_webhook_failure_window: Duration::from_millis(500),
         ..Options::default()
     })
     .await;
-    system.connect_pat("alice", ALICE_PAT).await;
-    let (project, task) = venue(&system);
     let mut stream = follow(&system, 0, None).await;
     let subscription = subscribe(&system, 0, &project).await;
 
@@ -761,13 +756,7 @@ async fn a_webhook_asana_deleted_is_recreated_and_the_events_it_missed_are_back_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asana_webhook_create_through_execute_tool_registers_a_subscription_and_never_returns_the_secret()
  {
-    let system = System::start(Options {
-        webhooks: true,
-        ..Options::default()
-    })
-    .await;
-    system.connect_pat("alice", ALICE_PAT).await;
-    let (project, task) = venue(&system);
+    let (system, project, task) = started(Options::default()).await;
     let mut stream = follow(&system, 0, None).await;
     let created = system
         .execute(
@@ -832,14 +821,11 @@ async fn asana_webhook_create_through_execute_tool_registers_a_subscription_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_subscription_has_no_webhook_and_resumed_it_catches_up_on_what_happened_meanwhile()
 {
-    let system = System::start(Options {
-        webhooks: true,
+    let (system, project, task) = started(Options {
         webhooks_toml: "health_interval = \"300ms\"\nbackfill_grace = \"1s\"".into(),
         ..Options::default()
     })
     .await;
-    system.connect_pat("alice", ALICE_PAT).await;
-    let (project, task) = venue(&system);
     let mut stream = follow(&system, 0, None).await;
     let subscription = subscribe(&system, 0, &project).await;
     let id = subscription.subscription_id.clone();
@@ -912,14 +898,11 @@ async fn a_paused_subscription_has_no_webhook_and_resumed_it_catches_up_on_what_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_expires_old_cursors_and_a_sync_token_asana_refuses_is_recorded_as_a_lost_gap() {
-    let system = System::start(Options {
-        webhooks: true,
+    let (system, project, task) = started(Options {
         webhooks_toml: "retention = \"1s\"\nhealth_interval = \"300ms\"".into(),
         ..Options::default()
     })
     .await;
-    system.connect_pat("alice", ALICE_PAT).await;
-    let (project, task) = venue(&system);
     let mut stream = follow(&system, 0, None).await;
     let subscription = subscribe(&system, 0, &project).await;
     write_note(&system, &task, "soon gone").await;
@@ -988,14 +971,8 @@ async fn retention_expires_old_cursors_and_a_sync_token_asana_refuses_is_recorde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_bound_to_some_connections_sees_and_touches_only_their_subscriptions_and_events() {
-    let system = System::start(Options {
-        webhooks: true,
-        ..Options::default()
-    })
-    .await;
-    system.connect_pat("alice", ALICE_PAT).await;
+    let (system, project, task) = started(Options::default()).await;
     system.connect_oauth("asana", "alice").await;
-    let (project, task) = venue(&system);
     let on_pat = subscribe(&system, 0, &project).await;
     let on_oauth = system
         .executor()
