@@ -381,13 +381,26 @@ impl Events {
         self.migrated.load(Ordering::Acquire)
     }
 
+    /// Runs a statement that changes rows; how many it changed.
+    async fn changed(
+        &self,
+        statement: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<u64, Error> {
+        statement
+            .execute(self.database.pool())
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(|e| unavailable(&e))
+    }
+
     /// Records a new subscription, PENDING, its health first checked at `next_check_at_us`.
     pub(crate) async fn create(
         &self,
         subscription: &Subscription,
         next_check_at_us: i64,
     ) -> Result<(), Error> {
-        sqlx::query(
+        self.changed(
+sqlx::query(
             "INSERT INTO event_subscriptions (subscription_id, tenant, connection_name, identifier, resource_gid, filters_json, webhook_gid, target_key_sha256, state, failure_reason, created_by, created_at_us, pending_since_us, events_received, sync_token, next_check_at_us) VALUES ($1, $2, $3, $4, $5, $6, '', '', $7, '', $8, $9, $9, 0, $10, $11)",
         )
         .bind(&subscription.subscription_id)
@@ -400,10 +413,9 @@ impl Events {
         .bind(&subscription.created_by)
         .bind(subscription.created_at_us)
         .bind(&subscription.sync_token)
-        .bind(next_check_at_us)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .bind(next_check_at_us),
+        )
+        .await?;
         Ok(())
     }
 
@@ -476,32 +488,32 @@ impl Events {
         window: Duration,
     ) -> Result<Option<i64>, Error> {
         let now = now_us();
-        let done = sqlx::query(
+        let done = self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET handshake_at_us = $1, last_heartbeat_at_us = $1 WHERE subscription_id = $2 AND state = 'PENDING' AND handshake_at_us IS NULL AND pending_since_us > $3",
         )
         .bind(now)
         .bind(id)
-        .bind(now - micros(window))
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
-        Ok((done.rows_affected() == 1).then_some(now))
+        .bind(now - micros(window)),
+        )
+        .await?;
+        Ok((done == 1).then_some(now))
     }
 
     /// A subscription in state `from` (ACTIVE: Asana deleted its webhook; PAUSED: it is
     /// resumed) waits for the handshake of a new webhook; `false` when it was not in `from`
     /// (another replica or request is at it).
     pub(crate) async fn await_new_webhook(&self, id: &str, from: State) -> Result<bool, Error> {
-        let done = sqlx::query(
+        let done = self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET state = 'PENDING', handshake_at_us = NULL, pending_since_us = $1 WHERE subscription_id = $2 AND state = $3",
         )
         .bind(now_us())
         .bind(id)
-        .bind(from.as_str())
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
-        Ok(done.rows_affected() == 1)
+        .bind(from.as_str()),
+        )
+        .await?;
+        Ok(done == 1)
     }
 
     /// Moves the subscription from one of the states `from` to `to`; whether it was in one.
@@ -516,13 +528,14 @@ impl Events {
             "UPDATE event_subscriptions SET state = $1 WHERE subscription_id = $2 AND state IN ({})",
             from.join(", ")
         );
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(to.as_str())
-            .bind(id)
-            .execute(self.database.pool())
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .changed(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(to.as_str())
+                    .bind(id),
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     /// A PENDING subscription goes back to `state` (a webhook that could not be created yet).
@@ -539,39 +552,41 @@ impl Events {
     /// The digest of the key the next webhook's target holds (set before Asana is asked for
     /// it, so its handshake finds it).
     pub(crate) async fn set_target_key(&self, id: &str, key_sha256: &str) -> Result<(), Error> {
-        sqlx::query(
+        self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET target_key_sha256 = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
         )
         .bind(key_sha256)
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .bind(id),
+        )
+        .await?;
         Ok(())
     }
 
     /// Keeps the events API position of the subscription.
     pub(crate) async fn set_sync_token(&self, id: &str, token: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE event_subscriptions SET sync_token = $1 WHERE subscription_id = $2")
+        self.changed(
+            sqlx::query(
+                "UPDATE event_subscriptions SET sync_token = $1 WHERE subscription_id = $2",
+            )
             .bind(token)
-            .bind(id)
-            .execute(self.database.pool())
-            .await
-            .map_err(|e| unavailable(&e))?;
+            .bind(id),
+        )
+        .await?;
         Ok(())
     }
 
     /// Events of the subscription were lost for good (its sync token expired).
     pub(crate) async fn gap_lost(&self, id: &str, token: &str) -> Result<(), Error> {
-        sqlx::query(
+        self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET sync_token = $1, gap_lost_at_us = $2 WHERE subscription_id = $3",
         )
         .bind(token)
         .bind(now_us())
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .bind(id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -598,16 +613,16 @@ impl Events {
             let due: i64 = row
                 .try_get("next_check_at_us")
                 .map_err(|e| unavailable(&e))?;
-            let won = sqlx::query(
+            let won = self.changed(
+sqlx::query(
                 "UPDATE event_subscriptions SET next_check_at_us = $1 WHERE subscription_id = $2 AND next_check_at_us = $3",
             )
             .bind(now + micros(interval))
             .bind(&subscription.subscription_id)
-            .bind(due)
-            .execute(self.database.pool())
-            .await
-            .map_err(|e| unavailable(&e))?;
-            if won.rows_affected() == 1 {
+            .bind(due),
+            )
+            .await?;
+            if won == 1 {
                 claimed.push(subscription);
             }
         }
@@ -619,21 +634,21 @@ impl Events {
     /// replaced ACTIVE again, so that the next check repairs it. How many were moved.
     pub(crate) async fn settle_stale(&self, stale: Duration) -> Result<u64, Error> {
         let before = now_us() - micros(stale);
-        let failed = sqlx::query(
+        let failed = self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET state = 'FAILED', failure_reason = 'its registration did not complete' WHERE state = 'PENDING' AND webhook_gid = '' AND pending_since_us < $1",
         )
-        .bind(before)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
-        let revived = sqlx::query(
+        .bind(before),
+        )
+        .await?;
+        let revived = self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET state = 'ACTIVE' WHERE state = 'PENDING' AND webhook_gid <> '' AND pending_since_us < $1",
         )
-        .bind(before)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
-        Ok(failed.rows_affected() + revived.rows_affected())
+        .bind(before),
+        )
+        .await?;
+        Ok(failed + revived)
     }
 
     /// What a health check read of the webhook at Asana.
@@ -642,15 +657,15 @@ impl Events {
         id: &str,
         asana_last_failure_at_us: Option<i64>,
     ) -> Result<(), Error> {
-        sqlx::query(
+        self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET last_checked_at_us = $1, asana_last_failure_at_us = $2 WHERE subscription_id = $3",
         )
         .bind(now_us())
         .bind(asana_last_failure_at_us)
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .bind(id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -662,29 +677,29 @@ impl Events {
         webhook_gid: &str,
         repaired: bool,
     ) -> Result<bool, Error> {
-        let done = sqlx::query(
+        let done = self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET state = 'ACTIVE', webhook_gid = $1, repaired_at_us = CASE WHEN $2 = 1 THEN $3 ELSE repaired_at_us END WHERE subscription_id = $4 AND state = 'PENDING'",
         )
         .bind(webhook_gid)
         .bind(i64::from(repaired))
         .bind(now_us())
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
-        Ok(done.rows_affected() == 1)
+        .bind(id),
+        )
+        .await?;
+        Ok(done == 1)
     }
 
     /// A pending subscription could not be registered: it becomes FAILED with `reason`.
     pub(crate) async fn fail(&self, id: &str, reason: &str) -> Result<(), Error> {
-        sqlx::query(
+        self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET state = 'FAILED', failure_reason = $1 WHERE subscription_id = $2 AND state = 'PENDING'",
         )
         .bind(reason)
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .bind(id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -700,14 +715,14 @@ impl Events {
 
     /// A verified heartbeat of the subscription.
     pub(crate) async fn heartbeat(&self, id: &str) -> Result<(), Error> {
-        sqlx::query(
+        self.changed(
+sqlx::query(
             "UPDATE event_subscriptions SET last_heartbeat_at_us = $1 WHERE subscription_id = $2",
         )
         .bind(now_us())
-        .bind(id)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .bind(id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -825,13 +840,13 @@ impl Events {
     /// Removes the events received before `cutoff_us`, recording the last position removed,
     /// and the failed and deleted subscriptions created before it.
     pub(crate) async fn purge(&self, cutoff_us: i64) -> Result<u64, Error> {
-        sqlx::query(
+        self.changed(
+sqlx::query(
             "DELETE FROM event_subscriptions WHERE state IN ('FAILED', 'DELETED') AND created_at_us < $1",
         )
-        .bind(cutoff_us)
-        .execute(self.database.pool())
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .bind(cutoff_us),
+        )
+        .await?;
         let mut tx = self
             .database
             .pool()
