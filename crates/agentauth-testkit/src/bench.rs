@@ -57,6 +57,43 @@ where
     all
 }
 
+/// Interleaved rounds of `paths` ways of doing one thing: in each of `rounds` rounds every path
+/// in turn (the order rotated each round, so none always goes first) runs for `warmup`, then
+/// for `round` measured. `run(path, how_long)` gives every call's latency and the time it took.
+/// Per path: calls per second over all its measured rounds, and their latencies.
+pub async fn interleaved<F, Fut>(
+    paths: usize,
+    rounds: usize,
+    warmup: Duration,
+    round: Duration,
+    run: F,
+) -> Vec<(f64, Latencies)>
+where
+    F: Fn(usize, Duration) -> Fut,
+    Fut: std::future::Future<Output = (Vec<Duration>, Duration)>,
+{
+    let mut samples: Vec<(Vec<Duration>, Duration)> =
+        (0..paths).map(|_| (Vec::new(), Duration::ZERO)).collect();
+    for r in 0..rounds {
+        for step in 0..paths {
+            let index = (step + r) % paths;
+            run(index, warmup).await;
+            let (calls, elapsed) = run(index, round).await;
+            samples[index].0.extend(calls);
+            samples[index].1 += elapsed;
+        }
+    }
+    samples
+        .into_iter()
+        .map(|(mut calls, elapsed)| {
+            (
+                calls.len() as f64 / elapsed.as_secs_f64(),
+                Latencies::of(&mut calls),
+            )
+        })
+        .collect()
+}
+
 /// `d` in microseconds.
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6

@@ -27,7 +27,7 @@ use agentauth_grpc::ApiKey;
 use agentauth_grpc::client::AuthenticatedChannel;
 use agentauth_proto::executor::v1 as pb;
 use agentauth_proto::executor::v1::connector_executor_client::ConnectorExecutorClient;
-use agentauth_testkit::bench::{Latencies, keep_calling, micros};
+use agentauth_testkit::bench::{Latencies, interleaved, keep_calling, micros};
 use asana_sandbox::seed::ALICE_PAT;
 use connector_executor::bearer::{Claims, Keys};
 use serde_json::{Value, json};
@@ -252,27 +252,10 @@ async fn drive() {
     println!("| path | concurrency | calls/s | p50 | p99 | vs ExecuteTool (calls/s, p50) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for &concurrency in &CONCURRENCY {
-        let mut samples: Vec<(Vec<Duration>, Duration)> =
-            paths.iter().map(|_| (Vec::new(), Duration::ZERO)).collect();
-        for round in 0..ROUNDS {
-            for step in 0..paths.len() {
-                let index = (step + round) % paths.len();
-                let path = &paths[index].1;
-                path.callers(concurrency, WARMUP).await;
-                let (calls, elapsed) = path.callers(concurrency, ROUND).await;
-                samples[index].0.extend(calls);
-                samples[index].1 += elapsed;
-            }
-        }
-        let figures: Vec<(f64, Latencies)> = samples
-            .into_iter()
-            .map(|(mut calls, elapsed)| {
-                (
-                    calls.len() as f64 / elapsed.as_secs_f64(),
-                    Latencies::of(&mut calls),
-                )
-            })
-            .collect();
+        let figures = interleaved(paths.len(), ROUNDS, WARMUP, ROUND, |index, run| {
+            paths[index].1.callers(concurrency, run)
+        })
+        .await;
         let (base_rate, base) = figures[0];
         for ((name, _), (rate, latencies)) in paths.iter().zip(&figures) {
             println!(

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agentauth_proto::executor::v1 as pb;
-use agentauth_testkit::bench::{Latencies, keep_calling, micros, millis};
+use agentauth_testkit::bench::{Latencies, interleaved, keep_calling, micros, millis};
 use asana_sandbox::seed::ALICE_PAT;
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -199,29 +199,10 @@ async fn drive() {
     println!("| handler | concurrency | deliveries/s | p50 | p99 | vs bare (deliveries/s, p50) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for &concurrency in &CONCURRENCY {
-        let mut samples: Vec<(Vec<Duration>, Duration)> = targets
-            .iter()
-            .map(|_| (Vec::new(), Duration::ZERO))
-            .collect();
-        for round in 0..ROUNDS {
-            for step in 0..targets.len() {
-                let index = (step + round) % targets.len();
-                let target = &targets[index].1;
-                target.senders(concurrency, WARMUP).await;
-                let (calls, elapsed) = target.senders(concurrency, ROUND).await;
-                samples[index].0.extend(calls);
-                samples[index].1 += elapsed;
-            }
-        }
-        let figures: Vec<(f64, Latencies)> = samples
-            .into_iter()
-            .map(|(mut calls, elapsed)| {
-                (
-                    calls.len() as f64 / elapsed.as_secs_f64(),
-                    Latencies::of(&mut calls),
-                )
-            })
-            .collect();
+        let figures = interleaved(targets.len(), ROUNDS, WARMUP, ROUND, |index, run| {
+            targets[index].1.senders(concurrency, run)
+        })
+        .await;
         let (base_rate, base) = figures[0];
         for ((name, _), (rate, latencies)) in targets.iter().zip(&figures) {
             println!(
