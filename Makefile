@@ -16,7 +16,7 @@ MACHETE_VERSION := 0.9.2
 MACHETE := $(TOOLS)/bin/cargo-machete
 export AGENTAUTH_TOOLS_DIR := $(TOOLS)
 
-.PHONY: help run test tools build fmt lint proto-lint proto-landed deploy-check cargo-test clean
+.PHONY: help run test tools build fmt lint proto-lint proto-landed deploy-check images cargo-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ proto-landed: tools ## record the contracts of commit LANDED (default HEAD) as p
 
 deploy-check: tools build ## validate the Kubernetes manifests offline, and their configs against the binaries
 	TOOLS_DIR=$(TOOLS) AGENTAUTH_BIN_DIR=$(CURDIR)/target/debug deploy/check.sh
+
+images: ## build the four container images with docker build (needs a container engine; REGISTRY, TAG)
+	deploy/images/build.sh
 
 cargo-test: build $(NEXTEST) ## run every Rust test (unit, integration, end to end), each within its time limit (.config/nextest.toml)
 	$(NEXTEST) nextest run --workspace --locked
