@@ -66,7 +66,7 @@ LANDED ?= HEAD
 proto-landed: tools ## record the contracts of commit LANDED (default HEAD) as proto/landed.binpb
 	cd proto && $(VENV)/bin/buf build '../.git#ref=$(LANDED),subdir=proto' --exclude-source-info -o landed.binpb
 
-deploy-check: tools build ## validate the Kubernetes manifests offline, and their configs against the binaries
+deploy-check: tools build ## render the Kubernetes manifests with kustomize and check them, their configs against the binaries, and the container build file (no cluster, no engine)
 	TOOLS_DIR=$(TOOLS) AGENTAUTH_BIN_DIR=$(CURDIR)/target/debug deploy/check.sh
 
 images: ## build the four container images with docker build (needs a container engine; REGISTRY, TAG)

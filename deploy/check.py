@@ -1,33 +1,35 @@
 #!/usr/bin/env python3
-"""Offline checks for deploy/ that need more than a schema. Run by deploy/check.sh.
+"""Invariants of the rendered manifests. Run by deploy/check.sh, which renders each kustomization
+root with `kubectl kustomize` first; this script renders nothing and knows no configuration
+schema (the binaries check their own configs: `--check-config`, `--print-access`).
 
-1. Every `resources:` and `patches:` path of every kustomization.yaml exists, no kustomization
-   uses a field this script cannot render, and no manifest or patch file under deploy/ is left
-   unreferenced.
-2. Renders each kustomization root (deploy/base, deploy/overlays/*) the way kustomize would for
-   the subset used here: `resources` (files and directories), `namespace`, and JSON 6902
-   `patches` with a `target`. The merged objects are written out for kubernetes-validate.
-3. Checks the invariants that the design and the binaries impose on the rendered objects:
-   config files carry only known keys and no secrets; env overrides name known keys and take
-   secrets from Secrets, and a service gets a database URL and mounted Secret items only if
-   its config uses them; security context, probes and shutdown timing; PDBs, Services; the
-   NetworkPolicies allow exactly the edges of design.md's diagram (PostgreSQL for
-   connector-executor only where virtual MCP is on); connector-executor's virtual MCP (signing
-   keys mounted, TTLs, virtual servers and their minters' bindings, public URL and Ingress
-   routes of only its paths); production replicas and Ingresses.
+    check.py invariants DEPLOY_DIR OUT_DIR
+        Reads OUT_DIR/rendered/<root>.yaml (`kubectl kustomize` output; <root> is `base` or
+        `overlays-<name>`) and checks what the design and the binaries need of the objects:
+        namespaces, no committed Secrets; config files without secrets, client URLs naming
+        the Services and key files that are mounted Secret items; Secret volumes read-only and
+        least-privilege; database and Redis URLs from Secrets exactly where they are used;
+        security context, probes, shutdown timing, ports, PDBs, Services; the NetworkPolicies,
+        evaluated into the set of allowed connections, equal to design.md's edges;
+        schema-watcher's watches and its caller entry at connector-executor; connector-executor's
+        virtual MCP and webhook intake (listeners, Service ports, Ingress routes of only their
+        paths, public URLs on TLS hosts, /metrics never routed); the shared rate limiter where
+        connector-executor runs several replicas; production replicas, Ingresses and external
+        endpoints by ipBlock. Also: every file under deploy/ (but vault/) that looks like a
+        manifest is referenced by a kustomization.yaml.
+        Writes OUT_DIR/configs/<root>/<service>.{toml,env}: each config with dummy digests and
+        key files, and its Deployment's environment with dummy Secret values, for the binaries.
 
-Usage: check.py DEPLOY_DIR OUT_DIR
-Writes OUT_DIR/raw-files.txt (resource files as written), OUT_DIR/rendered/<root>/*.yaml
-(merged objects) and OUT_DIR/configs/<root>/<service>.{toml,env} (inputs for the binaries'
---check-config), prints findings, and exits 1 if there are any.
+    check.py admission OUT_DIR/configs
+        Reads <service>.access.json (`<service> --print-access`, written by check.sh) and checks
+        that every NetworkPolicy edge's callee admits its caller for the RPCs it calls, and that
+        reserved RPCs are held only by those who must hold them.
 
-       check.py --compare OUT_DIR/rendered/<root> KUSTOMIZE_OUTPUT.yaml
-Exits 1 if the render differs from real kustomize's (`kubectl kustomize <root>`) for that root.
+Each prints one `FINDING …` line per problem and exits 1 if there is any.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -46,98 +48,43 @@ SINGLETONS = {"schema-watcher"}
 GRPC_PORT = 50051
 HTTP_PORT = 8080
 HTTP_SERVICES = {"token-vault", "connector-executor"}
+# connector-executor's webhook intake: its own listener, Service port and Ingress route.
+WEBHOOKS_PORT = 8091
+WEBHOOKS_PORT_NAME = "webhooks"
+WEBHOOKS_LISTEN = f"0.0.0.0:{WEBHOOKS_PORT}"
+# The only path the intake serves to Asana (`/webhooks/<subscription>/<key>`); its `/metrics`
+# is for in-cluster scrapers and must never be routed from outside.
+WEBHOOKS_PATH = "/webhooks"
+NEVER_ROUTED = ("/metrics",)
 ENV_PREFIX = {s: s.upper().replace("-", "_") + "__" for s in SERVICES}
+REDIS = ("TCP", 6379)
+POSTGRES = ("TCP", 5432)
 
-# Config keys each binary accepts (it rejects unknown keys). `str`/`list` are leaf types;
-# `[dict]` is an array of tables. The gRPC chassis's settings live in a [server] table
-# (ARCHITECTURE.md, "Decisions and deviations"; crates/agentauth-grpc ServerConfig).
-_CALLER = {"name": str, "key_sha256": str, "tenants": list, "connections": list, "tools": list,
-           "roles": list, "rpcs": list}
-_CLIENT = {"url": str, "api_key_file": str}
-# The [audit] section: where audit events go (agentauth_audit::SinkConfig).
-_AUDIT = {"url": str, "api_key_file": str, "spool_dir": str}
-_SERVER = {"listen": str, "shutdown_grace": str, "readiness_interval": str, "callers": [_CALLER]}
-# schema-watcher's [[watches]] (schema_watcher::WatchConfig) and [polling].
-_WATCH = {"connection": str, "tenant": str, "identifier": str, "interval": str, "jitter": str,
-          "mode": str, "auto_approve_first": bool}
-_POLLING = {"timeout": str, "min_gap": str, "failures_before_alert": int}
-_COMMON = {"server": _SERVER}
-# connector-executor's per-user virtual MCP endpoints (virtual_mcp::VirtualMcpConfig,
-# VirtualServerConfig, bearer::KeyConfig).
-_SIGNING_KEY = {"id": str, "key_file": str}
-_VIRTUAL_MCP = {"listen": str, "public_url": str, "allowed_hosts": list, "allowed_origins": list,
-                "default_ttl": str, "max_ttl": str, "signing_keys": [_SIGNING_KEY],
-                "revocation_refresh": str, "revocation_stale_after": str,
-                "session_retention": str, "responses": str}
-_EXPOSED_TOOL = {"connection": str, "tool": str, "upstream": bool, "fixed_inputs": dict}
-_VIRTUAL_SERVER = {"name": str, "minters": list, "include_previews": bool,
-                   "tools": [_EXPOSED_TOOL]}
-CONFIG_SCHEMA: dict[str, dict[str, Any]] = {
-    "token-vault": {
-        **_COMMON,
-        "oauth": {"http_listen": str},
-        "vault": {"addr": str, "timeout": str, "kv_mount": str, "transit_mount": str,
-                  "path_prefix": str},
-        "database": {"url": str},
-        "audit": _AUDIT,
-    },
-    "audit-log": {**_COMMON, "database": {"url": str}},
-    "connector-executor": {
-        **_COMMON,
-        "token_vault": _CLIENT,
-        "audit": _AUDIT,
-        # Drift pinning: where the approved baselines of MCP connections come from.
-        "schema_watcher": _CLIENT,
-        # Per-connection settings by connection name (requests_per_minute, asana_enable, ...).
-        "connections": dict,
-        # Virtual MCP: off without a signing key; with one, [database] (from the env override)
-        # records sessions and revocations.
-        "virtual_mcp": _VIRTUAL_MCP,
-        "virtual_servers": [_VIRTUAL_SERVER],
-        "database": {"url": str},
-    },
-    "schema-watcher": {
-        **_COMMON,
-        "database": {"url": str},
-        # connector-executor, through which every listing is read.
-        "executor": _CLIENT,
-        "audit": _AUDIT,
-        "polling": _POLLING,
-        "watches": [_WATCH],
-    },
+# Services that keep state in PostgreSQL whatever their config says; connector-executor does
+# only with virtual MCP or webhooks on (see uses_database).
+DATABASE_SERVICES = {"token-vault", "audit-log", "schema-watcher"}
+# Config tables that hold secrets: they must come from a Secret through the env override, never
+# the file. (service, dotted key) -> the env override.
+SECRET_KEYS = {
+    **{(s, "database.url"): f"{ENV_PREFIX[s]}DATABASE__URL" for s in SERVICES},
+    ("connector-executor", "limits.shared.url"): "CONNECTOR_EXECUTOR__LIMITS__SHARED__URL",
 }
-# Keys that hold secrets: they must come from a Secret through the env override, never the file.
-SECRET_KEYS = {"database"}
-# Keys the binaries default sensibly; every other key must be written out.
-OPTIONAL_KEYS = {"server.readiness_interval", "vault.timeout", "connections", "server.callers",
-                 "virtual_mcp", "virtual_servers", "virtual_mcp.allowed_hosts",
-                 "virtual_mcp.allowed_origins", "virtual_mcp.default_ttl", "virtual_mcp.max_ttl",
-                 "virtual_mcp.revocation_refresh", "virtual_mcp.revocation_stale_after",
-                 "virtual_mcp.session_retention", "virtual_mcp.responses"}
-# Fields of array-of-table entries the binaries default: a caller's connections and tools are
-# "*" unless named (they matter only where a request names one), its rpcs empty.
-OPTIONAL_ENTRY_KEYS = {"callers": {"connections", "tools", "rpcs", "roles"},
-                       "watches": {"interval", "jitter", "auto_approve_first"},
-                       "virtual_servers": {"include_previews"},
-                       "tools": {"upstream", "fixed_inputs"}}
-WATCH_MODES = {"warn", "pinned"}
 # Where secrets are mounted as files (API keys, signing keys); each file a Secret item.
 SECRETS_DIR = "/var/run/secrets/"
-# Virtual MCP (connector-executor): the listener behind the Service's `http` port, the only
-# paths it serves (what its Ingress may route to it), its answer modes and name syntax.
+# Virtual MCP (connector-executor): the listener behind the Service's `http` port and the only
+# paths it serves (what its Ingress may route to it).
 VIRTUAL_MCP_LISTEN = f"0.0.0.0:{HTTP_PORT}"
 VIRTUAL_MCP_PATHS = {"/mcp", "/.well-known/oauth-protected-resource/mcp"}
-VIRTUAL_MCP_RESPONSES = {"json", "sse"}
-# connector-executor's roles that only serve virtual MCP (minting; listing and revoking).
+# connector-executor's roles that only make sense with a feature on.
 VIRTUAL_MCP_ROLES = {"mcp", "sessions"}
-VIRTUAL_MCP_DEFAULTS = {"default_ttl": "15m", "max_ttl": "1h", "revocation_refresh": "5s",
-                        "revocation_stale_after": "60s"}
-NAME_SYNTAX = re.compile(r"[A-Za-z0-9_-]+")
-KEY_ID_SYNTAX = re.compile(r"[A-Za-z0-9-]+")
+WEBHOOK_ROLES = {"webhooks", "events"}
 # A client section's name → the Service it must point at.
 CLIENT_SECTIONS = {"token_vault": "token-vault", "audit": "audit-log",
                    "executor": "connector-executor", "schema_watcher": "schema-watcher"}
-EXPECTED_ASANA = {"api_base": "https://app.asana.com/api/1.0", "mcp_url": "https://mcp.asana.com/v2/mcp"}
+# The binary each Deployment runs: the image's entrypoint (deploy/images/Dockerfile), given only
+# these flags.
+ARGS = ["--config", "/etc/agentauth/config.toml"]
+LIVENESS_SERVICE = "liveness"
 
 # design.md's diagram, as (client, server, port) inside the namespace ...
 EXPECTED_INTERNAL_EDGES = {
@@ -164,35 +111,38 @@ EDGE_NEEDS = {
     # Polling: each watch's listing as its probe account, and the upstreams' change notices.
     ("schema-watcher", "connector-executor"): {"ListUpstreamTools", "WatchUpstreamChanges"},
 }
+# With webhooks on, connector-executor keeps each webhook's secret in token-vault.
+WEBHOOK_EDGE_NEEDS = {("connector-executor", "token-vault"): {
+    "PutWebhookSecret", "GetWebhookSecret", "DeleteWebhookSecret"}}
 # schema-watcher's entry on connector-executor is bound to its probe accounts, not every
 # tenant: its tenants and connections must be exactly those of its [[watches]], and it may call
 # nothing but what polling needs.
 WATCHER_EDGE = ("schema-watcher", "connector-executor")
-# RPCs that only these callers may hold, whatever a config says: tokens leave token-vault only
-# for connector-executor, only the services write audit events (in their own name), only
-# schema-watcher lists upstream tools as probe accounts, and pinning verdicts go to
-# connector-executor alone.
+# RPCs that only these callers may hold, whatever a config says: tokens and webhook secrets
+# leave token-vault only for connector-executor, only the services write audit events (in their
+# own name), only schema-watcher lists upstream tools as probe accounts, and pinning verdicts
+# go to connector-executor alone.
 RESERVED_RPCS = {
     ("token-vault", "GetAccessToken"): {"connector-executor"},
     ("token-vault", "ReportRejectedToken"): {"connector-executor"},
     ("token-vault", "WatchAccountChanges"): {"connector-executor"},
+    ("token-vault", "GetWebhookSecret"): {"connector-executor"},
+    ("token-vault", "PutWebhookSecret"): {"connector-executor"},
     ("audit-log", "Append"): {"connector-executor", "token-vault", "schema-watcher"},
     ("connector-executor", "ListUpstreamTools"): {"schema-watcher"},
     ("connector-executor", "WatchUpstreamChanges"): {"schema-watcher"},
     ("schema-watcher", "CheckTools"): {"connector-executor"},
 }
 # ... and as ports each service may reach outside it (DNS 53, OTLP 4317, PostgreSQL 5432,
-# Vault 8200, Asana 443) or be reached on from outside it (callers/operators on gRPC, the
-# ingress controller on the HTTP listener).
+# Vault 8200, Asana 443, Redis 6379) or be reached on from outside it (callers/operators on
+# gRPC, the ingress controller on the HTTP listeners). Feature-dependent ports are added by
+# expected_external().
 _COMMON_EGRESS = {("UDP", 53), ("TCP", 53), ("TCP", 4317)}
-# connector-executor reaches PostgreSQL only where it has a database (virtual MCP on, see
-# uses_database): that port is added to its set then.
-POSTGRES = ("TCP", 5432)
 EXPECTED_EXTERNAL_EGRESS = {
-    "token-vault": _COMMON_EGRESS | {("TCP", 5432), ("TCP", 8200), ("TCP", 443)},
+    "token-vault": _COMMON_EGRESS | {("TCP", 8200), ("TCP", 443)},
     "connector-executor": _COMMON_EGRESS | {("TCP", 443)},
-    "audit-log": _COMMON_EGRESS | {("TCP", 5432)},
-    "schema-watcher": _COMMON_EGRESS | {("TCP", 5432)},
+    "audit-log": _COMMON_EGRESS,
+    "schema-watcher": _COMMON_EGRESS,
 }
 EXPECTED_EXTERNAL_INGRESS = {
     "token-vault": {("TCP", HTTP_PORT)},
@@ -203,7 +153,7 @@ EXPECTED_EXTERNAL_INGRESS = {
 
 # Per-root expectations beyond the shared invariants.
 ROOT_EXPECTATIONS = {
-    "overlays/production": {
+    "overlays-production": {
         "min_replicas": 2,
         # connector-executor's only while virtual MCP is on (nothing else listens there).
         "ingress_backends": {("token-vault", "http"), ("connector-executor", "http")},
@@ -212,8 +162,6 @@ ROOT_EXPECTATIONS = {
 }
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "StorageClass"}
-KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "namespace", "resources", "patches"}
-TARGET_FIELDS = {"group", "version", "kind", "name", "namespace"}
 PLACEHOLDER = re.compile(r"FILL-IN|agentauth\.example|192\.0\.2\.|198\.51\.100\.|203\.0\.113\.")
 
 findings: list[str] = []
@@ -223,184 +171,10 @@ def finding(where: str, message: str) -> None:
     findings.append(f"{where}: {message}")
 
 
-# --- kustomize-lite ---------------------------------------------------------------------------
-
-
-class RenderError(Exception):
-    pass
-
-
-def load_docs(path: Path) -> list[Any]:
-    with path.open() as f:
-        return [d for d in yaml.safe_load_all(f) if d is not None]
-
-
 def obj_id(obj: dict) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace", "")
     return f"{obj.get('kind')}/{ns + '/' if ns else ''}{meta.get('name')}"
-
-
-def split_api_version(api_version: str) -> tuple[str, str]:
-    group, _, version = api_version.rpartition("/")
-    return group, version
-
-
-def pointer_tokens(pointer: str) -> list[str]:
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise RenderError(f"JSON pointer {pointer!r} does not start with '/'")
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
-
-
-def walk(doc: Any, tokens: list[str], pointer: str) -> Any:
-    for t in tokens:
-        if isinstance(doc, dict):
-            if t not in doc:
-                raise RenderError(f"path {pointer} does not exist (no key {t!r})")
-            doc = doc[t]
-        elif isinstance(doc, list):
-            if not t.isdigit() or int(t) >= len(doc):
-                raise RenderError(f"path {pointer} does not exist (no index {t})")
-            doc = doc[int(t)]
-        else:
-            raise RenderError(f"path {pointer} goes through a scalar")
-    return doc
-
-
-def apply_json6902(obj: dict, ops: list[dict]) -> None:
-    """RFC 6902 add/remove/replace/test, strict like kustomize: a missing path is an error."""
-    for op in ops:
-        kind, pointer = op.get("op"), op.get("path", "")
-        tokens = pointer_tokens(pointer)
-        if kind not in {"add", "remove", "replace", "test"}:
-            raise RenderError(f"unsupported JSON 6902 op {kind!r} (use add/remove/replace/test)")
-        if kind in {"add", "replace", "test"} and "value" not in op:
-            raise RenderError(f"op {kind} {pointer} has no value")
-        if not tokens:
-            raise RenderError("patching the whole document is not supported")
-        parent = walk(obj, tokens[:-1], pointer)
-        last = tokens[-1]
-        if kind == "test":
-            if walk(obj, tokens, pointer) != op["value"]:
-                raise RenderError(f"test {pointer} failed: expected {op['value']!r}, "
-                                  f"found {walk(obj, tokens, pointer)!r}")
-            continue
-        if isinstance(parent, dict):
-            if kind in {"remove", "replace"} and last not in parent:
-                raise RenderError(f"{kind} {pointer}: no such key")
-            if kind == "remove":
-                del parent[last]
-            else:
-                parent[last] = copy.deepcopy(op["value"])
-        elif isinstance(parent, list):
-            if kind == "add" and last == "-":
-                parent.append(copy.deepcopy(op["value"]))
-                continue
-            if not last.isdigit():
-                raise RenderError(f"{kind} {pointer}: {last!r} is not an array index")
-            i = int(last)
-            if kind == "add":
-                if i > len(parent):
-                    raise RenderError(f"add {pointer}: index out of range")
-                parent.insert(i, copy.deepcopy(op["value"]))
-            elif i >= len(parent):
-                raise RenderError(f"{kind} {pointer}: index out of range")
-            elif kind == "remove":
-                del parent[i]
-            else:
-                parent[i] = copy.deepcopy(op["value"])
-        else:
-            raise RenderError(f"{kind} {pointer}: parent is a scalar")
-
-
-def matches_target(obj: dict, target: dict) -> bool:
-    group, version = split_api_version(obj.get("apiVersion", ""))
-    meta = obj.get("metadata") or {}
-    wanted = {"group": group, "version": version, "kind": obj.get("kind"),
-              "name": meta.get("name"), "namespace": meta.get("namespace")}
-    return all(wanted[k] == v for k, v in target.items())
-
-
-def render(root: Path, deploy_dir: Path, referenced: set[Path], raw_files: list[Path],
-           stack: tuple[Path, ...] = ()) -> list[dict]:
-    """Render the kustomization in `root`; record every file it references."""
-    kfile = root / "kustomization.yaml"
-    rel = kfile.relative_to(deploy_dir)
-    if root in stack:
-        raise RenderError(f"{rel}: kustomization cycle")
-    if not kfile.is_file():
-        raise RenderError(f"{root.relative_to(deploy_dir)}: no kustomization.yaml")
-    referenced.add(kfile)
-    docs = load_docs(kfile)
-    if len(docs) != 1 or not isinstance(docs[0], dict):
-        raise RenderError(f"{rel}: expected one mapping")
-    k = docs[0]
-    if k.get("kind") != "Kustomization":
-        raise RenderError(f"{rel}: kind is not Kustomization")
-    unsupported = set(k) - KUSTOMIZATION_FIELDS
-    if unsupported:
-        raise RenderError(f"{rel}: fields {sorted(unsupported)} are not rendered by check.py; "
-                          "express them as resources or JSON 6902 patches")
-
-    objects: list[dict] = []
-    for res in k.get("resources") or []:
-        path = (root / res).resolve()
-        if not path.exists():
-            finding(str(rel), f"resource {res!r} does not exist")
-            continue
-        if path.is_dir():
-            objects += render(path, deploy_dir, referenced, raw_files, stack + (root,))
-        else:
-            referenced.add(path)
-            raw_files.append(path)
-            for doc in load_docs(path):
-                if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
-                    raise RenderError(f"{path.relative_to(deploy_dir)}: a document is not a "
-                                      "Kubernetes object")
-                objects.append(doc)
-
-    for patch in k.get("patches") or []:
-        if set(patch) - {"path", "target"} or "path" not in patch or "target" not in patch:
-            raise RenderError(f"{rel}: each patch needs exactly `path` and `target` "
-                              "(inline patches are not used here)")
-        path = (root / patch["path"]).resolve()
-        if not path.is_file():
-            finding(str(rel), f"patch {patch['path']!r} does not exist")
-            continue
-        referenced.add(path)
-        target = patch["target"]
-        if set(target) - TARGET_FIELDS:
-            raise RenderError(f"{rel}: target fields {sorted(set(target) - TARGET_FIELDS)} "
-                              "are not supported by check.py")
-        ops = load_docs(path)
-        if len(ops) != 1 or not isinstance(ops[0], list):
-            raise RenderError(f"{path.relative_to(deploy_dir)}: not a JSON 6902 patch (a YAML "
-                              "list of operations); strategic-merge patches are not used here")
-        hits = [o for o in objects if matches_target(o, target)]
-        if len(hits) != 1:
-            raise RenderError(f"{rel}: patch {patch['path']} matches {len(hits)} objects "
-                              f"(target {target}), expected exactly 1")
-        try:
-            apply_json6902(hits[0], ops[0])
-        except RenderError as e:
-            raise RenderError(f"{path.relative_to(deploy_dir)}: {e}") from None
-
-    if "namespace" in k:
-        for o in objects:
-            if o["kind"] not in CLUSTER_SCOPED:
-                o.setdefault("metadata", {})["namespace"] = k["namespace"]
-
-    seen: set[str] = set()
-    for o in objects:
-        if obj_id(o) in seen:
-            raise RenderError(f"{rel}: {obj_id(o)} is defined twice")
-        seen.add(obj_id(o))
-    return objects
-
-
-# --- invariants -------------------------------------------------------------------------------
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
@@ -414,19 +188,34 @@ def parse_duration(text: str) -> float:
     return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
+def table(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def virtual_mcp_on(cfg: dict) -> bool:
     """connector-executor serves virtual MCP endpoints only with a signing key."""
-    vm = cfg.get("virtual_mcp")
-    return isinstance(vm, dict) and bool(vm.get("signing_keys"))
+    return bool(table(cfg, "virtual_mcp.signing_keys"))
+
+
+def webhooks_on(cfg: dict) -> bool:
+    """connector-executor has event subscriptions and an intake only with a public URL."""
+    return table(cfg, "webhooks.public_url") is not None
 
 
 def uses_database(svc: str, cfg: dict) -> bool:
-    """token-vault, audit-log and schema-watcher always keep state in PostgreSQL;
-    connector-executor only for virtual MCP sessions (its [database] is required then, and
-    should not be given otherwise)."""
     if svc == "connector-executor":
-        return virtual_mcp_on(cfg)
-    return "database" in CONFIG_SCHEMA[svc]
+        return virtual_mcp_on(cfg) or webhooks_on(cfg)
+    return svc in DATABASE_SERVICES
+
+
+def shared_limits(cfg: dict) -> dict | None:
+    shared = table(cfg, "limits.shared")
+    return shared if isinstance(shared, dict) else None
 
 
 def strings(value: Any) -> set[str]:
@@ -440,13 +229,39 @@ def strings(value: Any) -> set[str]:
     return set()
 
 
+def load_config(configmaps: dict[str, dict], svc: str) -> dict:
+    try:
+        return tomllib.loads((configmaps.get(f"{svc}-config", {}).get("data") or {})
+                            .get("config.toml", ""))
+    except tomllib.TOMLDecodeError:
+        return {}  # reported by check_config
+
+
+def callers_of(cfg: dict) -> dict[str, dict]:
+    return {c.get("name"): c for c in table(cfg, "server.callers") or [] if isinstance(c, dict)}
+
+
+def https_root(where: str, key: str, url_text: str) -> str:
+    """The host of an https://<host> URL (no path, port 443 or none); a finding otherwise."""
+    url = urlsplit(url_text)
+    if url.scheme != "https" or not url.hostname:
+        finding(where, f"{key} {url_text!r} must be an https URL (the Ingress serves TLS)")
+    elif url.path not in ("", "/") or url.port not in (None, 443):
+        finding(where, f"{key} {url_text!r} must be https://<host> (the Ingress routes its "
+                       "paths at the root, on 443)")
+    return url.hostname or ""
+
+
+# --- per service ---------------------------------------------------------------------------
+
+
 def check_virtual_mcp(where: str, cfg: dict, secret_files: set[str]) -> None:
-    """connector-executor's [virtual_mcp] and [[virtual_servers]], as far as the binary checks
-    them only at start (after --check-config): signing keys, TTLs, servers and their minters."""
-    vm = cfg.get("virtual_mcp") if isinstance(cfg.get("virtual_mcp"), dict) else {}
+    """connector-executor's [virtual_mcp] and [[virtual_servers]] as far as the deployment is
+    concerned: listener, signing key files mounted, and minters bound to what they expose.
+    (The binary checks the rest at start: TTLs, names, key sizes.)"""
+    vm = table(cfg, "virtual_mcp") or {}
     servers = [s for s in cfg.get("virtual_servers") or [] if isinstance(s, dict)]
-    callers = {c.get("name"): c for c in (cfg.get("server") or {}).get("callers") or []
-               if isinstance(c, dict)}
+    callers = callers_of(cfg)
     if not virtual_mcp_on(cfg):
         if servers:
             finding(where, "[[virtual_servers]] are declared but [virtual_mcp] names no signing "
@@ -459,55 +274,21 @@ def check_virtual_mcp(where: str, cfg: dict, secret_files: set[str]) -> None:
     if vm.get("listen") != VIRTUAL_MCP_LISTEN:
         finding(where, f"virtual_mcp.listen must be \"{VIRTUAL_MCP_LISTEN}\" (the `http` port "
                        "of the Service, NetworkPolicy and Ingress)")
-    if not str(vm.get("public_url", "")).startswith("https://"):
-        finding(where, "virtual_mcp.public_url must be the https URL clients reach the Ingress "
-                       "by (session URLs are built from it)")
-    if vm.get("responses", "json") not in VIRTUAL_MCP_RESPONSES:
-        finding(where, f"virtual_mcp.responses must be one of {sorted(VIRTUAL_MCP_RESPONSES)}")
-    try:
-        d = {k: parse_duration(str(vm.get(k, v))) for k, v in VIRTUAL_MCP_DEFAULTS.items()}
-        if not 0 < d["default_ttl"] <= d["max_ttl"]:
-            finding(where, "virtual_mcp.default_ttl must be positive and at most max_ttl")
-        if not 0 < d["revocation_refresh"] < d["revocation_stale_after"]:
-            finding(where, "virtual_mcp.revocation_refresh must be positive and below "
-                           "revocation_stale_after (or every replica answers 503)")
-    except ValueError as e:
-        finding(where, f"virtual_mcp: {e}")
-    ids, files = set(), set()
     for n, key in enumerate(k for k in vm["signing_keys"] if isinstance(k, dict)):
-        kid, path = str(key.get("id", "")), key.get("key_file")
-        if not KEY_ID_SYNTAX.fullmatch(kid):
-            finding(where, f"virtual_mcp.signing_keys[{n}].id {kid!r}: letters, digits and '-'")
-        if kid in ids or path in files:
-            finding(where, f"virtual_mcp.signing_keys[{n}] repeats a key id or key file")
-        ids.add(kid)
-        files.add(path)
-        if path not in secret_files:
-            finding(where, f"virtual_mcp.signing_keys[{n}].key_file {path!r} is not a mounted "
-                           "Secret item")
+        if key.get("key_file") not in secret_files:
+            finding(where, f"virtual_mcp.signing_keys[{n}].key_file {key.get('key_file')!r} is "
+                           "not a mounted Secret item")
     if not servers:
         finding(where, "virtual MCP is on but there are no [[virtual_servers]]: nothing to mint")
-    names = set()
     # What each minter's servers expose: connection names, and tool names ("*" for every tool
     # an upstream connection lists).
     exposes: dict[str, dict[str, set]] = {}
     for server in servers:
-        name = str(server.get("name", ""))
-        at = f"virtual_servers `{name}`"
-        if not NAME_SYNTAX.fullmatch(name) or name in names:
-            finding(where, f"{at}: the name must be letters, digits, '-' and '_', and unique")
-        names.add(name)
         tools = [t for t in server.get("tools") or [] if isinstance(t, dict)]
-        if not tools:
-            finding(where, f"{at}: tools must name a tool")
-        for tool in tools:
-            if tool.get("tool") == "*" and (not tool.get("upstream") or tool.get("fixed_inputs")):
-                finding(where, f"{at}: tool \"*\" needs upstream = true and no fixed_inputs")
-        if not server.get("minters"):
-            finding(where, f"{at}: minters must name a caller")
         for minter in server.get("minters") or []:
             if minter not in callers:
-                finding(where, f"{at}: minter {minter!r} is not a configured caller")
+                finding(where, f"virtual server {server.get('name')!r}: minter {minter!r} is not "
+                               "a configured caller")
                 continue
             mine = exposes.setdefault(minter, {"connections": set(), "tools": set()})
             mine["connections"] |= {t.get("connection") for t in tools}
@@ -536,38 +317,28 @@ def check_virtual_mcp(where: str, cfg: dict, secret_files: set[str]) -> None:
                                "cannot mint")
 
 
-def check_table(where: str, value: dict, schema: dict, prefix: str = "") -> None:
-    for key, item in value.items():
-        name = prefix + key
-        if key not in schema:
-            finding(where, f"unknown config key `{name}` (the binary rejects unknown keys)")
-            continue
-        expected = schema[key]
-        if isinstance(expected, dict):
-            if not isinstance(item, dict):
-                finding(where, f"`{name}` must be a table")
-            else:
-                check_table(where, item, expected, name + ".")
-        elif isinstance(expected, list):
-            if not isinstance(item, list) or not all(isinstance(i, dict) for i in item):
-                finding(where, f"`{name}` must be an array of tables ([[{name}]])")
-                continue
-            for n, entry in enumerate(item):
-                check_table(where, entry, expected[0], f"{name}[{n}].")
-                missing = set(expected[0]) - set(entry) - OPTIONAL_ENTRY_KEYS.get(key, set())
-                if missing:
-                    finding(where, f"`{name}[{n}]` lacks {sorted(missing)}")
-        elif not isinstance(item, expected):
-            finding(where, f"`{name}` must be a {expected.__name__}")
-
-
-def env_path_known(schema: dict, path: list[str]) -> bool:
-    node: Any = schema
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return not isinstance(node, dict)
+def check_webhooks(where: str, cfg: dict) -> None:
+    """connector-executor's [webhooks] as far as the deployment is concerned."""
+    callers = callers_of(cfg)
+    if not webhooks_on(cfg):
+        for name, caller in sorted(callers.items()):
+            held = set(caller.get("roles") or []) & WEBHOOK_ROLES
+            if held:
+                finding(where, f"caller {name!r} holds {sorted(held)}, but webhooks are off "
+                               "([webhooks] names no public_url)")
+        return
+    if table(cfg, "webhooks.listen") != WEBHOOKS_LISTEN:
+        finding(where, f"webhooks.listen must be \"{WEBHOOKS_LISTEN}\" (the `{WEBHOOKS_PORT_NAME}` "
+                       "port of the container, Service, NetworkPolicy and Ingress)")
+    https_root(where, "webhooks.public_url", str(table(cfg, "webhooks.public_url")))
+    # Least privilege: a caller that follows or registers events is bound to its tenants and
+    # connections, not every one.
+    for name, caller in sorted(callers.items()):
+        if set(caller.get("roles") or []) & WEBHOOK_ROLES:
+            for field in ("tenants", "connections"):
+                if "*" in (caller.get(field) or ["*"]):
+                    finding(where, f"caller {name!r} holds {sorted(set(caller['roles']) & WEBHOOK_ROLES)}"
+                                   f" for every one of its {field}: name them")
 
 
 def check_config(svc: str, where: str, toml_text: str, deployment: dict,
@@ -577,42 +348,20 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
     except tomllib.TOMLDecodeError as e:
         finding(where, f"config.toml is not valid TOML: {e}")
         return None
-    schema = CONFIG_SCHEMA[svc]
-    check_table(where, cfg, schema)
-    for key in SECRET_KEYS & set(cfg):
-        finding(where, f"`[{key}]` must not be in the file: it comes from "
-                       f"{ENV_PREFIX[svc]}{key.upper()}__URL (a Secret)")
-    for key in sorted(set(schema) - SECRET_KEYS):
-        sub = schema[key]
-        if key not in cfg:
-            if key not in OPTIONAL_KEYS:
-                finding(where, f"config.toml lacks `{key}`")
-        elif isinstance(sub, dict) and isinstance(cfg[key], dict):
-            for inner in sorted(set(sub) - set(cfg[key])):
-                if f"{key}.{inner}" not in OPTIONAL_KEYS:
-                    finding(where, f"config.toml lacks `{key}.{inner}`")
-    server = cfg.get("server") if isinstance(cfg.get("server"), dict) else {}
-    if server.get("listen") != f"0.0.0.0:{GRPC_PORT}":
-        finding(where, f"server.listen must be \"0.0.0.0:{GRPC_PORT}\"")
-    if "oauth" in schema and (cfg.get("oauth") or {}).get("http_listen") != f"0.0.0.0:{HTTP_PORT}":
-        finding(where, f"oauth.http_listen must be \"0.0.0.0:{HTTP_PORT}\"")
-    if "asana" in cfg and cfg["asana"] != EXPECTED_ASANA:
-        finding(where, f"[asana] must be {EXPECTED_ASANA}")
-
-    for n, caller in enumerate(server.get("callers") or []):
-        digest = caller.get("key_sha256", "")
-        # A FILL-IN placeholder is allowed here (counted as a placeholder in the summary).
-        if not digest.startswith("FILL-IN") and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-            finding(where, f"server.callers[{n}].key_sha256 is not 64 hex digits")
-        if not caller.get("tenants"):
-            finding(where, f"server.callers[{n}].tenants is empty (use [\"*\"] for any)")
-        if not caller.get("roles") and not caller.get("rpcs"):
-            finding(where, f"server.callers[{n}] has no roles or rpcs: it could call nothing")
-
-    # Client sections: the URL names an agentauth Service on the gRPC port; the key file is a
-    # mounted Secret item.
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+
+    for (owner, key), env_name in SECRET_KEYS.items():
+        if owner == svc and table(cfg, key) is not None:
+            finding(where, f"`{key}` must not be in the file: it comes from {env_name} (a Secret)")
+    server = table(cfg, "server") or {}
+    if server.get("listen") != f"0.0.0.0:{GRPC_PORT}":
+        finding(where, f"server.listen must be \"0.0.0.0:{GRPC_PORT}\"")
+    if svc == "token-vault" and table(cfg, "oauth.http_listen") != f"0.0.0.0:{HTTP_PORT}":
+        finding(where, f"oauth.http_listen must be \"0.0.0.0:{HTTP_PORT}\"")
+
+    # Secret volumes: read-only under /var/run/secrets, listing their items.
     secret_files = set()
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
@@ -633,10 +382,11 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
         finding(where, f"Secret item {path} is mounted but config.toml does not read it")
     if svc == "connector-executor":
         check_virtual_mcp(where, cfg, secret_files)
+        check_webhooks(where, cfg)
     for section, target in CLIENT_SECTIONS.items():
-        if section not in cfg or section not in schema:
+        client = table(cfg, section)
+        if not isinstance(client, dict) or "url" not in client:
             continue
-        client = cfg[section]
         want = f"http://{target}.{NAMESPACE}.svc:{GRPC_PORT}"
         if client.get("url") != want:
             finding(where, f"[{section}].url must be {want!r}")
@@ -646,45 +396,30 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
             finding(where, f"[{section}].api_key_file {client.get('api_key_file')!r} is not a "
                            f"Secret item mounted into {svc}")
 
-    # Env overrides: the service's prefix, a known key, secrets from secretKeyRef.
-    env = {e["name"]: e for e in container.get("env", [])}
+    # Env: no inline password; secrets only from secretKeyRef; each secret override set
+    # exactly where the config uses it.
     for name, entry in env.items():
-        literal = entry.get("value", "")
-        if re.search(r"://[^/\s:@]+:[^/\s@]+@", literal):
+        if re.search(r"://[^/\s:@]*:[^/\s@]+@", entry.get("value", "")):
             finding(where, f"env {name} carries a password inline; use a secretKeyRef")
-        if "__" in name:
-            if not name.startswith(ENV_PREFIX[svc]):
-                finding(where, f"env {name} does not use the prefix {ENV_PREFIX[svc]}")
-                continue
-            path = name[len(ENV_PREFIX[svc]):].lower().split("__")
-            if not env_path_known(schema, path):
-                finding(where, f"env {name} overrides unknown key `{'.'.join(path)}`")
-            if path[0] in SECRET_KEYS and "secretKeyRef" not in (entry.get("valueFrom") or {}):
-                finding(where, f"env {name} must come from a secretKeyRef")
-    for key in SECRET_KEYS & set(schema):
-        name = f"{ENV_PREFIX[svc]}{key.upper()}__URL"
-        if uses_database(svc, cfg) and name not in env:
-            finding(where, f"{svc} needs {name} (from a Secret): the file has no [{key}]")
-        elif not uses_database(svc, cfg) and any(e.startswith(f"{ENV_PREFIX[svc]}{key.upper()}__")
-                                                 for e in env):
-            finding(where, f"{svc} is given {name} but uses no database here (virtual MCP is "
-                           "off): leave the Secret out")
-    if svc == "token-vault" and "secretKeyRef" not in (env.get("VAULT_TOKEN", {}).get("valueFrom") or {}):
-        finding(where, "token-vault needs VAULT_TOKEN from a secretKeyRef")
+        if "__" in name and not name.startswith(ENV_PREFIX[svc]):
+            finding(where, f"env {name} does not use the prefix {ENV_PREFIX[svc]}")
+    wanted_secret_env = {f"{ENV_PREFIX[svc]}DATABASE__URL": uses_database(svc, cfg)}
+    if svc == "connector-executor":
+        wanted_secret_env["CONNECTOR_EXECUTOR__LIMITS__SHARED__URL"] = shared_limits(cfg) is not None
+    if svc == "token-vault":
+        wanted_secret_env["VAULT_TOKEN"] = True
+    for name, wanted in wanted_secret_env.items():
+        if wanted and name not in env:
+            finding(where, f"{svc} needs {name} from a Secret: its config uses what it sets")
+        elif wanted and "secretKeyRef" not in (env[name].get("valueFrom") or {}):
+            finding(where, f"env {name} must come from a secretKeyRef")
+        elif not wanted and name in env:
+            finding(where, f"{svc} is given {name} but its config does not use it here: leave "
+                           "the Secret out")
 
-    watches = cfg.get("watches") if isinstance(cfg.get("watches"), list) else []
-    if "watches" in schema and not watches:
+    watches = [w for w in cfg.get("watches") or [] if isinstance(w, dict)]
+    if svc == "schema-watcher" and not watches:
         finding(where, "no [[watches]]: schema-watcher would poll nothing")
-    seen_connections = set()
-    for n, watch in enumerate(w for w in watches if isinstance(w, dict)):
-        if watch.get("mode") not in WATCH_MODES:
-            finding(where, f"watches[{n}].mode must be one of {sorted(WATCH_MODES)}")
-        for field in ("connection", "tenant", "identifier"):
-            if not str(watch.get(field, "")).strip():
-                finding(where, f"watches[{n}].{field} is empty")
-        if watch.get("connection") in seen_connections:
-            finding(where, f"connection {watch.get('connection')!r} is watched twice")
-        seen_connections.add(watch.get("connection"))
 
     try:
         return parse_duration(server.get("shutdown_grace", ""))
@@ -693,7 +428,7 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
         return None
 
 
-def check_deployment(svc: str, where: str, dep: dict, grace: float | None,
+def check_deployment(svc: str, where: str, dep: dict, cfg: dict, grace: float | None,
                      sas: dict[str, dict], expect: dict) -> None:
     spec = dep["spec"]
     pod = spec["template"]["spec"]
@@ -709,10 +444,22 @@ def check_deployment(svc: str, where: str, dep: dict, grace: float | None,
             finding(where, f"{svc} must run one replica (its polling is not coordinated)")
     elif replicas < expect.get("min_replicas", 1):
         finding(where, f"replicas {replicas} < {expect['min_replicas']}")
+    if svc == "connector-executor":
+        # Asana's per-token limits hold across replicas only through the shared limiter, and
+        # its fallback share (budget / replicas) is right only if it knows how many there are.
+        shared = shared_limits(cfg)
+        if replicas > 1 and shared is None:
+            finding(where, f"{replicas} replicas but no [limits.shared]: each replica would "
+                           "spend a whole Asana token's budget")
+        elif shared is not None and shared.get("replicas") != replicas:
+            finding(where, f"limits.shared.replicas is {shared.get('replicas')!r} but the "
+                           f"Deployment runs {replicas} replicas")
 
     psc = pod.get("securityContext", {})
     if psc.get("runAsNonRoot") is not True:
         finding(where, "pod securityContext.runAsNonRoot must be true")
+    if psc.get("runAsUser") != 65532 or psc.get("runAsGroup") != 65532:
+        finding(where, "pod securityContext must run as 65532:65532 (the image's user)")
     if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
         finding(where, "pod seccompProfile must be RuntimeDefault")
     automount = pod.get("automountServiceAccountToken")
@@ -729,34 +476,45 @@ def check_deployment(svc: str, where: str, dep: dict, grace: float | None,
     if pod.get("enableServiceLinks") is not False:
         finding(where, "enableServiceLinks must be false")
 
-    if len(pod["containers"]) != 1:
+    if len(pod["containers"]) != 1 or pod.get("initContainers"):
         finding(where, "expected exactly one container")
     c = pod["containers"][0]
     image = c.get("image", "")
-    if not re.fullmatch(rf"[^\s]+/{re.escape(svc)}(:[\w.-]+)?(@sha256:[0-9a-f]{{64}})?", image):
-        finding(where, f"image {image!r} is not <registry>/{svc}:<tag>")
-    if c.get("args") != ["--config", "/etc/agentauth/config.toml"]:
-        finding(where, "args must be --config /etc/agentauth/config.toml")
+    if not re.fullmatch(rf"[^\s@]+/{re.escape(svc)}(:[\w.-]+)?(@sha256:[0-9a-f]{{64}})?", image):
+        finding(where, f"image {image!r} is not <registry>/{svc}[:<tag>][@sha256:<digest>]")
+    if "command" in c:
+        finding(where, "command must not be set: the image's entrypoint is the binary")
+    if c.get("args") != ARGS:
+        finding(where, f"args must be {' '.join(ARGS)}")
     csc = c.get("securityContext", {})
     if csc.get("readOnlyRootFilesystem") is not True:
         finding(where, "readOnlyRootFilesystem must be true")
     if csc.get("allowPrivilegeEscalation") is not False:
         finding(where, "allowPrivilegeEscalation must be false")
+    if csc.get("privileged") is True:
+        finding(where, "privileged must not be true")
     if csc.get("capabilities", {}).get("drop") != ["ALL"]:
         finding(where, "capabilities.drop must be [ALL]")
     if csc.get("capabilities", {}).get("add"):
         finding(where, "no capabilities may be added")
-    for probe in ("readinessProbe", "livenessProbe"):
-        if c.get(probe, {}).get("grpc", {}).get("port") != GRPC_PORT:
-            finding(where, f"{probe} must be a grpc probe on port {GRPC_PORT}")
+    # Readiness is the overall health status; liveness and startup ask for the `liveness`
+    # health service, which the chassis keeps SERVING while the process answers at all, so a
+    # dependency outage makes pods unready, never restarted.
+    readiness = c.get("readinessProbe", {}).get("grpc", {})
+    if readiness.get("port") != GRPC_PORT or readiness.get("service", ""):
+        finding(where, f"readinessProbe must be a grpc probe on {GRPC_PORT} without a service")
+    for probe in ("livenessProbe", "startupProbe"):
+        grpc = c.get(probe, {}).get("grpc", {})
+        if grpc.get("port") != GRPC_PORT or grpc.get("service") != LIVENESS_SERVICE:
+            finding(where, f"{probe} must be a grpc probe on {GRPC_PORT} for service "
+                           f"{LIVENESS_SERVICE!r}")
     for kind in ("requests", "limits"):
         for res in ("cpu", "memory"):
             if res not in c.get("resources", {}).get(kind, {}):
                 finding(where, f"resources.{kind}.{res} is missing")
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-    want_ports = {"grpc": GRPC_PORT} | ({"http": HTTP_PORT} if svc in HTTP_SERVICES else {})
-    if ports != want_ports:
-        finding(where, f"container ports {ports} != {want_ports}")
+    if ports != expected_ports(svc, cfg):
+        finding(where, f"container ports {ports} != {expected_ports(svc, cfg)}")
 
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -770,6 +528,21 @@ def check_deployment(svc: str, where: str, dep: dict, grace: float | None,
     if grace is not None and not tgps > pre_stop + grace:
         finding(where, f"terminationGracePeriodSeconds {tgps} must exceed preStop {pre_stop}s "
                        f"+ shutdown_grace {grace:g}s")
+
+
+def expected_ports(svc: str, cfg: dict) -> dict[str, int]:
+    """Named listener ports of a service: gRPC; HTTP for token-vault's OAuth callback and
+    connector-executor's virtual MCP (the port is there in the base, where it is off); the
+    webhook intake's exactly where webhooks are on."""
+    ports = {"grpc": GRPC_PORT}
+    if svc in HTTP_SERVICES:
+        ports["http"] = HTTP_PORT
+    if svc == "connector-executor" and webhooks_on(cfg):
+        ports[WEBHOOKS_PORT_NAME] = WEBHOOKS_PORT
+    return ports
+
+
+# --- network ---------------------------------------------------------------------------------
 
 
 def selector_matches(selector: dict | None, labels: dict) -> bool:
@@ -803,7 +576,7 @@ def peer_kinds(peer: dict, ns_labels: dict, pods: dict[str, dict]) -> tuple[set[
     return inside, not only_here
 
 
-def check_network(where: str, objects: list[dict], db_users: set[str]) -> None:
+def check_network(where: str, objects: list[dict], configs: dict[str, dict]) -> None:
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     namespaces = by_kind(objects, "Namespace")
     ns_labels = dict((namespaces.get(NAMESPACE, {}).get("metadata") or {}).get("labels") or {})
@@ -862,40 +635,35 @@ def check_network(where: str, objects: list[dict], db_users: set[str]) -> None:
         if edge[0] in pods and edge[1] in pods:
             finding(where, f"NetworkPolicies block {edge[0]} → {edge[1]}:{edge[2]} (design edge)")
     for svc in pods:
-        for direction, expected in (("egress", EXPECTED_EXTERNAL_EGRESS),
-                                    ("ingress", EXPECTED_EXTERNAL_INGRESS)):
-            got = {(proto, port) for peer, proto, port in allowed[direction][svc] if peer == "external"}
-            want = set(expected.get(svc, set()))
-            if direction == "egress" and svc in db_users:
-                want.add(POSTGRES)
-            if got != want:
+        cfg = configs.get(svc, {})
+        want = {"egress": set(EXPECTED_EXTERNAL_EGRESS.get(svc, set())),
+                "ingress": set(EXPECTED_EXTERNAL_INGRESS.get(svc, set()))}
+        if uses_database(svc, cfg):
+            want["egress"].add(POSTGRES)
+        if svc == "connector-executor" and shared_limits(cfg) is not None:
+            want["egress"].add(REDIS)
+        if svc == "connector-executor" and webhooks_on(cfg):
+            want["ingress"].add(("TCP", WEBHOOKS_PORT))
+        for direction in ("egress", "ingress"):
+            got = {(proto, port) for peer, proto, port in allowed[direction][svc]
+                   if peer == "external"}
+            if got != want[direction]:
                 finding(where, f"{svc}: external {direction} ports {sorted(got)} != "
-                               f"expected {sorted(want)}")
+                               f"expected {sorted(want[direction])}")
 
 
-def load_config(configmaps: dict[str, dict], svc: str) -> dict:
-    try:
-        return tomllib.loads((configmaps.get(f"{svc}-config", {}).get("data") or {})
-                            .get("config.toml", ""))
-    except tomllib.TOMLDecodeError:
-        return {}  # reported by check_config
-
-
-def check_watcher_scope(where: str, configmaps: dict[str, dict]) -> None:
+def check_watcher_scope(where: str, configs: dict[str, dict]) -> None:
     """schema-watcher's caller entry on connector-executor is least-privilege: role `watcher`
     only, for exactly the tenants and connections its [[watches]] name; and pinned watches
     are enforced only if connector-executor asks schema-watcher ([schema_watcher])."""
     caller, callee = WATCHER_EDGE
-    watches = [w for w in load_config(configmaps, caller).get("watches") or []
-               if isinstance(w, dict)]
-    executor = load_config(configmaps, callee)
-    entries = [c for c in (executor.get("server") or {}).get("callers") or []
-               if isinstance(c, dict) and c.get("name") == caller]
-    if not entries:
+    watches = [w for w in configs.get(caller, {}).get("watches") or [] if isinstance(w, dict)]
+    executor = configs.get(callee, {})
+    entry = callers_of(executor).get(caller)
+    if entry is None:
         finding(where, f"{callee} has no caller entry for {caller}, which lists its watches "
                        "through it")
         return
-    entry = entries[0]
     if entry.get("roles") != ["watcher"] or entry.get("rpcs"):
         finding(where, f"{callee}'s caller {caller} must hold exactly roles = [\"watcher\"]")
     for field, key in (("tenants", "tenant"), ("connections", "connection")):
@@ -909,6 +677,102 @@ def check_watcher_scope(where: str, configmaps: dict[str, dict]) -> None:
                        "nothing would be pinned")
 
 
+# --- Ingresses ---------------------------------------------------------------------------------
+
+
+def path_reaches(path: str, path_type: str, target: str) -> bool:
+    """Whether an Ingress path of this type serves the request path `target`."""
+    if path_type == "Exact":
+        return path == target
+    # Prefix matches whole path elements; ImplementationSpecific may match more (regexes):
+    # treat it as a plain prefix of the string, the most that it could match.
+    if path_type == "Prefix":
+        p = path.rstrip("/")
+        return p == "" or target == p or target.startswith(p + "/")
+    return target.startswith(path) or path in ("", "/")
+
+
+def check_ingresses(name: str, objects: list[dict], configs: dict[str, dict],
+                    expect: dict) -> None:
+    executor = configs.get("connector-executor", {})
+    backends = set()
+    # (host, path) routed to connector-executor's ports, by port name; hosts served over TLS.
+    routes: dict[str, set[tuple[str, str]]] = {"http": set(), WEBHOOKS_PORT_NAME: set()}
+    tls_hosts: set[str] = set()
+    allowed_paths = {"http": VIRTUAL_MCP_PATHS, WEBHOOKS_PORT_NAME: {WEBHOOKS_PATH}}
+    for ing in (o for o in objects if o["kind"] == "Ingress"):
+        where = f"{name}: {obj_id(ing)}"
+        for tls in ing["spec"].get("tls") or []:
+            tls_hosts |= set(tls.get("hosts") or [])
+        if not ing["spec"].get("tls"):
+            finding(where, "Ingress without TLS")
+        if ing["spec"].get("defaultBackend"):
+            finding(where, "a defaultBackend routes every path: name each route")
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                svc = path["backend"]["service"]
+                port = svc["port"].get("name")
+                if port is None:
+                    finding(where, f"route {path.get('path')!r} names its port by number: name it")
+                backends.add((svc["name"], port))
+                if svc["name"] != "connector-executor":
+                    continue
+                for never in NEVER_ROUTED:
+                    if path_reaches(path.get("path", ""), path.get("pathType", ""), never):
+                        finding(where, f"routes {never} of connector-executor to the outside "
+                                       f"(path {path.get('path')!r}, {path.get('pathType')})")
+                if port not in allowed_paths:
+                    finding(where, f"routes to connector-executor:{port}, which is not an HTTP "
+                                   "listener meant for the outside")
+                    continue
+                routes[port].add((rule.get("host", ""), path.get("path", "")))
+                if path.get("path") not in allowed_paths[port] or path.get("pathType") != "Prefix":
+                    finding(where, f"routes {path.get('path')!r} ({path.get('pathType')}) to "
+                                   f"connector-executor:{port}, which serves only the Prefix "
+                                   f"paths {sorted(allowed_paths[port])}")
+
+    # Virtual MCP: routed only when on; then both paths for public_url's host, over TLS, and
+    # every allowed host routed.
+    if routes["http"] and not virtual_mcp_on(executor):
+        finding(name, "an Ingress routes to connector-executor:http, but virtual MCP is off: "
+                      "nothing listens there")
+    if routes["http"] and virtual_mcp_on(executor):
+        vm = executor["virtual_mcp"]
+        host = https_root(name, "virtual_mcp.public_url", str(vm.get("public_url", "")))
+        for path in sorted(VIRTUAL_MCP_PATHS):
+            if (host, path) not in routes["http"]:
+                finding(name, f"no Ingress routes {host}{path} (virtual_mcp.public_url's host) to "
+                              "connector-executor:http")
+        if host not in tls_hosts:
+            finding(name, f"virtual_mcp.public_url's host {host!r} is not served over TLS")
+        routed_hosts = {h for h, _ in routes["http"]}
+        for allowed in vm.get("allowed_hosts") or [host]:
+            if allowed not in routed_hosts:
+                finding(name, f"virtual_mcp.allowed_hosts names {allowed!r}, which no Ingress "
+                              "routes to connector-executor:http")
+    # Webhook intake: routed exactly when on, for public_url's host, over TLS.
+    if routes[WEBHOOKS_PORT_NAME] and not webhooks_on(executor):
+        finding(name, f"an Ingress routes to connector-executor:{WEBHOOKS_PORT_NAME}, but webhooks "
+                      "are off: nothing listens there")
+    if webhooks_on(executor):
+        url = str(table(executor, "webhooks.public_url"))
+        host = urlsplit(url).hostname or ""
+        if (host, WEBHOOKS_PATH) not in routes[WEBHOOKS_PORT_NAME]:
+            finding(name, f"no Ingress routes {host}{WEBHOOKS_PATH} (webhooks.public_url's host) "
+                          f"to connector-executor:{WEBHOOKS_PORT_NAME}: Asana could not deliver")
+        if host not in tls_hosts:
+            finding(name, f"webhooks.public_url's host {host!r} is not served over TLS")
+
+    wanted_backends = set(expect.get("ingress_backends", set()))
+    if not virtual_mcp_on(executor):  # then nothing listens on connector-executor's http port
+        wanted_backends.discard(("connector-executor", "http"))
+    for backend in sorted(wanted_backends - backends):
+        finding(name, f"no Ingress routes to {backend[0]}:{backend[1]}")
+
+
+# --- one root ----------------------------------------------------------------------------------
+
+
 def check_root(name: str, objects: list[dict]) -> None:
     expect = ROOT_EXPECTATIONS.get(name, {})
     deployments = by_kind(objects, "Deployment")
@@ -916,6 +780,7 @@ def check_root(name: str, objects: list[dict]) -> None:
     services = by_kind(objects, "Service")
     sas = by_kind(objects, "ServiceAccount")
     pdbs = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    configs = {svc: load_config(configmaps, svc) for svc in SERVICES}
 
     for o in objects:
         if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != NAMESPACE:
@@ -936,76 +801,33 @@ def check_root(name: str, objects: list[dict]) -> None:
             finding(where, f"ConfigMap {svc}-config with config.toml is missing")
         else:
             grace = check_config(svc, where, cm["data"]["config.toml"], dep, services)
-        check_deployment(svc, where, dep, grace, sas, expect)
+        check_deployment(svc, where, dep, configs[svc], grace, sas, expect)
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
         if not any(selector_matches(p["spec"].get("selector"), pod_labels) for p in pdbs):
             finding(where, "no PodDisruptionBudget selects its pods")
         svc_obj = services.get(svc)
         if svc_obj is None:
             finding(where, "no Service")
-        else:
-            if not selector_matches({"matchLabels": svc_obj["spec"].get("selector")}, pod_labels):
-                finding(where, "its Service does not select its pods")
-            ports = {p["name"]: p["port"] for p in svc_obj["spec"].get("ports", [])}
-            if ports.get("grpc") != GRPC_PORT or (svc in HTTP_SERVICES) != ("http" in ports):
-                finding(where, f"Service ports {ports} do not match the listeners")
+            continue
+        if not selector_matches({"matchLabels": svc_obj["spec"].get("selector")}, pod_labels):
+            finding(where, "its Service does not select its pods")
+        ports = {p["name"]: p["port"] for p in svc_obj["spec"].get("ports", [])}
+        targets = {p["name"]: p.get("targetPort") for p in svc_obj["spec"].get("ports", [])}
+        if ports != expected_ports(svc, configs[svc]):
+            finding(where, f"Service ports {ports} != the listeners {expected_ports(svc, configs[svc])}")
+        for port_name, target in targets.items():
+            if target != port_name:
+                finding(where, f"Service port {port_name} must target the container port of "
+                               f"that name, not {target!r}")
 
-    check_watcher_scope(name, configmaps)
-    db_users = {svc for svc in SERVICES if uses_database(svc, load_config(configmaps, svc))}
-    check_network(name, objects, db_users)
-
-    backends = set()
-    # (host, path) routed to connector-executor's http port, and hosts served over TLS.
-    mcp_routes: set[tuple[str, str]] = set()
-    tls_hosts: set[str] = set()
-    for ing in (o for o in objects if o["kind"] == "Ingress"):
-        for tls in ing["spec"].get("tls") or []:
-            tls_hosts |= set(tls.get("hosts") or [])
-        for rule in ing["spec"].get("rules", []):
-            for path in rule.get("http", {}).get("paths", []):
-                svc = path["backend"]["service"]
-                backends.add((svc["name"], svc["port"].get("name")))
-                if (svc["name"], svc["port"].get("name")) != ("connector-executor", "http"):
-                    continue
-                mcp_routes.add((rule.get("host", ""), path.get("path", "")))
-                # Nothing but the virtual MCP endpoints is served on that port (webhook intake
-                # is not implemented), so nothing else may be routed to it.
-                if path.get("path") not in VIRTUAL_MCP_PATHS or path.get("pathType") != "Prefix":
-                    finding(f"{name}: {obj_id(ing)}",
-                            f"routes {path.get('path')!r} ({path.get('pathType')}) to "
-                            f"connector-executor:http, which serves only the Prefix paths "
-                            f"{sorted(VIRTUAL_MCP_PATHS)}")
-        if not ing["spec"].get("tls"):
-            finding(f"{name}: {obj_id(ing)}", "Ingress without TLS")
-    executor = load_config(configmaps, "connector-executor")
-    if mcp_routes and not virtual_mcp_on(executor):
-        finding(name, "an Ingress routes to connector-executor:http, but virtual MCP is off: "
-                      "nothing listens there")
-    if mcp_routes and virtual_mcp_on(executor):
-        vm = executor["virtual_mcp"]
-        url = urlsplit(str(vm.get("public_url", "")))
-        host = url.hostname or ""
-        if url.path not in ("", "/") or url.port not in (None, 443):
-            finding(name, f"virtual_mcp.public_url {vm.get('public_url')!r} must be https://<host> "
-                          "(the Ingress routes /mcp/… at the root, on 443)")
-        for path in sorted(VIRTUAL_MCP_PATHS):
-            if (host, path) not in mcp_routes:
-                finding(name, f"no Ingress routes {host}{path} (virtual_mcp.public_url's host) to "
-                              "connector-executor:http")
-        if host not in tls_hosts:
-            finding(name, f"virtual_mcp.public_url's host {host!r} is not served over TLS")
-        routed_hosts = {h for h, _ in mcp_routes}
-        for allowed in vm.get("allowed_hosts") or [host]:
-            if allowed not in routed_hosts:
-                finding(name, f"virtual_mcp.allowed_hosts names {allowed!r}, which no Ingress "
-                              "routes to connector-executor:http")
-    wanted_backends = set(expect.get("ingress_backends", set()))
-    if not virtual_mcp_on(executor):  # then nothing listens on connector-executor's http port
-        wanted_backends.discard(("connector-executor", "http"))
-    for backend in sorted(wanted_backends - backends):
-        finding(name, f"no Ingress routes to {backend[0]}:{backend[1]}")
+    check_watcher_scope(name, configs)
+    check_network(name, objects, configs)
+    check_ingresses(name, objects, configs, expect)
     policies = by_kind(objects, "NetworkPolicy")
-    for pol in sorted(expect.get("ipblock_policies", set())):
+    ipblock = set(expect.get("ipblock_policies", set()))
+    if expect and shared_limits(configs["connector-executor"]) is not None:
+        ipblock.add("allow-redis-egress")
+    for pol in sorted(ipblock):
         peers = [peer for rule in policies.get(pol, {}).get("spec", {}).get("egress", [])
                  for peer in rule.get("to", [])]
         if not peers or any("ipBlock" not in peer for peer in peers):
@@ -1013,9 +835,10 @@ def check_root(name: str, objects: list[dict]) -> None:
 
 
 def write_binary_inputs(objects: list[dict], target: Path) -> None:
-    """For `--check-config` runs of the real binaries (check.sh, AGENTAUTH_BIN_DIR): each
-    service's config.toml with FILL-IN digests replaced by distinct dummy digests, and the env
-    its Deployment sets, with dummy values in place of Secret references."""
+    """For the binaries' `--check-config` and `--print-access` (check.sh): each service's
+    config.toml with FILL-IN digests replaced by distinct dummy digests and mounted files by
+    dummy files, and the env its Deployment sets, with dummy values in place of Secret
+    references."""
     target.mkdir(parents=True, exist_ok=True)
     configmaps = by_kind(objects, "ConfigMap")
     for svc, dep in by_kind(objects, "Deployment").items():
@@ -1038,8 +861,12 @@ def write_binary_inputs(objects: list[dict], target: Path) -> None:
         for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", []):
             source = e.get("valueFrom") or {}
             if "secretKeyRef" in source:
-                value = ("postgres://check@127.0.0.1:5432/check" if e["name"].endswith("__URL")
-                         else "check-dummy-secret")
+                if e["name"].endswith("__DATABASE__URL"):
+                    value = "postgres://check@127.0.0.1:5432/check"
+                elif e["name"].endswith("__SHARED__URL"):
+                    value = "redis://127.0.0.1:6379"
+                else:
+                    value = "check-dummy-secret"
             elif "value" in e:
                 value = e["value"]
             else:
@@ -1048,128 +875,123 @@ def write_binary_inputs(objects: list[dict], target: Path) -> None:
         (target / f"{svc}.env").write_text("".join(lines))
 
 
-def compare(rendered_dir: Path, kustomize_output: Path) -> int:
-    """Compare check.py's render of one root with `kubectl kustomize` output for the same root."""
-    def index(docs: list[Any]) -> dict[str, Any]:
-        return {obj_id(o): o for o in docs if isinstance(o, dict)}
-    mine = index([o for f in sorted(rendered_dir.glob("*.yaml")) for o in load_docs(f)])
-    real = index(load_docs(kustomize_output))
-    diffs = sorted(set(mine) ^ set(real)) + sorted(k for k in set(mine) & set(real) if mine[k] != real[k])
-    for k in diffs:
-        print(f"FINDING {rendered_dir.name}: {k} differs between check.py's render and kustomize")
-    return 1 if diffs else 0
+def check_referenced(deploy_dir: Path) -> None:
+    """Every manifest or patch under deploy/ (but vault/) is named by a kustomization.yaml, so
+    nothing that looks deployed is silently left out of the render."""
+    referenced: set[Path] = set()
+    for kfile in deploy_dir.rglob("kustomization.yaml"):
+        referenced.add(kfile.resolve())
+        k = yaml.safe_load(kfile.read_text()) or {}
+        for res in k.get("resources") or []:
+            path = (kfile.parent / res).resolve()
+            referenced.add(path / "kustomization.yaml" if path.is_dir() else path)
+        for patch in k.get("patches") or []:
+            if "path" in patch:
+                referenced.add((kfile.parent / patch["path"]).resolve())
+    for path in sorted(deploy_dir.rglob("*.y*ml")):
+        rel = path.relative_to(deploy_dir)
+        if rel.parts[0] in {"vault", "images"} or path.name.startswith("."):
+            continue
+        if path.resolve() not in referenced:
+            finding(str(rel), "not referenced by any kustomization.yaml")
 
 
-def check_admission(configs_dir: Path) -> int:
+def invariants(deploy_dir: Path, out_dir: Path) -> int:
+    check_referenced(deploy_dir)
+    rendered = sorted((out_dir / "rendered").glob("*.yaml"))
+    if not rendered:
+        finding(str(out_dir), "no rendered roots")
+    for path in rendered:
+        name = path.stem
+        objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
+        check_root(name, objects)
+        write_binary_inputs(objects, out_dir / "configs" / name)
+        count = len(PLACEHOLDER.findall(path.read_text()))
+        print(f"{name}: {len(objects)} objects checked")
+        if name.startswith("overlays-") and count:
+            print(f"note: {name} still holds {count} placeholders to fill in before deploying "
+                  "(FILL-IN…, *.agentauth.example, RFC 5737 address ranges; see deploy/README.md)")
+    return report("invariants")
+
+
+def admission(configs_dir: Path) -> int:
     """Each root's callers as the binaries resolve them (`<service> --print-access`, written
     by check.sh as `<service>.access.json`) against EDGE_NEEDS and RESERVED_RPCS."""
-    problems = []
     for root in sorted(p for p in configs_dir.iterdir() if p.is_dir()):
-        watcher_toml = root / f"{WATCHER_EDGE[0]}.toml"
-        watches = (tomllib.loads(watcher_toml.read_text()).get("watches") or []
-                   if watcher_toml.is_file() else [])
+        def config(svc: str) -> dict:
+            path = root / f"{svc}.toml"
+            return tomllib.loads(path.read_text()) if path.is_file() else {}
+        watches = config(WATCHER_EDGE[0]).get("watches") or []
+        executor = config("connector-executor")
         access = {}
         for path in root.glob("*.access.json"):
-            callers = json.loads(path.read_text())
             access[path.name.removesuffix(".access.json")] = {
                 c["name"]: {**c, "methods": {r.rsplit("/", 1)[1] for r in c["rpcs"]}}
-                for c in callers
+                for c in json.loads(path.read_text())
             }
-        for (caller, callee), needs in sorted(EDGE_NEEDS.items()):
+        if set(access) != set(SERVICES):
+            finding(root.name, f"--print-access output for {sorted(access)}, not {sorted(SERVICES)}")
+        needs = {edge: set(rpcs) for edge, rpcs in EDGE_NEEDS.items()}
+        if webhooks_on(executor):
+            for edge, rpcs in WEBHOOK_EDGE_NEEDS.items():
+                needs[edge] |= rpcs
+        for (caller, callee), rpcs in sorted(needs.items()):
             entry = access.get(callee, {}).get(caller)
             if entry is None:
-                problems.append(f"{root.name}: {callee} does not admit {caller}, which calls "
-                                f"{', '.join(sorted(needs))} on it")
+                finding(root.name, f"{callee} does not admit {caller}, which calls "
+                                   f"{', '.join(sorted(rpcs))} on it")
                 continue
-            missing = needs - entry["methods"]
+            missing = rpcs - entry["methods"]
             if missing:
-                problems.append(f"{root.name}: {callee} admits {caller} without "
-                                f"{', '.join(sorted(missing))}")
+                finding(root.name, f"{callee} admits {caller} without {', '.join(sorted(missing))}")
             if (caller, callee) == WATCHER_EDGE:
-                extra = entry["methods"] - needs
+                extra = entry["methods"] - rpcs
                 if extra:
-                    problems.append(f"{root.name}: {callee} grants {caller} "
-                                    f"{', '.join(sorted(extra))} beyond what polling needs")
+                    finding(root.name, f"{callee} grants {caller} {', '.join(sorted(extra))} "
+                                       "beyond what polling needs")
                 for field, key in (("tenants", "tenant"), ("connections", "connection")):
                     want = {w.get(key) for w in watches}
                     if set(entry[field]) != want:
-                        problems.append(f"{root.name}: {callee} admits {caller} for {field} "
-                                        f"{entry[field]}, not exactly its watches' {sorted(want)}")
+                        finding(root.name, f"{callee} admits {caller} for {field} "
+                                           f"{entry[field]}, not exactly its watches' {sorted(want)}")
             elif entry["tenants"] != ["*"]:
-                problems.append(f"{root.name}: {callee} admits {caller} for tenants "
-                                f"{entry['tenants']}, not every tenant")
+                finding(root.name, f"{callee} admits {caller} for tenants {entry['tenants']}, "
+                                   "not every tenant")
         # MintMcpSession, as the binary resolves roles and rpcs: held by exactly the minters of
         # connector-executor's virtual servers.
-        executor_toml = root / "connector-executor.toml"
-        servers = (tomllib.loads(executor_toml.read_text()).get("virtual_servers") or []
-                   if executor_toml.is_file() else [])
-        minters = {m for s in servers for m in s.get("minters") or []}
+        minters = {m for s in executor.get("virtual_servers") or [] for m in s.get("minters") or []}
         for name, entry in sorted(access.get("connector-executor", {}).items()):
             if "MintMcpSession" in entry["methods"] and name not in minters:
-                problems.append(f"{root.name}: connector-executor grants MintMcpSession to "
-                                f"{name}, a minter of no virtual server")
+                finding(root.name, f"connector-executor grants MintMcpSession to {name}, a "
+                                   "minter of no virtual server")
         for name in sorted(minters):
             if "MintMcpSession" not in access.get("connector-executor", {}).get(name, {}).get(
                     "methods", set()):
-                problems.append(f"{root.name}: connector-executor's minter {name} is not "
-                                "granted MintMcpSession")
+                finding(root.name, f"connector-executor's minter {name} is not granted "
+                                   "MintMcpSession")
         for (service, rpc), holders in sorted(RESERVED_RPCS.items()):
             for name, entry in sorted(access.get(service, {}).items()):
                 if rpc in entry["methods"] and name not in holders:
-                    problems.append(f"{root.name}: {service} grants {rpc} to {name}; only "
-                                    f"{', '.join(sorted(holders))} may hold it")
-    for problem in problems:
-        print(f"FINDING {problem}")
-    print(f"admission: {len(problems)} finding(s)")
-    return 1 if problems else 0
+                    finding(root.name, f"{service} grants {rpc} to {name}; only "
+                                       f"{', '.join(sorted(holders))} may hold it")
+    return report("admission")
+
+
+def report(what: str) -> int:
+    unique = list(dict.fromkeys(findings))  # a base error shows up once per root
+    for f in unique:
+        print(f"FINDING {f}")
+    print(f"{what}: {len(unique)} finding(s)")
+    return 1 if unique else 0
 
 
 def main() -> int:
-    if sys.argv[1] == "--compare":
-        return compare(Path(sys.argv[2]), Path(sys.argv[3]))
-    if sys.argv[1] == "--admission":
-        return check_admission(Path(sys.argv[2]))
-    deploy_dir = Path(sys.argv[1]).resolve()
-    out_dir = Path(sys.argv[2]).resolve()
-    overlays = (deploy_dir / "overlays").glob("*/kustomization.yaml")
-    roots = [deploy_dir / "base"] + sorted(p.parent for p in overlays)
-    referenced: set[Path] = set()
-    raw_files: list[Path] = []
-    rendered_all = True
-    for root in roots:
-        name = str(root.relative_to(deploy_dir))
-        try:
-            objects = render(root, deploy_dir, referenced, raw_files)
-        except (RenderError, yaml.YAMLError, OSError) as e:
-            finding(name, f"cannot render: {e}")
-            rendered_all = False
-            continue
-        check_root(name, objects)
-        write_binary_inputs(objects, out_dir / "configs" / name.replace("/", "-"))
-        target = out_dir / "rendered" / name.replace("/", "-")
-        target.mkdir(parents=True, exist_ok=True)
-        text = ""
-        for n, obj in enumerate(objects):
-            dump = yaml.safe_dump(obj, sort_keys=False)
-            text += dump
-            (target / f"{n:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml").write_text(dump)
-        count = len(PLACEHOLDER.findall(text))
-        print(f"rendered {name}: {len(objects)} objects -> {target.relative_to(out_dir)}")
-        if name.startswith("overlays/") and count:
-            print(f"note: {name} still holds {count} placeholders to fill in before deploying "
-                  "(FILL-IN…, *.agentauth.example, RFC 5737 address ranges; see deploy/README.md)")
-
-    if rendered_all:  # after a failed render, everything after it would look unreferenced
-        for path in sorted(deploy_dir.rglob("*.yaml")) + sorted(deploy_dir.rglob("*.yml")):
-            if path.resolve() not in referenced:
-                finding(str(path.relative_to(deploy_dir)), "not referenced by any kustomization.yaml")
-
-    (out_dir / "raw-files.txt").write_text("".join(f"{p}\n" for p in dict.fromkeys(raw_files)))
-    findings[:] = list(dict.fromkeys(findings))  # a base error shows up once per root
-    for f in findings:
-        print(f"FINDING {f}")
-    print(f"check.py: {len(findings)} finding(s)")
-    return 1 if findings else 0
+    if len(sys.argv) == 4 and sys.argv[1] == "invariants":
+        return invariants(Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve())
+    if len(sys.argv) == 3 and sys.argv[1] == "admission":
+        return admission(Path(sys.argv[2]))
+    print(__doc__, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
