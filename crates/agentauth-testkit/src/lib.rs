@@ -9,6 +9,8 @@
 //!   only deadlines.
 //! - [`logs`]: every log line of the test process, to scan for secrets.
 //! - [`process`]: a real binary, started with a config, stopped with a signal.
+//! - [`redis`]: the machine's Redis under a fresh key prefix, or a private one to take away.
+//! - [`relay`]: a TCP relay in front of a real dependency, cut and restored (a partition).
 //! - [`prism`]: Stoplight Prism checking traffic against Asana's OpenAPI spec.
 
 pub mod bench;
@@ -18,6 +20,8 @@ pub mod logs;
 pub mod openbao;
 pub mod prism;
 pub mod process;
+pub mod redis;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

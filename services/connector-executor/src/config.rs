@@ -176,6 +176,9 @@ pub struct LimitsConfig {
     /// be served within its deadline gets RESOURCE_EXHAUSTED with RetryInfo at once.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// The budgets shared by every replica, in Redis; absent, each replica keeps its own in
+    /// process (right for one replica only).
+    pub shared: Option<SharedLimitsConfig>,
 }
 
 impl Default for LimitsConfig {
@@ -185,8 +188,68 @@ impl Default for LimitsConfig {
             writes_in_flight: 15,
             search_per_minute: 60,
             max_wait: Duration::from_secs(10),
+            shared: None,
         }
     }
+}
+
+/// `[limits.shared]`: Asana's per-token limits held across replicas through Redis.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedLimitsConfig {
+    /// Redis's URL (`redis://[:password@]host:port[/db]`, `rediss://` for TLS); it may hold a
+    /// password, so give it as `CONNECTOR_EXECUTOR__LIMITS__SHARED__URL` from a secret.
+    pub url: String,
+    /// What a call gets while Redis cannot be reached.
+    pub on_outage: OnOutage,
+    /// How many replicas share the budgets: with `replica_share`, each spends `1/replicas` of
+    /// every limit while Redis is down.
+    pub replicas: u32,
+    /// How long a request's in-flight slot stays taken without its replica renewing it: what a
+    /// replica that died mid-request costs its accounts.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long one exchange with Redis may take before Redis counts as unreachable.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The prefix of every key this limiter writes.
+    pub key_prefix: String,
+}
+
+impl Default for SharedLimitsConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            on_outage: OnOutage::FailClosed,
+            replicas: 1,
+            lease: Duration::from_secs(30),
+            timeout: Duration::from_millis(500),
+            key_prefix: "agentauth:rate".to_owned(),
+        }
+    }
+}
+
+/// The URL may carry a password: it is never printed.
+impl std::fmt::Debug for SharedLimitsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLimitsConfig")
+            .field("on_outage", &self.on_outage)
+            .field("replicas", &self.replicas)
+            .field("lease", &self.lease)
+            .field("timeout", &self.timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[limits.shared] on_outage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOutage {
+    /// Refuse every call UNAVAILABLE (and report not ready): no budget is ever exceeded.
+    FailClosed,
+    /// Each replica spends its share (`1/replicas`) of every limit in process.
+    ReplicaShare,
 }
 
 /// `[execution]`.

@@ -17,7 +17,7 @@ use crate::config::{AsanaConfig, Config, ConnectionSettings, ExecutionConfig, Pr
 use crate::connections::{Connection, Connections};
 use crate::mcp::{McpClients, UpstreamTool, Validators};
 use crate::pins::Pins;
-use crate::rate::{Budget, Demand, Exhausted, Limiter, Permit};
+use crate::rate::{Budget, Demand, Exhausted, Limiter, Permit, Refusal};
 use crate::tokens::{AccountKey, Tokens};
 use crate::trail::{Details, Ending, Trail};
 
@@ -73,7 +73,7 @@ impl Executor {
                 config.execution.token_margin,
                 config.token_cache.clone(),
             )),
-            limiter: Limiter::new(config.limits.clone()),
+            limiter: Limiter::new(&config.limits).map_err(|e| format!("{e:#}"))?,
             mcp,
             pins,
             validators: Validators::default(),
@@ -156,7 +156,13 @@ impl Executor {
         self.limiter
             .acquire(budget, demand, per_minute, context.deadline)
             .await
-            .map_err(rate_limited)
+            .map_err(|refusal| match refusal {
+                Refusal::Exhausted(exhausted) => rate_limited(exhausted),
+                Refusal::Unavailable(reason) => Error::Unavailable {
+                    dependency: "redis",
+                    reason,
+                },
+            })
     }
 
     /// Refuses work while auditing is on but the emitter takes no events.

@@ -355,7 +355,8 @@ fn watcher_client(
 }
 
 /// Ready while every call can be audited: the emitter takes events and keeps up with them
-/// (token-vault and Asana are per call, and answer for themselves); with webhooks, once the
+/// (token-vault and Asana are per call, and answer for themselves); with a shared rate limiter
+/// that fails closed, while Redis answers; with webhooks, once the
 /// event store is migrated; and, with virtual MCP, once
 /// its session store is migrated and its revocations were read (a later outage of that
 /// database answers MCP requests 503 rather than take every RPC out of service).
@@ -370,6 +371,7 @@ impl Readiness for Ready {
         if !self.executor.audit.keeps_up() {
             return Err("the audit emitter does not keep up (its queue is nearly full or its spool is full)".to_owned());
         }
+        self.executor.limiter.check().await?;
         if self.sessions.as_ref().is_some_and(|s| !s.started()) {
             return Err("the virtual MCP session store is not migrated and read yet".to_owned());
         }

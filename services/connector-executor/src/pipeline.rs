@@ -86,7 +86,9 @@ impl Executor {
                     retried = true;
                 }
                 Attempt::RateLimited { retry_after, last } => {
-                    permit.back_off(retry_after.unwrap_or(DEFAULT_RETRY_AFTER));
+                    permit
+                        .back_off(retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
+                        .await;
                     drop(permit);
                     if !sender.repeatable() {
                         return last;

@@ -8,16 +8,27 @@
 //! waits for its slot until its deadline; when the slot cannot come in time it fails at once
 //! with the time after which it could ([`Exhausted`]), without taking anything, so the
 //! sandbox's counters (and Asana's) never see a request this side knew would be refused.
+//!
+//! One replica keeps its buckets in process ([`local`], the default). Several replicas serving
+//! one user share them through Redis (`[limits.shared]`, [`shared`]): one atomic script checks
+//! and takes every slot a request needs, in-flight slots are leases a dead replica's expire,
+//! and Redis's clock is the only clock. While Redis cannot be reached, a call is refused
+//! UNAVAILABLE (`on_outage = "fail_closed"`) or spends this replica's share of the budget in
+//! process (`"replica_share"`: every limit divided by `replicas`).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use asana_tools::RateClass;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, OnOutage};
+
+mod local;
+mod shared;
+
+use local::{Bucket, Local, LocalPermit};
+use shared::{Keys, Shared, SharedPermit};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -31,6 +42,25 @@ pub(crate) struct Exhausted {
     pub retry_after: Duration,
     /// Which limit refused it.
     pub limit: Limit,
+}
+
+impl Exhausted {
+    /// A refusal by `limit`, to be tried again after `retry_after` (never sooner than 100 ms).
+    fn refused(limit: Limit, retry_after: Duration) -> Self {
+        Self {
+            retry_after: retry_after.max(Duration::from_millis(100)),
+            limit,
+        }
+    }
+}
+
+/// Why a request may not be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A limit: not before the caller's deadline.
+    Exhausted(Exhausted),
+    /// The shared limiter cannot be reached and fails closed.
+    Unavailable(String),
 }
 
 /// The limit that refused a request.
@@ -104,206 +134,181 @@ impl Demand {
     }
 }
 
-/// The limiter: one bucket per account.
+/// The in-flight and search limits of one budget.
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    reads_in_flight: u32,
+    writes_in_flight: u32,
+    search_per_minute: u32,
+}
+
+impl Slots {
+    fn of(config: &LimitsConfig) -> Self {
+        Self {
+            reads_in_flight: config.reads_in_flight,
+            writes_in_flight: config.writes_in_flight,
+            search_per_minute: config.search_per_minute,
+        }
+    }
+
+    /// One of `replicas` equal shares, each at least 1, so that together they never exceed the
+    /// whole.
+    fn share(self, replicas: u32) -> Self {
+        Self {
+            reads_in_flight: share(self.reads_in_flight, replicas),
+            writes_in_flight: share(self.writes_in_flight, replicas),
+            search_per_minute: share(self.search_per_minute, replicas),
+        }
+    }
+
+    /// Refuses at once a demand these limits (with `per_minute`) could never hold.
+    fn check(self, demand: Demand, per_minute: u32) -> Result<(), Exhausted> {
+        let never = |limit| Err(Exhausted::refused(limit, MINUTE));
+        if demand.reads > self.reads_in_flight {
+            return never(Limit::ReadsInFlight);
+        }
+        if demand.writes > self.writes_in_flight {
+            return never(Limit::WritesInFlight);
+        }
+        if demand.requests() > per_minute as usize {
+            return never(Limit::PerMinute);
+        }
+        if demand.searches > self.search_per_minute {
+            return never(Limit::SearchPerMinute);
+        }
+        Ok(())
+    }
+}
+
+fn share(limit: u32, replicas: u32) -> u32 {
+    (limit / replicas.max(1)).max(1)
+}
+
+/// The limiter: in process, or shared through Redis with this replica's share in process for
+/// an outage.
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    config: LimitsConfig,
-    buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
+    max_wait: Duration,
+    local: Local,
+    shared: Option<Shared>,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    reads: Arc<Semaphore>,
-    writes: Arc<Semaphore>,
-    windows: Mutex<Windows>,
-}
-
-#[derive(Debug, Default)]
-struct Windows {
-    /// When each request of the last minute was sent.
-    minute: VecDeque<Instant>,
-    searches: VecDeque<Instant>,
-    backoff_until: Option<Instant>,
-}
-
-/// One account's budget: its bucket, resolved once per call rather than per attempt.
+/// One account's budget, resolved once per call rather than per attempt: its in-process bucket
+/// and, when shared, its keys in Redis.
 #[derive(Debug, Clone)]
-pub(crate) struct Budget(Arc<Bucket>);
+pub(crate) struct Budget {
+    local: Arc<Bucket>,
+    shared: Option<Arc<Keys>>,
+}
 
-/// In-flight slots held while a request is out; dropping it frees them.
+/// The slots a request holds while it is out; dropping it frees them.
 #[derive(Debug)]
-pub(crate) struct Permit {
-    _reads: Option<OwnedSemaphorePermit>,
-    _writes: Option<OwnedSemaphorePermit>,
-    bucket: Arc<Bucket>,
+pub(crate) enum Permit {
+    Local(LocalPermit),
+    Shared(SharedPermit),
 }
 
 impl Permit {
-    /// Asana answered 429: every request of this token waits `retry_after` (from now).
-    pub(crate) fn back_off(&self, retry_after: Duration) {
-        self.bucket.back_off(retry_after);
-    }
-}
-
-impl Bucket {
-    fn back_off(&self, retry_after: Duration) {
-        let until = Instant::now() + retry_after;
-        let mut windows = lock(&self.windows);
-        if windows.backoff_until.is_none_or(|current| current < until) {
-            windows.backoff_until = Some(until);
+    /// Asana answered 429: every request of this token waits `retry_after` (from now), on every
+    /// replica.
+    pub(crate) async fn back_off(&self, retry_after: Duration) {
+        match self {
+            Self::Local(permit) => permit.bucket.back_off(retry_after),
+            Self::Shared(permit) => permit.back_off(retry_after).await,
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Limiter {
-    pub(crate) fn new(config: LimitsConfig) -> Self {
-        Self {
-            config,
-            buckets: Mutex::new(HashMap::new()),
-        }
+    pub(crate) fn new(config: &LimitsConfig) -> anyhow::Result<Self> {
+        let slots = Slots::of(config);
+        let (local, shared) = match &config.shared {
+            None => (Local::new(slots), None),
+            Some(shared) => {
+                anyhow::ensure!(!shared.url.is_empty(), "[limits.shared] needs a url");
+                anyhow::ensure!(
+                    shared.replicas >= 1,
+                    "[limits.shared] replicas must be at least 1"
+                );
+                anyhow::ensure!(
+                    shared.lease >= Duration::from_secs(1) && !shared.timeout.is_zero(),
+                    "[limits.shared] lease must be at least 1s, and timeout more than 0"
+                );
+                (
+                    Local::new(slots.share(shared.replicas)),
+                    Some(Shared::new(shared, slots)?),
+                )
+            }
+        };
+        Ok(Self {
+            max_wait: config.max_wait,
+            local,
+            shared,
+        })
     }
 
     /// How long a call may wait for its slots when its caller set no shorter deadline.
     pub(crate) fn max_wait(&self) -> Duration {
-        self.config.max_wait
+        self.max_wait
     }
 
     /// The account's budget, looked up once per call.
     pub(crate) fn budget(&self, key: &BucketKey) -> Budget {
-        let mut buckets = lock(&self.buckets);
-        if let Some(bucket) = buckets.get(key) {
-            return Budget(bucket.clone());
+        Budget {
+            local: self.local.bucket(key),
+            shared: self
+                .shared
+                .as_ref()
+                .map(|shared| Arc::new(shared.keys(key))),
         }
-        let bucket = Arc::new(Bucket {
-            reads: Arc::new(Semaphore::new(self.config.reads_in_flight as usize)),
-            writes: Arc::new(Semaphore::new(self.config.writes_in_flight as usize)),
-            windows: Mutex::new(Windows::default()),
-        });
-        buckets.insert(key.clone(), bucket.clone());
-        Budget(bucket)
     }
 
-    /// Waits until `demand` may be sent from `budget` within `per_minute`, or fails at once when it
-    /// could not be before `deadline`.
+    /// Waits until `demand` may be sent from `budget` within `per_minute`, or fails at once when
+    /// it could not be before `deadline`.
     pub(crate) async fn acquire(
         &self,
         budget: &Budget,
         demand: Demand,
         per_minute: u32,
         deadline: Instant,
-    ) -> Result<Permit, Exhausted> {
-        let refuse = |limit, retry_after: Duration| Exhausted {
-            retry_after: retry_after.max(Duration::from_millis(100)),
-            limit,
-        };
-        if demand.reads > self.config.reads_in_flight {
-            return Err(refuse(Limit::ReadsInFlight, MINUTE));
-        }
-        if demand.writes > self.config.writes_in_flight {
-            return Err(refuse(Limit::WritesInFlight, MINUTE));
-        }
-        if demand.requests() > per_minute as usize {
-            return Err(refuse(Limit::PerMinute, MINUTE));
-        }
-        if demand.searches > self.config.search_per_minute {
-            return Err(refuse(Limit::SearchPerMinute, MINUTE));
-        }
-        let bucket = budget.0.clone();
-        let slots = |semaphore: &Arc<Semaphore>, count: u32, limit| {
-            let semaphore = semaphore.clone();
-            async move {
-                if count == 0 {
-                    return Ok(None);
-                }
-                match tokio::time::timeout_at(deadline, semaphore.acquire_many_owned(count)).await {
-                    Ok(Ok(permit)) => Ok(Some(permit)),
-                    _ => Err(refuse(limit, Duration::from_secs(1))),
-                }
-            }
-        };
-        let reads = slots(&bucket.reads, demand.reads, Limit::ReadsInFlight).await?;
-        let writes = slots(&bucket.writes, demand.writes, Limit::WritesInFlight).await?;
-        loop {
-            let now = Instant::now();
-            let wait_until = {
-                let mut windows = lock(&bucket.windows);
-                match windows.next_slot(now, demand, per_minute, self.config.search_per_minute) {
-                    None => {
-                        windows.take(now, demand);
-                        None
-                    }
-                    Some(slot) => Some(slot),
-                }
-            };
-            match wait_until {
-                None => {
-                    return Ok(Permit {
-                        _reads: reads,
-                        _writes: writes,
-                        bucket,
-                    });
-                }
-                Some((at, limit)) if at > deadline => return Err(refuse(limit, at - now)),
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-            }
-        }
-    }
-}
-
-impl Windows {
-    /// `None` when `demand` may go now; otherwise when it could, and which limit says so.
-    fn next_slot(
-        &mut self,
-        now: Instant,
-        demand: Demand,
-        per_minute: u32,
-        search_per_minute: u32,
-    ) -> Option<(Instant, Limit)> {
-        if let Some(until) = self.backoff_until {
-            if until > now {
-                return Some((until, Limit::BackingOff));
-            }
-            self.backoff_until = None;
-        }
-        let cutoff = now.checked_sub(MINUTE);
-        for window in [&mut self.minute, &mut self.searches] {
-            while window
-                .front()
-                .is_some_and(|t| cutoff.is_some_and(|c| *t <= c))
+    ) -> Result<Permit, Refusal> {
+        if let (Some(shared), Some(keys)) = (&self.shared, &budget.shared) {
+            match shared
+                .acquire(keys, &budget.local, demand, per_minute, deadline)
+                .await
             {
-                window.pop_front();
+                Ok(permit) => return Ok(Permit::Shared(permit)),
+                Err(shared::Refused::Exhausted(exhausted)) => {
+                    return Err(Refusal::Exhausted(exhausted));
+                }
+                Err(shared::Refused::Down(reason)) => match shared.on_outage() {
+                    OnOutage::FailClosed => return Err(Refusal::Unavailable(reason)),
+                    OnOutage::ReplicaShare => {
+                        let per_minute = share(per_minute, shared.replicas());
+                        return self
+                            .local
+                            .acquire(&budget.local, demand, per_minute, deadline)
+                            .await
+                            .map(Permit::Local)
+                            .map_err(Refusal::Exhausted);
+                    }
+                },
             }
         }
-        let full = |window: &VecDeque<Instant>, wanted: usize, budget: u32| {
-            let budget = budget as usize;
-            if wanted > budget {
-                return Some(now + MINUTE);
-            }
-            let over = (window.len() + wanted).checked_sub(budget)?;
-            over.checked_sub(1)
-                .and_then(|index| window.get(index))
-                .map(|oldest| *oldest + MINUTE)
-        };
-        if let Some(at) = full(&self.minute, demand.requests(), per_minute) {
-            return Some((at, Limit::PerMinute));
-        }
-        if demand.searches > 0
-            && let Some(at) = full(&self.searches, demand.searches as usize, search_per_minute)
-        {
-            return Some((at, Limit::SearchPerMinute));
-        }
-        None
+        self.local
+            .acquire(&budget.local, demand, per_minute, deadline)
+            .await
+            .map(Permit::Local)
+            .map_err(Refusal::Exhausted)
     }
 
-    fn take(&mut self, now: Instant, demand: Demand) {
-        self.minute
-            .extend(std::iter::repeat_n(now, demand.requests()));
-        self.searches
-            .extend(std::iter::repeat_n(now, demand.searches as usize));
+    /// Whether calls can be admitted: with a shared limiter that fails closed, only while Redis
+    /// answers.
+    pub(crate) async fn check(&self) -> Result<(), String> {
+        match &self.shared {
+            Some(shared) if shared.on_outage() == OnOutage::FailClosed => shared.ping().await,
+            _ => Ok(()),
+        }
     }
 }
 
@@ -323,12 +328,14 @@ mod tests {
 
     /// Two reads and one write in flight, two searches a minute.
     fn limiter() -> Limiter {
-        Limiter::new(LimitsConfig {
+        Limiter::new(&LimitsConfig {
             reads_in_flight: 2,
             writes_in_flight: 1,
             search_per_minute: 2,
             max_wait: 10 * SECOND,
+            shared: None,
         })
+        .expect("an in-process limiter")
     }
 
     fn read() -> Demand {
@@ -339,66 +346,91 @@ mod tests {
         Exhausted { retry_after, limit }
     }
 
+    /// `Limiter::acquire`, whose in-process limiter never answers `Unavailable`.
+    async fn acquire(
+        limiter: &Limiter,
+        budget: &Budget,
+        demand: Demand,
+        per_minute: u32,
+        deadline: Instant,
+    ) -> Result<Permit, Exhausted> {
+        limiter
+            .acquire(budget, demand, per_minute, deadline)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Exhausted(exhausted) => exhausted,
+                Refusal::Unavailable(reason) => panic!("in-process: {reason}"),
+            })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_minute_budget_refuses_at_once_until_its_oldest_request_leaves() {
         let limiter = limiter();
         let start = Instant::now();
         for _ in 0..3 {
-            limiter
-                .acquire(&limiter.budget(&key("alice")), read(), 3, start)
+            acquire(&limiter, &limiter.budget(&key("alice")), read(), 3, start)
                 .await
                 .expect("within the budget");
         }
-        let error = limiter
-            .acquire(
-                &limiter.budget(&key("alice")),
-                read(),
-                3,
-                start + 10 * SECOND,
-            )
-            .await
-            .expect_err("a fourth request in the minute");
+        let error = acquire(
+            &limiter,
+            &limiter.budget(&key("alice")),
+            read(),
+            3,
+            start + 10 * SECOND,
+        )
+        .await
+        .expect_err("a fourth request in the minute");
         assert_eq!(error, refused(Limit::PerMinute, 60 * SECOND));
         assert_eq!(Instant::now(), start, "refused without waiting");
-        limiter
-            .acquire(&limiter.budget(&key("bob")), read(), 3, start)
+        acquire(&limiter, &limiter.budget(&key("bob")), read(), 3, start)
             .await
             .expect("another account has its own budget");
 
         tokio::time::advance(45 * SECOND).await;
-        let error = limiter
-            .acquire(
-                &limiter.budget(&key("alice")),
-                read(),
-                3,
-                Instant::now() + 10 * SECOND,
-            )
-            .await
-            .expect_err("still 15 s to go");
+        let error = acquire(
+            &limiter,
+            &limiter.budget(&key("alice")),
+            read(),
+            3,
+            Instant::now() + 10 * SECOND,
+        )
+        .await
+        .expect_err("still 15 s to go");
         assert_eq!(error, refused(Limit::PerMinute, 15 * SECOND));
 
         let waiting = Instant::now();
-        limiter
-            .acquire(
+        acquire(
+            &limiter,
+            &limiter.budget(&key("alice")),
+            read(),
+            3,
+            waiting + 20 * SECOND,
+        )
+        .await
+        .expect("the slot comes within the deadline");
+        assert_eq!(waiting.elapsed(), 15 * SECOND, "waited for the slot");
+        for _ in 0..2 {
+            acquire(
+                &limiter,
                 &limiter.budget(&key("alice")),
                 read(),
                 3,
-                waiting + 20 * SECOND,
+                Instant::now(),
             )
             .await
-            .expect("the slot comes within the deadline");
-        assert_eq!(waiting.elapsed(), 15 * SECOND, "waited for the slot");
-        for _ in 0..2 {
-            limiter
-                .acquire(&limiter.budget(&key("alice")), read(), 3, Instant::now())
-                .await
-                .expect("the whole minute's requests left the window");
+            .expect("the whole minute's requests left the window");
         }
         assert!(
-            limiter
-                .acquire(&limiter.budget(&key("alice")), read(), 3, Instant::now())
-                .await
-                .is_err()
+            acquire(
+                &limiter,
+                &limiter.budget(&key("alice")),
+                read(),
+                3,
+                Instant::now()
+            )
+            .await
+            .is_err()
         );
     }
 
@@ -408,22 +440,24 @@ mod tests {
         let search = Demand::of(RateClass::Search);
         let now = Instant::now();
         for _ in 0..2 {
-            limiter
-                .acquire(&limiter.budget(&key("alice")), search, 3, now)
+            acquire(&limiter, &limiter.budget(&key("alice")), search, 3, now)
                 .await
                 .expect("two searches a minute");
         }
-        let error = limiter
-            .acquire(&limiter.budget(&key("alice")), search, 3, now + 10 * SECOND)
-            .await
-            .expect_err("a third search");
+        let error = acquire(
+            &limiter,
+            &limiter.budget(&key("alice")),
+            search,
+            3,
+            now + 10 * SECOND,
+        )
+        .await
+        .expect_err("a third search");
         assert_eq!(error, refused(Limit::SearchPerMinute, 60 * SECOND));
-        limiter
-            .acquire(&limiter.budget(&key("alice")), read(), 3, now)
+        acquire(&limiter, &limiter.budget(&key("alice")), read(), 3, now)
             .await
             .expect("a plain read is not a search");
-        let error = limiter
-            .acquire(&limiter.budget(&key("alice")), read(), 3, now)
+        let error = acquire(&limiter, &limiter.budget(&key("alice")), read(), 3, now)
             .await
             .expect_err(
                 "two searches and a read spent the three; the refused search spent nothing",
@@ -436,40 +470,42 @@ mod tests {
     async fn in_flight_slots_are_held_by_the_permit_and_freed_when_it_drops() {
         let limiter = limiter();
         let alice = limiter.budget(&key("alice"));
-        let first = limiter
-            .acquire(&alice, read(), 150, Instant::now() + SECOND)
+        let first = acquire(&limiter, &alice, read(), 150, Instant::now() + SECOND)
             .await
             .expect("1st read");
-        let _second = limiter
-            .acquire(&alice, read(), 150, Instant::now() + SECOND)
+        let _second = acquire(&limiter, &alice, read(), 150, Instant::now() + SECOND)
             .await
             .expect("2nd read");
         let waiting = Instant::now();
-        let error = limiter
-            .acquire(&alice, read(), 150, waiting + SECOND)
+        let error = acquire(&limiter, &alice, read(), 150, waiting + SECOND)
             .await
             .expect_err("a third read in flight");
         assert_eq!(error, refused(Limit::ReadsInFlight, SECOND));
         assert_eq!(waiting.elapsed(), SECOND, "waited until the deadline");
-        let write = limiter
-            .acquire(&alice, Demand::of(RateClass::Write), 150, Instant::now())
-            .await
-            .expect("writes have their own pool");
-        let error = limiter
-            .acquire(
-                &alice,
-                Demand::of(RateClass::Write),
-                150,
-                Instant::now() + SECOND,
-            )
-            .await
-            .expect_err("a second write in flight");
+        let write = acquire(
+            &limiter,
+            &alice,
+            Demand::of(RateClass::Write),
+            150,
+            Instant::now(),
+        )
+        .await
+        .expect("writes have their own pool");
+        let error = acquire(
+            &limiter,
+            &alice,
+            Demand::of(RateClass::Write),
+            150,
+            Instant::now() + SECOND,
+        )
+        .await
+        .expect_err("a second write in flight");
         assert_eq!(error.limit, Limit::WritesInFlight);
         drop(write);
 
         let waiting = Instant::now();
         let (third, ()) = tokio::join!(
-            limiter.acquire(&alice, read(), 150, waiting + 10 * SECOND),
+            acquire(&limiter, &alice, read(), 150, waiting + 10 * SECOND),
             async move {
                 tokio::time::sleep(2 * SECOND).await;
                 drop(first);
@@ -483,63 +519,63 @@ mod tests {
     async fn back_off_makes_every_request_of_the_token_wait() {
         let limiter = limiter();
         let alice = limiter.budget(&key("alice"));
-        let permit = limiter
-            .acquire(&alice, read(), 150, Instant::now())
+        let permit = acquire(&limiter, &alice, read(), 150, Instant::now())
             .await
             .expect("read");
-        permit.back_off(5 * SECOND);
-        permit.back_off(SECOND);
+        permit.back_off(5 * SECOND).await;
+        permit.back_off(SECOND).await;
         drop(permit);
-        let error = limiter
-            .acquire(
-                &alice,
-                Demand::of(RateClass::Write),
-                150,
-                Instant::now() + SECOND,
-            )
-            .await
-            .expect_err("backing off");
+        let error = acquire(
+            &limiter,
+            &alice,
+            Demand::of(RateClass::Write),
+            150,
+            Instant::now() + SECOND,
+        )
+        .await
+        .expect_err("backing off");
         assert_eq!(
             error,
             refused(Limit::BackingOff, 5 * SECOND),
             "a shorter Retry-After never shortens a longer one"
         );
-        limiter
-            .acquire(&limiter.budget(&key("bob")), read(), 150, Instant::now())
-            .await
-            .expect("another account does not wait");
+        acquire(
+            &limiter,
+            &limiter.budget(&key("bob")),
+            read(),
+            150,
+            Instant::now(),
+        )
+        .await
+        .expect("another account does not wait");
         let waiting = Instant::now();
-        limiter
-            .acquire(&alice, read(), 150, waiting + 10 * SECOND)
+        acquire(&limiter, &alice, read(), 150, waiting + 10 * SECOND)
             .await
             .expect("the back-off ends within the deadline");
         assert_eq!(waiting.elapsed(), 5 * SECOND);
 
         // A request that takes no slots (an MCP session's tools/list) waits out the back-off
         // too.
-        let permit = limiter
-            .acquire(&alice, read(), 150, Instant::now())
+        let permit = acquire(&limiter, &alice, read(), 150, Instant::now())
             .await
             .expect("free again");
-        permit.back_off(3 * SECOND);
+        permit.back_off(3 * SECOND).await;
         drop(permit);
-        let error = limiter
-            .acquire(&alice, Demand::NONE, 150, Instant::now() + SECOND)
+        let error = acquire(&limiter, &alice, Demand::NONE, 150, Instant::now() + SECOND)
             .await
             .expect_err("backing off beyond the deadline");
         assert_eq!(error, refused(Limit::BackingOff, 3 * SECOND));
-        limiter
-            .acquire(
-                &limiter.budget(&key("bob")),
-                Demand::NONE,
-                150,
-                Instant::now(),
-            )
-            .await
-            .expect("bob is not backing off");
+        acquire(
+            &limiter,
+            &limiter.budget(&key("bob")),
+            Demand::NONE,
+            150,
+            Instant::now(),
+        )
+        .await
+        .expect("bob is not backing off");
         let waiting = Instant::now();
-        limiter
-            .acquire(&alice, Demand::NONE, 150, waiting + 10 * SECOND)
+        acquire(&limiter, &alice, Demand::NONE, 150, waiting + 10 * SECOND)
             .await
             .expect("within the deadline");
         assert_eq!(waiting.elapsed(), 3 * SECOND);
@@ -564,16 +600,14 @@ mod tests {
         ];
         let start = Instant::now();
         for (demand, per_minute, limit) in cases {
-            let error = limiter
-                .acquire(&alice, demand, per_minute, far)
+            let error = acquire(&limiter, &alice, demand, per_minute, far)
                 .await
                 .expect_err("never fits");
             assert_eq!(error.limit, limit, "{demand:?}");
             assert!(error.retry_after > Duration::ZERO);
             assert_eq!(Instant::now(), start, "{demand:?} refused without waiting");
         }
-        limiter
-            .acquire(&alice, demand(2, 1, 2), 3, start)
+        acquire(&limiter, &alice, demand(2, 1, 2), 3, start)
             .await
             .expect("nothing was spent by the refusals");
     }

@@ -393,3 +393,63 @@ async fn a_429_from_the_mcp_server_makes_the_token_back_off() {
         );
     }
 }
+
+/// A burst of 300 writes for alice spread over three connector-executor replicas: what the
+/// sandbox counted for her token.
+async fn burst_over_three_replicas(limits_toml: &str) -> Value {
+    let system = System::start(Options {
+        executor_replicas: 3,
+        executor_toml: limits_toml.to_owned(),
+        ..Options::default()
+    })
+    .await;
+    system.connect_pat("alice", ALICE_PAT).await;
+    let workspace = workspace(&system, "Acme Corp");
+    slow_down(&system, "/api/1.0/tasks", 200);
+    let before = alice_requests(&system);
+    let replicas: Vec<_> = (0..3).map(|r| system.executor_replica(r)).collect();
+    let calls = (0..300).map(|i| {
+        let mut client = replicas[i % 3].clone();
+        let input = json!({"data": {"name": format!("shared {i}"), "workspace": workspace}});
+        async move {
+            client
+                .execute_tool(request("asana_api_create_task", &input))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut stats = system.token_stats(ALICE_PAT);
+    stats["sent"] = json!(counter(&stats, "requests_total") - before);
+    stats["succeeded"] = json!(results.iter().filter(|r| r.is_ok()).count());
+    for status in results.iter().filter_map(|r| r.as_ref().err()) {
+        let delay = retry_delay(status);
+        assert!(delay <= Duration::from_secs(60), "{delay:?}");
+    }
+    stats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_sharing_redis_hold_one_tokens_limits_where_their_own_would_not() {
+    let shared = burst_over_three_replicas(&format!(
+        "[limits.shared]\nurl = {:?}\nkey_prefix = {:?}\nreplicas = 3\n",
+        agentauth_testkit::redis::shared_url(),
+        agentauth_testkit::redis::fresh_prefix(),
+    ))
+    .await;
+    assert_eq!(counter(&shared, "succeeded"), 150, "one budget: {shared}");
+    assert_eq!(counter(&shared, "sent"), 150, "{shared}");
+    assert_eq!(
+        counter(&shared, "peak_in_flight_writes"),
+        15,
+        "fifteen in flight across the replicas, never more: {shared}"
+    );
+    assert_eq!(counter(&shared, "rate_limited"), 0, "{shared}");
+
+    // The baseline: each replica's own limiter gives the token three times its budget.
+    let own = burst_over_three_replicas("").await;
+    assert!(
+        counter(&own, "peak_in_flight_writes") > 15 || counter(&own, "rate_limited") > 0,
+        "per-replica limiters overrun Asana's limits: {own}"
+    );
+}
