@@ -8,5 +8,6 @@ mod durability;
 mod grpc_peer;
 mod matrix;
 mod otlp;
+mod probes;
 mod vault;
 mod webhooks;
