@@ -71,6 +71,8 @@ SECRET_KEYS = {
 }
 # Where secrets are mounted as files (API keys, signing keys); each file a Secret item.
 SECRETS_DIR = "/var/run/secrets/"
+# token-vault's service-account token, for Vault's Kubernetes auth (automounted).
+SA_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 # Virtual MCP (connector-executor): the listener behind the Service's `http` port and the only
 # paths it serves (what its Ingress may route to it).
 VIRTUAL_MCP_LISTEN = f"0.0.0.0:{HTTP_PORT}"
@@ -407,7 +409,14 @@ def check_config(svc: str, where: str, toml_text: str, deployment: dict,
     if svc == "connector-executor":
         wanted_secret_env["CONNECTOR_EXECUTOR__LIMITS__SHARED__URL"] = shared_limits(cfg) is not None
     if svc == "token-vault":
-        wanted_secret_env["VAULT_TOKEN"] = True
+        # A static token from VAULT_TOKEN ([vault.auth] absent or method = "token"), or Vault's
+        # Kubernetes auth with the pod's automounted service-account token and no Secret.
+        method = table(cfg, "vault.auth.method") or "token"
+        wanted_secret_env["VAULT_TOKEN"] = method == "token"
+        jwt = table(cfg, "vault.auth.jwt_file") or SA_TOKEN_FILE
+        if method == "kubernetes" and jwt != SA_TOKEN_FILE:
+            finding(where, f"vault.auth.jwt_file {jwt!r} is not the automounted service-account "
+                           f"token {SA_TOKEN_FILE!r}")
     for name, wanted in wanted_secret_env.items():
         if wanted and name not in env:
             finding(where, f"{svc} needs {name} from a Secret: its config uses what it sets")
