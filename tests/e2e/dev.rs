@@ -8,11 +8,12 @@ use agentauth_testkit::process::binary;
 use agentauth_testkit::{openbao, wait_serving};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Nine consecutive free ports: four services, the virtual MCP endpoints and the webhook
-/// intake (the ports after the services'), OpenBao, the Asana sandbox, token-vault's OAuth
-/// callback.
-fn free_ports() -> (u16, u16, u16, u16) {
-    for base in (20_000u16..60_000).step_by(97) {
+/// Nine consecutive free ports from `from` on: four services, the virtual MCP endpoints and the
+/// webhook intake (the ports after the services'), OpenBao, the Asana sandbox, token-vault's
+/// OAuth callback. Each test searches from its own `from`, so that two running at once do not
+/// pick the same ones.
+fn free_ports(from: u16) -> (u16, u16, u16, u16) {
+    for base in (from..60_000).step_by(97) {
         let all_free =
             (base..base + 9).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
@@ -39,10 +40,69 @@ fn a_child_has_on_its_command_line(pid: u32, needle: &str) -> bool {
     })
 }
 
+/// The `agentauth` CLI with the key `dev` wrote for `key`, against its services from port
+/// `first`, with `args`.
+fn agentauth_cli(
+    data: &std::path::Path,
+    first: u16,
+    key: &str,
+    args: &[&str],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(binary("agentauth"));
+    command
+        .args([
+            "--key-file",
+            &data.join(format!("keys/{key}.key")).display().to_string(),
+        ])
+        .args([
+            "--token-vault",
+            &format!("http://127.0.0.1:{first}"),
+            "--connector-executor",
+            &format!("http://127.0.0.1:{}", first + 1),
+            "--schema-watcher",
+            &format!("http://127.0.0.1:{}", first + 3),
+        ])
+        .args(args);
+    command
+}
+
+/// Reads `agentauth dev`'s standard output until it says it is running, and returns it.
+async fn running(dev: &mut tokio::process::Child) -> Vec<String> {
+    let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("agentauth dev prints within 60s")
+            .expect("read")
+            .expect("agentauth dev exited before it was running");
+        printed.push(line.clone());
+        if line.contains("Try") {
+            return printed;
+        }
+    }
+}
+
+/// Sends Ctrl-C to `agentauth dev` and waits until it exits cleanly.
+async fn interrupt(dev: &mut tokio::process::Child) {
+    let pid = dev.id().expect("running").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .expect("dev exits after Ctrl-C")
+        .expect("wait");
+    assert!(status.success(), "exit {status}");
+}
+
 #[tokio::test]
 async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (first, vault, sandbox, callback) = free_ports();
+    let (first, vault, sandbox, callback) = free_ports(20_000);
     // A developer's own caller, admitted to audit-log as a reader.
     let own_key = agentauth_grpc::ApiKey::generate();
     std::fs::create_dir_all(data.path().join("callers")).expect("callers folder");
@@ -75,19 +135,7 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn agentauth dev");
-    let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
-    let mut printed = Vec::new();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("agentauth dev prints within 60s")
-            .expect("read")
-            .expect("agentauth dev exited before it was running");
-        printed.push(line.clone());
-        if line.contains("Try") {
-            break;
-        }
-    }
+    let printed = running(&mut dev).await;
     assert!(
         printed
             .iter()
@@ -137,28 +185,7 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         .expect_err("a reader does not append");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
-    let cli_as = |key: &str, args: &[&str]| {
-        let mut command = std::process::Command::new(binary("agentauth"));
-        command
-            .args([
-                "--key-file",
-                &data
-                    .path()
-                    .join(format!("keys/{key}.key"))
-                    .display()
-                    .to_string(),
-            ])
-            .args([
-                "--token-vault",
-                &format!("http://127.0.0.1:{first}"),
-                "--connector-executor",
-                &format!("http://127.0.0.1:{}", first + 1),
-                "--schema-watcher",
-                &format!("http://127.0.0.1:{}", first + 3),
-            ])
-            .args(args);
-        command
-    };
+    let cli_as = |key: &str, args: &[&str]| agentauth_cli(data.path(), first, key, args);
     let cli = |args: &[&str]| cli_as("agent", args);
     // `accounts connect --token-stdin` stores a PAT for alice.
     let put = |token: &str, extra: &[&str]| {
@@ -537,22 +564,289 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         "{operator_exec:?}"
     );
 
-    let pid = dev.id().expect("running").to_string();
-    let sent = tokio::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
-        .await
-        .expect("dev exits after Ctrl-C")
-        .expect("wait");
-    assert!(status.success(), "exit {status}");
+    interrupt(&mut dev).await;
     for port in (first..first + 4).chain([vault, sandbox, callback]) {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} is still held after dev stopped: something it started is still running"
         );
+    }
+}
+
+/// Runs `command` with `input` on its standard input.
+fn with_stdin(mut command: std::process::Command, input: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// Consents to `link` at Asana (the sandbox's form, answered Allow) and follows the redirect
+/// to token-vault's callback, which must connect the account.
+async fn consent(asana: &str, link: &str) {
+    let url = reqwest::Url::parse(link.trim()).expect("an authorization link");
+    assert!(
+        link.starts_with(&format!("{asana}/-/oauth_authorize")),
+        "{link}"
+    );
+    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    form.push(("decision".into(), "allow".into()));
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let consented = browser
+        .post(format!("{asana}/-/oauth_authorize"))
+        .form(&form)
+        .send()
+        .await
+        .expect("consent");
+    let callback = consented
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_else(|| panic!("no redirect after consent: {consented:?}"))
+        .to_owned();
+    let connected = browser.get(&callback).send().await.expect("callback");
+    assert!(connected.status().is_success(), "{connected:?}");
+}
+
+#[tokio::test]
+async fn dev_runs_against_the_asana_and_postgresql_it_is_given() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (first, vault, asana_port, callback) = free_ports(40_000);
+    // Asana: a sandbox at an address of the test's choosing, whose OAuth apps stand in for the
+    // user's own and allow token-vault's callback.
+    let control_key = agentauth_grpc::ApiKey::generate();
+    let _asana_process = tokio::process::Command::new(binary("asana-sandbox"))
+        .args(["--listen", &format!("127.0.0.1:{asana_port}")])
+        .env("ASANA_SANDBOX_CONTROL_KEY", control_key.expose())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("asana-sandbox");
+    let asana = format!("http://127.0.0.1:{asana_port}");
+    agentauth_testkit::assert_eventually!(
+        Duration::from_secs(20),
+        async {
+            tokio::net::TcpStream::connect(("127.0.0.1", asana_port))
+                .await
+                .is_ok()
+        },
+        "the stand-in Asana listens"
+    );
+    for (client_id, secret, kind) in [
+        ("sandbox-rest-app", "sandbox-rest-secret", "rest"),
+        ("sandbox-mcp-app", "sandbox-mcp-secret", "mcp"),
+    ] {
+        let registered = reqwest::Client::new()
+            .post(format!("{asana}/_sandbox/apps"))
+            .header("X-Sandbox-Control-Key", control_key.expose())
+            .json(&serde_json::json!({
+                "client_id": client_id, "client_secret": secret, "name": client_id, "kind": kind,
+                "redirect_uris": [format!("http://127.0.0.1:{callback}/oauth/callback")],
+            }))
+            .send()
+            .await
+            .expect("register the app");
+        assert!(registered.status().is_success(), "{registered:?}");
+    }
+    let mcp_secret_file = data.path().join("mcp-client-secret");
+    std::fs::write(&mcp_secret_file, "sandbox-mcp-secret\n").expect("secret file");
+    let prefix = format!(
+        "agentauth_dev_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    );
+    let admin = agentauth_testkit::database::postgres_admin_url();
+    let server = admin.rsplit_once('/').expect("admin URL").0;
+
+    let mut dev = tokio::process::Command::new(binary("agentauth"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--first-port",
+            &first.to_string(),
+            "--vault-port",
+            &vault.to_string(),
+            "--callback-port",
+            &callback.to_string(),
+            "--asana-url",
+            &asana,
+            "--asana-mcp-url",
+            &format!("{asana}/v2/mcp"),
+            "--client-id",
+            "sandbox-rest-app",
+            "--mcp-client-id",
+            "sandbox-mcp-app",
+            "--database-url",
+            &format!("{server}/{prefix}"),
+        ])
+        .arg("--mcp-client-secret-file")
+        .arg(&mcp_secret_file)
+        .env("AGENTAUTH_ASANA_CLIENT_SECRET", "sandbox-rest-secret")
+        .arg("--bao")
+        .arg(openbao::binary().expect("bao"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn agentauth dev");
+    let printed = running(&mut dev).await.join("\n");
+    assert!(printed.contains(&format!("{asana}/api/1.0")), "{printed}");
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:{callback}/oauth/callback")),
+        "the redirect URL to allow in the OAuth apps: {printed}"
+    );
+    assert!(printed.contains("webhook intake       off"), "{printed}");
+    let dev_pid = dev.id().expect("running");
+    assert!(
+        !a_child_has_on_its_command_line(dev_pid, "asana-sandbox"),
+        "no sandbox of its own"
+    );
+    for secret in ["sandbox-rest-secret", "sandbox-mcp-secret"] {
+        assert!(
+            !a_child_has_on_its_command_line(dev_pid, secret),
+            "{secret} on a command line"
+        );
+    }
+
+    let cli = |args: &[&str]| agentauth_cli(data.path(), first, "agent", args);
+    let connected = with_stdin(
+        cli(&[
+            "accounts",
+            "connect",
+            "--tenant",
+            "dev",
+            "--connection",
+            "asana-pat",
+            "--identifier",
+            "alice",
+            "--token-stdin",
+        ]),
+        "sandbox-pat-alice\n",
+    );
+    assert!(connected.status.success(), "{connected:?}");
+    let exec = |connection: &str, identifier: &str, tool: &str, input: &str| {
+        let executed = cli(&[
+            "exec",
+            tool,
+            "--tenant",
+            "dev",
+            "--connection",
+            connection,
+            "--identifier",
+            identifier,
+            "--input",
+            input,
+        ])
+        .output()
+        .expect("exec");
+        assert!(executed.status.success(), "{executed:?}");
+        String::from_utf8_lossy(&executed.stdout).into_owned()
+    };
+    let me = exec(
+        "asana-pat",
+        "alice",
+        "asana_api_get_user",
+        r#"{"user_gid": "me"}"#,
+    );
+    assert!(me.contains("alice@acme.test"), "{me}");
+
+    // OAuth with the apps' secrets, which dev read from the environment and a file into
+    // OpenBao: REST and MCP.
+    for connection in ["asana", "asana-mcp"] {
+        let link = cli(&[
+            "accounts",
+            "connect",
+            "--tenant",
+            "dev",
+            "--connection",
+            connection,
+            "--identifier",
+            "bob",
+        ])
+        .output()
+        .expect("accounts connect");
+        assert!(link.status.success(), "{link:?}");
+        consent(&asana, &String::from_utf8_lossy(&link.stdout)).await;
+    }
+    let me = exec(
+        "asana",
+        "bob",
+        "asana_api_get_user",
+        r#"{"user_gid": "me"}"#,
+    );
+    assert!(me.contains("\"gid\""), "{me}");
+    let me = exec("asana-mcp", "bob", "get_me", "{}");
+    assert!(me.contains("gid"), "{me}");
+
+    // PostgreSQL: one database per service, and no SQLite file.
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .expect("postgres");
+    let databases: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY datname",
+    )
+    .bind(format!("{prefix}\\_%"))
+    .fetch_all(&mut connection)
+    .await
+    .expect("databases");
+    let services = [
+        "audit_log",
+        "connector_executor",
+        "schema_watcher",
+        "token_vault",
+    ];
+    assert_eq!(
+        databases,
+        services.map(|s| format!("{prefix}_{s}")).to_vec(),
+    );
+    let sqlite: Vec<_> = std::fs::read_dir(data.path())
+        .expect("data dir")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
+        .collect();
+    assert!(sqlite.is_empty(), "{sqlite:?}");
+
+    interrupt(&mut dev).await;
+    let mut written = String::new();
+    for folder in ["config", "logs"] {
+        for entry in std::fs::read_dir(data.path().join(folder))
+            .expect("folder")
+            .flatten()
+        {
+            written.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    assert!(
+        written.contains("sandbox-rest-app"),
+        "the configs were read"
+    );
+    for secret in ["sandbox-rest-secret", "sandbox-mcp-secret"] {
+        assert!(!written.contains(secret), "{secret} in a config or log");
+        assert!(!printed.contains(secret));
+    }
+    for database in databases {
+        sqlx::Executor::execute(
+            &mut connection,
+            sqlx::AssertSqlSafe(format!(r#"DROP DATABASE "{database}" WITH (FORCE)"#)),
+        )
+        .await
+        .expect("drop");
     }
 }

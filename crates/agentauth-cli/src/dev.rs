@@ -5,6 +5,11 @@
 //! waits until all four report SERVING, and prints where they are. Ctrl-C (or SIGTERM) stops
 //! every process it started, services first, and nothing else.
 //!
+//! Asana is the sandbox this command starts, or with `--asana-url` the real one (the user's own
+//! OAuth apps, whose client secrets are read from the environment or a file into OpenBao, never
+//! from a flag). The services' databases are SQLite files in the data folder, or with
+//! `--database-url` PostgreSQL databases, one per service.
+//!
 //! Each service admits exactly the callers that use it, with the roles they need (`ADMITS`);
 //! a developer's own callers go in `DATA/callers/<service>.toml` (`[[callers]]` entries, as
 //! `agentauth keys generate` prints them), which is read at every start and never rewritten.
@@ -49,6 +54,259 @@ pub struct Args {
     /// How long the services may take to report SERVING.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     ready_within: Duration,
+    /// Real Asana in place of the sandbox: the origin of its app and API
+    /// (`https://app.asana.com`: the REST API under `/api/1.0`, OAuth under `/-/oauth_*`).
+    #[arg(long, value_name = "URL", requires = "client_id")]
+    asana_url: Option<String>,
+    /// Asana's MCP server (V2), used with --mcp-client-id.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://mcp.asana.com/v2/mcp"
+    )]
+    asana_mcp_url: String,
+    /// Your Asana OAuth app's client id (with --asana-url); its secret is read from
+    /// $AGENTAUTH_ASANA_CLIENT_SECRET or --client-secret-file, and kept in OpenBao.
+    #[arg(long, requires = "asana_url")]
+    client_id: Option<String>,
+    /// A file holding the OAuth app's client secret.
+    #[arg(long, value_name = "FILE", requires = "client_id")]
+    client_secret_file: Option<PathBuf>,
+    /// Your Asana MCP app's client id (with --asana-url; optional): adds the `asana-mcp`
+    /// connection. Its secret: $AGENTAUTH_ASANA_MCP_CLIENT_SECRET or --mcp-client-secret-file.
+    #[arg(long, requires = "asana_url")]
+    mcp_client_id: Option<String>,
+    /// A file holding the MCP app's client secret.
+    #[arg(long, value_name = "FILE", requires = "mcp_client_id")]
+    mcp_client_secret_file: Option<PathBuf>,
+    /// With --asana-url: the public HTTPS URL that reaches the webhook intake (a tunnel to
+    /// it). Without it webhooks are off: real Asana cannot reach this machine.
+    #[arg(long, value_name = "URL", requires = "asana_url")]
+    webhook_public_url: Option<String>,
+    /// PostgreSQL in place of SQLite: `postgres://user@host:port/NAME`; each service gets a
+    /// database of its own, `NAME_<service>`, created when missing.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// Environment variables the OAuth apps' client secrets are read from.
+const CLIENT_SECRET_ENV: &str = "AGENTAUTH_ASANA_CLIENT_SECRET";
+const MCP_CLIENT_SECRET_ENV: &str = "AGENTAUTH_ASANA_MCP_CLIENT_SECRET";
+
+/// Where Asana is.
+enum Asana {
+    /// The sandbox this command starts on this address.
+    Sandbox(SocketAddr),
+    /// The real Asana, as the user's own apps.
+    Real(RealAsana),
+}
+
+struct RealAsana {
+    origin: String,
+    mcp_url: String,
+    rest_app: OAuthApp,
+    mcp_app: Option<OAuthApp>,
+    webhook_public_url: Option<String>,
+}
+
+/// An Asana OAuth app: its client id, and its secret as OpenBao will hold it.
+struct OAuthApp {
+    client_id: String,
+    secret: Secret,
+}
+
+/// A secret read from the environment or a file; never printed.
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Asana {
+    fn from_args(args: &Args) -> anyhow::Result<Self> {
+        let Some(origin) = &args.asana_url else {
+            return Ok(Self::Sandbox(SocketAddr::new(args.host, args.sandbox_port)));
+        };
+        let origin = origin.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&origin)
+            .map_err(|e| anyhow::anyhow!("--asana-url {origin}: {e}"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "https" | "http") && parsed.path() == "/",
+            "--asana-url is the origin of Asana's app and API, such as https://app.asana.com"
+        );
+        let client_id = args.client_id.clone().unwrap_or_default();
+        let rest_app = OAuthApp {
+            secret: read_secret(
+                CLIENT_SECRET_ENV,
+                args.client_secret_file.as_deref(),
+                "--client-secret-file",
+            )?,
+            client_id,
+        };
+        let mcp_app = match &args.mcp_client_id {
+            None => None,
+            Some(client_id) => Some(OAuthApp {
+                client_id: client_id.clone(),
+                secret: read_secret(
+                    MCP_CLIENT_SECRET_ENV,
+                    args.mcp_client_secret_file.as_deref(),
+                    "--mcp-client-secret-file",
+                )?,
+            }),
+        };
+        Ok(Self::Real(RealAsana {
+            origin,
+            mcp_url: args.asana_mcp_url.clone(),
+            rest_app,
+            mcp_app,
+            webhook_public_url: args.webhook_public_url.clone(),
+        }))
+    }
+
+    /// The OAuth apps' client secrets, written into OpenBao's KV v2 mount `secret` where the
+    /// connections' `client_secret` references point: (path under the mount, value).
+    fn app_secrets(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Self::Sandbox(_) => SANDBOX_APP_SECRETS.to_vec(),
+            Self::Real(real) => {
+                let mut secrets = vec![(REST_APP_SECRET_PATH, real.rest_app.secret.0.as_str())];
+                if let Some(mcp) = &real.mcp_app {
+                    secrets.push((MCP_APP_SECRET_PATH, mcp.secret.0.as_str()));
+                }
+                secrets
+            }
+        }
+    }
+
+    /// Where the webhook intake listens and the URL Asana is given for it, if webhooks are on.
+    fn webhooks(&self, intake: SocketAddr) -> Option<String> {
+        match self {
+            Self::Sandbox(_) => Some(format!("http://{intake}")),
+            Self::Real(real) => real.webhook_public_url.clone(),
+        }
+    }
+}
+
+/// The secret in `$env`, or else in `file`; one of them must hold one.
+fn read_secret(env: &str, file: Option<&Path>, flag: &str) -> anyhow::Result<Secret> {
+    let text = match (std::env::var(env), file) {
+        (_, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", file.display()))?,
+        (Ok(value), None) => value,
+        (Err(_), None) => {
+            anyhow::bail!("the client secret comes from ${env} or {flag}; neither is set")
+        }
+    };
+    let secret = text.trim();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the client secret from ${env} or {flag} is empty"
+    );
+    Ok(Secret(secret.to_owned()))
+}
+
+/// Where each service's database is: a SQLite file in the data folder, or a PostgreSQL
+/// database of its own.
+enum Databases {
+    Sqlite(PathBuf),
+    Postgres {
+        server: String,
+        prefix: String,
+        query: String,
+    },
+}
+
+impl Databases {
+    fn from_args(args: &Args, data: &Path) -> anyhow::Result<Self> {
+        let Some(url) = &args.database_url else {
+            return Ok(Self::Sqlite(data.to_owned()));
+        };
+        let (address, query) = url
+            .split_once('?')
+            .map_or((url.as_str(), ""), |(a, q)| (a, q));
+        let (server, prefix) = address
+            .strip_prefix("postgres://")
+            .or_else(|| address.strip_prefix("postgresql://"))
+            .and_then(|rest| rest.rsplit_once('/'))
+            .filter(|(host, _)| !host.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--database-url is a PostgreSQL URL, postgres://user@host:port/NAME"
+                )
+            })?;
+        anyhow::ensure!(
+            !prefix.is_empty()
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "--database-url's database NAME (the prefix of the services' databases) is lowercase letters, digits and _"
+        );
+        Ok(Self::Postgres {
+            server: format!("postgres://{server}"),
+            prefix: prefix.to_owned(),
+            query: query.to_owned(),
+        })
+    }
+
+    /// The `[database] url` of `service`.
+    fn url(&self, service: &str) -> String {
+        match self {
+            Self::Sqlite(data) => format!(
+                "sqlite://{}?mode=rwc",
+                data.join(format!("{service}.db")).display()
+            ),
+            Self::Postgres {
+                server,
+                prefix,
+                query,
+            } => {
+                let name = format!("{prefix}_{}", service.replace('-', "_"));
+                if query.is_empty() {
+                    format!("{server}/{name}")
+                } else {
+                    format!("{server}/{name}?{query}")
+                }
+            }
+        }
+    }
+
+    /// Creates the PostgreSQL databases that do not exist yet.
+    async fn create(&self) -> anyhow::Result<()> {
+        use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
+        let Self::Postgres {
+            server,
+            prefix,
+            query,
+        } = self
+        else {
+            return Ok(());
+        };
+        let admin = if query.is_empty() {
+            format!("{server}/postgres")
+        } else {
+            format!("{server}/postgres?{query}")
+        };
+        let mut connection = sqlx::PgConnection::connect(&admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach PostgreSQL (--database-url): {e}"))?;
+        for (service, _) in SERVICES {
+            let name = format!("{prefix}_{}", service.replace('-', "_"));
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&name)
+                    .fetch_optional(&mut connection)
+                    .await?;
+            if exists.is_none() {
+                connection
+                    .execute(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot create the database {name}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The services, in start order, with the callers each admits and their roles: what each
@@ -132,16 +390,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for (name, _) in SERVICES {
         own_callers.push(own_callers_of(&data, name)?);
     }
+    let asana = Asana::from_args(&args)?;
+    let databases = Databases::from_args(&args, &data)?;
     let vault = SocketAddr::new(args.host, args.vault_port);
-    let sandbox = SocketAddr::new(args.host, args.sandbox_port);
     let callback = SocketAddr::new(args.host, args.callback_port);
     let addresses: Vec<SocketAddr> = (0..SERVICES.len() as u16)
         .map(|i| SocketAddr::new(args.host, args.first_port + i))
         .collect();
     let virtual_mcp = virtual_mcp_address(&addresses);
     let intake = webhook_intake_address(&addresses);
-    for address in [&vault, &sandbox, &callback, &virtual_mcp, &intake]
+    let sandbox = match &asana {
+        Asana::Sandbox(sandbox) => Some(*sandbox),
+        Asana::Real(_) => None,
+    };
+    for address in [&vault, &callback, &virtual_mcp, &intake]
         .into_iter()
+        .chain(&sandbox)
         .chain(&addresses)
     {
         std::net::TcpListener::bind(address).map_err(|e| {
@@ -162,22 +426,32 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut started = Vec::new();
     let result = tokio::select! {
         result = async {
-            start_sandbox(sandbox, &control_key, &data, &mut started).await?;
-            register_callback(sandbox, &control_key, callback).await?;
+            if let Some(sandbox) = sandbox {
+                start_sandbox(sandbox, &control_key, &data, &mut started).await?;
+                register_callback(sandbox, &control_key, callback).await?;
+            }
+            databases.create().await?;
             let configs = Configs {
                 keys: &keys,
                 own_callers: &own_callers,
                 callback,
+                asana: &asana,
+                databases: &databases,
             };
             start_all(&args, &data, vault, &addresses, &configs, &mut started).await?;
-            let agent = &keys.iter().find(|(name, _)| *name == "agent").expect("the agent's key").1;
-            connect_tool_lister(addresses[0], agent, sandbox).await
+            match sandbox {
+                Some(sandbox) => {
+                    let agent = &keys.iter().find(|(name, _)| *name == "agent").expect("the agent's key").1;
+                    connect_tool_lister(addresses[0], agent, sandbox).await
+                }
+                None => Ok(()),
+            }
         } => result,
         () = agentauth_grpc::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
     };
     let code = match result {
         Ok(()) => {
-            print_running(&data, vault, sandbox, &addresses)?;
+            print_running(&data, vault, &asana, callback, &addresses)?;
             wait_for_stop_or_exit(&mut started).await
         }
         Err(error) => {
@@ -220,6 +494,8 @@ struct Configs<'a> {
     own_callers: &'a [String],
     /// Where token-vault serves its OAuth callback.
     callback: SocketAddr,
+    asana: &'a Asana,
+    databases: &'a Databases,
 }
 
 async fn start_all(
@@ -232,7 +508,6 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let root_token = ApiKey::generate();
     let vault_url = format!("http://{vault}");
-    let sandbox_url = format!("http://{}", SocketAddr::new(args.host, args.sandbox_port));
     let mut bao = Command::new(&args.bao);
     // The root token goes by environment, never on a command line others can read.
     bao.args(["server", "-dev", "-dev-no-store-token"])
@@ -240,12 +515,19 @@ async fn start_all(
         .env("VAULT_DEV_LISTEN_ADDRESS", vault.to_string());
     started.push(spawn("openbao", bao, data)?);
     wait_for_vault(&args.bao, &vault_url, &root_token, started).await?;
+    put_app_secrets(
+        &args.bao,
+        &vault_url,
+        &root_token,
+        &configs.asana.app_secrets(),
+    )
+    .await?;
 
     for (i, (name, _)) in SERVICES.iter().enumerate() {
         let config = data.join("config").join(format!("{name}.toml"));
         std::fs::write(
             &config,
-            service_config(i, addresses, configs, &vault_url, &sandbox_url, data),
+            service_config(i, addresses, configs, &vault_url, data),
         )?;
         let mut command = Command::new(sibling_binary(name)?);
         command.arg("--config").arg(&config);
@@ -281,7 +563,6 @@ fn service_config(
     addresses: &[SocketAddr],
     configs: &Configs<'_>,
     vault_url: &str,
-    sandbox_url: &str,
     data: &Path,
 ) -> String {
     let (name, admits) = SERVICES[index];
@@ -308,13 +589,13 @@ fn service_config(
         "token-vault" => {
             let _ = write!(
                 config,
-                "\n[vault]\naddr = \"{vault_url}\"\n\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n\n[oauth]\nhttp_listen = \"{}\"\n{}",
-                data.join("token-vault.db").display(),
+                "\n[vault]\naddr = \"{vault_url}\"\n\n[database]\nurl = \"{}\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n\n[oauth]\nhttp_listen = \"{}\"\n{}",
+                configs.databases.url(name),
                 addresses[2],
                 data.join("keys").join("token-vault.key").display(),
                 data.join("audit-spool").join("token-vault").display(),
                 configs.callback,
-                sandbox_connections(sandbox_url, &redirect_url(configs.callback)),
+                connections(configs.asana, &redirect_url(configs.callback)),
             );
         }
         "connector-executor" => {
@@ -331,32 +612,50 @@ fn service_config(
             );
             let _ = write!(
                 config,
-                "\n# A virtual MCP server for MCP clients: `agentauth mcp mint --virtual-server {VIRTUAL_SERVER} …`;\n# its sessions are recorded (to list and revoke them) in the database.\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[virtual_mcp]\nlisten = \"{}\"\n\n[[virtual_mcp.signing_keys]]\nid = \"dev\"\nkey_file = \"{}\"\n\n[[virtual_servers]]\nname = \"{VIRTUAL_SERVER}\"\nminters = [\"agent\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\nfixed_inputs = {{ user_gid = \"me\" }}\n\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n\n# Asana webhooks: `agentauth events subscribe|follow`; the sandbox delivers to this intake.\n[webhooks]\nlisten = \"{intake}\"\npublic_url = \"http://{intake}\"\n",
-                data.join("connector-executor.db").display(),
+                "\n# A virtual MCP server for MCP clients: `agentauth mcp mint --virtual-server {VIRTUAL_SERVER} …`;\n# its sessions are recorded (to list and revoke them) in the database.\n[database]\nurl = \"{}\"\n\n[virtual_mcp]\nlisten = \"{}\"\n\n[[virtual_mcp.signing_keys]]\nid = \"dev\"\nkey_file = \"{}\"\n\n[[virtual_servers]]\nname = \"{VIRTUAL_SERVER}\"\nminters = [\"agent\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_api_get_user\"\nfixed_inputs = {{ user_gid = \"me\" }}\n",
+                configs.databases.url(name),
                 virtual_mcp_address(addresses),
                 data.join("keys").join("virtual-mcp-signing.key").display(),
-                addresses[3],
-                data.join("keys").join("connector-executor.key").display(),
-                intake = webhook_intake_address(addresses),
             );
+            if matches!(configs.asana, Asana::Sandbox(_)) {
+                let _ = write!(
+                    config,
+                    "\n# ListTools on asana-mcp lists what this account's session sees.\n[connections.asana-mcp.list_tools_as]\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\n\n# MCP tools are checked against the baselines schema-watcher approved.\n[schema_watcher]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n",
+                    addresses[3],
+                    data.join("keys").join("connector-executor.key").display(),
+                );
+            }
+            let intake = webhook_intake_address(addresses);
+            if let Some(public_url) = configs.asana.webhooks(intake) {
+                let _ = write!(
+                    config,
+                    "\n# Asana webhooks: `agentauth events subscribe|follow`; Asana delivers to this intake.\n[webhooks]\nlisten = \"{intake}\"\npublic_url = \"{public_url}\"\n",
+                );
+            }
         }
         "schema-watcher" => {
             let _ = write!(
                 config,
-                "\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n\n[executor]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n\n# The sandbox's MCP tools, listed as the tool lister; warn mode, and its first listing\n# approved, so that the sandbox's own changes show as drift.\n[[watches]]\nconnection = \"asana-mcp\"\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\ninterval = \"60s\"\njitter = \"5s\"\nmode = \"warn\"\nauto_approve_first = true\n",
-                data.join("schema-watcher.db").display(),
+                "\n[database]\nurl = \"{}\"\n\n[executor]\nurl = \"http://{}\"\napi_key_file = \"{}\"\n\n[audit]\nurl = \"http://{}\"\napi_key_file = \"{}\"\nspool_dir = \"{}\"\n",
+                configs.databases.url(name),
                 addresses[1],
                 data.join("keys").join("schema-watcher.key").display(),
                 addresses[2],
                 data.join("keys").join("schema-watcher.key").display(),
                 data.join("audit-spool").join("schema-watcher").display(),
             );
+            if matches!(configs.asana, Asana::Sandbox(_)) {
+                let _ = write!(
+                    config,
+                    "\n# The sandbox's MCP tools, listed as the tool lister; warn mode, and its first listing\n# approved, so that the sandbox's own changes show as drift.\n[[watches]]\nconnection = \"asana-mcp\"\ntenant = \"{TOOL_LISTER_TENANT}\"\nidentifier = \"{TOOL_LISTER}\"\ninterval = \"60s\"\njitter = \"5s\"\nmode = \"warn\"\nauto_approve_first = true\n",
+                );
+            }
         }
         "audit-log" => {
             let _ = write!(
                 config,
-                "\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n",
-                data.join("audit-log.db").display()
+                "\n[database]\nurl = \"{}\"\n",
+                configs.databases.url(name)
             );
         }
         _ => {}
@@ -438,10 +737,7 @@ async fn register_callback(
         return Ok(());
     }
     let http = reqwest::Client::new();
-    for (client_id, kind, (_, _, secret)) in [
-        ("sandbox-rest-app", "rest", SANDBOX_APP_SECRETS[0]),
-        ("sandbox-mcp-app", "mcp", SANDBOX_APP_SECRETS[1]),
-    ] {
+    for ((client_id, secret), kind) in [(SANDBOX_REST_APP, "rest"), (SANDBOX_MCP_APP, "mcp")] {
         let registered = http
             .post(format!("http://{sandbox}/_sandbox/apps"))
             .header("X-Sandbox-Control-Key", control_key.expose())
@@ -468,67 +764,62 @@ fn asana_sandbox_seed_redirect() -> String {
     redirect_url(SocketAddr::from(([127, 0, 0, 1], 50060)))
 }
 
-/// The sandbox's seeded OAuth app secrets (`asana_sandbox::seed::{REST,MCP}_CLIENT_SECRET`),
-/// written into OpenBao's KV v2 mount `secret` where [`sandbox_connections`]' `client_secret`
-/// references point: (path under the mount, field, value).
-const SANDBOX_APP_SECRETS: &[(&str, &str, &str)] = &[
-    (
-        "agentauth/apps/asana",
-        "client_secret",
-        "sandbox-rest-secret",
-    ),
-    (
-        "agentauth/apps/asana-mcp",
-        "client_secret",
-        "sandbox-mcp-secret",
-    ),
+/// Where the OAuth apps' client secrets are kept in OpenBao's KV v2 mount `secret` (field
+/// `client_secret`), as the connections' `client_secret` references name them.
+const REST_APP_SECRET_PATH: &str = "agentauth/apps/asana";
+const MCP_APP_SECRET_PATH: &str = "agentauth/apps/asana-mcp";
+
+/// The sandbox's seeded OAuth apps (`asana_sandbox::seed::{REST,MCP}_CLIENT_{ID,SECRET}`).
+const SANDBOX_REST_APP: (&str, &str) = ("sandbox-rest-app", "sandbox-rest-secret");
+const SANDBOX_MCP_APP: (&str, &str) = ("sandbox-mcp-app", "sandbox-mcp-secret");
+const SANDBOX_APP_SECRETS: [(&str, &str); 2] = [
+    (REST_APP_SECRET_PATH, SANDBOX_REST_APP.1),
+    (MCP_APP_SECRET_PATH, SANDBOX_MCP_APP.1),
 ];
 
-/// The connections token-vault declares in development: the sandbox's REST app, MCP app and
-/// PATs. The OAuth apps' client secrets are read from OpenBao (see [`SANDBOX_APP_SECRETS`]).
-fn sandbox_connections(sandbox_url: &str, redirect: &str) -> String {
-    format!(
-        r#"
-[[connections]]
-name = "asana"
-kind = "rest"
-auth = "oauth"
-client_id = "sandbox-rest-app"
-client_secret = "vault:secret/data/agentauth/apps/asana#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-revoke_url = "{sandbox_url}/-/oauth_revoke"
-api_base_url = "{sandbox_url}/api/1.0"
-
-[[connections]]
-name = "asana-mcp"
-kind = "mcp"
-auth = "oauth"
-client_id = "sandbox-mcp-app"
-client_secret = "vault:secret/data/agentauth/apps/asana-mcp#client_secret"
-scopes = ["default"]
-redirect_url = "{redirect}"
-authorize_url = "{sandbox_url}/-/oauth_authorize"
-token_url = "{sandbox_url}/-/oauth_token"
-revoke_url = "{sandbox_url}/-/oauth_revoke"
-resource = "{sandbox_url}/v2/mcp"
-mcp_url = "{sandbox_url}/v2/mcp"
-
-[[connections]]
-name = "asana-pat"
-kind = "rest"
-auth = "pat"
-api_base_url = "{sandbox_url}/api/1.0"
-
-[[connections]]
-name = "asana-service-account"
-kind = "rest"
-auth = "service_account"
-api_base_url = "{sandbox_url}/api/1.0"
-"#
-    )
+/// The connections token-vault declares in development: Asana's REST app, its MCP app (the
+/// sandbox's, or the user's if they named one) and PATs and service accounts. The OAuth apps'
+/// client secrets are read from OpenBao (see [`Asana::app_secrets`]).
+fn connections(asana: &Asana, redirect: &str) -> String {
+    let (origin, rest_client, mcp) = match asana {
+        Asana::Sandbox(sandbox) => (
+            format!("http://{sandbox}"),
+            SANDBOX_REST_APP.0.to_owned(),
+            Some((
+                SANDBOX_MCP_APP.0.to_owned(),
+                format!("http://{sandbox}/v2/mcp"),
+            )),
+        ),
+        Asana::Real(real) => (
+            real.origin.clone(),
+            real.rest_app.client_id.clone(),
+            real.mcp_app
+                .as_ref()
+                .map(|app| (app.client_id.clone(), real.mcp_url.clone())),
+        ),
+    };
+    let oauth = |client_id: &str, secret_path: &str| {
+        format!(
+            "auth = \"oauth\"\nclient_id = {client_id:?}\nclient_secret = \"vault:secret/data/{secret_path}#client_secret\"\nscopes = [\"default\"]\nredirect_url = \"{redirect}\"\nauthorize_url = \"{origin}/-/oauth_authorize\"\ntoken_url = \"{origin}/-/oauth_token\"\nrevoke_url = \"{origin}/-/oauth_revoke\"\n"
+        )
+    };
+    let api = format!("{origin}/api/1.0");
+    let mut out = format!(
+        "\n[[connections]]\nname = \"asana\"\nkind = \"rest\"\n{}api_base_url = \"{api}\"\n",
+        oauth(&rest_client, REST_APP_SECRET_PATH)
+    );
+    if let Some((client_id, mcp_url)) = mcp {
+        let _ = write!(
+            out,
+            "\n[[connections]]\nname = \"asana-mcp\"\nkind = \"mcp\"\n{}resource = \"{mcp_url}\"\nmcp_url = \"{mcp_url}\"\n",
+            oauth(&client_id, MCP_APP_SECRET_PATH)
+        );
+    }
+    let _ = write!(
+        out,
+        "\n[[connections]]\nname = \"asana-pat\"\nkind = \"rest\"\nauth = \"pat\"\napi_base_url = \"{api}\"\n\n[[connections]]\nname = \"asana-service-account\"\nkind = \"rest\"\nauth = \"service_account\"\napi_base_url = \"{api}\"\n"
+    );
+    out
 }
 
 fn spawn(name: &'static str, mut command: Command, data: &Path) -> anyhow::Result<Started> {
@@ -581,19 +872,33 @@ async fn wait_for_vault(
         enabled.success(),
         "could not enable OpenBao's transit engine"
     );
-    for (path, field, value) in SANDBOX_APP_SECRETS {
-        let written = Command::new(bao)
-            .args(["kv", "put", "-mount=secret", path])
-            .arg(format!("{field}={value}"))
+    Ok(())
+}
+
+/// Writes each OAuth app's client secret into OpenBao, by standard input: never on a command
+/// line others can read.
+async fn put_app_secrets(
+    bao: &Path,
+    url: &str,
+    token: &ApiKey,
+    secrets: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    for (path, secret) in secrets {
+        let mut put = Command::new(bao)
+            .args(["kv", "put", "-mount=secret", path, "client_secret=-"])
             .env("VAULT_ADDR", url)
             .env("VAULT_TOKEN", token.expose())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .await?;
+            .spawn()?;
+        if let Some(mut stdin) = put.stdin.take() {
+            stdin.write_all(secret.as_bytes()).await?;
+        }
         anyhow::ensure!(
-            written.success(),
-            "could not write the sandbox app secret secret/{path} into OpenBao"
+            put.wait().await?.success(),
+            "could not write the OAuth app's client secret secret/{path} into OpenBao"
         );
     }
     Ok(())
@@ -615,7 +920,8 @@ fn check_still_running(started: &mut [Started]) -> anyhow::Result<()> {
 fn print_running(
     data: &Path,
     vault: SocketAddr,
-    sandbox: SocketAddr,
+    asana: &Asana,
+    callback: SocketAddr,
     addresses: &[SocketAddr],
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -637,26 +943,46 @@ fn print_running(
             virtual_mcp_address(addresses)
         ),
     )?;
-    writeln_out(
-        &mut out,
-        &format!(
-            "  {:<20} http://{}/webhooks/…  (agentauth events subscribe --tenant T --connection asana-pat --identifier U --resource GID)",
-            "webhook intake",
-            webhook_intake_address(addresses)
+    let intake = webhook_intake_address(addresses);
+    let webhooks = match asana.webhooks(intake) {
+        Some(public_url) => format!(
+            "http://{intake}/webhooks/…  (Asana calls {public_url}; agentauth events subscribe --tenant T --connection asana-pat --identifier U --resource GID)"
         ),
-    )?;
+        None => "off: Asana cannot reach this machine (--webhook-public-url names a tunnel to the intake)".to_owned(),
+    };
+    writeln_out(&mut out, &format!("  {:<20} {webhooks}", "webhook intake"))?;
     writeln_out(
         &mut out,
         &format!("  {:<20} http://{vault}", "openbao (dev)"),
     )?;
-    writeln_out(
-        &mut out,
-        &format!(
-            "  {:<20} http://{sandbox}/api/1.0  (seeded PAT: sandbox-pat-alice; control key in {})",
-            "asana sandbox",
-            data.join("keys/sandbox-control.key").display()
+    let (asana_line, try_asana) = match asana {
+        Asana::Sandbox(sandbox) => (
+            format!(
+                "  {:<20} http://{sandbox}/api/1.0  (seeded PAT: sandbox-pat-alice; control key in {})",
+                "asana sandbox",
+                data.join("keys/sandbox-control.key").display()
+            ),
+            format!(
+                "curl -H 'Authorization: Bearer sandbox-pat-alice' http://{sandbox}/api/1.0/users/me"
+            ),
         ),
-    )?;
+        Asana::Real(real) => (
+            format!(
+                "  {:<20} {}/api/1.0{}  (your OAuth apps must allow the redirect URL {})",
+                "asana",
+                real.origin,
+                real.mcp_app
+                    .as_ref()
+                    .map_or(String::new(), |_| format!(", MCP {}", real.mcp_url)),
+                redirect_url(callback)
+            ),
+            format!(
+                "target/debug/agentauth --key-file {} accounts connect --tenant demo --connection asana --identifier me",
+                data.join("keys/agent.key").display()
+            ),
+        ),
+    };
+    writeln_out(&mut out, &asana_line)?;
     writeln_out(
         &mut out,
         &format!("  {:<20} {}", "logs", data.join("logs").display()),
@@ -690,7 +1016,7 @@ fn print_running(
         &format!(
             "\nTry, in another terminal:\n  target/debug/agentauth status\n  \
              target/debug/agentauth --key-file {} audit verify --tenant demo\n  \
-             curl -H 'Authorization: Bearer sandbox-pat-alice' http://{sandbox}/api/1.0/users/me",
+             {try_asana}",
             data.join("keys/operator.key").display()
         ),
     )?;
