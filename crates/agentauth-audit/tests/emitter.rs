@@ -162,6 +162,7 @@ impl Peer {
             callers: vec![CallerConfig {
                 name: "emitter-test".into(),
                 key_sha256: self.key.hash(),
+                previous_key_sha256: None,
                 tenants: vec!["acme".into()],
                 connections: vec!["*".into()],
                 tools: vec!["*".into()],

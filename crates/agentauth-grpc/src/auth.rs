@@ -29,6 +29,11 @@ pub struct CallerConfig {
     pub name: String,
     /// Hex SHA-256 of the caller's API key (`agentauth keys generate` makes a pair).
     pub key_sha256: KeyHash,
+    /// Hex SHA-256 of the key this caller used before `key_sha256`, admitted as well while the
+    /// caller moves to the new key (the overlap window of a key rotation); remove it once the
+    /// caller presents only the new key.
+    #[serde(default)]
+    pub previous_key_sha256: Option<KeyHash>,
     /// Tenants this caller may act for; `"*"` means any.
     pub tenants: Vec<String>,
     /// Connections this caller may use; `"*"` means any.
@@ -285,6 +290,10 @@ impl From<Denied> for Status {
 pub struct Callers {
     by_hash: Arc<HashMap<KeyHash, Arc<Caller>>>,
     configs: Arc<[CallerConfig]>,
+    /// The `previous_key_sha256` of each caller that has one, and whether a request presented
+    /// it since this process started (said once in the log, so operators see when the old key
+    /// is still in use).
+    previous: Arc<HashMap<KeyHash, std::sync::atomic::AtomicBool>>,
 }
 
 /// What one caller may do, as `--print-access` shows it.
@@ -338,16 +347,30 @@ impl Callers {
                 tools: Scope::new(&config.tools),
                 rpcs,
             });
-            if by_hash.insert(config.key_sha256, caller).is_some() {
+            if config.previous_key_sha256 == Some(config.key_sha256) {
                 return Err(format!(
-                    "callers: `{}` shares its key with another caller",
+                    "callers: `{}` has previous_key_sha256 equal to key_sha256 (after a rotation it names the old key)",
                     config.name
                 ));
             }
+            for hash in std::iter::once(config.key_sha256).chain(config.previous_key_sha256) {
+                if by_hash.insert(hash, caller.clone()).is_some() {
+                    return Err(format!(
+                        "callers: `{}` shares a key with another caller",
+                        config.name
+                    ));
+                }
+            }
         }
+        let previous = configs
+            .iter()
+            .filter_map(|c| c.previous_key_sha256)
+            .map(|hash| (hash, std::sync::atomic::AtomicBool::new(false)))
+            .collect();
         Ok(Self {
             by_hash: Arc::new(by_hash),
             configs: configs.into(),
+            previous: Arc::new(previous),
         })
     }
 
@@ -367,10 +390,21 @@ impl Callers {
             .ok_or_else(|| {
                 unauthenticated("malformed authorization header: expected `Bearer <key>`")
             })?;
-        self.by_hash
-            .get(&KeyHash::of(key.trim()))
+        let hash = KeyHash::of(key.trim());
+        let caller = self
+            .by_hash
+            .get(&hash)
             .cloned()
-            .ok_or_else(|| unauthenticated("unknown API key"))
+            .ok_or_else(|| unauthenticated("unknown API key"))?;
+        if let Some(seen) = self.previous.get(&hash)
+            && !seen.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(
+                caller = caller.name(),
+                "a caller presented its previous API key (previous_key_sha256), admitted until that entry is removed"
+            );
+        }
+        Ok(caller)
     }
 
     /// Every caller and what it may do, in configuration order.
@@ -423,6 +457,7 @@ mod tests {
             tools: any(),
             roles: vec!["reader".to_owned()],
             rpcs: Vec::new(),
+            previous_key_sha256: None,
         }
     }
 
@@ -507,6 +542,47 @@ mod tests {
                 "/agentauth.test.v1.Probe/Write"
             ]
         );
+    }
+
+    #[test]
+    fn during_a_key_rotation_both_keys_are_admitted_and_afterwards_only_the_new_one() {
+        let (old, new) = (ApiKey::generate(), ApiKey::generate());
+        let overlap = CallerConfig {
+            previous_key_sha256: Some(old.hash()),
+            ..config("svc", &new, &["acme"])
+        };
+        let callers = Callers::new(&[overlap], &[&POLICY]).expect("valid");
+        for key in [&old, &new] {
+            let caller = callers.authenticate(Some(&header(key))).expect("admitted");
+            assert_eq!(caller.name(), "svc");
+            assert!(caller.may_call("/agentauth.test.v1.Probe/Read"));
+        }
+        assert_eq!(callers.access().len(), 1, "one caller, two keys");
+
+        let after = Callers::new(&[config("svc", &new, &["acme"])], &[&POLICY]).expect("valid");
+        assert!(after.authenticate(Some(&header(&new))).is_ok());
+        let refused = after
+            .authenticate(Some(&header(&old)))
+            .expect_err("the removed key");
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_previous_key_may_not_be_the_current_one_or_another_callers() {
+        let (key, other) = (ApiKey::generate(), ApiKey::generate());
+        let same = CallerConfig {
+            previous_key_sha256: Some(key.hash()),
+            ..config("a", &key, &["*"])
+        };
+        let error = Callers::new(&[same], &[&POLICY]).expect_err("previous = current");
+        assert!(error.contains("previous_key_sha256"), "{error}");
+        let shared = CallerConfig {
+            previous_key_sha256: Some(other.hash()),
+            ..config("a", &key, &["*"])
+        };
+        let error = Callers::new(&[shared, config("b", &other, &["*"])], &[&POLICY])
+            .expect_err("another caller's key");
+        assert!(error.contains("shares a key"), "{error}");
     }
 
     #[test]

@@ -132,14 +132,26 @@ impl Running {
 }
 
 async fn serve(probe: Probe, ready: Switch) -> Running {
-    tracing_installed();
     let acme_key = ApiKey::generate();
+    serve_keys(probe, ready, acme_key, None).await
+}
+
+/// Serves `probe` to the caller `acme-agent` holding `acme_key` and, while its key is being
+/// rotated, `previous` too.
+async fn serve_keys(
+    probe: Probe,
+    ready: Switch,
+    acme_key: ApiKey,
+    previous: Option<&ApiKey>,
+) -> Running {
+    tracing_installed();
     let config = ServerConfig {
         readiness_interval: Duration::from_millis(20),
         shutdown_grace: Duration::from_secs(5),
         callers: vec![CallerConfig {
             name: "acme-agent".into(),
             key_sha256: acme_key.hash(),
+            previous_key_sha256: previous.map(ApiKey::hash),
             tenants: vec!["acme".into()],
             connections: vec!["*".into()],
             tools: vec!["*".into()],
@@ -229,6 +241,43 @@ async fn rpc_requires_a_known_key_and_health_does_not() {
         .expect("authorised call passes");
 }
 
+/// A caller's key rotated with an overlap window: while the configuration names the old key as
+/// `previous_key_sha256` both keys are admitted as the same caller; once the entry is removed
+/// (and the service restarted, as configuration is read at start) the old key is refused.
+#[tokio::test]
+async fn a_rotated_callers_old_key_works_during_the_overlap_and_is_refused_after() {
+    let (old, new) = (ApiKey::generate(), ApiKey::generate());
+    let overlap = serve_keys(Probe::default(), on(), new.clone(), Some(&old)).await;
+    for key in [&old, &new] {
+        overlap
+            .client(Some(key))
+            .query(query("acme"))
+            .await
+            .expect("both keys are admitted during the overlap");
+        let other_tenant = overlap
+            .client(Some(key))
+            .query(query("globex"))
+            .await
+            .expect_err("either key is the same caller, bound to acme");
+        assert_eq!(other_tenant.code(), Code::PermissionDenied);
+    }
+    overlap.shutdown.cancel();
+    overlap.served.await.expect("joined").expect("served");
+
+    let after = serve_keys(Probe::default(), on(), new.clone(), None).await;
+    after
+        .client(Some(&new))
+        .query(query("acme"))
+        .await
+        .expect("the new key");
+    let refused = after
+        .client(Some(&old))
+        .query(query("acme"))
+        .await
+        .expect_err("the old key, once removed");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
 #[tokio::test]
 async fn an_rpc_outside_the_callers_roles_is_refused_before_its_handler() {
     let running = serve(Probe::default(), on()).await;
@@ -273,6 +322,7 @@ async fn a_policy_that_does_not_match_the_contract_is_refused_at_start() {
             tools: vec!["*".into()],
             roles: Vec::new(),
             rpcs: vec!["Query".into()],
+            previous_key_sha256: None,
         }],
         ..ServerConfig::default()
     };

@@ -53,6 +53,7 @@ async fn start(db: &str, key: &ApiKey) -> AuditLogClient<AuthenticatedChannel> {
             callers: vec![CallerConfig {
                 name: "connector-executor".into(),
                 key_sha256: key.hash(),
+                previous_key_sha256: None,
                 tenants: vec!["*".into()],
                 connections: vec!["*".into()],
                 tools: vec!["*".into()],

@@ -138,6 +138,7 @@ fn caller(name: &str, key: &ApiKey, tenants: &[&str], roles: &[&str]) -> CallerC
     CallerConfig {
         name: name.into(),
         key_sha256: key.hash(),
+        previous_key_sha256: None,
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
         connections: vec!["*".into()],
         tools: vec!["*".into()],

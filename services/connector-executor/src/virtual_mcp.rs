@@ -1120,6 +1120,7 @@ mod tests {
         let platform = agentauth_grpc::CallerConfig {
             name: "platform".into(),
             key_sha256: agentauth_grpc::ApiKey::generate().hash(),
+            previous_key_sha256: None,
             tenants: vec!["acme".into()],
             connections: vec!["*".into()],
             tools: vec!["*".into()],
@@ -1130,6 +1131,7 @@ mod tests {
         let lapsed = agentauth_grpc::CallerConfig {
             name: "lapsed".into(),
             key_sha256: agentauth_grpc::ApiKey::generate().hash(),
+            previous_key_sha256: None,
             roles: vec!["reader".into()],
             ..platform.clone()
         };

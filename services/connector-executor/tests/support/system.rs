@@ -167,6 +167,7 @@ fn caller(name: &str, key: &ApiKey, tenants: &[&str], role: &str) -> CallerConfi
     CallerConfig {
         name: name.into(),
         key_sha256: key.hash(),
+        previous_key_sha256: None,
         tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
         connections: vec!["*".into()],
         tools: vec!["*".into()],

@@ -52,6 +52,7 @@ impl AuditLog {
         let caller = |name: &str, key: &ApiKey, role: &str| CallerConfig {
             name: name.into(),
             key_sha256: key.hash(),
+            previous_key_sha256: None,
             tenants: vec!["*".into()],
             connections: vec!["*".into()],
             tools: vec!["*".into()],
