@@ -1,5 +1,6 @@
 //! Tracing for every agentauth binary: structured logs on stderr, W3C trace context, and
-//! OpenTelemetry export over OTLP when the standard `OTEL_*` variables ask for it.
+//! OpenTelemetry export over OTLP (spans, and the services' metrics through the global meter
+//! provider) when the standard `OTEL_*` variables ask for it.
 //!
 //! Spans always carry OpenTelemetry ids, exported or not, so a trace id that arrives on a
 //! request is passed on to the next hop even when this process exports nothing.
@@ -10,6 +11,7 @@ use std::io::IsTerminal;
 use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use tracing::field::{Field, Visit};
@@ -46,7 +48,7 @@ impl std::str::FromStr for LogFormat {
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot build the OTLP span exporter: {0}")]
+    #[error("cannot build an OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("invalid RUST_LOG filter: {0}")]
     Filter(#[from] tracing_subscriber::filter::ParseError),
@@ -54,17 +56,24 @@ pub enum Error {
     AlreadyInstalled,
 }
 
-/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes pending spans.
+/// Keeps the tracer and meter providers alive; [`Telemetry::shutdown`] flushes pending spans
+/// and metrics.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Telemetry {
-    /// Flushes and stops span export. Call once, last, on the way out.
+    /// Flushes and stops span and metric export. Call once, last, on the way out.
     pub fn shutdown(self) {
         if let Err(error) = self.provider.shutdown() {
             tracing::warn!(%error, "telemetry shutdown failed");
+        }
+        if let Some(meters) = self.meters
+            && let Err(error) = meters.shutdown()
+        {
+            tracing::warn!(%error, "metrics shutdown failed");
         }
     }
 }
@@ -84,6 +93,23 @@ pub fn otlp_requested(var: impl Fn(&str) -> Option<String>) -> bool {
         _ => {
             var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
                 || var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+        }
+    }
+}
+
+/// Whether the standard OpenTelemetry variables ask for OTLP metric export: as for spans, with
+/// `OTEL_METRICS_EXPORTER` and `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`. The interval is
+/// `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds; 60 s by default).
+pub fn otlp_metrics_requested(var: impl Fn(&str) -> Option<String>) -> bool {
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return false;
+    }
+    match var("OTEL_METRICS_EXPORTER").as_deref() {
+        Some("none") => false,
+        Some("otlp") => true,
+        _ => {
+            var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+                || var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()
         }
     }
 }
@@ -109,6 +135,19 @@ pub fn init(
         None
     };
     let provider = tracer_provider(service, exporter);
+    let meters = if otlp_metrics_requested(|name| std::env::var(name).ok()) {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()?;
+        let meters = SdkMeterProvider::builder()
+            .with_resource(Resource::builder().with_service_name(service).build())
+            .with_reader(PeriodicReader::builder(exporter).build())
+            .build();
+        global::set_meter_provider(meters.clone());
+        Some(meters)
+    } else {
+        None
+    };
     let defaults = || {
         EnvFilter::try_new(
             std::iter::once("info")
@@ -137,7 +176,7 @@ pub fn init(
         .with(otel_layer(&provider, service).with_filter(traced))
         .try_init()
         .map_err(|_| Error::AlreadyInstalled)?;
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, meters })
 }
 
 /// The text format's fields, without the `otel.*` ones: those tell the OpenTelemetry layer a
@@ -302,6 +341,31 @@ mod tests {
         assert!(!otlp_requested(vars(&[
             ("OTEL_SDK_DISABLED", "true"),
             ("OTEL_TRACES_EXPORTER", "otlp"),
+        ])));
+    }
+
+    #[test]
+    fn metric_export_follows_the_standard_variables() {
+        assert!(!otlp_metrics_requested(vars(&[])));
+        assert!(otlp_metrics_requested(vars(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:4317"
+        )])));
+        assert!(otlp_metrics_requested(vars(&[(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "http://collector:4317"
+        )])));
+        assert!(!otlp_metrics_requested(vars(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4317"
+        )])));
+        assert!(!otlp_metrics_requested(vars(&[
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+        ])));
+        assert!(!otlp_metrics_requested(vars(&[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_METRICS_EXPORTER", "otlp"),
         ])));
     }
 

@@ -27,6 +27,29 @@ pub(crate) struct AuditLogApi {
     pub store: Store,
     /// How far ahead of this server's clock an appended event may claim to have happened.
     pub max_clock_skew: std::time::Duration,
+    /// From an event's time to its place in the chain: the audit lag an operator watches
+    /// (OpenTelemetry, exported when the `OTEL_*` variables ask for it).
+    pub append_lag: opentelemetry::metrics::Histogram<f64>,
+}
+
+/// The append lag histogram's bucket bounds, in seconds: from a synchronous append to an
+/// event a spool held through an outage.
+const LAG_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
+];
+
+/// The append lag histogram of `meter`.
+pub(crate) fn append_lag(
+    meter: &opentelemetry::metrics::Meter,
+) -> opentelemetry::metrics::Histogram<f64> {
+    meter
+        .f64_histogram("agentauth.audit.append_lag")
+        .with_unit("s")
+        .with_description(
+            "From an event's time to its append to the tenant's chain (new events, not duplicates)",
+        )
+        .with_boundaries(LAG_BUCKETS.to_vec())
+        .build()
 }
 
 /// The service name audit-log records its own events under.
@@ -61,7 +84,12 @@ impl pb::audit_log_server::AuditLog for AuditLogApi {
                 .append(tenant, &batch)
                 .await
                 .map_err(Error::from)?;
+            let now = chrono::Utc::now();
             for ((i, event), outcome) in indexed.into_iter().zip(appended) {
+                if !outcome.duplicate {
+                    let lag = (now - event.occurred_at).to_std().unwrap_or_default();
+                    self.append_lag.record(lag.as_secs_f64(), &[]);
+                }
                 results[i] = pb::AppendResult {
                     event_id: event.id.to_string(),
                     sequence: u64::try_from(outcome.sequence).unwrap_or_default(),

@@ -138,6 +138,7 @@ impl agentauth_launch::Service for AuditLogService {
         let api = api::AuditLogApi {
             store: self.store.clone(),
             max_clock_skew: self.append.max_clock_skew,
+            append_lag: api::append_lag(&opentelemetry::global::meter("audit-log")),
         };
         let api = Api {
             routes: tonic::service::Routes::new(AuditLogServer::new(api)),

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::connections::{Connection, Target};
 use crate::executor::{CallContext, Executor};
+use crate::metrics::CallKind;
 use crate::pins::Standing;
 use crate::requests::{self, Pages, ToolCall};
 use crate::rest::{BATCH_ACTIONS, Output, batchable};
@@ -170,6 +171,15 @@ impl ConnectorExecutorApi {
             packed: false,
             latency_ms: Some(millis(started.elapsed())),
         };
+        self.executor.metrics.call(
+            CallKind {
+                kind: "tool",
+                route,
+            },
+            result.as_ref().map(|o| o.is_error),
+            started.elapsed(),
+            &trail,
+        );
         self.conclude(id, context, route, result, &executed, &trail)
             .await
     }
@@ -805,6 +815,15 @@ impl pb::connector_executor_server::ConnectorExecutor for ConnectorExecutorApi {
             Err(error) => Err(error),
         };
         requested.latency_ms = Some(millis(started.elapsed()));
+        self.executor.metrics.call(
+            CallKind {
+                kind: "proxy",
+                route: pb::Route::Rest,
+            },
+            result.as_ref().map(|a| a.status.as_u16() >= 400),
+            started.elapsed(),
+            &trail,
+        );
         let credential_version = trail.credential_version();
         self.executor
             .record(

@@ -16,6 +16,7 @@ use crate::Error;
 use crate::config::{AsanaConfig, Config, ConnectionSettings, ExecutionConfig, ProxyConfig};
 use crate::connections::{Connection, Connections};
 use crate::mcp::{McpClients, UpstreamTool, Validators};
+use crate::metrics::Metrics;
 use crate::pins::Pins;
 use crate::rate::{Budget, Demand, Exhausted, Limiter, Permit, Refusal};
 use crate::tokens::{AccountKey, Tokens};
@@ -31,6 +32,7 @@ pub(crate) struct Executor {
     pub connections: Connections,
     pub tokens: Arc<Tokens>,
     pub limiter: Limiter,
+    pub metrics: Metrics,
     pub mcp: McpClients,
     pub pins: Arc<Pins>,
     pub validators: Validators,
@@ -74,6 +76,7 @@ impl Executor {
                 config.token_cache.clone(),
             )),
             limiter: Limiter::new(&config.limits).map_err(|e| format!("{e:#}"))?,
+            metrics: Metrics::new(&opentelemetry::global::meter(SERVICE)),
             mcp,
             pins,
             validators: Validators::default(),

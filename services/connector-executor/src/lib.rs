@@ -14,6 +14,7 @@ mod event_api;
 mod events;
 mod executor;
 mod mcp;
+mod metrics;
 mod pins;
 mod pipeline;
 mod proxy;

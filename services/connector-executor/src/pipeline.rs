@@ -74,8 +74,14 @@ impl Executor {
         let mut retried = false;
         loop {
             trail.used(&token);
-            let permit = self.admit(context, &budget, sender.demand()).await?;
-            match sender.send(&token, trail).await? {
+            let waiting = std::time::Instant::now();
+            let permit = self.admit(context, &budget, sender.demand()).await;
+            trail.waited_for_asana += waiting.elapsed();
+            let permit = permit?;
+            let sending = std::time::Instant::now();
+            let sent = sender.send(&token, trail).await;
+            trail.waited_for_asana += sending.elapsed();
+            match sent? {
                 Attempt::Answer(output) => return Ok(output),
                 Attempt::Rejected { last } => {
                     drop(permit);

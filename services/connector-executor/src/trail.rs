@@ -4,6 +4,7 @@
 //! a silent gap in compliance data.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -26,6 +27,10 @@ pub(crate) struct Trail {
     /// An MCP tool called in warn mode although it drifted from its approved definition: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<&'static str>,
+    /// How long the call waited for Asana: its requests out, and its rate slots (Asana's
+    /// limits); the rest of its time is what agentauth added (a metric, not audited).
+    #[serde(skip)]
+    pub waited_for_asana: Duration,
 }
 
 impl Trail {

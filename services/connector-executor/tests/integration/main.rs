@@ -4,6 +4,7 @@
 mod drift;
 mod execute;
 mod limits;
+mod metrics;
 mod peers;
 #[path = "../support/system.rs"]
 mod system;
