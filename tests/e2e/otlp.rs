@@ -6,6 +6,12 @@ use std::time::Duration;
 use agentauth_grpc::ApiKey;
 use agentauth_testkit::process::ServiceProcess;
 use agentauth_testkit::wait_serving;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -15,9 +21,54 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tonic::{Request, Response, Status};
 
-/// A collector that keeps (service.name, span name) of every span it receives.
+/// A collector that keeps (service.name, span name) of every span it receives, and
+/// (service.name, metric name, data points) of every metric.
 #[derive(Clone, Default)]
 struct Collector(Arc<Mutex<Vec<(String, String)>>>);
+
+#[derive(Clone, Default)]
+struct MetricsCollector(Arc<Mutex<Vec<(String, String, usize)>>>);
+
+/// The `service.name` of a resource.
+fn service_name(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .find(|a| a.key == "service.name")
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl MetricsService for MetricsCollector {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        let mut seen = self.0.lock().expect("lock");
+        for resource_metrics in request.into_inner().resource_metrics {
+            let service = service_name(resource_metrics.resource.as_ref());
+            for scope in resource_metrics.scope_metrics {
+                for metric in scope.metrics {
+                    let points = match &metric.data {
+                        Some(Data::Histogram(h)) => {
+                            h.data_points.iter().map(|p| p.count as usize).sum()
+                        }
+                        Some(Data::Sum(s)) => s.data_points.len(),
+                        _ => 0,
+                    };
+                    seen.push((service.clone(), metric.name, points));
+                }
+            }
+        }
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -27,17 +78,7 @@ impl TraceService for Collector {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let mut seen = self.0.lock().expect("lock");
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| a.value.as_ref()?.value.as_ref())
-                .map(|v| match v {
-                    Value::StringValue(s) => s.clone(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_default();
+            let service = service_name(resource_spans.resource.as_ref());
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     seen.push((service.clone(), span.name));
@@ -49,8 +90,12 @@ impl TraceService for Collector {
 }
 
 #[tokio::test]
-async fn spans_reach_the_collector_named_by_otel_variables() {
+async fn spans_and_metrics_reach_the_collector_named_by_otel_variables() {
+    use agentauth_audit::{Event, Outcome, action};
+    use agentauth_proto::audit::v1 as pb;
+
     let collector = Collector::default();
+    let metrics = MetricsCollector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -58,6 +103,7 @@ async fn spans_reach_the_collector_named_by_otel_variables() {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(collector.clone()))
+            .add_service(MetricsServiceServer::new(metrics.clone()))
             .serve_with_incoming(tokio_stream_wrapper(listener)),
     );
     let key = ApiKey::generate();
@@ -73,17 +119,42 @@ async fn spans_reach_the_collector_named_by_otel_variables() {
     wait_serving(process.address(), "", Duration::from_secs(30))
         .await
         .expect("serving");
+    let events = (0..3)
+        .map(|_| {
+            pb::Event::from(Event::new(
+                "acme",
+                "test",
+                action::TOOL_EXECUTED,
+                Outcome::Success,
+            ))
+        })
+        .collect();
+    pb::audit_log_client::AuditLogClient::new(
+        agentauth_grpc::client::channel(&process.url(), Some(&key)).expect("channel"),
+    )
+    .append(pb::AppendRequest { events })
+    .await
+    .expect("append");
     let status = process
         .terminate(Duration::from_secs(10))
         .await
         .expect("stops");
     assert!(status.success());
-    // Spans are flushed on the way out, so they are there once the process has exited.
+    // Spans and metrics are flushed on the way out, so they are there once the process has
+    // exited.
     let seen = collector.0.lock().expect("lock").clone();
     assert!(
         seen.iter().any(|(service, name)| service == "audit-log"
             && name.contains("grpc.health.v1.Health/Check")),
         "{seen:?}"
+    );
+    let seen = metrics.0.lock().expect("lock").clone();
+    assert!(
+        seen.iter()
+            .any(|(service, name, points)| service == "audit-log"
+                && name == "agentauth.audit.append_lag"
+                && *points == 3),
+        "the lag of the three appended events: {seen:?}"
     );
 }
 
