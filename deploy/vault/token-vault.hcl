@@ -1,13 +1,13 @@
 # Vault (or OpenBao) policy for agentauth's token-vault — the only agentauth component that
 # talks to Vault. Least privilege: exactly what token-vault does, nothing more.
 #
-#   vault policy write agentauth-token-vault deploy/vault/token-vault.hcl
+#   vault policy write agentauth-token-vault deploy/vault/token-vault.hcl   (setup.sh does it)
 #
 # Assumes token-vault's defaults (deploy/base/token-vault/configmap.yaml):
 #   [vault] kv_mount = "secret", transit_mount = "transit", path_prefix = "agentauth"
 # and per-tenant Transit keys named `agentauth-tenant-<tenant>`. If you change a mount or the
-# prefix, change the paths here to match. deploy/check.sh loads this policy into a throw-away
-# OpenBao dev server and checks both what it allows and what it refuses.
+# prefix, change the paths here to match. deploy/vault/check.sh loads this policy into a
+# throw-away OpenBao dev server and checks both what it allows and what it refuses.
 #
 # What token-vault stores: one KV v2 secret per (tenant, connection, identifier) under
 # secret/agentauth/..., whose value is already Transit ciphertext (encrypted under the tenant's
@@ -48,21 +48,32 @@ path "transit/decrypt/agentauth-tenant-*" {
   capabilities = ["update"]
 }
 
-# Tenant key lifecycle: create the key when a tenant is onboarded, read it, set
-# `deletion_allowed` on /config, delete it to crypto-shred the tenant.
-#
-# A trailing glob also covers the key's other sub-paths (rotate, trim, import); they give
-# token-vault no power beyond the deletion it legitimately has. What would give more — making
-# a key exportable or backing it up in plaintext (irreversible once set, and it would let the
-# key leave Vault), or importing known key material — is refused by parameter.
-path "transit/keys/agentauth-tenant-*" {
-  capabilities = ["create", "read", "update", "delete"]
-  denied_parameters = {
-    "exportable"             = []
-    "allow_plaintext_backup" = []
-    "ciphertext"             = []
+# Re-wrap a ciphertext under the tenant key's newest version (key rotation): the plaintext never
+# leaves Vault. Only the ciphertext itself may be passed (no batch, no chosen key version).
+path "transit/rewrap/agentauth-tenant-*" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "ciphertext" = []
   }
 }
 
-# Not granted: transit/export/*, transit/backup/*, transit/restore/*, transit/rewrap/*,
-# transit/datakey/*, any key not named agentauth-tenant-*, and any list of keys.
+# Tenant key lifecycle: create the key when a tenant is onboarded (with Transit's defaults), read
+# it, rotate it (a new key version), set `deletion_allowed` and, once a rotation re-wrapped
+# everything, `min_decryption_version` on its /config, and delete it to crypto-shred the tenant.
+#
+# The trailing glob covers the key's sub-paths too (config, rotate, trim, import, …): Vault
+# matches `*` only at the end of a path, so they cannot be told apart by path. They are told apart
+# by parameter instead: only those two may be sent. That refuses making a key exportable or
+# backing it up in plaintext (irreversible once set, and it would let the key leave Vault),
+# importing known key material, choosing a key type, auto-rotation, pinning the encryption version
+# and trimming key versions.
+path "transit/keys/agentauth-tenant-*" {
+  capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {
+    "deletion_allowed"       = []
+    "min_decryption_version" = []
+  }
+}
+
+# Not granted: transit/export/*, transit/backup/*, transit/restore/*, transit/datakey/*, rewrap
+# or anything else with a key not named agentauth-tenant-*, and any list of keys.

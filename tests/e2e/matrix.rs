@@ -186,6 +186,18 @@ fn rows() -> Vec<Row> {
         ),
         row(
             VAULT,
+            "RotateTenantKey",
+            |_| {
+                boxed(vault::RotateTenantKeyRequest {
+                    tenant: TENANT.into(),
+                })
+            },
+            // acme's key exists since CreateAuthorizationLink's row stored a consent under it.
+            Code::Ok,
+            true,
+        ),
+        row(
+            VAULT,
             "DeleteTenant",
             |_| {
                 boxed(vault::DeleteTenantRequest {
@@ -834,6 +846,8 @@ roles = ["executor"]
 [vault]
 addr = "{vault}"
 path_prefix = "{prefix}"
+# RotateTenantKey waits two timeouts for writers that encrypted just before it.
+timeout = "2s"
 
 [oauth]
 http_listen = "{callback}"

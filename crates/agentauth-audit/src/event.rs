@@ -14,6 +14,7 @@ pub mod action {
     pub const CREDENTIAL_NEEDS_REAUTH: &str = "credential.needs_reauth";
     pub const CREDENTIAL_REVOKED: &str = "credential.revoked";
     pub const TENANT_DELETED: &str = "tenant.deleted";
+    pub const TENANT_KEY_ROTATED: &str = "tenant.key_rotated";
     pub const AUDIT_PURGED: &str = "audit.purged";
     pub const TOOL_EXECUTED: &str = "tool.executed";
     pub const PROXY_REQUEST: &str = "proxy.request";

@@ -5,6 +5,7 @@ mod audit;
 mod dev;
 mod drift;
 mod events;
+mod keys;
 mod mcp;
 mod status;
 mod tools;
@@ -99,7 +100,7 @@ enum Command {
     /// The audit log: query, export, verify, purge.
     #[command(subcommand)]
     Audit(audit::Command),
-    /// API keys for callers.
+    /// API keys for callers, and tenants' encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// schema-watcher's drift of MCP tool lists: list, show, approve.
@@ -143,6 +144,13 @@ enum KeysCommand {
         /// A tool it may run (repeat for several); none when not given.
         #[arg(long = "tool")]
         tools: Vec<String>,
+    },
+    /// Rotates a tenant's encryption key in token-vault while calls keep working: every stored
+    /// credential is re-wrapped under the new key version, then older versions no longer
+    /// decrypt (operators only; audited).
+    RotateTenant {
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -206,10 +214,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &mut out,
                 "\nTo widen it, add names to a list (`\"*\"` means any tenant, connection or tool),\n\
                  add roles, or name single RPCs in `rpcs = [\"DisconnectAccount\"]`.\n\
+                 To rotate an existing caller's key instead, set this key_sha256 in its entry and\n\
+                 its old one as previous_key_sha256: both are admitted until you remove that.\n\
                  Under `make run`, put the entry in .data/callers/<service>.toml with the header\n\
                  [[callers]] instead, and restart.",
             )?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::RotateTenant { tenant }) => {
+            keys::rotate_tenant(tenant, &cli.endpoints).await
         }
         Command::Dev(args) => dev::run(args).await,
         Command::Status => status::run(&cli.endpoints).await,

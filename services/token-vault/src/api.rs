@@ -34,6 +34,9 @@ pub(crate) struct TokenVaultApi {
     pub refresh_margin: std::time::Duration,
     /// The account change log, for `WatchAccountChanges`.
     pub changes: Arc<crate::changes::Changes>,
+    /// How long a key rotation waits for writers that encrypted just before it (twice the
+    /// Vault request timeout; see `rotation`).
+    pub rotation_settle: std::time::Duration,
 }
 
 /// The longest tenant, connection name or identifier accepted.
@@ -172,10 +175,9 @@ impl TokenVaultApi {
             expires_at: None,
             scopes: connection.scopes.clone(),
         };
-        let current = self.secrets.current_version(at).await?;
         let version = self
             .secrets
-            .write(at, &secret, current)
+            .replace(at, &secret)
             .await
             .inspect_err(|error| warn!(%error, "storing a credential failed"))?;
         let account = self
@@ -424,37 +426,22 @@ impl TokenVaultApi {
         Ok((account, revoked_upstream))
     }
 
-    /// Revokes every OAuth grant of `tenant` at Asana, best effort; how many Asana confirmed.
-    async fn revoke_tenant_upstream(&self, tenant: &str) -> Result<u64, Error> {
+    /// Revokes every OAuth grant among `accounts` at Asana, best effort; how many Asana
+    /// confirmed.
+    async fn revoke_tenant_upstream(&self, accounts: &[Account]) -> u64 {
         let mut revoked = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .records
-                .list(&Filter {
-                    tenant,
-                    connection_name: None,
-                    state: None,
-                    after: after.as_deref(),
-                    limit: 500,
-                })
-                .await?;
-            let Some(last) = page.last() else {
-                return Ok(revoked);
+        for account in accounts {
+            if account.auth_method != Auth::Oauth || account.state == State::Revoked {
+                continue;
+            }
+            let Some(connection) = self.connections.get(&account.connection_name) else {
+                continue;
             };
-            after = Some(last.account_id.clone());
-            for account in &page {
-                if account.auth_method != Auth::Oauth || account.state == State::Revoked {
-                    continue;
-                }
-                let Some(connection) = self.connections.get(&account.connection_name) else {
-                    continue;
-                };
-                if self.revoke_upstream(connection, account).await {
-                    revoked += 1;
-                }
+            if self.revoke_upstream(connection, account).await {
+                revoked += 1;
             }
         }
+        revoked
     }
 }
 
@@ -610,6 +597,11 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
         let r = request.get_ref();
         webhook_subscription(caller, &r.tenant, &r.subscription_id)?;
         required("secret", &r.secret, MAX_TOKEN)?;
+        // Noted first, so a secret in Vault is always one a key rotation finds.
+        self.records
+            .keep_webhook_secret(&r.tenant, &r.subscription_id)
+            .await
+            .map_err(Error::from)?;
         self.secrets
             .write_webhook_secret(&r.tenant, &r.subscription_id, &Token::new(r.secret.clone()))
             .await?;
@@ -630,6 +622,11 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             .ok_or_else(|| Error::WebhookSecretNotFound {
                 subscription_id: r.subscription_id.clone(),
             })?;
+        // A secret kept before token-vault noted them is noted when it is first read.
+        self.records
+            .keep_webhook_secret(&r.tenant, &r.subscription_id)
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(pb::GetWebhookSecretResponse {
             secret: secret.expose().to_owned(),
         }))
@@ -645,7 +642,63 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
         self.secrets
             .destroy_webhook_secret(&r.tenant, &r.subscription_id)
             .await?;
+        self.records
+            .forget_webhook_secret(&r.tenant, &r.subscription_id)
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(pb::DeleteWebhookSecretResponse {}))
+    }
+
+    async fn rotate_tenant_key(
+        &self,
+        request: Request<pb::RotateTenantKeyRequest>,
+    ) -> Result<Response<pb::RotateTenantKeyResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = &request.get_ref().tenant;
+        required("tenant", tenant, MAX_NAME)?;
+        caller.check_tenant(tenant).map_err(Error::from)?;
+        crate::audit::ready(&self.audit)?;
+        let rotation = crate::rotation::Rotation {
+            secrets: &self.secrets,
+            records: &self.records,
+            settle: self.rotation_settle,
+        };
+        let rotated = rotation
+            .rotate(tenant)
+            .await
+            .inspect_err(|error| warn!(%error, "rotating a tenant key failed"))?
+            .ok_or_else(|| Error::TenantKeyNotFound {
+                tenant: tenant.clone(),
+            })?;
+        let mut event = Event::new(
+            tenant.as_str(),
+            crate::audit::SERVICE,
+            action::TENANT_KEY_ROTATED,
+            Outcome::Success,
+        );
+        event.actor.identifier = Some(caller.name().to_owned());
+        for (key, value) in [
+            ("key_version", rotated.key_version),
+            ("credentials_rewrapped", rotated.credentials),
+            ("webhook_secrets_rewrapped", rotated.webhook_secrets),
+            ("consents_rewrapped", rotated.consents),
+        ] {
+            event.details.insert(key.into(), value.into());
+        }
+        self.audit.record(event).await;
+        info!(
+            key_version = rotated.key_version,
+            credentials_rewrapped = rotated.credentials,
+            webhook_secrets_rewrapped = rotated.webhook_secrets,
+            consents_rewrapped = rotated.consents,
+            "tenant key rotated; older key versions no longer decrypt"
+        );
+        Ok(Response::new(pb::RotateTenantKeyResponse {
+            key_version: rotated.key_version,
+            credentials_rewrapped: rotated.credentials,
+            webhook_secrets_rewrapped: rotated.webhook_secrets,
+            consents_rewrapped: rotated.consents,
+        }))
     }
 
     async fn create_authorization_link(
@@ -835,11 +888,30 @@ impl pb::token_vault_server::TokenVault for TokenVaultApi {
             .into());
         }
         crate::audit::ready(&self.audit)?;
+        let accounts = self
+            .records
+            .tenant_accounts(&r.tenant)
+            .await
+            .map_err(Error::from)?;
+        let webhook_secrets = self
+            .records
+            .webhook_secrets(&r.tenant)
+            .await
+            .map_err(Error::from)?;
         // Each OAuth grant is revoked at Asana while its refresh token can still be read.
-        let grants_revoked_upstream = self.revoke_tenant_upstream(&r.tenant).await?;
+        let grants_revoked_upstream = self.revoke_tenant_upstream(&accounts).await;
         // The key next: once it is gone every copy of the tenant's ciphertext is unreadable.
+        let stored: Vec<Location<'_>> = accounts
+            .iter()
+            .filter(|account| account.state != State::Revoked)
+            .map(|account| Location {
+                tenant: &account.tenant,
+                connection: &account.connection_name,
+                identifier: &account.identifier,
+            })
+            .collect();
         self.secrets
-            .delete_tenant(&r.tenant)
+            .delete_tenant(&r.tenant, &stored, &webhook_secrets)
             .await
             .inspect_err(|error| warn!(%error, "tenant deletion failed in vault"))?;
         let accounts_deleted = self

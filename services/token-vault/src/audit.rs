@@ -62,27 +62,22 @@ pub fn user_mismatch(mismatch: &Mismatch<'_>) -> Event {
 
 #[cfg(test)]
 mod tests {
-    fn parse(text: &str) -> Result<crate::Config, String> {
-        use figment::providers::Format as _;
-        figment::Figment::from(figment::providers::Toml::string(text))
-            .extract()
-            .map_err(|e| e.to_string())
-    }
-
     #[test]
     fn audit_is_off_without_the_section_and_on_with_it_unless_disabled() {
-        assert!(!parse("").expect("empty").audit.enabled);
-        let on = parse("[audit]\nurl = \"http://127.0.0.1:9\"\nflush_interval = \"50ms\"\n")
-            .expect("on");
+        assert!(!crate::parse_config("").expect("empty").audit.enabled);
+        let on = crate::parse_config(
+            "[audit]\nurl = \"http://127.0.0.1:9\"\nflush_interval = \"50ms\"\n",
+        )
+        .expect("on");
         assert!(on.audit.enabled);
         assert_eq!(on.audit.emitter.url, "http://127.0.0.1:9");
         assert_eq!(
             on.audit.emitter.flush_interval,
             std::time::Duration::from_millis(50)
         );
-        let off = parse("[audit]\nenabled = false\n").expect("off");
+        let off = crate::parse_config("[audit]\nenabled = false\n").expect("off");
         assert!(!off.audit.enabled);
-        let typo = parse("[audit]\nurll = \"x\"\n").expect_err("unknown field");
+        let typo = crate::parse_config("[audit]\nurll = \"x\"\n").expect_err("unknown field");
         assert!(typo.contains("urll"), "{typo}");
     }
 }

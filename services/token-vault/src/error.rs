@@ -36,6 +36,9 @@ pub enum Error {
         connection: String,
         identifier: String,
     },
+    /// The tenant has no encryption key: nothing was ever stored for it.
+    #[error("tenant `{tenant}` has no encryption key (nothing was ever stored for it)")]
+    TenantKeyNotFound { tenant: String },
     /// No webhook secret is kept for this subscription.
     #[error("no webhook secret is kept for subscription `{subscription_id}`")]
     WebhookSecretNotFound { subscription_id: String },
@@ -153,9 +156,9 @@ impl From<Error> for Status {
                 error.to_string(),
                 ErrorDetails::with_error_info("ASANA_USER_MISMATCH", ERROR_DOMAIN, HashMap::new()),
             ),
-            Error::AccountNotFound { .. } | Error::WebhookSecretNotFound { .. } => {
-                Status::not_found(error.to_string())
-            }
+            Error::AccountNotFound { .. }
+            | Error::WebhookSecretNotFound { .. }
+            | Error::TenantKeyNotFound { .. } => Status::not_found(error.to_string()),
             Error::Conflict { .. } => Status::aborted(error.to_string()),
             Error::Unavailable { .. } => Status::unavailable(error.to_string()),
             Error::AuthRequired {

@@ -11,6 +11,7 @@ mod error;
 mod oauth;
 mod records;
 mod refresh;
+mod rotation;
 pub mod secrets;
 mod sweep;
 mod vault;
@@ -78,6 +79,15 @@ impl Default for Config {
     }
 }
 
+/// A configuration read from TOML text alone, as the binary reads its file (unit tests).
+#[cfg(test)]
+fn parse_config(text: &str) -> Result<Config, String> {
+    use figment::providers::Format as _;
+    figment::Figment::from(figment::providers::Toml::string(text))
+        .extract()
+        .map_err(|e| e.to_string())
+}
+
 /// token-vault's RPCs and roles. Access tokens leave only through `executor` (the role of
 /// connector-executor); no other role includes `GetAccessToken` or `ReportRejectedToken`.
 pub const POLICY: Policy = Policy {
@@ -98,6 +108,7 @@ pub const POLICY: Policy = Policy {
         "PutWebhookSecret",
         "GetWebhookSecret",
         "DeleteWebhookSecret",
+        "RotateTenantKey",
     ],
     roles: &[
         Role {
@@ -140,7 +151,7 @@ pub const POLICY: Policy = Policy {
         },
         Role {
             name: "operator",
-            purpose: "administrators: onboarding, disconnecting accounts, deleting tenants; never tokens",
+            purpose: "administrators: onboarding, disconnecting accounts, deleting tenants, rotating their keys; never tokens",
             rpcs: &[
                 "CreateAuthorizationLink",
                 "PutCredential",
@@ -151,6 +162,7 @@ pub const POLICY: Policy = Policy {
                 "ListConnections",
                 "DisconnectAccount",
                 "DeleteTenant",
+                "RotateTenantKey",
             ],
         },
     ],
@@ -163,6 +175,7 @@ pub struct TokenVaultService {
     listen: SocketAddr,
     shutdown_grace: Duration,
     vault: vault::Vault,
+    session: Arc<vault::Session>,
     secrets: Arc<secrets::Secrets>,
     records: records::Store,
     audit: Arc<audit::Audit>,
@@ -170,13 +183,17 @@ pub struct TokenVaultService {
     connections: Arc<connections::Registry>,
     oauth: oauth::Config,
     changes: changes::Config,
+    /// How long a Vault request may take.
+    vault_timeout: Duration,
     /// The OAuth callback's listener when one was handed over; else `oauth.http_listen` is bound.
     callback_listener: Option<TcpListener>,
 }
 
 impl TokenVaultService {
     /// Prepares the service acting on Vault with `vault_token` (the binary reads it from
-    /// `VAULT_TOKEN`). Must be called inside a Tokio runtime when auditing is enabled.
+    /// `VAULT_TOKEN`) or, with `[vault.auth] method = "kubernetes"`, with the token its login
+    /// gets (`vault_token` is then ignored). Must be called inside a Tokio runtime when auditing
+    /// is enabled.
     pub fn with_vault_token(config: Config, vault_token: &str) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let shutdown_grace = config.server.shutdown_grace;
@@ -185,9 +202,12 @@ impl TokenVaultService {
             config.server,
             &[&POLICY],
         )?;
+        let vault_timeout = config.vault.timeout;
         let vault = vault::Vault::new(&config.vault)?;
-        let secrets =
-            secrets::Secrets::new(&config.vault, vault_token).map_err(anyhow::Error::msg)?;
+        let session =
+            vault::Session::new(&config.vault, vault_token).map_err(anyhow::Error::msg)?;
+        let secrets = secrets::Secrets::with_session(&config.vault, session.clone())
+            .map_err(anyhow::Error::msg)?;
         let records = records::Store::connect_lazy(&config.database)?;
         let connections =
             connections::Registry::new(config.connections).map_err(anyhow::Error::msg)?;
@@ -198,6 +218,7 @@ impl TokenVaultService {
             listen,
             shutdown_grace,
             vault,
+            session,
             secrets: Arc::new(secrets),
             records,
             audit: Arc::new(audit),
@@ -205,6 +226,7 @@ impl TokenVaultService {
             connections: Arc::new(connections),
             oauth: config.oauth,
             changes: config.changes,
+            vault_timeout,
             callback_listener: None,
         })
     }
@@ -241,12 +263,15 @@ impl agentauth_launch::Service for TokenVaultService {
     /// Brings the schema up to date (retrying while the database is unreachable), then serves.
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.audit.log_mode(&self.audit_url, "credential changes");
+        // The Vault token: logged in (or looked up), renewed, replaced, while the service runs.
+        let maintaining = tokio::spawn(self.session.clone().maintain(shutdown.clone()));
         let migrated = self
             .records
             .database()
             .migrate_until_done(&MIGRATIONS, "the accounts database", &shutdown)
             .await;
         if !migrated {
+            // Only a shutdown stops the migrations, and it stops the token's upkeep too.
             return Ok(());
         }
         // No redirects: one to another host would carry a token or client secret there.
@@ -316,11 +341,13 @@ impl agentauth_launch::Service for TokenVaultService {
                 refresh_margin: self.oauth.refresh_margin,
                 oauth,
                 changes,
+                rotation_settle: self.vault_timeout * 2,
             })),
             descriptors: agentauth_proto::FILE_DESCRIPTOR_SET,
         };
         let dependencies = Dependencies {
             vault: self.vault,
+            session: self.session,
             records: self.records,
             audit: self.audit.clone(),
         };
@@ -336,6 +363,9 @@ impl agentauth_launch::Service for TokenVaultService {
         if let Err(error) = tailing.await {
             tracing::warn!(%error, "the account change tailer panicked");
         }
+        if let Err(error) = maintaining.await {
+            tracing::warn!(%error, "the vault token's upkeep panicked");
+        }
         let callbacks = callbacks
             .await
             .map_err(|e| anyhow::anyhow!("the OAuth callback server panicked: {e}"));
@@ -346,9 +376,11 @@ impl agentauth_launch::Service for TokenVaultService {
     }
 }
 
-/// Ready while Vault is unsealed, the database answers and the audit emitter keeps up.
+/// Ready while Vault is unsealed and token-vault holds a valid token for it, the database
+/// answers and the audit emitter keeps up.
 struct Dependencies {
     vault: vault::Vault,
+    session: Arc<vault::Session>,
     records: records::Store,
     audit: Arc<audit::Audit>,
 }
@@ -356,6 +388,7 @@ struct Dependencies {
 impl Readiness for Dependencies {
     async fn check(&self) -> Result<(), String> {
         self.vault.check().await?;
+        self.session.check()?;
         if !self.audit.keeps_up() {
             return Err("the audit emitter does not keep up".to_owned());
         }

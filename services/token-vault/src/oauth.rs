@@ -432,8 +432,7 @@ impl Flow {
             expires_at,
             scopes: scopes.clone(),
         };
-        let current = self.secrets.current_version(at).await?;
-        let version = self.secrets.write(at, &secret, current).await?;
+        let version = self.secrets.replace(at, &secret).await?;
         let account = self
             .records
             .grant(&Granted {

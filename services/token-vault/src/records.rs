@@ -336,6 +336,18 @@ impl Store {
         rows.iter().map(account).collect()
     }
 
+    /// Every account of `tenant`, in account-id order.
+    pub async fn tenant_accounts(&self, tenant: &str) -> Result<Vec<Account>, Error> {
+        self.list(&Filter {
+            tenant,
+            connection_name: None,
+            state: None,
+            after: None,
+            limit: usize::MAX,
+        })
+        .await
+    }
+
     /// Every account of one end user in a tenant.
     pub async fn of_identifier(
         &self,
@@ -564,11 +576,16 @@ impl Store {
     /// how many accounts there were.
     pub async fn delete_tenant(&self, tenant: &str) -> Result<u64, Error> {
         let mut tx = self.db.pool().begin().await?;
-        let mut args = AnyArguments::default();
-        bind(&mut args, tenant.to_owned());
-        sqlx::query_with("DELETE FROM oauth_states WHERE tenant = $1", args)
+        for table in ["oauth_states", "webhook_secrets"] {
+            let mut args = AnyArguments::default();
+            bind(&mut args, tenant.to_owned());
+            sqlx::query_with(
+                AssertSqlSafe(format!("DELETE FROM {table} WHERE tenant = $1")),
+                args,
+            )
             .execute(&mut *tx)
             .await?;
+        }
         let mut args = AnyArguments::default();
         bind(&mut args, tenant.to_owned());
         let done = sqlx::query_with("DELETE FROM accounts WHERE tenant = $1", args)
@@ -588,6 +605,129 @@ impl Store {
         tx.commit().await?;
         self.changed.notify_one();
         Ok(done.rows_affected())
+    }
+
+    /// Records that a re-wrap stored `account_id`'s credential as KV version `to` (the same
+    /// credential under a newer key version), unless the record already names a newer version
+    /// or the account was disconnected. No change is logged: the token itself is unchanged, so
+    /// nothing cached goes stale. (A refresh whose write the re-wrap replaced before it was
+    /// recorded keeps its old expiry in the record: the sweeper then refreshes it once early.)
+    pub async fn rewrapped(&self, account_id: &str, to: u64) -> Result<(), Error> {
+        let mut args = AnyArguments::default();
+        bind(&mut args, version_i64(to)?);
+        bind(&mut args, account_id.to_owned());
+        sqlx::query_with(
+            "UPDATE accounts SET credential_version = $1 \
+             WHERE account_id = $2 AND credential_version < $1 AND state <> 'REVOKED'",
+            args,
+        )
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Notes that a webhook secret is kept for `subscription_id` of `tenant`.
+    pub async fn keep_webhook_secret(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<(), Error> {
+        self.webhook_secret_row(
+            "INSERT INTO webhook_secrets (tenant, subscription_id) VALUES ($1, $2) \
+             ON CONFLICT (tenant, subscription_id) DO NOTHING",
+            tenant,
+            subscription_id,
+        )
+        .await
+    }
+
+    /// Notes that `subscription_id`'s webhook secret is gone.
+    pub async fn forget_webhook_secret(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<(), Error> {
+        self.webhook_secret_row(
+            "DELETE FROM webhook_secrets WHERE tenant = $1 AND subscription_id = $2",
+            tenant,
+            subscription_id,
+        )
+        .await
+    }
+
+    /// Runs `sql` on the `webhook_secrets` row of (`tenant`, `subscription_id`).
+    async fn webhook_secret_row(
+        &self,
+        sql: &'static str,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<(), Error> {
+        let mut args = AnyArguments::default();
+        bind(&mut args, tenant.to_owned());
+        bind(&mut args, subscription_id.to_owned());
+        sqlx::query_with(sql, args).execute(self.db.pool()).await?;
+        Ok(())
+    }
+
+    /// The subscriptions of `tenant` whose webhook secret is kept.
+    pub async fn webhook_secrets(&self, tenant: &str) -> Result<Vec<String>, Error> {
+        let mut args = AnyArguments::default();
+        bind(&mut args, tenant.to_owned());
+        let rows = sqlx::query_with(
+            "SELECT subscription_id FROM webhook_secrets WHERE tenant = $1 \
+             ORDER BY subscription_id",
+            args,
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get("subscription_id").map_err(Error::from))
+            .collect()
+    }
+
+    /// `(state_sha256, verifier_ciphertext)` of every pending consent of `tenant` that can
+    /// still be used.
+    pub async fn pending_consents(&self, tenant: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut args = AnyArguments::default();
+        bind(&mut args, tenant.to_owned());
+        bind(&mut args, Utc::now().timestamp_micros());
+        let rows = sqlx::query_with(
+            "SELECT state_sha256, verifier_ciphertext FROM oauth_states \
+             WHERE tenant = $1 AND used_at_us IS NULL AND expires_at_us > $2",
+            args,
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("state_sha256")?,
+                    row.try_get("verifier_ciphertext")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces a pending consent's verifier ciphertext `from` by `to` (a re-wrap of it), if
+    /// it still holds `from`; whether it did.
+    pub async fn rewrap_consent(
+        &self,
+        state_sha256: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, Error> {
+        let mut args = AnyArguments::default();
+        bind(&mut args, to.to_owned());
+        bind(&mut args, state_sha256.to_owned());
+        bind(&mut args, from.to_owned());
+        let done = sqlx::query_with(
+            "UPDATE oauth_states SET verifier_ciphertext = $1 \
+             WHERE state_sha256 = $2 AND verifier_ciphertext = $3",
+            args,
+        )
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Up to `limit` changes after `after`, in sequence order.

@@ -261,25 +261,15 @@ impl Refresher {
                     access_token: refreshed.access_token,
                     refresh_token: refreshed.refresh_token.or(Some(refresh_token)),
                     expires_at: refreshed.expires_at,
-                    scopes: secret.scopes,
+                    scopes: secret.scopes.clone(),
                 };
                 let written = match self
-                    .secrets
-                    .write(location(account), &renewed, Some(version))
-                    .await
+                    .store_refreshed(account, &secret, &renewed, version)
+                    .await?
                 {
                     Ok(written) => written,
-                    Err(Error::Conflict { expected }) => {
-                        // A newer credential (a new consent) was stored meanwhile: it wins.
-                        return self
-                            .changed(account, version)
-                            .await?
-                            .ok_or(Error::Conflict { expected });
-                    }
-                    Err(error) => {
-                        warn!(account = %account.account_id, %error, "storing a refreshed credential failed");
-                        return Err(error);
-                    }
+                    // A newer credential (a new consent) was stored meanwhile: it wins.
+                    Err(newer) => return Ok(newer),
                 };
                 let updated = self
                     .records
@@ -337,6 +327,42 @@ impl Refresher {
                 Err(error)
             }
         }
+    }
+
+    /// Writes `renewed`, refreshed from `refreshed_from` (version `version`), with
+    /// check-and-set. When another writer got there first: a key rotation's re-wrap stores the
+    /// same credential anew, which `renewed` then replaces; anything else is a newer credential,
+    /// returned as `Err` (it wins).
+    async fn store_refreshed(
+        &self,
+        account: &Account,
+        refreshed_from: &Secret,
+        renewed: &Secret,
+        version: u64,
+    ) -> Result<Result<u64, Current>, Error> {
+        const ATTEMPTS: usize = 5;
+        let mut expected = version;
+        for _ in 0..ATTEMPTS {
+            match self
+                .secrets
+                .write(location(account), renewed, Some(expected))
+                .await
+            {
+                Ok(written) => return Ok(Ok(written)),
+                Err(Error::Conflict { .. }) => {
+                    let (stored, now) = self.read(account).await?;
+                    if stored != *refreshed_from {
+                        return Ok(Err(self.current(account, stored, now).await?));
+                    }
+                    expected = now;
+                }
+                Err(error) => {
+                    warn!(account = %account.account_id, %error, "storing a refreshed credential failed");
+                    return Err(error);
+                }
+            }
+        }
+        Err(Error::Conflict { expected })
     }
 
     /// Records a failed refresh.

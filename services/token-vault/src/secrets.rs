@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -23,11 +23,12 @@ use sha2::{Digest, Sha256};
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 use vaultrs::api::kv2::responses::ReadSecretResponse;
 use vaultrs::api::transit::requests::UpdateKeyConfigurationRequest;
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::api::transit::responses::ReadKeyData;
+use vaultrs::client::VaultClient;
 use vaultrs::error::ClientError;
 
 use crate::Error;
-use crate::vault::Config;
+use crate::vault::{Config, Session};
 
 /// A token. Its `Debug` prints `[redacted]`; only [`Token::expose`] gives the text.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +80,7 @@ struct Entry {
 
 /// Vault's KV v2 and Transit, as token-vault uses them.
 pub struct Secrets {
-    client: VaultClient,
+    session: Arc<Session>,
     kv_mount: String,
     transit_mount: String,
     path_prefix: String,
@@ -117,7 +118,7 @@ fn sha256_hex(parts: &[&str]) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn plain_segments(text: &str, allow_slash: bool) -> bool {
+pub(crate) fn plain_segments(text: &str, allow_slash: bool) -> bool {
     !text.is_empty()
         && (allow_slash || !text.contains('/'))
         && text.split('/').all(|segment| {
@@ -131,8 +132,13 @@ fn plain_segments(text: &str, allow_slash: bool) -> bool {
 }
 
 impl Secrets {
-    /// A client for `config` acting with `token`; connects on first use.
+    /// A client for `config` acting with the static `token`; connects on first use.
     pub fn new(config: &Config, token: &str) -> Result<Self, String> {
+        Self::with_session(config, Session::new(config, token)?)
+    }
+
+    /// A client for `config` acting with whatever token `session` holds at each request.
+    pub fn with_session(config: &Config, session: Arc<Session>) -> Result<Self, String> {
         if !plain_segments(&config.kv_mount, false) || !plain_segments(&config.transit_mount, false)
         {
             return Err("vault.kv_mount and vault.transit_mount must be plain mount names".into());
@@ -144,20 +150,18 @@ impl Secrets {
                     .into(),
             );
         }
-        let settings = VaultClientSettingsBuilder::default()
-            .address(&config.addr)
-            .token(token)
-            .timeout(Some(config.timeout))
-            .build()
-            .map_err(|e| format!("vault client settings: {e}"))?;
-        let client = VaultClient::new(settings).map_err(|e| format!("vault client: {e}"))?;
         Ok(Self {
-            client,
+            session,
             kv_mount: config.kv_mount.clone(),
             transit_mount: config.transit_mount.clone(),
             path_prefix: path_prefix.to_owned(),
             keys: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The client acting with the session's current token; UNAVAILABLE while it has none.
+    fn client(&self) -> Result<Arc<VaultClient>, Error> {
+        self.session.client()
     }
 
     fn key_name(&self, tenant: &str) -> String {
@@ -198,7 +202,7 @@ impl Secrets {
     ) -> Result<(), Error> {
         let ciphertext = self.encrypt(tenant, secret.expose().as_bytes()).await?;
         vaultrs::kv2::set(
-            &self.client,
+            &*self.client()?,
             &self.kv_mount,
             &self.webhook_path(tenant, subscription_id),
             &Entry { ciphertext },
@@ -215,12 +219,10 @@ impl Secrets {
         subscription_id: &str,
     ) -> Result<Option<Token>, Error> {
         let path = self.webhook_path(tenant, subscription_id);
-        let entry: Entry = match vaultrs::kv2::read(&self.client, &self.kv_mount, &path).await {
-            Ok(entry) => entry,
-            Err(ClientError::APIError { code: 404, .. }) => return Ok(None),
-            Err(error) => return Err(vault_error(error)),
+        let Some((ciphertext, _)) = self.read_entry(&path).await? else {
+            return Ok(None);
         };
-        let plaintext = self.decrypt(tenant, &entry.ciphertext).await?;
+        let plaintext = self.decrypt(tenant, &ciphertext).await?;
         String::from_utf8(plaintext)
             .map(|text| Some(Token::new(text)))
             .map_err(|_| Error::Internal("a stored webhook secret does not decode".into()))
@@ -243,7 +245,7 @@ impl Secrets {
 
     /// The current version of the secret at `at`; `None` when there is none.
     pub async fn current_version(&self, at: Location<'_>) -> Result<Option<u64>, Error> {
-        match vaultrs::kv2::read_metadata(&self.client, &self.kv_mount, &self.path(at)).await {
+        match vaultrs::kv2::read_metadata(&*self.client()?, &self.kv_mount, &self.path(at)).await {
             Ok(metadata) => Ok(Some(metadata.current_version)),
             Err(ClientError::APIError { code: 404, .. }) => Ok(None),
             Err(error) => Err(vault_error(error)),
@@ -261,11 +263,32 @@ impl Secrets {
         let plaintext = serde_json::to_vec(secret)
             .map_err(|e| Error::Internal(format!("cannot encode a secret: {e}")))?;
         let ciphertext = self.encrypt(at.tenant, &plaintext).await?;
-        let cas = expected.unwrap_or(0);
+        self.write_entry(&self.path(at), ciphertext, expected.unwrap_or(0))
+            .await
+    }
+
+    /// Stores `secret` at `at` in place of whatever version is current (a new consent or
+    /// token replaces the credential); returns the new version. A write that raced another
+    /// (a refresh, a key rotation's re-wrap) is tried again on the version now current.
+    pub async fn replace(&self, at: Location<'_>, secret: &Secret) -> Result<u64, Error> {
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 1;
+        loop {
+            let current = self.current_version(at).await?;
+            match self.write(at, secret, current).await {
+                Err(Error::Conflict { .. }) if attempt < ATTEMPTS => attempt += 1,
+                written => return written,
+            }
+        }
+    }
+
+    /// Writes `ciphertext` at `path` if its current version is still `cas` (0: none yet);
+    /// returns the new version, or [`Error::Conflict`].
+    async fn write_entry(&self, path: &str, ciphertext: String, cas: u64) -> Result<u64, Error> {
         let written = vaultrs::kv2::set_with_options(
-            &self.client,
+            &*self.client()?,
             &self.kv_mount,
-            &self.path(at),
+            path,
             &Entry { ciphertext },
             SetSecretRequestOptions {
                 cas: u32::try_from(cas)
@@ -286,23 +309,165 @@ impl Secrets {
 
     /// The secret at `at` and its version: a KV read, then a Transit decrypt.
     pub async fn read(&self, at: Location<'_>) -> Result<Option<(Secret, u64)>, Error> {
+        let Some((ciphertext, version)) = self.read_entry(&self.path(at)).await? else {
+            return Ok(None);
+        };
+        let plaintext = self.decrypt(at.tenant, &ciphertext).await?;
+        let secret = serde_json::from_slice(&plaintext)
+            .map_err(|_| Error::Internal("a stored secret does not decode".into()))?;
+        Ok(Some((secret, version)))
+    }
+
+    /// The ciphertext stored at `path` and its KV version, as stored (nothing is decrypted).
+    async fn read_entry(&self, path: &str) -> Result<Option<(String, u64)>, Error> {
         let request = ReadSecretRequest::builder()
             .mount(self.kv_mount.as_str())
-            .path(self.path(at))
+            .path(path)
             .build()
             .map_err(|e| Error::Internal(format!("vault request: {e}")))?;
         let response: ReadSecretResponse =
-            match vaultrs::api::exec_with_result(&self.client, request).await {
+            match vaultrs::api::exec_with_result(&*self.client()?, request).await {
                 Ok(response) => response,
                 Err(ClientError::APIError { code: 404, .. }) => return Ok(None),
                 Err(error) => return Err(vault_error(error)),
             };
         let entry: Entry = serde_json::from_value(response.data)
             .map_err(|_| Error::Internal("a stored secret is malformed".into()))?;
-        let plaintext = self.decrypt(at.tenant, &entry.ciphertext).await?;
-        let secret = serde_json::from_slice(&plaintext)
-            .map_err(|_| Error::Internal("a stored secret does not decode".into()))?;
-        Ok(Some((secret, response.metadata.version)))
+        Ok(Some((entry.ciphertext, response.metadata.version)))
+    }
+
+    /// Rotates `tenant`'s key: a new key version, which every encryption uses from now on,
+    /// while older versions still decrypt. Returns the new version, or `None` when the tenant
+    /// has no key (nothing was ever stored for it).
+    pub async fn rotate_key(&self, tenant: &str) -> Result<Option<u64>, Error> {
+        if self.key_versions(tenant).await?.is_none() {
+            return Ok(None);
+        }
+        vaultrs::transit::key::rotate(
+            &*self.client()?,
+            &self.transit_mount,
+            &self.key_name(tenant),
+        )
+        .await
+        .map_err(vault_error)?;
+        match self.key_versions(tenant).await? {
+            Some((latest, _)) => Ok(Some(latest)),
+            None => Err(Error::Internal(
+                "the tenant key vanished while it was rotated".into(),
+            )),
+        }
+    }
+
+    /// `tenant`'s key's `(latest version, min_decryption_version)`; `None` without a key.
+    pub async fn key_versions(&self, tenant: &str) -> Result<Option<(u64, u64)>, Error> {
+        let read = match vaultrs::transit::key::read(
+            &*self.client()?,
+            &self.transit_mount,
+            &self.key_name(tenant),
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(ClientError::APIError { code: 404, .. }) => return Ok(None),
+            Err(error) => return Err(vault_error(error)),
+        };
+        let latest = match &read.keys {
+            ReadKeyData::Symmetric(versions) => {
+                versions.keys().filter_map(|v| v.parse().ok()).max()
+            }
+            ReadKeyData::Asymmetric(_) => None,
+        };
+        Ok(latest.map(|latest| (latest, read.min_decryption_version)))
+    }
+
+    /// Lets only `version` and newer of `tenant`'s key decrypt: ciphertext under older
+    /// versions becomes unreadable. Never lowers it (a concurrent rotation may have raised it
+    /// further).
+    pub async fn raise_min_decryption_version(
+        &self,
+        tenant: &str,
+        version: u64,
+    ) -> Result<(), Error> {
+        if self
+            .key_versions(tenant)
+            .await?
+            .is_some_and(|(_, min)| min >= version)
+        {
+            return Ok(());
+        }
+        vaultrs::transit::key::update(
+            &*self.client()?,
+            &self.transit_mount,
+            &self.key_name(tenant),
+            Some(UpdateKeyConfigurationRequest::builder().min_decryption_version(version)),
+        )
+        .await
+        .map_err(vault_error)
+    }
+
+    /// Re-wraps `ciphertext` of `tenant` under its key's latest version, inside Vault (Transit
+    /// `rewrap`: the plaintext never leaves it). Already at `target` or newer: returned as is.
+    pub async fn rewrap(
+        &self,
+        tenant: &str,
+        ciphertext: &str,
+        target: u64,
+    ) -> Result<Rewrapped, Error> {
+        if key_version(ciphertext).is_some_and(|v| v >= target) {
+            return Ok(Rewrapped::Current);
+        }
+        let rewrapped = vaultrs::transit::data::rewrap(
+            &*self.client()?,
+            &self.transit_mount,
+            &self.key_name(tenant),
+            ciphertext,
+            None,
+        )
+        .await
+        .map_err(vault_error)?;
+        Ok(Rewrapped::Into(rewrapped.ciphertext))
+    }
+
+    /// Re-wraps the credential at `at` under version `target` (or newer) of its tenant's key,
+    /// written back with check-and-set on the version read: when another writer (a refresh, a
+    /// new consent) got there first, its version is read and, unless already under the new key
+    /// version, re-wrapped in turn.
+    pub async fn rewrap_credential(&self, at: Location<'_>, target: u64) -> Result<Rewrap, Error> {
+        self.rewrap_entry(at.tenant, &self.path(at), target).await
+    }
+
+    /// Like [`Secrets::rewrap_credential`], for a webhook secret.
+    pub async fn rewrap_webhook_secret(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        target: u64,
+    ) -> Result<Rewrap, Error> {
+        self.rewrap_entry(tenant, &self.webhook_path(tenant, subscription_id), target)
+            .await
+    }
+
+    async fn rewrap_entry(&self, tenant: &str, path: &str, target: u64) -> Result<Rewrap, Error> {
+        const ATTEMPTS: usize = 10;
+        for _ in 0..ATTEMPTS {
+            let Some((ciphertext, version)) = self.read_entry(path).await? else {
+                return Ok(Rewrap::Missing);
+            };
+            let Rewrapped::Into(rewrapped) = self.rewrap(tenant, &ciphertext, target).await? else {
+                return Ok(Rewrap::Current);
+            };
+            match self.write_entry(path, rewrapped, version).await {
+                Ok(written) => return Ok(Rewrap::Rewrapped { version: written }),
+                // Written meanwhile: read the newer version and look again.
+                Err(Error::Conflict { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Err(Error::RetryLater {
+            dependency: "vault",
+            reason: "a stored secret kept changing while it was re-wrapped".to_owned(),
+            retry_after: std::time::Duration::from_secs(1),
+        })
     }
 
     /// Encrypts `plaintext` with Transit under `tenant`'s key (created on first use); returns
@@ -310,7 +475,7 @@ impl Secrets {
     pub async fn encrypt(&self, tenant: &str, plaintext: &[u8]) -> Result<String, Error> {
         let key = self.ensure_key(tenant).await?;
         let encrypted = vaultrs::transit::data::encrypt(
-            &self.client,
+            &*self.client()?,
             &self.transit_mount,
             &key,
             &BASE64.encode(plaintext),
@@ -324,7 +489,7 @@ impl Secrets {
     /// Decrypts what [`Secrets::encrypt`] made for `tenant`.
     pub async fn decrypt(&self, tenant: &str, ciphertext: &str) -> Result<Vec<u8>, Error> {
         let decrypted = vaultrs::transit::data::decrypt(
-            &self.client,
+            &*self.client()?,
             &self.transit_mount,
             &self.key_name(tenant),
             ciphertext,
@@ -346,7 +511,7 @@ impl Secrets {
             ))
         })?;
         let data: std::collections::HashMap<String, serde_json::Value> =
-            match vaultrs::kv2::read(&self.client, mount, rest).await {
+            match vaultrs::kv2::read(&*self.client()?, mount, rest).await {
                 Ok(data) => data,
                 Err(ClientError::APIError { code: 404, .. }) => {
                     return Err(Error::Internal(format!(
@@ -371,31 +536,40 @@ impl Secrets {
     }
 
     async fn destroy_path(&self, path: &str) -> Result<(), Error> {
-        match vaultrs::kv2::delete_metadata(&self.client, &self.kv_mount, path).await {
+        match vaultrs::kv2::delete_metadata(&*self.client()?, &self.kv_mount, path).await {
             Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
             Err(error) => Err(vault_error(error)),
         }
     }
 
     /// Crypto-shreds `tenant`: deletes its Transit key (so every copy of its ciphertext is
-    /// unreadable), then every KV entry under it. Returns once the key no longer exists.
-    pub async fn delete_tenant(&self, tenant: &str) -> Result<(), Error> {
+    /// unreadable), then the KV entries of `accounts` and `webhook_secrets` (subscription ids)
+    /// of the tenant, as the database knows them (Vault is never listed). Returns once the key
+    /// no longer exists.
+    pub async fn delete_tenant(
+        &self,
+        tenant: &str,
+        accounts: &[Location<'_>],
+        webhook_secrets: &[String],
+    ) -> Result<(), Error> {
         let key = self.key_name(tenant);
         self.keys
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&key);
-        match vaultrs::transit::key::read(&self.client, &self.transit_mount, &key).await {
+        match vaultrs::transit::key::read(&*self.client()?, &self.transit_mount, &key).await {
             Ok(_) => {
                 vaultrs::transit::key::update(
-                    &self.client,
+                    &*self.client()?,
                     &self.transit_mount,
                     &key,
                     Some(UpdateKeyConfigurationRequest::builder().deletion_allowed(true)),
                 )
                 .await
                 .map_err(vault_error)?;
-                match vaultrs::transit::key::delete(&self.client, &self.transit_mount, &key).await {
+                match vaultrs::transit::key::delete(&*self.client()?, &self.transit_mount, &key)
+                    .await
+                {
                     Ok(()) | Err(ClientError::APIError { code: 404, .. }) => {}
                     Err(error) => return Err(vault_error(error)),
                 }
@@ -403,15 +577,11 @@ impl Secrets {
             Err(ClientError::APIError { code: 404, .. }) => {}
             Err(error) => return Err(vault_error(error)),
         }
-        let dir = self.tenant_dir(tenant);
-        let entries = match vaultrs::kv2::list(&self.client, &self.kv_mount, &dir).await {
-            Ok(entries) => entries,
-            Err(ClientError::APIError { code: 404, .. }) => Vec::new(),
-            Err(error) => return Err(vault_error(error)),
-        };
-        for entry in entries {
-            self.destroy_path(&format!("{dir}/{}", entry.trim_end_matches('/')))
-                .await?;
+        for at in accounts {
+            self.destroy(*at).await?;
+        }
+        for subscription_id in webhook_secrets {
+            self.destroy_webhook_secret(tenant, subscription_id).await?;
         }
         Ok(())
     }
@@ -426,11 +596,11 @@ impl Secrets {
             .contains(&key);
         if !known {
             // Creating an existing key changes nothing, so concurrent first uses are harmless.
-            vaultrs::transit::key::create(&self.client, &self.transit_mount, &key, None)
+            vaultrs::transit::key::create(&*self.client()?, &self.transit_mount, &key, None)
                 .await
                 .map_err(vault_error)?;
             vaultrs::transit::key::update(
-                &self.client,
+                &*self.client()?,
                 &self.transit_mount,
                 &key,
                 Some(UpdateKeyConfigurationRequest::builder().deletion_allowed(true)),
@@ -444,6 +614,36 @@ impl Secrets {
         }
         Ok(key)
     }
+}
+
+/// The result of re-wrapping one ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrapped {
+    /// Already under the target key version or newer.
+    Current,
+    /// The same plaintext under the key's latest version.
+    Into(String),
+}
+
+/// The result of re-wrapping one stored secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrap {
+    /// Re-wrapped, stored as KV version `version`.
+    Rewrapped { version: u64 },
+    /// Its current KV version was already under the target key version.
+    Current,
+    /// Nothing is stored there (disconnected, or never connected).
+    Missing,
+}
+
+/// The key version a Transit ciphertext (`vault:v<N>:…`) was made with.
+pub fn key_version(ciphertext: &str) -> Option<u64> {
+    ciphertext
+        .strip_prefix("vault:v")?
+        .split_once(':')?
+        .0
+        .parse()
+        .ok()
 }
 
 /// Vault down, sealed or overloaded is UNAVAILABLE; any other refusal is a fault of this
@@ -490,6 +690,81 @@ mod tests {
             expires_at: None,
             scopes: vec!["default".into()],
         }
+    }
+
+    #[test]
+    fn the_key_version_is_read_from_a_ciphertext() {
+        assert_eq!(key_version("vault:v1:abc"), Some(1));
+        assert_eq!(key_version("vault:v12:abc:def"), Some(12));
+        assert_eq!(key_version("vault:vx:abc"), None);
+        assert_eq!(key_version("plain"), None);
+    }
+
+    #[tokio::test]
+    async fn a_rewrap_moves_a_secret_to_the_new_key_version_and_keeps_it_readable() {
+        let secrets = secrets();
+        let at = Location {
+            tenant: "rewrap-tenant",
+            connection: "asana",
+            identifier: "user_1",
+        };
+        let written = secrets
+            .write(at, &secret("one"), None)
+            .await
+            .expect("written");
+        assert_eq!(
+            secrets.key_versions("no-such-tenant").await.expect("read"),
+            None
+        );
+        assert_eq!(
+            secrets.rotate_key("no-such-tenant").await.expect("read"),
+            None
+        );
+        assert_eq!(
+            secrets.rotate_key(at.tenant).await.expect("rotated"),
+            Some(2)
+        );
+
+        let rewrapped = secrets.rewrap_credential(at, 2).await.expect("rewrapped");
+        assert_eq!(
+            rewrapped,
+            Rewrap::Rewrapped {
+                version: written + 1
+            }
+        );
+        let (ciphertext, version) = secrets
+            .read_entry(&secrets.path(at))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!((key_version(&ciphertext), version), (Some(2), written + 1));
+        assert_eq!(
+            secrets.rewrap_credential(at, 2).await.expect("again"),
+            Rewrap::Current,
+            "already under version 2: nothing is written"
+        );
+        let elsewhere = Location {
+            identifier: "nobody",
+            ..at
+        };
+        assert_eq!(
+            secrets
+                .rewrap_credential(elsewhere, 2)
+                .await
+                .expect("nothing"),
+            Rewrap::Missing
+        );
+
+        secrets
+            .raise_min_decryption_version(at.tenant, 2)
+            .await
+            .expect("raised");
+        assert_eq!(
+            secrets.key_versions(at.tenant).await.expect("read"),
+            Some((2, 2))
+        );
+        let (stored, _) = secrets.read(at).await.expect("read").expect("present");
+        assert_eq!(stored.access_token.expose(), "one");
     }
 
     #[test]

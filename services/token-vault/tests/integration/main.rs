@@ -12,4 +12,6 @@ mod cli;
 mod oauth;
 mod outage;
 mod refresh;
+mod rotation;
 mod suite;
+mod vault_auth;

@@ -3,21 +3,19 @@
 //! OAuth apps redirect to this test's callback.
 
 use crate::secrets;
+use crate::support::audit::AuditLog;
 use agentauth_testkit::logs;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::Duration;
 
+use agentauth_grpc::ApiKey;
 use agentauth_grpc::client::{AuthenticatedChannel, channel};
-use agentauth_grpc::{ApiKey, CallerConfig, ServerConfig};
 use agentauth_launch::Service as _;
 use agentauth_proto::audit::v1 as audit_pb;
-use agentauth_proto::audit::v1::audit_log_client::AuditLogClient;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_proto::vault::v1::token_vault_client::TokenVaultClient;
 use agentauth_testkit::connections::{self, OAuthApp};
-use agentauth_testkit::database::SqliteDatabase;
 use agentauth_testkit::openbao;
 use asana_sandbox::seed::{ALICE_PAT, BOB_PAT};
 use asana_sandbox::{App, AppKind, Sandbox};
@@ -36,85 +34,19 @@ use logs::{assert_logs_hold_none_of, logs};
 const TENANT: &str = "acme";
 const RETURN_PREFIX: &str = "https://app.acme.test/connected";
 
-struct AuditLog {
-    url: String,
-    operator: ApiKey,
-    /// token-vault's key, in the file its `[audit] api_key_file` names.
-    key_file: tempfile::NamedTempFile,
-    spool: tempfile::TempDir,
-    _db: SqliteDatabase,
-}
-
 impl AuditLog {
-    async fn start(shutdown: &CancellationToken) -> Self {
-        let db = SqliteDatabase::create().expect("sqlite file");
-        let (token_vault, operator) = (ApiKey::generate(), ApiKey::generate());
-        let caller = |name: &str, key: &ApiKey, role: &str| CallerConfig {
-            name: name.into(),
-            key_sha256: key.hash(),
-            previous_key_sha256: None,
-            tenants: vec!["*".into()],
-            connections: vec!["*".into()],
-            tools: vec!["*".into()],
-            roles: vec![role.into()],
-            rpcs: Vec::new(),
-        };
-        let config = audit_log::Config {
-            server: ServerConfig {
-                callers: vec![
-                    caller("token-vault", &token_vault, "writer"),
-                    caller("operator", &operator, "operator"),
-                ],
-                ..ServerConfig::default()
-            },
-            database: audit_log::DatabaseConfig::new(db.url()),
-            ..Default::default()
-        };
-        let service = audit_log::AuditLogService::new(config).expect("audit-log config");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        tokio::spawn(service.run(listener, shutdown.clone()));
-        agentauth_testkit::wait_serving(address, "", Duration::from_secs(20))
-            .await
-            .expect("audit-log serving");
-        let mut key_file = tempfile::NamedTempFile::new().expect("key file");
-        key_file
-            .write_all(token_vault.expose().as_bytes())
-            .expect("write key");
-        Self {
-            url: format!("http://{address}"),
-            operator,
-            key_file,
-            spool: tempfile::tempdir().expect("spool dir"),
-            _db: db,
-        }
-    }
-
     /// Waits until a `credential.granted` event of `TENANT` that `matches` is recorded.
     async fn granted_eventually(&self, what: &str, matches: impl Fn(&audit_pb::Event) -> bool) {
         agentauth_testkit::assert_eventually!(
             Duration::from_secs(10),
-            async { self.events("credential.granted").await.iter().any(&matches) },
+            async {
+                self.events(TENANT, "credential.granted")
+                    .await
+                    .iter()
+                    .any(&matches)
+            },
             "{what}"
         );
-    }
-
-    /// Every event of `TENANT` with `action`.
-    async fn events(&self, action: &str) -> Vec<audit_pb::Event> {
-        AuditLogClient::new(channel(&self.url, Some(&self.operator)).expect("channel"))
-            .query(audit_pb::QueryRequest {
-                filter: Some(audit_pb::EventFilter {
-                    tenant: TENANT.into(),
-                    action: Some(action.into()),
-                    ..audit_pb::EventFilter::default()
-                }),
-                page_size: 1000,
-                page_token: String::new(),
-            })
-            .await
-            .expect("query")
-            .into_inner()
-            .events
     }
 }
 
@@ -218,12 +150,7 @@ path_prefix = "{prefix}"
 [database]
 url = "{db_url}"
 
-[audit]
-url = "{audit_url}"
-api_key_file = "{audit_key_file}"
-spool_dir = "{audit_spool}"
-flush_interval = "20ms"
-
+{audit}
 [oauth]
 return_url_allowlist = ["{RETURN_PREFIX}"]
 link_lifetime = "{link_lifetime}"
@@ -233,9 +160,7 @@ sweep_interval = "200ms"
             hash = key.hash(),
             vault_addr = vault.addr(),
             db_url = db.url(),
-            audit_url = audit.url,
-            audit_key_file = audit.key_file.path().display(),
-            audit_spool = audit.spool.path().display(),
+            audit = audit.section(0),
         );
         let config: Config = figment::Figment::from(Toml::string(&config_text))
             .extract()
@@ -559,10 +484,16 @@ async fn rest_connect_flow(backend: &str) {
     // One grant, audited with the account and its credential version.
     agentauth_testkit::assert_eventually!(
         Duration::from_secs(10),
-        async { !instance.audit.events("credential.granted").await.is_empty() },
+        async {
+            !instance
+                .audit
+                .events(TENANT, "credential.granted")
+                .await
+                .is_empty()
+        },
         "credential.granted reaches audit-log"
     );
-    let granted = instance.audit.events("credential.granted").await;
+    let granted = instance.audit.events(TENANT, "credential.granted").await;
     assert_eq!(granted.len(), 1, "the replay granted nothing");
     let credential = granted[0].credential.clone().expect("credential");
     assert_eq!(credential.account_id, account.account_id);
@@ -799,13 +730,13 @@ async fn refresh_and_disconnect_are_audited_with_the_account_and_version() {
         async {
             !instance
                 .audit
-                .events("credential.refreshed")
+                .events(TENANT, "credential.refreshed")
                 .await
                 .is_empty()
         },
         "credential.refreshed reaches audit-log"
     );
-    let events = instance.audit.events("credential.refreshed").await;
+    let events = instance.audit.events(TENANT, "credential.refreshed").await;
     let credential = events[0].credential.clone().expect("credential named");
     assert_eq!(credential.account_id, refreshed.account_id);
     assert_eq!(credential.version, 2);
@@ -821,10 +752,16 @@ async fn refresh_and_disconnect_are_audited_with_the_account_and_version() {
         .expect("disconnected");
     agentauth_testkit::assert_eventually!(
         Duration::from_secs(10),
-        async { !instance.audit.events("credential.revoked").await.is_empty() },
+        async {
+            !instance
+                .audit
+                .events(TENANT, "credential.revoked")
+                .await
+                .is_empty()
+        },
         "credential.revoked reaches audit-log"
     );
-    let revoked = instance.audit.events("credential.revoked").await;
+    let revoked = instance.audit.events(TENANT, "credential.revoked").await;
     assert_eq!(
         revoked[0].credential.as_ref().map(|c| c.account_id.clone()),
         Some(refreshed.account_id.clone())
@@ -852,10 +789,16 @@ async fn refresh_and_disconnect_are_audited_with_the_account_and_version() {
         .expect("deleted by an operator");
     agentauth_testkit::assert_eventually!(
         Duration::from_secs(10),
-        async { !instance.audit.events("tenant.deleted").await.is_empty() },
+        async {
+            !instance
+                .audit
+                .events(TENANT, "tenant.deleted")
+                .await
+                .is_empty()
+        },
         "tenant.deleted reaches audit-log"
     );
-    let deleted = instance.audit.events("tenant.deleted").await;
+    let deleted = instance.audit.events(TENANT, "tenant.deleted").await;
     assert_eq!(
         actor(&deleted[0]),
         ("token-vault".to_owned(), "acme-agent".to_owned()),
@@ -1002,7 +945,10 @@ async fn a_token_of_another_asana_user_is_refused_unless_the_put_replaces_it() {
             },
         )
         .await;
-    let audited = format!("{:?}", instance.audit.events("credential.granted").await);
+    let audited = format!(
+        "{:?}",
+        instance.audit.events(TENANT, "credential.granted").await
+    );
     assert!(
         !audited.contains(ALICE_PAT) && !audited.contains(BOB_PAT),
         "no token in an audit row"

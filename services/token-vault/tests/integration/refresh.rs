@@ -9,10 +9,7 @@ use std::time::Duration;
 use agentauth_grpc::ApiKey;
 use agentauth_proto::vault::v1 as pb;
 use agentauth_testkit::logs::{assert_logs_hold_none_of, logs};
-use agentauth_testkit::openbao;
-use figment::providers::{Format as _, Toml};
-use token_vault::Config;
-use token_vault::secrets::{Location, Secrets};
+use token_vault::secrets::Location;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
@@ -52,13 +49,6 @@ impl Setup {
     /// The stored (access token, refresh token) of alice.
     async fn stored(&self) -> (String, String) {
         self.stored_of(ALICE).await
-    }
-
-    fn secrets(&self) -> Secrets {
-        let config: Config = figment::Figment::from(Toml::string(&self.config_text))
-            .extract()
-            .expect("valid config");
-        Secrets::new(&config.vault, openbao::shared().token()).expect("secrets")
     }
 
     /// The stored (access token, refresh token) of `identifier`.

@@ -28,6 +28,49 @@ pub use db::Db;
 #[path = "secrets.rs"]
 pub mod secrets;
 
+#[path = "audit.rs"]
+pub mod audit;
+
+/// An in-process Asana sandbox on a free port, serving until `shutdown`, and its base URL.
+pub async fn sandbox(auto_approve: bool, shutdown: &CancellationToken) -> (Sandbox, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let sandbox = Sandbox::new(asana_sandbox::Config {
+        public_url: url.clone(),
+        auto_approve,
+        ..asana_sandbox::Config::default()
+    });
+    tokio::spawn(sandbox.clone().serve(listener, shutdown.clone()));
+    (sandbox, url)
+}
+
+/// How a [`Setup`] is started.
+pub struct Options<'a> {
+    /// `postgres` or `sqlite`.
+    pub backend: &'a str,
+    pub replicas: usize,
+    /// Whether the sandbox approves consents at once.
+    pub auto_approve: bool,
+    pub sweep_interval: &'a str,
+    /// `[vault] timeout`.
+    pub vault_timeout: &'a str,
+    /// Where token-vault records its audit events; nowhere when `None`.
+    pub audit: Option<&'a audit::AuditLog>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self {
+            backend: "sqlite",
+            replicas: 1,
+            auto_approve: true,
+            sweep_interval: "1h",
+            vault_timeout: "5s",
+            audit: None,
+        }
+    }
+}
+
 /// A sandbox and token-vault replicas sharing one Vault prefix and one database.
 pub struct Setup {
     pub sandbox: Sandbox,
@@ -69,16 +112,29 @@ impl Setup {
         auto_approve: bool,
         sweep_interval: &str,
     ) -> Self {
+        Self::start_with(Options {
+            backend,
+            replicas,
+            auto_approve,
+            sweep_interval,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// A setup as `options` say.
+    pub async fn start_with(options: Options<'_>) -> Self {
+        let Options {
+            backend,
+            replicas,
+            auto_approve,
+            sweep_interval,
+            vault_timeout,
+            audit,
+        } = options;
         let db = Db::create(backend).await;
         let shutdown = CancellationToken::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let sandbox_url = format!("http://{}", listener.local_addr().expect("address"));
-        let sandbox = Sandbox::new(asana_sandbox::Config {
-            public_url: sandbox_url.clone(),
-            auto_approve,
-            ..asana_sandbox::Config::default()
-        });
-        tokio::spawn(sandbox.clone().serve(listener, shutdown.clone()));
+        let (sandbox, sandbox_url) = sandbox(auto_approve, &shutdown).await;
 
         let mut callbacks = Vec::new();
         for _ in 0..replicas {
@@ -143,6 +199,7 @@ roles = ["executor"]
 [vault]
 addr = "{vault_addr}"
 path_prefix = "{prefix}"
+timeout = "{vault_timeout}"
 
 [database]
 url = "{db_url}"
@@ -160,8 +217,10 @@ sweep_concurrency = 2
             db_url = db.url(),
         );
         let mut addresses = Vec::new();
-        for callback in callbacks {
-            let config: Config = figment::Figment::from(Toml::string(&config_text))
+        for (replica, callback) in callbacks.into_iter().enumerate() {
+            let replica_text =
+                config_text.clone() + &audit.map(|a| a.section(replica)).unwrap_or_default();
+            let config: Config = figment::Figment::from(Toml::string(&replica_text))
                 .extract()
                 .expect("valid config");
             let service = TokenVaultService::with_vault_token(config, vault.token())
@@ -188,6 +247,15 @@ sweep_concurrency = 2
             shutdown,
             _db: db,
         }
+    }
+
+    /// Vault's credentials as the replicas see them (acting with the root token).
+    pub fn secrets(&self) -> token_vault::secrets::Secrets {
+        let config: Config = figment::Figment::from(Toml::string(&self.config_text))
+            .extract()
+            .expect("valid config");
+        token_vault::secrets::Secrets::new(&config.vault, openbao::shared().token())
+            .expect("secrets")
     }
 
     pub fn client(&self, replica: usize, key: &ApiKey) -> TokenVaultClient<AuthenticatedChannel> {
@@ -223,11 +291,17 @@ sweep_concurrency = 2
     /// Connects `identifier` over the OAuth flow (needs an auto-approving sandbox).
     pub async fn connect(&self, identifier: &str) {
         let link = self.link_for(identifier).await;
+        self.complete_consent(&link).await;
+    }
+
+    /// Opens `link` as the user's browser would (an auto-approving sandbox consents at once)
+    /// and follows the redirect to token-vault's callback.
+    pub async fn complete_consent(&self, link: &str) {
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        let consent = browser.get(&link).send().await.expect("sandbox answers");
+        let consent = browser.get(link).send().await.expect("sandbox answers");
         assert_eq!(consent.status(), 302, "the sandbox approves at once");
         let callback = consent
             .headers()
