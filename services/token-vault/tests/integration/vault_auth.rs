@@ -1,7 +1,7 @@
 //! token-vault logs in to Vault as its Kubernetes ServiceAccount, under the least-privilege
 //! policy `deploy/vault/setup.sh` installs, keeps its Vault token renewed, logs in again (reading
 //! the token file anew) once the token reaches its max TTL, and is not ready while it holds no
-//! valid token.
+//! valid token; and renews a renewable static token (`VAULT_TOKEN`) before it expires.
 //!
 //! There is no Kubernetes API server here, and Vault's `kubernetes` auth method asks one to
 //! review each token (TokenReview). The stand-in is Vault's `jwt` auth method mounted at the
@@ -152,6 +152,75 @@ async fn setup_sh(bao: &OpenBao, home: &Path, args: &[&str]) -> String {
     text
 }
 
+/// The real token-vault binary on `bao` with `auth` (its `[vault.auth]` section, or nothing)
+/// and `VAULT_TOKEN=vault_token`, a SQLite database in `dir`, an `asana-pat` connection to the
+/// sandbox at `sandbox_url`, and two callers: `connector-executor` (role executor, any tenant)
+/// and `operator` (role operator, tenant acme).
+fn start_token_vault(
+    bao: &OpenBao,
+    auth: &str,
+    vault_token: &str,
+    dir: &Path,
+    sandbox_url: &str,
+    [executor, operator]: [&ApiKey; 2],
+) -> ServiceProcess {
+    let config = format!(
+        r#"[server]
+readiness_interval = "100ms"
+
+[[server.callers]]
+name = "connector-executor"
+key_sha256 = "{executor_hash}"
+tenants = ["*"]
+roles = ["executor"]
+
+[[server.callers]]
+name = "operator"
+key_sha256 = "{operator_hash}"
+tenants = ["acme"]
+roles = ["operator"]
+
+[vault]
+addr = "{vault}"
+timeout = "2s"
+
+{auth}
+[database]
+url = "sqlite://{db}?mode=rwc"
+
+[oauth]
+http_listen = "127.0.0.1:0"
+{connections}"#,
+        executor_hash = executor.hash(),
+        operator_hash = operator.hash(),
+        vault = bao.addr(),
+        db = dir.join("token-vault.db").display(),
+        connections =
+            agentauth_testkit::connections::pat("asana-pat", &format!("{sandbox_url}/api/1.0")),
+    );
+    ServiceProcess::start_program(
+        Path::new(env!("CARGO_BIN_EXE_token-vault")),
+        &config,
+        &[("VAULT_TOKEN", vault_token)],
+        free_port(),
+    )
+    .expect("token-vault starts")
+}
+
+/// Stores alice's PAT as the operator.
+async fn put_alice(url: &str, operator: &ApiKey) {
+    TokenVaultClient::new(channel(url, Some(operator)).expect("channel"))
+        .put_credential(pb::PutCredentialRequest {
+            tenant: "acme".into(),
+            connection_name: "asana-pat".into(),
+            identifier: "alice".into(),
+            token: ALICE_PAT.into(),
+            replace_user: false,
+        })
+        .await
+        .expect("credential stored");
+}
+
 fn get(pat_user: &str) -> pb::GetAccessTokenRequest {
     pb::GetAccessTokenRequest {
         tenant: "acme".into(),
@@ -219,53 +288,19 @@ async fn token_vault_logs_in_as_its_service_account_renews_and_logs_in_again() {
         shutdown.clone(),
     );
     let (executor, operator) = (ApiKey::generate(), ApiKey::generate());
-    let config = format!(
-        r#"[server]
-readiness_interval = "100ms"
-
-[[server.callers]]
-name = "connector-executor"
-key_sha256 = "{executor_hash}"
-tenants = ["*"]
-roles = ["executor"]
-
-[[server.callers]]
-name = "operator"
-key_sha256 = "{operator_hash}"
-tenants = ["acme"]
-roles = ["operator"]
-
-[vault]
-addr = "{vault}"
-timeout = "2s"
-
-[vault.auth]
-method = "kubernetes"
-role = "agentauth-token-vault"
-jwt_file = "{jwt_file}"
-
-[database]
-url = "sqlite://{db}?mode=rwc"
-
-[oauth]
-http_listen = "127.0.0.1:0"
-{connections}"#,
-        executor_hash = executor.hash(),
-        operator_hash = operator.hash(),
-        vault = bao.addr(),
-        jwt_file = jwt_file.display(),
-        db = dir.path().join("token-vault.db").display(),
-        connections =
-            agentauth_testkit::connections::pat("asana-pat", &format!("{sandbox_url}/api/1.0")),
+    let auth = format!(
+        "[vault.auth]\nmethod = \"kubernetes\"\nrole = \"agentauth-token-vault\"\njwt_file = \"{}\"\n",
+        jwt_file.display()
     );
     // The root token is not in its environment: whatever it can do, its login gave it.
-    let token_vault = ServiceProcess::start_program(
-        Path::new(env!("CARGO_BIN_EXE_token-vault")),
-        &config,
-        &[("VAULT_TOKEN", "")],
-        free_port(),
-    )
-    .expect("token-vault starts");
+    let token_vault = start_token_vault(
+        &bao,
+        &auth,
+        "",
+        dir.path(),
+        &sandbox_url,
+        [&executor, &operator],
+    );
     health_becomes(
         &token_vault,
         ServingStatus::Serving,
@@ -276,16 +311,7 @@ http_listen = "127.0.0.1:0"
     let client = |key: &ApiKey| TokenVaultClient::new(channel(&url, Some(key)).expect("channel"));
 
     // Under the policy alone it stores a credential (creating the tenant's key) and serves it.
-    client(&operator)
-        .put_credential(pb::PutCredentialRequest {
-            tenant: "acme".into(),
-            connection_name: "asana-pat".into(),
-            identifier: "alice".into(),
-            token: ALICE_PAT.into(),
-            replace_user: false,
-        })
-        .await
-        .expect("credential stored");
+    put_alice(&url, &operator).await;
 
     // Twelve seconds of calls: past the 3 s TTL (renewals) and the 8 s max TTL (a new login
     // with the token file as it is then). None fails.
@@ -391,4 +417,69 @@ http_listen = "127.0.0.1:0"
             .any(|word| word.starts_with("s.") && word.len() > 20),
         "a Vault token was logged:\n{log}"
     );
+}
+
+/// A static token that expires unless renewed (a periodic token holding only token-vault's
+/// policy, as deploy/vault/README.md has operators create): token-vault looks it up, renews it
+/// before each period ends, and keeps serving past several periods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewable_static_token_is_renewed_before_it_expires() {
+    let bao = OpenBao::start().expect("a private OpenBao");
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup_sh(&bao, dir.path(), &["--auth", "none"]).await;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/auth/token/create-orphan", bao.addr()))
+        .header("X-Vault-Token", bao.token())
+        .json(&serde_json::json!({ "policies": ["agentauth-token-vault"], "period": "3s" }))
+        .send()
+        .await
+        .expect("vault answers")
+        .json()
+        .await
+        .expect("json");
+    let token = created["auth"]["client_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let shutdown = CancellationToken::new();
+    let (_sandbox, sandbox_url) = sandbox(false, &shutdown).await;
+    let (executor, operator) = (ApiKey::generate(), ApiKey::generate());
+    let token_vault = start_token_vault(
+        &bao,
+        "",
+        &token,
+        dir.path(),
+        &sandbox_url,
+        [&executor, &operator],
+    );
+    health_becomes(
+        &token_vault,
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
+    let url = token_vault.url();
+    put_alice(&url, &operator).await;
+
+    // Eight seconds: the 3 s period passes twice over.
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        TokenVaultClient::new(channel(&url, Some(&executor)).expect("channel"))
+            .get_access_token(get("alice"))
+            .await
+            .unwrap_or_else(|status| panic!("{status:?}\n{}", token_vault.log()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = token_vault.log();
+    assert!(
+        log.contains("using the vault token from the environment")
+            && log.contains("renewable=true"),
+        "{log}"
+    );
+    assert!(
+        log.matches("vault token renewed").count() >= 2,
+        "renewed within each period:\n{log}"
+    );
+    assert!(!log.contains(&token), "the Vault token was logged");
+    shutdown.cancel();
 }
