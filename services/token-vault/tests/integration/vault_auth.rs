@@ -155,8 +155,8 @@ async fn setup_sh(bao: &OpenBao, home: &Path, args: &[&str]) -> String {
 /// The real token-vault binary on `bao` with `auth` (its `[vault.auth]` section, or nothing)
 /// and `VAULT_TOKEN=vault_token`, a SQLite database in `dir`, an `asana-pat` connection to the
 /// sandbox at `sandbox_url`, and two callers: `connector-executor` (role executor, any tenant)
-/// and `operator` (role operator, tenant acme).
-fn start_token_vault(
+/// and `operator` (role operator, tenant acme); once SERVING, with alice's PAT stored.
+async fn serving_token_vault(
     bao: &OpenBao,
     auth: &str,
     vault_token: &str,
@@ -198,13 +198,21 @@ http_listen = "127.0.0.1:0"
         connections =
             agentauth_testkit::connections::pat("asana-pat", &format!("{sandbox_url}/api/1.0")),
     );
-    ServiceProcess::start_program(
+    let token_vault = ServiceProcess::start_program(
         Path::new(env!("CARGO_BIN_EXE_token-vault")),
         &config,
         &[("VAULT_TOKEN", vault_token)],
         free_port(),
     )
-    .expect("token-vault starts")
+    .expect("token-vault starts");
+    health_becomes(
+        &token_vault,
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
+    put_alice(&token_vault.url(), operator).await;
+    token_vault
 }
 
 /// Stores alice's PAT as the operator.
@@ -293,25 +301,19 @@ async fn token_vault_logs_in_as_its_service_account_renews_and_logs_in_again() {
         jwt_file.display()
     );
     // The root token is not in its environment: whatever it can do, its login gave it.
-    let token_vault = start_token_vault(
+    let token_vault = serving_token_vault(
         &bao,
         &auth,
         "",
         dir.path(),
         &sandbox_url,
         [&executor, &operator],
-    );
-    health_becomes(
-        &token_vault,
-        ServingStatus::Serving,
-        Duration::from_secs(30),
     )
     .await;
     let url = token_vault.url();
     let client = |key: &ApiKey| TokenVaultClient::new(channel(&url, Some(key)).expect("channel"));
 
-    // Under the policy alone it stores a credential (creating the tenant's key) and serves it.
-    put_alice(&url, &operator).await;
+    // Under the policy alone it stored a credential (creating the tenant's key); it serves it.
 
     // Twelve seconds of calls: past the 3 s TTL (renewals) and the 8 s max TTL (a new login
     // with the token file as it is then). None fails.
@@ -444,22 +446,16 @@ async fn a_renewable_static_token_is_renewed_before_it_expires() {
     let shutdown = CancellationToken::new();
     let (_sandbox, sandbox_url) = sandbox(false, &shutdown).await;
     let (executor, operator) = (ApiKey::generate(), ApiKey::generate());
-    let token_vault = start_token_vault(
+    let token_vault = serving_token_vault(
         &bao,
         "",
         &token,
         dir.path(),
         &sandbox_url,
         [&executor, &operator],
-    );
-    health_becomes(
-        &token_vault,
-        ServingStatus::Serving,
-        Duration::from_secs(30),
     )
     .await;
     let url = token_vault.url();
-    put_alice(&url, &operator).await;
 
     // Eight seconds: the 3 s period passes twice over.
     let started = tokio::time::Instant::now();
