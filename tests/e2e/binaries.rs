@@ -151,3 +151,83 @@ async fn bad_configuration_exits_with_one_clear_line() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
 }
+
+/// `--check-config` refuses what connector-executor would refuse at start, without reading a
+/// key file or connecting to anything: what `make deploy-check` relies on.
+#[tokio::test]
+async fn connector_executor_checks_its_whole_configuration_without_connecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = ApiKey::generate();
+    let base = config("connector-executor", &key);
+    let unreachable = agentauth_testkit::free_port();
+    let signing = "[virtual_mcp]\nlisten = \"127.0.0.1:0\"\n\n[[virtual_mcp.signing_keys]]\nid = \"k1\"\nkey_file = \"/nonexistent/k1.key\"\n";
+    let database = "[database]\nurl = \"sqlite:///nonexistent/db.sqlite\"\n";
+    let cases = [
+        (
+            "shared limits on another scheme",
+            "[limits.shared]\nurl = \"http://127.0.0.1:6379\"\n".to_owned(),
+            "[limits.shared] url",
+        ),
+        (
+            "no replica",
+            format!("[limits.shared]\nurl = \"redis://{unreachable}\"\nreplicas = 0\n"),
+            "replicas",
+        ),
+        (
+            "ttl order",
+            format!("{database}{signing}default_ttl = \"2h\"\nmax_ttl = \"1h\"\n"),
+            "default_ttl",
+        ),
+        (
+            "key id",
+            format!(
+                "{database}{signing}\n[[virtual_mcp.signing_keys]]\nid = \"k1\"\nkey_file = \"/nonexistent/k2.key\"\n"
+            ),
+            "appears twice",
+        ),
+        (
+            "servers without a key",
+            "[[virtual_servers]]\nname = \"people\"\nminters = [\"test\"]\n\n[[virtual_servers.tools]]\nconnection = \"asana-pat\"\ntool = \"asana_user_me\"\n".to_owned(),
+            "signing key",
+        ),
+        (
+            "sessions without a database",
+            signing.to_owned(),
+            "[database]",
+        ),
+        (
+            "webhooks without a database",
+            "[webhooks]\npublic_url = \"https://hooks.example\"\n".to_owned(),
+            "[database]",
+        ),
+    ];
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(format!("{}.toml", name.replace(' ', "-")));
+        std::fs::write(&path, format!("{base}\n{text}")).expect("write config");
+        let path = path.to_str().expect("utf-8").to_owned();
+        async move {
+            run_to_exit(
+                "connector-executor",
+                &["--config", &path, "--check-config"],
+                &[],
+            )
+            .await
+            .expect("runs")
+        }
+    };
+    for (case, text, mentions) in &cases {
+        let (status, stderr) = check(case, text).await;
+        assert_eq!(status.code(), Some(2), "{case}: {stderr}");
+        assert!(stderr.contains(mentions), "{case}: {stderr}");
+    }
+    // A shared limiter nothing answers at, a key file that does not exist: nothing is read or
+    // connected to, so the configuration itself is fine.
+    let (status, stderr) = check(
+        "fine",
+        &format!(
+            "[limits.shared]\nurl = \"redis://{unreachable}\"\nreplicas = 3\n\n{database}{signing}"
+        ),
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+}

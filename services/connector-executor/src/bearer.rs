@@ -73,6 +73,24 @@ impl fmt::Debug for Keys {
     }
 }
 
+/// Key ids are letters, digits and '-', each named once.
+pub fn check_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for id in ids {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!(
+                "virtual_mcp.signing_keys: key id `{id}` must be letters, digits and '-'"
+            ));
+        }
+        if !seen.insert(id) {
+            return Err(format!(
+                "virtual_mcp.signing_keys: key id `{id}` appears twice"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Keys {
     /// Reads every configured key; fails naming the key that is missing, short or repeated.
     pub fn load(configs: &[KeyConfig]) -> Result<Self, String> {
@@ -95,20 +113,11 @@ impl Keys {
         if keys.is_empty() {
             return Err("virtual_mcp.signing_keys must name at least one key".to_owned());
         }
-        for (i, (id, key)) in keys.iter().enumerate() {
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(format!(
-                    "virtual_mcp.signing_keys: key id `{id}` must be letters, digits and '-'"
-                ));
-            }
+        check_ids(keys.iter().map(|(id, _)| id.as_str()))?;
+        for (id, key) in &keys {
             if key.len() < MIN_KEY_BYTES {
                 return Err(format!(
                     "virtual_mcp.signing_keys `{id}`: the key must hold at least {MIN_KEY_BYTES} bytes"
-                ));
-            }
-            if keys[..i].iter().any(|(other, _)| other == id) {
-                return Err(format!(
-                    "virtual_mcp.signing_keys: key id `{id}` appears twice"
                 ));
             }
         }

@@ -65,8 +65,8 @@ impl Executor {
         audit: Sink,
         mcp: McpClients,
         pins: Arc<Pins>,
+        catalogue: Catalogue,
     ) -> Result<Self, String> {
-        let catalogue = Catalogue::new().map_err(|e| format!("tool catalogue: {e}"))?;
         Ok(Self {
             catalogue,
             connections: Connections::new(token_vault.clone(), config.token_vault.connections_ttl),

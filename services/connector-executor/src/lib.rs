@@ -125,6 +125,7 @@ pub struct ConnectorExecutorService {
     listen: SocketAddr,
     shutdown_grace: Duration,
     config: Config,
+    catalogue: asana_tools::Catalogue,
 }
 
 impl agentauth_launch::Service for ConnectorExecutorService {
@@ -136,11 +137,29 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         let listen = config.server.listen;
         let shutdown_grace = config.server.shutdown_grace;
         let server = Server::new(Self::NAME, std::mem::take(&mut config.server), &[&POLICY])?;
+        // Everything that can be checked without a file or a connection is checked here, so
+        // that `--check-config` finds it.
+        let catalogue =
+            asana_tools::Catalogue::new().map_err(|e| anyhow::anyhow!("tool catalogue: {e}"))?;
+        rate::check(&config.limits)?;
+        virtual_mcp::check(
+            &config.virtual_mcp,
+            &config.virtual_servers,
+            &catalogue,
+            &server.callers(),
+            config.database.as_ref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            config.webhooks.public_url.is_none() || config.database.is_some(),
+            "[webhooks] names a public_url but there is no [database] to store subscriptions and events in"
+        );
         Ok(Self {
             server,
             listen,
             shutdown_grace,
             config,
+            catalogue,
         })
     }
 
@@ -166,7 +185,7 @@ impl agentauth_launch::Service for ConnectorExecutorService {
         let pinning = tokio::spawn(pins.clone().follow(shutdown.clone()));
         let vault = TokenVaultClient::new(channel);
         let executor = Arc::new(
-            executor::Executor::new(&config, vault.clone(), audit, mcp, pins)
+            executor::Executor::new(&config, vault.clone(), audit, mcp, pins, self.catalogue)
                 .map_err(anyhow::Error::msg)?,
         );
         let mcp_sessions = executor.mcp.clone();

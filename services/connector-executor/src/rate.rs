@@ -219,21 +219,33 @@ impl Permit {
     }
 }
 
+/// Checks `[limits]` without connecting to anything (`--check-config` runs it).
+pub(crate) fn check(config: &LimitsConfig) -> anyhow::Result<()> {
+    let Some(shared) = &config.shared else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        redis::parse_redis_url(&shared.url).is_some(),
+        "[limits.shared] url must be a redis:// or rediss:// URL"
+    );
+    anyhow::ensure!(
+        shared.replicas >= 1,
+        "[limits.shared] replicas must be at least 1"
+    );
+    anyhow::ensure!(
+        shared.lease >= Duration::from_secs(1) && !shared.timeout.is_zero(),
+        "[limits.shared] lease must be at least 1s, and timeout more than 0"
+    );
+    Ok(())
+}
+
 impl Limiter {
     pub(crate) fn new(config: &LimitsConfig) -> anyhow::Result<Self> {
         let slots = Slots::of(config);
         let (local, shared) = match &config.shared {
             None => (Local::new(slots), None),
             Some(shared) => {
-                anyhow::ensure!(!shared.url.is_empty(), "[limits.shared] needs a url");
-                anyhow::ensure!(
-                    shared.replicas >= 1,
-                    "[limits.shared] replicas must be at least 1"
-                );
-                anyhow::ensure!(
-                    shared.lease >= Duration::from_secs(1) && !shared.timeout.is_zero(),
-                    "[limits.shared] lease must be at least 1s, and timeout more than 0"
-                );
+                check(config)?;
                 (
                     Local::new(slots.share(shared.replicas)),
                     Some(Shared::new(shared, slots)?),

@@ -254,44 +254,10 @@ impl VirtualMcp {
         callers: agentauth_grpc::auth::Callers,
         database: Option<&agentauth_db::Config>,
     ) -> Result<Option<Self>, String> {
-        if config.signing_keys.is_empty() {
-            if !servers.is_empty() {
-                return Err(
-                    "virtual_servers are declared but [virtual_mcp] names no signing key"
-                        .to_owned(),
-                );
-            }
+        let Some((by_name, database)) = check(config, servers, catalogue, &callers, database)?
+        else {
             return Ok(None);
-        }
-        if config.revocation_refresh.is_zero()
-            || config.revocation_stale_after <= config.revocation_refresh
-        {
-            return Err(
-                "virtual_mcp.revocation_refresh must be positive and below virtual_mcp.revocation_stale_after"
-                    .to_owned(),
-            );
-        }
-        if config.default_ttl.is_zero() || config.default_ttl > config.max_ttl {
-            return Err(
-                "virtual_mcp.default_ttl must be positive and at most virtual_mcp.max_ttl"
-                    .to_owned(),
-            );
-        }
-        let mut by_name = BTreeMap::new();
-        for server in servers {
-            check_server(server, catalogue, &callers)?;
-            if by_name
-                .insert(server.name.clone(), server.clone())
-                .is_some()
-            {
-                return Err(format!(
-                    "virtual_servers: `{}` is declared twice",
-                    server.name
-                ));
-            }
-        }
-        let database = database
-            .ok_or("[virtual_mcp] names a signing key but there is no [database] to record its sessions and revocations in")?;
+        };
         let database =
             agentauth_db::Database::connect_lazy(database).map_err(|e| format!("database: {e}"))?;
         let public_url = config
@@ -400,6 +366,63 @@ impl VirtualMcp {
             && minter.check_tenant(&claims.ten).is_ok())
         .then_some(minter)
     }
+}
+
+/// The virtual servers by name, and the database that records their sessions.
+type Checked<'a> = (
+    BTreeMap<String, VirtualServerConfig>,
+    &'a agentauth_db::Config,
+);
+
+/// `[virtual_mcp]` and the virtual servers checked against the catalogue and the callers,
+/// reading no key file and opening no connection (so `--check-config` runs it): the servers by
+/// name and the database that records their sessions, or `None` when no signing key is named.
+pub(crate) fn check<'a>(
+    config: &VirtualMcpConfig,
+    servers: &[VirtualServerConfig],
+    catalogue: &asana_tools::Catalogue,
+    callers: &agentauth_grpc::auth::Callers,
+    database: Option<&'a agentauth_db::Config>,
+) -> Result<Option<Checked<'a>>, String> {
+    if config.signing_keys.is_empty() {
+        if !servers.is_empty() {
+            return Err(
+                "virtual_servers are declared but [virtual_mcp] names no signing key".to_owned(),
+            );
+        }
+        return Ok(None);
+    }
+    crate::bearer::check_ids(config.signing_keys.iter().map(|k| k.id.as_str()))?;
+    if config.revocation_refresh.is_zero()
+        || config.revocation_stale_after <= config.revocation_refresh
+    {
+        return Err(
+            "virtual_mcp.revocation_refresh must be positive and below virtual_mcp.revocation_stale_after"
+                .to_owned(),
+        );
+    }
+    if config.default_ttl.is_zero() || config.default_ttl > config.max_ttl {
+        return Err(
+            "virtual_mcp.default_ttl must be positive and at most virtual_mcp.max_ttl".to_owned(),
+        );
+    }
+    let mut by_name = BTreeMap::new();
+    for server in servers {
+        check_server(server, catalogue, callers)?;
+        if by_name
+            .insert(server.name.clone(), server.clone())
+            .is_some()
+        {
+            return Err(format!(
+                "virtual_servers: `{}` is declared twice",
+                server.name
+            ));
+        }
+    }
+    let database = database.ok_or(
+        "[virtual_mcp] names a signing key but there is no [database] to record its sessions and revocations in",
+    )?;
+    Ok(Some((by_name, database)))
 }
 
 fn check_server(
