@@ -2,6 +2,7 @@
 
 mod audit;
 mod binaries;
+mod chaos;
 mod cli;
 mod dev;
 mod durability;

@@ -10,7 +10,8 @@
 //! - [`logs`]: every log line of the test process, to scan for secrets.
 //! - [`process`]: a real binary, started with a config, stopped with a signal.
 //! - [`redis`]: the machine's Redis under a fresh key prefix, or a private one to take away.
-//! - [`relay`]: a TCP relay in front of a real dependency, cut and restored (a partition).
+//! - [`relay`]: a TCP relay in front of a real dependency, cut and restored (a partition), and
+//!   a balancer in front of a service's replicas.
 //! - [`prism`]: Stoplight Prism checking traffic against Asana's OpenAPI spec.
 
 pub mod bench;

@@ -110,6 +110,13 @@ impl ServiceProcess {
         self.dir.path()
     }
 
+    /// Kills it with SIGKILL, as a node failure or the OOM killer would: it cleans nothing up.
+    /// Its log stays readable.
+    pub async fn kill(&mut self) -> anyhow::Result<ExitStatus> {
+        self.child.start_kill()?;
+        Ok(self.child.wait().await?)
+    }
+
     /// Sends SIGTERM and waits for it to exit, at most `within`.
     pub async fn terminate(mut self, within: Duration) -> anyhow::Result<ExitStatus> {
         let pid = self
