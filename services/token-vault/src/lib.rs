@@ -317,6 +317,7 @@ impl agentauth_launch::Service for TokenVaultService {
             records: self.records.clone(),
             audit: self.audit.clone(),
             oauth: oauth.clone(),
+            refreshes: refresh::refreshes_counter(&opentelemetry::global::meter("token-vault")),
         });
         let sweeper = Arc::new(sweep::Sweeper {
             refresher: refresher.clone(),

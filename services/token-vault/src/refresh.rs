@@ -53,6 +53,22 @@ pub struct Refresher {
     pub records: Store,
     pub audit: Arc<Audit>,
     pub oauth: Arc<Flow>,
+    /// Refresh grants sent to Asana, by how they ended (see [`refreshes_counter`]).
+    pub refreshes: opentelemetry::metrics::Counter<u64>,
+}
+
+/// `agentauth.vault.refreshes{result}`: refresh grants sent to Asana, by how Asana answered —
+/// `success`, `invalid_grant` (the user must consent again), `transient` (retried), `error`.
+/// The refresh-success objective of docs/operations.md reads it.
+pub fn refreshes_counter(
+    meter: &opentelemetry::metrics::Meter,
+) -> opentelemetry::metrics::Counter<u64> {
+    meter
+        .u64_counter("agentauth.vault.refreshes")
+        .with_description(
+            "Refresh grants sent to Asana, by result: success, invalid_grant, transient, error",
+        )
+        .build()
 }
 
 fn location(account: &Account) -> Location<'_> {
@@ -255,7 +271,16 @@ impl Refresher {
                 .await);
         };
         crate::audit::ready(&self.audit)?;
-        match self.oauth.refresh_grant(connection, &refresh_token).await {
+        let granted = self.oauth.refresh_grant(connection, &refresh_token).await;
+        let result = match &granted {
+            Ok(_) => "success",
+            Err(RefreshFailure::InvalidGrant) => "invalid_grant",
+            Err(RefreshFailure::Transient(_)) => "transient",
+            Err(RefreshFailure::Other(_)) => "error",
+        };
+        self.refreshes
+            .add(1, &[opentelemetry::KeyValue::new("result", result)]);
+        match granted {
             Ok(refreshed) => {
                 let renewed = Secret {
                     access_token: refreshed.access_token,

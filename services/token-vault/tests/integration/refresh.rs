@@ -766,3 +766,85 @@ async fn every_replica_streams_account_changes_in_order_and_resumes_from_a_curso
         .expect_err("onboarding does not include WatchAccountChanges");
     assert_eq!(denied.code(), Code::PermissionDenied);
 }
+
+/// `agentauth.vault.refreshes{result}`, the refresh-success objective's metric: one count per
+/// refresh grant sent to Asana, by how it answered.
+#[tokio::test]
+async fn refresh_grants_are_counted_by_how_asana_answered() {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    // This test's process has no other meter provider (each test runs in its own process).
+    opentelemetry::global::set_meter_provider(provider.clone());
+    let setup = start("sqlite", 1).await;
+    setup.connect_alice().await;
+    let longer = Some(Duration::from_secs(2 * 3600));
+    setup
+        .get_token(0, &setup.reader, longer)
+        .await
+        .expect("refreshed");
+    setup
+        .sandbox
+        .0
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(asana_sandbox::Fault {
+            path_prefix: "/-/oauth_token".into(),
+            latency_ms: 0,
+            status: Some(503),
+            times: Some(1),
+        });
+    setup
+        .get_token(0, &setup.reader, longer)
+        .await
+        .expect_err("the token endpoint is down");
+    setup
+        .get_token(0, &setup.reader, longer)
+        .await
+        .expect("refreshed on the retry");
+    let (_, refresh_token) = setup.stored().await;
+    setup.revoke_at_asana(&refresh_token).await;
+    setup
+        .get_token(0, &setup.reader, longer)
+        .await
+        .expect_err("the grant is gone");
+    provider.force_flush().expect("flush");
+
+    let mut counted = std::collections::BTreeMap::new();
+    for resource in exporter.get_finished_metrics().expect("metrics") {
+        for scope in resource.scope_metrics() {
+            for metric in scope
+                .metrics()
+                .filter(|m| m.name() == "agentauth.vault.refreshes")
+            {
+                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                    for point in sum.data_points() {
+                        let result = point
+                            .attributes()
+                            .find(|kv| kv.key.as_str() == "result")
+                            .map(|kv| kv.value.to_string())
+                            .unwrap_or_default();
+                        counted.insert(result, point.value());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        counted,
+        [("invalid_grant", 1), ("success", 2), ("transient", 1)]
+            .map(|(result, n)| (result.to_owned(), n))
+            .into(),
+        "each grant once, by Asana's answer"
+    );
+    assert_eq!(
+        setup.refreshes(),
+        2,
+        "the sandbox granted the two counted as successes"
+    );
+}
