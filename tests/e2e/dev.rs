@@ -66,6 +66,22 @@ fn agentauth_cli(
     command
 }
 
+/// `agentauth dev` on `data` with `args` and the project's OpenBao, its output piped.
+fn dev_command(data: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary("agentauth"));
+    command
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .arg("--bao")
+        .arg(openbao::binary().expect("bao"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
 /// Reads `agentauth dev`'s standard output until it says it is running, and returns it.
 async fn running(dev: &mut tokio::process::Child) -> Vec<String> {
     let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
@@ -114,11 +130,9 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
         ),
     )
     .expect("own callers");
-    let mut dev = tokio::process::Command::new(binary("agentauth"))
-        .arg("dev")
-        .arg("--data-dir")
-        .arg(data.path())
-        .args([
+    let mut dev = dev_command(
+        data.path(),
+        &[
             "--first-port",
             &first.to_string(),
             "--vault-port",
@@ -127,14 +141,10 @@ async fn dev_starts_all_four_services_and_ctrl_c_stops_everything() {
             &sandbox.to_string(),
             "--callback-port",
             &callback.to_string(),
-        ])
-        .arg("--bao")
-        .arg(openbao::binary().expect("bao"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn agentauth dev");
+        ],
+    )
+    .spawn()
+    .expect("spawn agentauth dev");
     let printed = running(&mut dev).await;
     assert!(
         printed
@@ -674,11 +684,10 @@ async fn dev_runs_against_the_asana_and_postgresql_it_is_given() {
     let admin = agentauth_testkit::database::postgres_admin_url();
     let server = admin.rsplit_once('/').expect("admin URL").0;
 
-    let mut dev = tokio::process::Command::new(binary("agentauth"))
-        .arg("dev")
-        .arg("--data-dir")
-        .arg(data.path())
-        .args([
+    let mcp_secret_argument = mcp_secret_file.display().to_string();
+    let mut dev = dev_command(
+        data.path(),
+        &[
             "--first-port",
             &first.to_string(),
             "--vault-port",
@@ -693,19 +702,15 @@ async fn dev_runs_against_the_asana_and_postgresql_it_is_given() {
             "sandbox-rest-app",
             "--mcp-client-id",
             "sandbox-mcp-app",
+            "--mcp-client-secret-file",
+            &mcp_secret_argument,
             "--database-url",
             &format!("{server}/{prefix}"),
-        ])
-        .arg("--mcp-client-secret-file")
-        .arg(&mcp_secret_file)
-        .env("AGENTAUTH_ASANA_CLIENT_SECRET", "sandbox-rest-secret")
-        .arg("--bao")
-        .arg(openbao::binary().expect("bao"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn agentauth dev");
+        ],
+    )
+    .env("AGENTAUTH_ASANA_CLIENT_SECRET", "sandbox-rest-secret")
+    .spawn()
+    .expect("spawn agentauth dev");
     let printed = running(&mut dev).await.join("\n");
     assert!(printed.contains(&format!("{asana}/api/1.0")), "{printed}");
     assert!(

@@ -56,16 +56,6 @@ fn alice_requests(system: &System) -> u64 {
     counter(&system.token_stats(ALICE_PAT), "requests_total")
 }
 
-/// Every request to `path_prefix` takes `latency_ms` longer, so concurrent calls overlap.
-fn slow_down(system: &System, path_prefix: &str, latency_ms: u64) {
-    system.sandbox.0.faults.lock().expect("faults").push(Fault {
-        path_prefix: path_prefix.into(),
-        latency_ms,
-        status: None,
-        times: None,
-    });
-}
-
 /// The details of tenant `acme`'s events denied by a rate limit, once there are `count`.
 async fn rate_limited_events(system: &System, count: usize) -> Vec<Value> {
     let denied = || async {
@@ -92,7 +82,7 @@ async fn a_burst_of_writes_stays_within_fifteen_in_flight_and_the_minute_budget(
     let system = System::start(Options::default()).await;
     system.connect_pat("alice", ALICE_PAT).await;
     let workspace = workspace(&system, "Acme Corp");
-    slow_down(&system, "/api/1.0/tasks", 200);
+    system.slow_down("/api/1.0/tasks", 200);
     let before = alice_requests(&system);
     // One channel, as a caller would hold it: its calls share one HTTP/2 connection.
     let executor = system.executor();
@@ -157,7 +147,7 @@ async fn concurrent_reads_stay_within_fifty_in_flight_and_all_succeed_on_a_paid_
     })
     .await;
     system.connect_pat("alice", ALICE_PAT).await;
-    slow_down(&system, "/api/1.0/users", 300);
+    system.slow_down("/api/1.0/users", 300);
     let before = alice_requests(&system);
     let executor = system.executor();
     let calls = (0..200).map(|_| {
@@ -405,7 +395,7 @@ async fn burst_over_three_replicas(limits_toml: &str) -> Value {
     .await;
     system.connect_pat("alice", ALICE_PAT).await;
     let workspace = workspace(&system, "Acme Corp");
-    slow_down(&system, "/api/1.0/tasks", 200);
+    system.slow_down("/api/1.0/tasks", 200);
     let before = alice_requests(&system);
     let replicas: Vec<_> = (0..3).map(|r| system.executor_replica(r)).collect();
     let calls = (0..300).map(|i| {

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use asana_sandbox::Fault;
 use asana_sandbox::seed::ALICE_PAT;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::data::{
@@ -14,33 +13,35 @@ use serde_json::json;
 
 use crate::system::{Options, System};
 
-/// What `exporter` holds of the metric `name`: its histogram points (f64) or sum points (u64).
-fn histogram(exporter: &InMemoryMetricExporter, name: &str) -> Vec<HistogramDataPoint<f64>> {
+/// The data points `exporter` holds of the metric `name`, as `pick` reads them.
+fn points<T>(
+    exporter: &InMemoryMetricExporter,
+    name: &str,
+    pick: impl Fn(&AggregatedMetrics) -> Vec<T>,
+) -> Vec<T> {
     let mut points = Vec::new();
     for resource in exporter.get_finished_metrics().expect("metrics") {
         for scope in resource.scope_metrics() {
             for metric in scope.metrics().filter(|m| m.name() == name) {
-                if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
-                    points.extend(h.data_points().cloned());
-                }
+                points.extend(pick(metric.data()));
             }
         }
     }
     points
 }
 
+fn histogram(exporter: &InMemoryMetricExporter, name: &str) -> Vec<HistogramDataPoint<f64>> {
+    points(exporter, name, |data| match data {
+        AggregatedMetrics::F64(MetricData::Histogram(h)) => h.data_points().cloned().collect(),
+        _ => Vec::new(),
+    })
+}
+
 fn sums(exporter: &InMemoryMetricExporter, name: &str) -> Vec<SumDataPoint<u64>> {
-    let mut points = Vec::new();
-    for resource in exporter.get_finished_metrics().expect("metrics") {
-        for scope in resource.scope_metrics() {
-            for metric in scope.metrics().filter(|m| m.name() == name) {
-                if let AggregatedMetrics::U64(MetricData::Sum(s)) = metric.data() {
-                    points.extend(s.data_points().cloned());
-                }
-            }
-        }
-    }
-    points
+    points(exporter, name, |data| match data {
+        AggregatedMetrics::U64(MetricData::Sum(s)) => s.data_points().cloned().collect(),
+        _ => Vec::new(),
+    })
 }
 
 fn has<'a>(mut attributes: impl Iterator<Item = &'a KeyValue>, key: &str, value: &str) -> bool {
@@ -57,12 +58,7 @@ async fn calls_are_counted_by_outcome_and_the_added_latency_leaves_out_asanas_ti
     opentelemetry::global::set_meter_provider(provider.clone());
     let system = System::start(Options::default()).await;
     system.connect_pat("alice", ALICE_PAT).await;
-    system.sandbox.0.faults.lock().expect("faults").push(Fault {
-        path_prefix: "/api/1.0/users".into(),
-        latency_ms: 400,
-        status: None,
-        times: None,
-    });
+    system.slow_down("/api/1.0/users", 400);
 
     let started = Instant::now();
     let answered = system

@@ -193,6 +193,22 @@ async fn serving(url: &str) {
 }
 
 impl System {
+    /// Every sandbox request to a path starting with `path_prefix` takes `latency_ms` longer, so
+    /// that calls overlap (or an answer's time is known).
+    pub fn slow_down(&self, path_prefix: &str, latency_ms: u64) {
+        self.sandbox
+            .0
+            .faults
+            .lock()
+            .expect("faults")
+            .push(asana_sandbox::Fault {
+                path_prefix: path_prefix.into(),
+                latency_ms,
+                status: None,
+                times: None,
+            });
+    }
+
     pub async fn start(options: Options) -> Self {
         let shutdown = CancellationToken::new();
         let mut files = Vec::new();

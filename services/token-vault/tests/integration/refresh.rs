@@ -107,6 +107,21 @@ impl Setup {
     }
 
     /// Whether `token` works on the sandbox's REST API.
+    /// The sandbox's token endpoint answers the next request 503.
+    fn fail_token_endpoint_once(&self) {
+        self.sandbox
+            .0
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(asana_sandbox::Fault {
+                path_prefix: "/-/oauth_token".into(),
+                latency_ms: 0,
+                status: Some(503),
+                times: Some(1),
+            });
+    }
+
     /// Revokes the grant of `refresh_token` at the sandbox, as a user deauthorizing the app.
     async fn revoke_at_asana(&self, refresh_token: &str) {
         let revoked = reqwest::Client::new()
@@ -342,18 +357,7 @@ async fn revocation_at_asana_leads_to_needs_reauth_with_a_link() {
 async fn a_transient_failure_leaves_the_account_expired_and_is_retried() {
     let setup = start("sqlite", 1).await;
     setup.connect_alice().await;
-    setup
-        .sandbox
-        .0
-        .faults
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(asana_sandbox::Fault {
-            path_prefix: "/-/oauth_token".into(),
-            latency_ms: 0,
-            status: Some(503),
-            times: Some(1),
-        });
+    setup.fail_token_endpoint_once();
     let status = setup
         .get_token(0, &setup.reader, Some(Duration::from_secs(2 * 3600)))
         .await
@@ -499,18 +503,7 @@ async fn the_sweeper_backs_off_after_a_transient_failure() {
     setup.sandbox.tokens().lifetime = Duration::from_secs(60);
     setup.connect_alice().await;
     setup.sandbox.tokens().lifetime = Duration::from_secs(3600);
-    setup
-        .sandbox
-        .0
-        .faults
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(asana_sandbox::Fault {
-            path_prefix: "/-/oauth_token".into(),
-            latency_ms: 0,
-            status: Some(503),
-            times: Some(1),
-        });
+    setup.fail_token_endpoint_once();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while setup.account("asana").await.state != pb::AccountState::Expired as i32 {
         assert!(
@@ -787,18 +780,7 @@ async fn refresh_grants_are_counted_by_how_asana_answered() {
         .get_token(0, &setup.reader, longer)
         .await
         .expect("refreshed");
-    setup
-        .sandbox
-        .0
-        .faults
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(asana_sandbox::Fault {
-            path_prefix: "/-/oauth_token".into(),
-            latency_ms: 0,
-            status: Some(503),
-            times: Some(1),
-        });
+    setup.fail_token_endpoint_once();
     setup
         .get_token(0, &setup.reader, longer)
         .await
