@@ -9,7 +9,10 @@
 //!   the production tracing subscriber, but no authentication, token, limits, validation or
 //!   audit;
 //! - (c) `ExecuteTool` on connector-executor with auditing on (audit-log in its own process, on
-//!   SQLite) and (d) with its audit sink off.
+//!   SQLite) and (d) with its audit sink off;
+//! - (e) as (d), with Asana's limits shared through Redis (`[limits.shared]`, the machine's
+//!   Redis at 127.0.0.1:6379): one script call per request, and one more to give back its
+//!   in-flight slot.
 //!
 //! Each path runs at concurrency 1, 16 and 64 over one gRPC channel (one HTTP client for
 //! direct), in rounds that interleave the paths, and reports calls per second, p50/p99, and
@@ -538,8 +541,13 @@ async fn drive() -> ExitCode {
         spool.display(),
     ));
     let unaudited = executor("");
+    let shared = executor(&format!(
+        "[limits.shared]\nurl = \"{}\"\nkey_prefix = \"{}\"\n",
+        agentauth_testkit::redis::shared_url(),
+        agentauth_testkit::redis::fresh_prefix(),
+    ));
     let forwarder = start("forwarder", "", &[(UPSTREAM, &api)]);
-    for process in [&audit_log, &audited, &unaudited] {
+    for process in [&audit_log, &audited, &unaudited, &shared] {
         serving(process).await;
     }
     listening(&forwarder).await;
@@ -577,6 +585,11 @@ async fn drive() -> ExitCode {
             "(d) ExecuteTool, audit off",
             grpc(&unaudited),
             Some(unaudited.pid()),
+        ),
+        (
+            "(e) ExecuteTool, audit off, limits on Redis",
+            grpc(&shared),
+            Some(shared.pid()),
         ),
     ];
     let mut results = Vec::new();
@@ -625,7 +638,7 @@ fn report(results: &[(&str, usize, Figures)], durability: &str) {
             .map(|(.., f)| *f);
         let versus = match (
             forwarder,
-            name.starts_with("(c)") || name.starts_with("(d)"),
+            name.starts_with("(c)") || name.starts_with("(d)") || name.starts_with("(e)"),
         ) {
             (Some(b), true) => format!(
                 "{:.2}x, {:+.0} µs, {}",
@@ -672,6 +685,19 @@ fn report(results: &[(&str, usize, Figures)], durability: &str) {
         println!(
             "executor CPU per call at 64, audit off: {:.2}x the forwarder's (goal ≤ 1.3)",
             mine.as_secs_f64() / theirs.as_secs_f64()
+        );
+    }
+    for concurrency in CONCURRENCY {
+        let (local, redis) = (at("(d)", concurrency), at("(e)", concurrency));
+        println!(
+            "limits on Redis vs in process at {concurrency}: {:.2}x calls/s, {:+.0} µs p50, CPU per call {}",
+            redis.rate / local.rate,
+            micros(redis.latencies.p50) - micros(local.latencies.p50),
+            match (redis.cpu_per_call, local.cpu_per_call) {
+                (Some(r), Some(l)) if !l.is_zero() =>
+                    format!("{:.2}x", r.as_secs_f64() / l.as_secs_f64()),
+                _ => "—".to_owned(),
+            }
         );
     }
     let a = at("(a)", 64);
