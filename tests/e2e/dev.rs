@@ -842,6 +842,19 @@ async fn dev_runs_against_the_asana_and_postgresql_it_is_given() {
         written.contains("sandbox-rest-app"),
         "the configs were read"
     );
+    for entry in std::fs::read_dir(data.path().join("config"))
+        .expect("config folder")
+        .flatten()
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = entry.metadata().expect("metadata").permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{} holds the database URL: private",
+            entry.path().display()
+        );
+    }
     for secret in ["sandbox-rest-secret", "sandbox-mcp-secret"] {
         assert!(!written.contains(secret), "{secret} in a config or log");
         assert!(!printed.contains(secret));

@@ -525,9 +525,10 @@ async fn start_all(
 
     for (i, (name, _)) in SERVICES.iter().enumerate() {
         let config = data.join("config").join(format!("{name}.toml"));
-        std::fs::write(
+        // Private like the keys: with --database-url the file holds its URL, password included.
+        write_secret_file(
             &config,
-            service_config(i, addresses, configs, &vault_url, data),
+            &service_config(i, addresses, configs, &vault_url, data),
         )?;
         let mut command = Command::new(sibling_binary(name)?);
         command.arg("--config").arg(&config);
