@@ -284,6 +284,7 @@ impl Limiter {
         per_minute: u32,
         deadline: Instant,
     ) -> Result<Permit, Refusal> {
+        let mut per_minute = per_minute;
         if let (Some(shared), Some(keys)) = (&self.shared, &budget.shared) {
             match shared
                 .acquire(keys, &budget.local, demand, per_minute, deadline)
@@ -295,15 +296,8 @@ impl Limiter {
                 }
                 Err(shared::Refused::Down(reason)) => match shared.on_outage() {
                     OnOutage::FailClosed => return Err(Refusal::Unavailable(reason)),
-                    OnOutage::ReplicaShare => {
-                        let per_minute = share(per_minute, shared.replicas());
-                        return self
-                            .local
-                            .acquire(&budget.local, demand, per_minute, deadline)
-                            .await
-                            .map(Permit::Local)
-                            .map_err(Refusal::Exhausted);
-                    }
+                    // This replica's share, in process.
+                    OnOutage::ReplicaShare => per_minute = share(per_minute, shared.replicas()),
                 },
             }
         }
